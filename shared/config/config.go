@@ -1,0 +1,267 @@
+// Package config reads oathpipe's settings from the environment once, at start, and fails fast
+// with the name of any setting that is missing or malformed. It also names the storage
+// containers, queues and tables the app uses, so code, function.json and infra/ agree.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Fixed names of the storage resources. function.json and infra/ use the same names; a test in
+// infra/ checks they agree.
+const (
+	InboxContainer    = "seed-inbox"                // vendor files are dropped here
+	ReportsContainer  = "seed-reports"              // {name}.json and {name}.failures.csv
+	RejectedContainer = "seed-rejected"             // files with any failed row, kept whole (they hold seeds)
+	ProvisionQueue    = "token-provisioning"        // one message per token, never a seed
+	PoisonQueue       = "token-provisioning-poison" // the host moves exhausted messages here
+	LedgerTable       = "oathpipeledger"            // one partition per import, one entity per token
+	AuditTable        = "oathpipeaudit"             // one entity per change made through the HTTP API
+	StorageConnection = "SeedStorage"               // the connection (setting prefix) in function.json
+)
+
+// Activation modes (OATHPIPE_ACTIVATION).
+const (
+	ActivationAuto = "auto" // compute the activation code from the seed in Key Vault
+	ActivationNone = "none" // assign only; the user activates in My Sign-ins
+)
+
+// Setting describes one environment setting the app reads.
+type Setting struct {
+	Name     string
+	Default  string
+	Required bool   // required by `oathpipe serve` (the deployed app)
+	DevOnly  bool   // only for the local stand-ins; never set in Azure
+	Meaning  string // one line for README's configuration table
+}
+
+// Settings lists every setting the app reads. README's configuration table, local.settings.sample.json
+// and infra/main.bicep are checked against it by tests.
+var Settings = []Setting{
+	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT", Required: true, Meaning: "Port `oathpipe serve` listens on; set by the Functions host."},
+	{Name: "SeedStorage", Meaning: "Storage connection string (local development and Azurite). In Azure use the identity-based `SeedStorage__*` settings instead."},
+	{Name: "SeedStorage__blobServiceUri", Meaning: "Blob endpoint of the seed storage account (identity-based connection)."},
+	{Name: "SeedStorage__queueServiceUri", Meaning: "Queue endpoint of the seed storage account (identity-based connection)."},
+	{Name: "SeedStorage__tableServiceUri", Meaning: "Table endpoint of the seed storage account, for the ledger (identity-based connection)."},
+	{Name: "SeedStorage__credential", Meaning: "`managedidentity` in Azure (read by the Functions host)."},
+	{Name: "SeedStorage__clientId", Meaning: "Client id of the user-assigned identity for storage (read by the Functions host and the app)."},
+	{Name: "OATHPIPE_KEYVAULT_URL", Required: true, Meaning: "Key Vault URL where seeds are stored, e.g. `https://kv-oathpipe.vault.azure.net/`."},
+	{Name: "OATHPIPE_GRAPH_URL", Default: "https://graph.microsoft.com", Meaning: "Microsoft Graph root (national clouds use other roots); v1.0 and beta paths are built from it."},
+	{Name: "OATHPIPE_MANAGED_IDENTITY_CLIENT_ID", Meaning: "Client id of the user-assigned managed identity for Key Vault and Graph; empty uses DefaultAzureCredential."},
+	{Name: "OATHPIPE_ACTIVATION", Default: ActivationAuto, Meaning: "`auto`: activate with a code computed from the seed; `none`: assign only, the user activates in My Sign-ins."},
+	{Name: "OATHPIPE_REQUIRED_ROLE", Meaning: "When set, HTTP callers must also carry this app role in `X-MS-CLIENT-PRINCIPAL` (App Service authentication)."},
+	{Name: "OATHPIPE_VAULT_CONCURRENCY", Default: "16", Meaning: "How many seeds an import writes to Key Vault at once."},
+	{Name: "OATHPIPE_HTTP_BUDGET", Default: "60s", Meaning: "Time budget of one HTTP API request (well inside the host's 230 s limit)."},
+	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared AES-128 key for encrypted PSKC files dropped in the inbox (use a Key Vault reference)."},
+	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
+	{Name: "OATHPIPE_LOG_LEVEL", Default: "info", Meaning: "`debug`, `info`, `warn` or `error`."},
+	{Name: "OATHPIPE_CA_FILE", DevOnly: true, Meaning: "Extra PEM CA bundle to trust (the local stand-ins' TLS certificate). Development only."},
+	{Name: "OATHPIPE_OFFLINE_TOKEN", DevOnly: true, Meaning: "Static bearer token for the local stand-ins. Refused unless every endpoint is on loopback. Development only."},
+}
+
+// Config is the validated settings.
+type Config struct {
+	Port int
+
+	StorageConnectionString string // SeedStorage, when set
+	BlobServiceURL          string // SeedStorage__blobServiceUri
+	QueueServiceURL         string // SeedStorage__queueServiceUri
+	TableServiceURL         string // SeedStorage__tableServiceUri
+	StorageClientID         string // SeedStorage__clientId
+
+	KeyVaultURL             string
+	GraphURL                string // no trailing slash
+	ManagedIdentityClientID string
+	Activation              string
+	RequiredRole            string
+	VaultConcurrency        int
+	HTTPBudget              time.Duration
+	PSKCKey                 []byte
+	PSKCPassword            string
+	LogLevel                string
+
+	CAFile       string
+	OfflineToken string
+}
+
+// Error names the setting that is missing or malformed.
+type Error struct {
+	Setting string
+	Problem string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("setting %s: %s", e.Setting, e.Problem) }
+
+// Load reads the settings through getenv (os.Getenv when nil) and validates them all,
+// returning every problem joined, each naming its setting.
+func Load(getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	get := func(name string) string {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			for _, s := range Settings {
+				if s.Name == name {
+					return s.Default
+				}
+			}
+		}
+		return v
+	}
+	var errs []error
+	bad := func(name, problem string) { errs = append(errs, &Error{Setting: name, Problem: problem}) }
+
+	c := &Config{
+		StorageConnectionString: get("SeedStorage"),
+		BlobServiceURL:          get("SeedStorage__blobServiceUri"),
+		QueueServiceURL:         get("SeedStorage__queueServiceUri"),
+		TableServiceURL:         get("SeedStorage__tableServiceUri"),
+		StorageClientID:         get("SeedStorage__clientId"),
+		KeyVaultURL:             get("OATHPIPE_KEYVAULT_URL"),
+		GraphURL:                strings.TrimRight(get("OATHPIPE_GRAPH_URL"), "/"),
+		ManagedIdentityClientID: get("OATHPIPE_MANAGED_IDENTITY_CLIENT_ID"),
+		Activation:              get("OATHPIPE_ACTIVATION"),
+		RequiredRole:            get("OATHPIPE_REQUIRED_ROLE"),
+		PSKCPassword:            getenv("OATHPIPE_PSKC_PASSWORD"),
+		LogLevel:                strings.ToLower(get("OATHPIPE_LOG_LEVEL")),
+		CAFile:                  get("OATHPIPE_CA_FILE"),
+		OfflineToken:            get("OATHPIPE_OFFLINE_TOKEN"),
+	}
+
+	if p := get("FUNCTIONS_CUSTOMHANDLER_PORT"); p == "" {
+		bad("FUNCTIONS_CUSTOMHANDLER_PORT", "missing (the Functions host sets it)")
+	} else if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		bad("FUNCTIONS_CUSTOMHANDLER_PORT", fmt.Sprintf("%q is not a port number", p))
+	} else {
+		c.Port = n
+	}
+
+	if c.StorageConnectionString == "" {
+		for _, s := range []struct{ name, val string }{
+			{"SeedStorage__blobServiceUri", c.BlobServiceURL},
+			{"SeedStorage__queueServiceUri", c.QueueServiceURL},
+			{"SeedStorage__tableServiceUri", c.TableServiceURL},
+		} {
+			if s.val == "" {
+				bad(s.name, "missing (or set SeedStorage to a connection string)")
+			} else if err := checkURL(s.val); err != nil {
+				bad(s.name, err.Error())
+			}
+		}
+	} else if !strings.Contains(c.StorageConnectionString, "=") {
+		bad("SeedStorage", "not a storage connection string")
+	}
+
+	if c.KeyVaultURL == "" {
+		bad("OATHPIPE_KEYVAULT_URL", "missing")
+	} else if err := checkURL(c.KeyVaultURL); err != nil {
+		bad("OATHPIPE_KEYVAULT_URL", err.Error())
+	}
+	if err := checkURL(c.GraphURL); err != nil {
+		bad("OATHPIPE_GRAPH_URL", err.Error())
+	}
+	if c.Activation != ActivationAuto && c.Activation != ActivationNone {
+		bad("OATHPIPE_ACTIVATION", fmt.Sprintf("%q: want auto or none", c.Activation))
+	}
+	if n, err := strconv.Atoi(get("OATHPIPE_VAULT_CONCURRENCY")); err != nil || n < 1 || n > 256 {
+		bad("OATHPIPE_VAULT_CONCURRENCY", fmt.Sprintf("%q: want a number from 1 to 256", get("OATHPIPE_VAULT_CONCURRENCY")))
+	} else {
+		c.VaultConcurrency = n
+	}
+	if d, err := time.ParseDuration(get("OATHPIPE_HTTP_BUDGET")); err != nil || d < time.Second || d > 200*time.Second {
+		bad("OATHPIPE_HTTP_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 200s", get("OATHPIPE_HTTP_BUDGET")))
+	} else {
+		c.HTTPBudget = d
+	}
+	if k := get("OATHPIPE_PSKC_KEY"); k != "" {
+		key, err := parseHexKey(k)
+		if err != nil {
+			bad("OATHPIPE_PSKC_KEY", err.Error())
+		}
+		c.PSKCKey = key
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("OATHPIPE_LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			bad("OATHPIPE_CA_FILE", err.Error())
+		}
+	}
+	if c.OfflineToken != "" {
+		for _, s := range c.offlineEndpoints() {
+			if !IsLoopbackURL(s.val) {
+				bad("OATHPIPE_OFFLINE_TOKEN", fmt.Sprintf("refused: %s (%s) is not on loopback; the offline credential is for the local stand-ins only", s.name, s.val))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+type namedURL struct{ name, val string }
+
+// offlineEndpoints lists every endpoint the offline credential could be sent to.
+func (c *Config) offlineEndpoints() []namedURL {
+	eps := []namedURL{{"OATHPIPE_KEYVAULT_URL", c.KeyVaultURL}, {"OATHPIPE_GRAPH_URL", c.GraphURL}}
+	for _, s := range []namedURL{
+		{"SeedStorage__blobServiceUri", c.BlobServiceURL},
+		{"SeedStorage__queueServiceUri", c.QueueServiceURL},
+		{"SeedStorage__tableServiceUri", c.TableServiceURL},
+	} {
+		if s.val != "" {
+			eps = append(eps, s)
+		}
+	}
+	return eps
+}
+
+// IsLoopbackURL reports whether u's host is localhost or a loopback address.
+func IsLoopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return false
+	}
+	h := p.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%q is not an http(s) URL", s)
+	}
+	return nil
+}
+
+func parseHexKey(s string) ([]byte, error) {
+	s = strings.TrimPrefix(strings.ToLower(s), "0x")
+	if len(s) != 32 {
+		return nil, errors.New("want 32 hex characters (an AES-128 key)")
+	}
+	b := make([]byte, 16)
+	for i := range b {
+		v, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
+		if err != nil {
+			return nil, errors.New("not hex")
+		}
+		b[i] = byte(v)
+	}
+	return b, nil
+}

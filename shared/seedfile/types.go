@@ -1,0 +1,63 @@
+// Package seedfile reads vendor seed files (Entra CSV, the Graph-shaped CSV, hex variants, PSKC)
+// into normalised token records and per-line problems. It streams: memory does not grow with
+// the file, beyond the indexes that catch repeated serials and seeds. It does no I/O beyond the
+// reader it is given.
+package seedfile
+
+import (
+	"fmt"
+
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// Format names a seed file layout.
+type Format string
+
+// The formats Read understands. FormatAuto detects the format from the content (the header row
+// or the XML root), never from a guess that could mis-decode a secret.
+const (
+	FormatAuto     Format = ""
+	FormatEntraCSV Format = "entra-csv" // upn,serial number,secret key,time interval,manufacturer,model
+	FormatGraphCSV Format = "graph-csv" // serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction[,upn]
+	FormatPSKC     Format = "pskc"      // RFC 6030 XML
+)
+
+// Options chooses how a file is read. The zero value reads any format with Base32 secrets.
+type Options struct {
+	Format         Format
+	SecretEncoding string     // "base32" (default) or "hex"; CSV only, never detected
+	Hash           token.Hash // overrides the hash inferred from the seed length when the file has no hash column
+	PSKCKey        []byte     // pre-shared AES-128 transport key
+	PSKCPassword   string     // password for PBKDF2-derived transport keys
+}
+
+// Record is one valid token read from a file. Seed holds the raw secret: keep it in memory only.
+type Record struct {
+	Line              int // 1-based file line; for PSKC the line where the KeyPackage starts
+	Token             token.Token
+	UserPrincipalName string // empty: the token goes to the inventory unassigned
+	Seed              token.Seed
+}
+
+// Problem is one thing wrong with a file. Line 0 and Field "file" mark a file-level problem.
+type Problem struct {
+	Line    int    `json:"line"`
+	Field   string `json:"field"`   // e.g. "secret key", "upn", "file"
+	Code    string `json:"code"`    // stable, e.g. "secret.not-base32"
+	Message string `json:"message"` // plain; never contains a seed
+}
+
+func (p Problem) String() string {
+	if p.Line == 0 {
+		return fmt.Sprintf("%s: %s", p.Code, p.Message)
+	}
+	return fmt.Sprintf("line %d, %s: %s (%s)", p.Line, p.Field, p.Message, p.Code)
+}
+
+// Summary counts what Read saw.
+type Summary struct {
+	Format  Format
+	Rows    int // data rows (blank lines excluded)
+	Valid   int
+	Invalid int // rows with at least one problem
+}
