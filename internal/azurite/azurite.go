@@ -29,9 +29,13 @@ type Server struct {
 }
 
 // BlobURL, QueueURL and TableURL are the service endpoints.
-func (s *Server) BlobURL() string  { return fmt.Sprintf("http://127.0.0.1:%d/%s", s.BlobPort, Account) }
-func (s *Server) QueueURL() string { return fmt.Sprintf("http://127.0.0.1:%d/%s", s.QueuePort, Account) }
-func (s *Server) TableURL() string { return fmt.Sprintf("http://127.0.0.1:%d/%s", s.TablePort, Account) }
+func (s *Server) BlobURL() string { return fmt.Sprintf("http://127.0.0.1:%d/%s", s.BlobPort, Account) }
+func (s *Server) QueueURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/%s", s.QueuePort, Account)
+}
+func (s *Server) TableURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/%s", s.TablePort, Account)
+}
 
 // ConnectionString is the full connection string (azblob does not parse UseDevelopmentStorage=true).
 func (s *Server) ConnectionString() string {
