@@ -6,7 +6,9 @@ package pipeline
 
 import (
 	"context"
+	"time"
 
+	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -40,4 +42,147 @@ type Directory interface {
 	Unassign(ctx context.Context, userID, methodID string) error
 	// ListUserMethods lists the user's hardware OATH methods.
 	ListUserMethods(ctx context.Context, userID string) ([]token.Method, error)
+}
+
+// Token statuses in the ledger. A row moves forward only: rejected and failed rows stay as
+// they are until the HTTP API changes the token; vaulted rows become available, assigned,
+// activated or failed when their provisioning message is handled.
+const (
+	StatusRejected  = "rejected"  // the row failed validation; nothing of it is stored
+	StatusVaulted   = "vaulted"   // the seed is in the vault; a message is (about to be) queued
+	StatusQueued    = "queued"    // shown for vaulted rows once the import's messages are sent
+	StatusAvailable = "available" // no UPN: the device is in the Entra inventory, unassigned
+	StatusAssigned  = "assigned"  // assigned, not activated (OATHPIPE_ACTIVATION=none)
+	StatusActivated = "activated" // assigned and activated
+	StatusFailed    = "failed"    // a permanent failure; Reason says why
+)
+
+// Settled reports whether a ledger token status is final for its import (no message pending).
+func Settled(status string) bool {
+	switch status {
+	case StatusRejected, StatusAvailable, StatusAssigned, StatusActivated, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// Import stages, in order. The stage tells a repeated delivery what is already done.
+const (
+	StageStarted  = "started"  // BeginImport ran; nothing else is known to be done
+	StageVaulted  = "vaulted"  // every valid seed is confirmed in the vault; token rows written
+	StageEnqueued = "enqueued" // every provisioning message is sent
+	StageDone     = "done"     // the source blob has left the inbox
+)
+
+// ImportRecord is one import (one upload of one file) in the ledger.
+type ImportRecord struct {
+	ImportID string // derived from the blob name and ETag: see ImportID
+	FileName string // the blob name in seed-inbox
+	ETag     string
+	Stage    string // StageStarted ... StageDone
+	Format   string
+	Rows     int
+	Valid    int
+	Invalid  int
+	// Pending counts the tokens queued and not yet settled. The ledger sets it once, when the
+	// import reaches StageVaulted, and SetTokenOutcome decrements it.
+	Pending     int
+	Problems    []seedfile.Problem // file-level problems (Line 0)
+	Disposition string             // where the source blob went: "deleted" or "rejected"
+	Created     time.Time
+	Updated     time.Time
+}
+
+// TokenRecord is one row of an import's file in the ledger (valid or not). Rows are keyed by
+// (ImportID, Line): a file can repeat a serial on a rejected line.
+type TokenRecord struct {
+	ImportID          string
+	Line              int
+	Serial            string // may be empty on a rejected row
+	Manufacturer      string
+	Model             string
+	UserPrincipalName string
+	Status            string // StatusRejected ... StatusFailed
+	Reason            string // plain reason for failed/rejected; never a seed
+	Problems          []seedfile.Problem
+	SeedFingerprint   string // token.Fingerprint of the seed: tells seeds apart, recovers nothing
+	DeviceID          string // Entra device id, once known
+	UserID            string // Entra user object id, once assigned
+	Updated           time.Time
+}
+
+// Outcome is what SetTokenOutcome records on a token row.
+type Outcome struct {
+	Status            string
+	Reason            string
+	UserPrincipalName string // the user the token is now assigned to ("" when unassigned)
+	DeviceID          string
+	UserID            string
+}
+
+// AuditRecord is one change made through the HTTP API (table oathpipeaudit).
+type AuditRecord struct {
+	Time     time.Time
+	Caller   string // who asked (the client principal, or "function-key")
+	Action   string // "assign" or "unassign"
+	Serial   string
+	FromUser string // UPN the token was assigned to before ("" when none)
+	ToUser   string // UPN it is assigned to after ("" when none)
+	Outcome  string // "changed", "unchanged", or the failure kind
+	Reason   string // plain reason on failure
+}
+
+// Ledger records what happened to each import and token (Azure Table storage: package ledger).
+// Every method is safe to call concurrently from many workers and instances.
+type Ledger interface {
+	// BeginImport stores rec (Stage StageStarted) if no import with rec.ImportID exists and
+	// returns it with created=true; otherwise it returns the stored record, unchanged.
+	BeginImport(ctx context.Context, rec ImportRecord) (stored ImportRecord, created bool, err error)
+	// PutTokens writes the rows of imp's file and records imp's file facts (Format, Rows, Valid,
+	// Invalid, Problems) and Pending, and moves the import to StageVaulted. Rows already stored are
+	// left as they are, and Pending is set only when the import was still at StageStarted, so a
+	// repeated import never moves a token back or counts it twice.
+	PutTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
+	// SetImportStage moves the import to stage (never back) and records disposition when not
+	// empty. It must not touch Pending.
+	SetImportStage(ctx context.Context, importID, stage, disposition string) error
+	// GetImport returns one import (KindNotFound when absent).
+	GetImport(ctx context.Context, importID string) (ImportRecord, error)
+	// ImportByName returns the latest import (by Created) of a file name (KindNotFound when none).
+	ImportByName(ctx context.Context, fileName string) (ImportRecord, error)
+	// ListTokens returns an import's rows, ordered by line.
+	ListTokens(ctx context.Context, importID string) ([]TokenRecord, error)
+	// GetToken returns one row (KindNotFound when absent).
+	GetToken(ctx context.Context, importID string, line int) (TokenRecord, error)
+	// TokenBySerial returns the row of the latest import that holds serial on a non-rejected
+	// line (KindNotFound when none). Serials may contain quotes, slashes and any unicode.
+	TokenBySerial(ctx context.Context, serial string) (TokenRecord, error)
+	// SetTokenOutcome records o on the row. When the row was not settled before and o.Status is
+	// settled (see Settled), it decrements the import's Pending with a conditional update
+	// (retrying on conflict, so concurrent workers never lose a count) and returns
+	// lastSettled=true exactly when this call brought Pending to zero.
+	SetTokenOutcome(ctx context.Context, importID string, line int, o Outcome) (lastSettled bool, err error)
+	// Audit appends one audit record.
+	Audit(ctx context.Context, a AuditRecord) error
+}
+
+// Queue sends provisioning messages to the token-provisioning queue as plain JSON text (the
+// host reads them with messageEncoding "none"). Messages never hold a seed.
+type Queue interface {
+	Enqueue(ctx context.Context, msgs []ProvisionMessage) error
+}
+
+// Blobs writes reports and removes a source file from the inbox.
+type Blobs interface {
+	// PutReport writes seed-reports/{name}.json and, when failuresCSV is not nil,
+	// seed-reports/{name}.failures.csv; with failuresCSV nil it deletes any earlier
+	// {name}.failures.csv. Both are overwritten on every call.
+	PutReport(ctx context.Context, name string, reportJSON, failuresCSV []byte) error
+	// Reject stores content whole as seed-rejected/{target}, then deletes seed-inbox/{name} if
+	// its ETag is still etag. Safe to repeat: an inbox blob that is already gone is fine.
+	Reject(ctx context.Context, name, etag string, content []byte, target string) error
+	// DeleteInbox deletes seed-inbox/{name} if its ETag is still etag. A blob that is already
+	// gone, or that was replaced by a new upload (another ETag: a new import), is left alone
+	// and is not an error.
+	DeleteInbox(ctx context.Context, name, etag string) error
 }

@@ -1,0 +1,203 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/seedfile"
+)
+
+// Deps is what a Pipeline works with. Vault, Directory, Ledger, Queue and Blobs are required.
+type Deps struct {
+	Vault     SeedVault
+	Directory Directory
+	Ledger    Ledger
+	Queue     Queue
+	Blobs     Blobs
+
+	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
+	VaultConcurrency int              // seeds written to the vault at once (default 16)
+	ReadOptions      seedfile.Options // PSKC key/password from settings
+	Logger           *slog.Logger     // default: discard
+	Now              func() time.Time // default: time.Now
+}
+
+// Pipeline runs oathpipe's flows. It is safe for concurrent use.
+type Pipeline struct {
+	d   Deps
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns a Pipeline over d, filling in defaults.
+func New(d Deps) *Pipeline {
+	if d.Activation == "" {
+		d.Activation = config.ActivationAuto
+	}
+	if d.VaultConcurrency < 1 {
+		d.VaultConcurrency = 16
+	}
+	p := &Pipeline{d: d, log: d.Logger, now: d.Now}
+	if p.log == nil {
+		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	return p
+}
+
+// ImportID derives the import id of one upload from the blob name and its ETag, so a repeated
+// delivery of the same upload is the same import and a new upload under the same name is not.
+func ImportID(name, etag string) string {
+	h := sha256.New()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(etag))
+	return "imp-" + hex.EncodeToString(h.Sum(nil))[:24]
+}
+
+// InboxFile is a seed file dropped in seed-inbox, as the blob trigger delivers it.
+type InboxFile struct {
+	Name     string // blob name inside seed-inbox
+	ETag     string
+	Content  []byte
+	Metadata map[string]string // user metadata (may carry format hints: see docs/pipeline.md)
+}
+
+// ProvisionMessage is one token's provisioning job on the token-provisioning queue. It never
+// holds a seed: the worker reads the seed from the vault.
+type ProvisionMessage struct {
+	ImportID          string `json:"importId"`
+	FileName          string `json:"fileName"`
+	Line              int    `json:"line"`
+	SerialNumber      string `json:"serialNumber"`
+	Manufacturer      string `json:"manufacturer"`
+	UserPrincipalName string `json:"userPrincipalName"`
+}
+
+// ImportResult is what one Import call did.
+type ImportResult struct {
+	ImportID    string             `json:"importId"`
+	FileName    string             `json:"fileName"`
+	Format      string             `json:"format"`
+	Rows        int                `json:"rows"`
+	Valid       int                `json:"valid"`
+	Invalid     int                `json:"invalid"`
+	Queued      int                `json:"queued"`      // provisioning messages for this import
+	Failed      int                `json:"failed"`      // valid rows refused by the vault (e.g. a different seed under the serial)
+	Disposition string             `json:"disposition"` // "deleted" or "rejected" (moved to seed-rejected)
+	Repeat      bool               `json:"repeat"`      // the import had been started before (a repeated delivery)
+	Problems    []seedfile.Problem `json:"problems,omitempty"`
+}
+
+// TokenOutcome is what one Provision call left a token at.
+type TokenOutcome struct {
+	ImportID          string `json:"importId"`
+	Line              int    `json:"line"`
+	SerialNumber      string `json:"serialNumber"`
+	UserPrincipalName string `json:"userPrincipalName"`
+	Status            string `json:"status"` // a ledger status: available, assigned, activated, failed
+	Reason            string `json:"reason,omitempty"`
+	Repeat            bool   `json:"repeat"` // the token had already settled; nothing was done
+}
+
+// AssignRequest asks for a token to be assigned (and by default activated) to a user.
+type AssignRequest struct {
+	Serial            string
+	UserPrincipalName string
+	VerificationCode  string // optional: 6 digits read from the device, sent as is
+	Activate          bool
+	Caller            string // for the audit record
+}
+
+// Assignment is a token's assignment, the JSON answer of the HTTP API.
+type Assignment struct {
+	SerialNumber              string `json:"serialNumber"`
+	UserPrincipalName         string `json:"userPrincipalName"`
+	Status                    string `json:"status"`
+	PreviousUserPrincipalName string `json:"previousUserPrincipalName"`
+	Changed                   bool   `json:"changed"`
+	ActivatedWith             string `json:"activatedWith"` // "seed", "verificationCode" or ""
+	Manufacturer              string `json:"manufacturer,omitempty"`
+	Model                     string `json:"model,omitempty"`
+	SeedInVault               *bool  `json:"seedInVault,omitempty"` // GET only
+}
+
+// ImportStatus is an import's summary and per-token outcomes: the body of
+// seed-reports/{name}.json and of the ImportStatus API. It never holds a seed.
+type ImportStatus struct {
+	ImportID    string             `json:"importId"`
+	FileName    string             `json:"fileName"`
+	Stage       string             `json:"stage"`
+	Format      string             `json:"format"`
+	Rows        int                `json:"rows"`
+	Valid       int                `json:"valid"`
+	Invalid     int                `json:"invalid"`
+	Pending     int                `json:"pending"`
+	Settled     bool               `json:"settled"` // every token has a final outcome
+	Counts      map[string]int     `json:"counts"`  // tokens per status
+	Disposition string             `json:"disposition,omitempty"`
+	Problems    []seedfile.Problem `json:"problems,omitempty"` // file-level problems
+	Tokens      []TokenLine        `json:"tokens"`
+	Updated     time.Time          `json:"updated"`
+}
+
+// TokenLine is one line's outcome in an ImportStatus.
+type TokenLine struct {
+	Line              int                `json:"line"`
+	SerialNumber      string             `json:"serialNumber"`
+	Manufacturer      string             `json:"manufacturer,omitempty"`
+	Model             string             `json:"model,omitempty"`
+	UserPrincipalName string             `json:"userPrincipalName,omitempty"`
+	Status            string             `json:"status"`
+	Reason            string             `json:"reason,omitempty"`
+	Problems          []seedfile.Problem `json:"problems,omitempty"`
+}
+
+// Import reads and validates f, puts every valid seed in the vault, writes the ledger rows,
+// queues one provisioning message per token, writes the report, and then removes f from the
+// inbox (deleted when every row was imported, moved whole to seed-rejected otherwise). A non-nil
+// error is worth retrying (the handler answers 500 and the host redelivers); a repeated delivery
+// of the same upload does nothing twice.
+func (p *Pipeline) Import(ctx context.Context, f InboxFile) (*ImportResult, error) {
+	return p.importFile(ctx, f)
+}
+
+// Provision takes one token from the vault to Entra: ensure the device, resolve the user,
+// assign, activate, read back, record. A non-nil error is worth retrying; permanent failures are
+// recorded in the ledger and answered with a nil error.
+func (p *Pipeline) Provision(ctx context.Context, m ProvisionMessage, dequeueCount int) (*TokenOutcome, error) {
+	return p.provision(ctx, m, dequeueCount)
+}
+
+// RecordPoisoned records a message the host gave up on (moved to the poison queue) as failed.
+func (p *Pipeline) RecordPoisoned(ctx context.Context, m ProvisionMessage, reason string) error {
+	return p.recordPoisoned(ctx, m, reason)
+}
+
+// AssignToken makes the token assigned (and, with r.Activate, activated) to r.UserPrincipalName,
+// unassigning it from another user first. The same request again answers Changed=false.
+func (p *Pipeline) AssignToken(ctx context.Context, r AssignRequest) (*Assignment, error) {
+	return p.assignToken(ctx, r)
+}
+
+// UnassignToken takes the token back from its user (offboarding); it returns to the inventory.
+func (p *Pipeline) UnassignToken(ctx context.Context, serial, caller string) (*Assignment, error) {
+	return p.unassignToken(ctx, serial, caller)
+}
+
+// TokenState answers the token's status, assigned user, model, and whether its seed is in the vault.
+func (p *Pipeline) TokenState(ctx context.Context, serial string) (*Assignment, error) {
+	return p.tokenState(ctx, serial)
+}
+
+// ImportStatus returns the ledger's summary and per-token outcomes of the latest import of fileName.
+func (p *Pipeline) ImportStatus(ctx context.Context, fileName string) (*ImportStatus, error) {
+	return p.importStatus(ctx, fileName)
+}
