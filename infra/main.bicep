@@ -1,0 +1,217 @@
+// oathpipe: the whole Azure estate for one deployment, in one resource group.
+//
+//   az group create -n rg-oathpipe -l swedencentral
+//   az deployment group create -g rg-oathpipe -n main -f infra/main.bicep -p @infra/main.parameters.json
+//   make package && infra/post-deploy.sh -g rg-oathpipe
+//
+// docs/deploy.md walks through it. Resource names come from namePrefix and a hash of the resource
+// group, so the same template deploys side by side in several groups. Nothing here holds a key or
+// a connection string with a key: every service is reached with the app's user-assigned identity.
+targetScope = 'resourceGroup'
+
+@description('Short lowercase prefix for resource names (letters and digits, at most 9).')
+@minLength(2)
+@maxLength(9)
+param namePrefix string = 'oathpipe'
+
+@description('Region for every resource. It must offer Flex Consumption: az functionapp list-flexconsumption-locations.')
+param location string = resourceGroup().location
+
+@description('Tags put on every resource.')
+param tags object = {}
+
+@description('Days a blob stays in seed-inbox or seed-rejected before the lifecycle rule deletes it. Both can hold seeds, so keep this short.')
+@minValue(1)
+@maxValue(365)
+param seedBlobRetentionDays int = 14
+
+@description('Days an import report stays in seed-reports before the lifecycle rule deletes it.')
+@minValue(1)
+@maxValue(3650)
+param reportRetentionDays int = 90
+
+@description('Days a deleted blob stays recoverable (blob soft delete). Deleted seed files are recoverable this long too.')
+@minValue(1)
+@maxValue(365)
+param blobSoftDeleteDays int = 7
+
+@description('Public network access to Key Vault. The app is not VNet-integrated, so Disabled needs a private endpoint and VNet integration added by you.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param keyVaultPublicNetworkAccess string = 'Enabled'
+
+@description('Days a deleted Key Vault secret (a seed) stays recoverable; purge protection keeps it that long.')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteDays int = 90
+
+@description('OATHPIPE_ACTIVATION: auto activates with a code computed from the seed; none only assigns.')
+@allowed([
+  'auto'
+  'none'
+])
+param activation string = 'auto'
+
+@description('OATHPIPE_REQUIRED_ROLE: app role HTTP callers must carry (needs App Service authentication); empty for none.')
+param requiredRole string = ''
+
+@description('OATHPIPE_GRAPH_URL: Microsoft Graph root; change only for national clouds.')
+param graphUrl string = 'https://graph.microsoft.com'
+
+@description('OATHPIPE_VAULT_CONCURRENCY: seeds an import writes to Key Vault at once.')
+@minValue(1)
+@maxValue(256)
+param vaultConcurrency int = 16
+
+@description('OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request (Go duration, 1s to 200s).')
+param httpBudget string = '60s'
+
+@description('OATHPIPE_LOG_LEVEL.')
+@allowed([
+  'debug'
+  'info'
+  'warn'
+  'error'
+])
+param logLevel string = 'info'
+
+@description('Name of a Key Vault secret (in this deployment\'s vault) holding the hex PSKC pre-shared key; empty when vendors send no encrypted PSKC.')
+param pskcKeySecretName string = ''
+
+@description('Name of a Key Vault secret (in this deployment\'s vault) holding the PSKC PBKDF2 password; empty when not needed.')
+param pskcPasswordSecretName string = ''
+
+@description('Most instances the function app scales out to. Graph throttles writes per app and tenant, so more rarely helps.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of one Flex Consumption instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Days Log Analytics keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+var token = uniqueString(resourceGroup().id, namePrefix)
+var names = {
+  identity: 'id-${namePrefix}-${token}'
+  storage: take('st${namePrefix}${token}', 24)
+  keyVault: take('kv-${namePrefix}-${token}', 24)
+  logAnalytics: 'log-${namePrefix}-${token}'
+  appInsights: 'appi-${namePrefix}-${token}'
+  plan: 'plan-${namePrefix}-${token}'
+  functionApp: 'func-${namePrefix}-${token}'
+  systemTopic: 'evgt-${namePrefix}-${token}'
+}
+
+// The app's only identity: storage (host and app), Key Vault, Application Insights and Graph all
+// see this one principal, so its rights are listed in one place (modules/roles.bicep and the
+// Graph step of post-deploy.sh).
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.identity
+  location: location
+  tags: tags
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: names.storage
+    systemTopicName: names.systemTopic
+    location: location
+    tags: tags
+    seedBlobRetentionDays: seedBlobRetentionDays
+    reportRetentionDays: reportRetentionDays
+    blobSoftDeleteDays: blobSoftDeleteDays
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+    location: location
+    tags: tags
+    logRetentionDays: logRetentionDays
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    publicNetworkAccess: keyVaultPublicNetworkAccess
+    softDeleteRetentionInDays: keyVaultSoftDeleteDays
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    principalId: identity.properties.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: tags
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
+    keyVaultUri: keyVault.outputs.uri
+    activation: activation
+    requiredRole: requiredRole
+    graphUrl: graphUrl
+    vaultConcurrency: vaultConcurrency
+    httpBudget: httpBudget
+    logLevel: logLevel
+    pskcKeySecretName: pskcKeySecretName
+    pskcPasswordSecretName: pskcPasswordSecretName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host reads storage and Key Vault at start; let the grants land first.
+  dependsOn: [
+    roles
+  ]
+}
+
+// What infra/post-deploy.sh (and azd, which exports outputs as environment variables) needs.
+// Names and URLs only: no key, connection string or secret is ever an output.
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_LOCATION string = location
+output RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output IDENTITY_NAME string = identity.name
+output IDENTITY_CLIENT_ID string = identity.properties.clientId
+output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output INBOX_CONTAINER string = storage.outputs.inboxContainerName
+output EVENT_GRID_SYSTEM_TOPIC_NAME string = storage.outputs.systemTopicName
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output APP_INSIGHTS_NAME string = monitoring.outputs.appInsightsName
