@@ -1,0 +1,311 @@
+package runner
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+)
+
+// Names the host uses for blob trigger bookkeeping.
+const (
+	ReceiptsContainer = "azure-webjobs-hosts"         // receipts: blobreceipts/{hostId}/{function}/{etag}/{container}/{blob}
+	BlobPoisonQueue   = "webjobs-blobtrigger-poison" // blobs whose function failed 5 times
+)
+
+// blobWatch delivers each new (name, ETag) in one container to one blobTrigger function, once
+// successfully. Success is remembered in a receipt blob, as the host does, so a restarted
+// runner does not deliver the same upload again.
+type blobWatch struct {
+	r       *Runner
+	fn      Function
+	trig    Binding
+	pat     *blobPattern
+	blobs   *azblob.Client
+	queues  *azqueue.ServiceClient
+	slots   chan struct{}
+	wg      sync.WaitGroup
+	missing bool // the container did not exist at the last listing (logged once)
+
+	mu       sync.Mutex
+	done     map[string]bool      // name NUL etag: delivered, or poisoned
+	inflight map[string]bool      // being delivered now
+	failures map[string]int       // failed tries so far
+	notTill  map[string]time.Time // retry no earlier than
+}
+
+func newBlobWatch(r *Runner, fn Function, t Binding, pat *blobPattern, bc *azblob.Client, qc *azqueue.ServiceClient) *blobWatch {
+	n := r.host.BlobParallelism
+	if n < 1 {
+		n = 1
+	}
+	return &blobWatch{r: r, fn: fn, trig: t, pat: pat, blobs: bc, queues: qc, slots: make(chan struct{}, n),
+		done: map[string]bool{}, inflight: map[string]bool{}, failures: map[string]int{}, notTill: map[string]time.Time{}}
+}
+
+func (w *blobWatch) run(ctx context.Context) {
+	defer w.wg.Wait()
+	for {
+		if err := w.scan(ctx); err != nil && ctx.Err() == nil {
+			w.r.log.Warn("list blobs", "function", w.fn.Name, "container", w.pat.container, "err", err)
+		}
+		if !sleep(ctx, w.r.poll) {
+			return
+		}
+	}
+}
+
+// scan lists the container and starts a delivery for every blob not yet handled.
+func (w *blobWatch) scan(ctx context.Context) error {
+	pager := w.blobs.NewListBlobsFlatPager(w.pat.container, &azblob.ListBlobsFlatOptions{
+		Include: container.ListBlobsInclude{Metadata: true},
+	})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			if !w.missing {
+				w.r.log.Info("container does not exist yet; waiting", "container", w.pat.container)
+			}
+			w.missing = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		w.missing = false
+		for _, it := range page.Segment.BlobItems {
+			if it.Name == nil || it.Properties == nil || it.Properties.ETag == nil {
+				continue
+			}
+			params, ok := w.pat.match(*it.Name)
+			if !ok {
+				continue
+			}
+			if !w.claim(ctx, *it.Name, string(*it.Properties.ETag)) {
+				continue
+			}
+			select {
+			case w.slots <- struct{}{}:
+			case <-ctx.Done():
+				w.release(*it.Name, string(*it.Properties.ETag))
+				return nil
+			}
+			w.wg.Add(1)
+			go func(it *container.BlobItem) {
+				defer w.wg.Done()
+				defer func() { <-w.slots }()
+				w.deliver(ctx, it, params)
+			}(it)
+		}
+	}
+	return nil
+}
+
+func blobKey(name, etag string) string { return name + "\x00" + etag }
+
+// claim marks (name, etag) in flight unless it is done, in flight, waiting for its retry time,
+// or has a receipt from an earlier run.
+func (w *blobWatch) claim(ctx context.Context, name, etag string) bool {
+	k := blobKey(name, etag)
+	w.mu.Lock()
+	if w.done[k] || w.inflight[k] || time.Now().Before(w.notTill[k]) {
+		w.mu.Unlock()
+		return false
+	}
+	w.inflight[k] = true
+	w.mu.Unlock()
+	if w.hasReceipt(ctx, name, etag) {
+		w.mu.Lock()
+		w.done[k] = true
+		delete(w.inflight, k)
+		w.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (w *blobWatch) release(name, etag string) {
+	w.mu.Lock()
+	delete(w.inflight, blobKey(name, etag))
+	w.mu.Unlock()
+}
+
+func (w *blobWatch) receiptName(name, etag string) string {
+	return fmt.Sprintf("blobreceipts/%s/Host.Functions.%s/%s/%s/%s", w.r.hostID, w.fn.Name,
+		strings.Trim(etag, `"`), w.pat.container, name)
+}
+
+func (w *blobWatch) hasReceipt(ctx context.Context, name, etag string) bool {
+	_, err := w.blobs.ServiceClient().NewContainerClient(ReceiptsContainer).
+		NewBlobClient(w.receiptName(name, etag)).GetProperties(ctx, nil)
+	return err == nil
+}
+
+func (w *blobWatch) writeReceipt(ctx context.Context, name, etag string) error {
+	_, err := w.blobs.UploadBuffer(ctx, ReceiptsContainer, w.receiptName(name, etag), nil, nil)
+	if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+		if _, err = w.blobs.CreateContainer(ctx, ReceiptsContainer, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+			return fmt.Errorf("create %s: %w", ReceiptsContainer, err)
+		}
+		_, err = w.blobs.UploadBuffer(ctx, ReceiptsContainer, w.receiptName(name, etag), nil, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("write receipt for %s: %w", name, err)
+	}
+	return nil
+}
+
+// deliver downloads the blob at the listed ETag and invokes the function with it.
+func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params map[string]string) {
+	name, etag := *it.Name, string(*it.Properties.ETag)
+	k := blobKey(name, etag)
+	defer w.release(name, etag)
+	start := time.Now()
+
+	ifMatch := azcore.ETag(etag)
+	dl, err := w.blobs.DownloadStream(ctx, w.pat.container, name, &azblob.DownloadStreamOptions{
+		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &ifMatch}},
+	})
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ConditionNotMet) {
+		return // deleted or replaced since the listing; the next listing sees the new state
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
+		}
+		return
+	}
+	content, err := io.ReadAll(dl.Body)
+	dl.Body.Close()
+	if err != nil {
+		if ctx.Err() == nil {
+			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
+		}
+		return
+	}
+
+	p := Payload{Data: map[string]any{}, Metadata: map[string]any{}}
+	// binary and string blob inputs both arrive as base64 text.
+	p.Data[w.trig.Name] = base64.StdEncoding.EncodeToString(content)
+	for k, v := range params {
+		p.Metadata[k] = hostString(v)
+	}
+	p.Metadata["Uri"] = hostString(w.blobs.ServiceClient().NewContainerClient(w.pat.container).NewBlobClient(name).URL())
+	p.Metadata["Properties"] = blobProperties(it, len(content))
+	meta := map[string]string{}
+	for k, v := range it.Metadata {
+		if v != nil {
+			meta[k] = *v
+		}
+	}
+	p.Metadata["Metadata"] = meta
+	p.Metadata["sys"] = sysData(w.fn.Name, time.Now())
+
+	_, err = w.r.Invoke(ctx, w.fn.Name, p)
+	if ctx.Err() != nil {
+		return // shutting down: not a failed try; the next run delivers it again
+	}
+	d := Delivery{Function: w.fn.Name, Trigger: BlobTrigger, Key: name, Err: err}
+	w.mu.Lock()
+	if err != nil {
+		w.failures[k]++
+		d.DequeueCount = w.failures[k]
+	} else {
+		d.DequeueCount = w.failures[k] + 1
+	}
+	tries := d.DequeueCount
+	w.mu.Unlock()
+
+	switch {
+	case err == nil:
+		if rerr := w.writeReceipt(ctx, name, etag); rerr != nil {
+			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+		}
+		w.markDone(k)
+	case tries >= w.r.host.MaxDequeueCount:
+		if perr := w.poison(ctx, name, etag); perr != nil {
+			w.r.log.Error("blob poison message", "blob", name, "err", perr)
+		}
+		if rerr := w.writeReceipt(ctx, name, etag); rerr != nil {
+			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+		}
+		w.markDone(k)
+		d.Poisoned = true
+	default:
+		w.mu.Lock()
+		w.notTill[k] = time.Now().Add(w.r.host.VisibilityTimeout)
+		w.mu.Unlock()
+	}
+	d.Duration = time.Since(start)
+	w.r.report(d)
+}
+
+func (w *blobWatch) markDone(k string) {
+	w.mu.Lock()
+	w.done[k] = true
+	delete(w.failures, k)
+	delete(w.notTill, k)
+	w.mu.Unlock()
+}
+
+// poison writes the host's poison message for a blob whose function failed every try.
+func (w *blobWatch) poison(ctx context.Context, name, etag string) error {
+	msg, _ := json.Marshal(map[string]string{
+		"Type": "BlobTrigger", "FunctionId": "Host.Functions." + w.fn.Name, "BlobType": "BlockBlob",
+		"ContainerName": w.pat.container, "BlobName": name, "ETag": etag,
+	})
+	q := w.queues.NewQueueClient(BlobPoisonQueue)
+	if _, err := q.Create(ctx, nil); err != nil && !queueerror.HasCode(err, queueerror.QueueAlreadyExists) {
+		return fmt.Errorf("create %s: %w", BlobPoisonQueue, err)
+	}
+	if _, err := q.EnqueueMessage(ctx, string(msg), nil); err != nil {
+		return fmt.Errorf("enqueue to %s: %w", BlobPoisonQueue, err)
+	}
+	return nil
+}
+
+// blobProperties is Metadata.Properties as the host sends it (BlobProperties serialised).
+func blobProperties(it *container.BlobItem, size int) map[string]any {
+	pr := it.Properties
+	out := map[string]any{"ContentLength": size, "ETag": string(*pr.ETag), "BlobType": "Block"}
+	if pr.ContentType != nil {
+		out["ContentType"] = *pr.ContentType
+	}
+	if pr.LastModified != nil {
+		out["LastModified"] = hostTime(*pr.LastModified)
+	}
+	if pr.CreationTime != nil {
+		out["CreatedOn"] = hostTime(*pr.CreationTime)
+	}
+	if len(pr.ContentMD5) > 0 {
+		out["ContentHash"] = base64.StdEncoding.EncodeToString(pr.ContentMD5)
+	}
+	if pr.BlobType != nil {
+		out["BlobType"] = blobTypeName(string(*pr.BlobType))
+	}
+	return out
+}
+
+func blobTypeName(t string) string {
+	switch strings.ToLower(t) {
+	case "blockblob":
+		return "Block"
+	case "appendblob":
+		return "Append"
+	case "pageblob":
+		return "Page"
+	}
+	return t
+}

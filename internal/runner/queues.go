@@ -1,0 +1,159 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+)
+
+// queueWatch delivers the messages of one queue to one queueTrigger function like the host:
+// a message is hidden while its invocation runs, deleted on success, made visible again after
+// Host.VisibilityTimeout on failure, and moved to <queue>-poison once it has been dequeued
+// Host.MaxDequeueCount times without success.
+type queueWatch struct {
+	r      *Runner
+	fn     Function
+	trig   Binding
+	q      *azqueue.QueueClient
+	poison *azqueue.QueueClient
+}
+
+func (w *queueWatch) run(ctx context.Context) {
+	batch := w.r.host.BatchSize
+	if batch < 1 || batch > 32 {
+		batch = 16
+	}
+	slots := make(chan struct{}, batch)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	idle := w.r.poll
+	missing := false
+	for ctx.Err() == nil {
+		free := batch - len(slots)
+		if free == 0 {
+			if !sleep(ctx, 20*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		// Hidden for the function timeout (plus a margin); released early on failure or shutdown.
+		lease := int32((w.r.host.FunctionTimeout + time.Minute) / time.Second)
+		resp, err := w.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{
+			NumberOfMessages: to.Ptr(int32(free)), VisibilityTimeout: to.Ptr(lease),
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case queueerror.HasCode(err, queueerror.QueueNotFound):
+			if !missing {
+				w.r.log.Info("queue does not exist yet; waiting", "queue", w.trig.QueueName)
+			}
+			missing = true
+		case err != nil:
+			w.r.log.Warn("dequeue", "queue", w.trig.QueueName, "err", err)
+		}
+		if err != nil || len(resp.Messages) == 0 {
+			if !sleep(ctx, idle) {
+				return
+			}
+			idle = min(idle*2, max(w.r.host.MaxPollInterval, w.r.poll))
+			continue
+		}
+		missing, idle = false, w.r.poll
+		for _, m := range resp.Messages {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				w.deliver(ctx, m)
+			}()
+		}
+	}
+}
+
+func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
+	if m.MessageID == nil || m.PopReceipt == nil || m.MessageText == nil {
+		return
+	}
+	start := time.Now()
+	id, pop, text := *m.MessageID, *m.PopReceipt, *m.MessageText
+	count := 0
+	if m.DequeueCount != nil {
+		count = int(*m.DequeueCount)
+	}
+	d := Delivery{Function: w.fn.Name, Trigger: QueueTrigger, Key: id, DequeueCount: count}
+	// A message already dequeued more often than allowed (a crash mid-invocation) goes
+	// straight to the poison queue, as the host does.
+	if count > w.r.host.MaxDequeueCount {
+		d.Err = fmt.Errorf("dequeued %d times (max %d)", count, w.r.host.MaxDequeueCount)
+		d.Poisoned = w.moveToPoison(ctx, id, pop, text)
+		d.Duration = time.Since(start)
+		w.r.report(d)
+		return
+	}
+
+	p := Payload{Data: map[string]any{w.trig.Name: hostString(text)}, Metadata: map[string]any{
+		"DequeueCount": fmt.Sprint(count),
+		"Id":           hostString(id),
+		"PopReceipt":   hostString(pop),
+		"sys":          sysData(w.fn.Name, time.Now()),
+	}}
+	for key, t := range map[string]*time.Time{"InsertionTime": m.InsertionTime, "ExpirationTime": m.ExpirationTime, "NextVisibleTime": m.TimeNextVisible} {
+		if t != nil {
+			p.Metadata[key] = hostTime(*t)
+		}
+	}
+	_, err := w.r.Invoke(ctx, w.fn.Name, p)
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	switch {
+	case ctx.Err() != nil:
+		// Shutting down: make the message visible again now so the next run takes it.
+		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); uerr != nil {
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
+		}
+		return
+	case err == nil:
+		if _, derr := w.q.DeleteMessage(bg, id, pop, nil); derr != nil && !queueerror.HasCode(derr, queueerror.MessageNotFound) {
+			w.r.log.Warn("delete message", "queue", w.trig.QueueName, "id", id, "err", derr)
+		}
+	case count >= w.r.host.MaxDequeueCount:
+		d.Err = err
+		d.Poisoned = w.moveToPoison(bg, id, pop, text)
+	default:
+		d.Err = err
+		vis := int32(w.r.host.VisibilityTimeout / time.Second)
+		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(vis)}); uerr != nil {
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
+		}
+	}
+	d.Duration = time.Since(start)
+	w.r.report(d)
+}
+
+// moveToPoison copies the message text to <queue>-poison and deletes the original.
+func (w *queueWatch) moveToPoison(ctx context.Context, id, pop, text string) bool {
+	_, err := w.poison.EnqueueMessage(ctx, text, nil)
+	if queueerror.HasCode(err, queueerror.QueueNotFound) {
+		if _, cerr := w.poison.Create(ctx, nil); cerr != nil && !queueerror.HasCode(cerr, queueerror.QueueAlreadyExists) {
+			err = errors.Join(err, cerr)
+		} else {
+			_, err = w.poison.EnqueueMessage(ctx, text, nil)
+		}
+	}
+	if err != nil {
+		w.r.log.Error("move to poison queue", "queue", w.trig.QueueName, "id", id, "err", err)
+		return false
+	}
+	if _, err := w.q.DeleteMessage(ctx, id, pop, nil); err != nil && !queueerror.HasCode(err, queueerror.MessageNotFound) {
+		w.r.log.Warn("delete poisoned message", "queue", w.trig.QueueName, "id", id, "err", err)
+	}
+	return true
+}

@@ -1,0 +1,214 @@
+package runner
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Route is a compiled HTTP route template such as "tokens/{serial}/assignment". It follows
+// ASP.NET routing as the Functions host does: literals match case-insensitively, "{name}" takes
+// one path segment, "{name?}" may be absent, "{*name}" takes the rest of the path, and
+// constraints or defaults ("{id:int}", "{x=1}") are accepted and ignored.
+type Route struct {
+	Template string
+	params   []string
+	re       *regexp.Regexp
+}
+
+// ParseRoute compiles a route template.
+func ParseRoute(template string) (*Route, error) {
+	t := strings.Trim(template, "/")
+	if t == "" {
+		return nil, fmt.Errorf("route template is empty")
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	r := &Route{Template: template}
+	seen := map[string]bool{}
+	segs := strings.Split(t, "/")
+	for i, seg := range segs {
+		if seg == "" {
+			return nil, fmt.Errorf("route %q has an empty segment", template)
+		}
+		var sb strings.Builder
+		optional, catchAll := false, false
+		for rest := seg; rest != ""; {
+			open := strings.IndexByte(rest, '{')
+			if open < 0 {
+				if strings.ContainsRune(rest, '}') {
+					return nil, fmt.Errorf("route %q: unmatched }", template)
+				}
+				sb.WriteString("(?i:" + regexp.QuoteMeta(rest) + ")")
+				break
+			}
+			if strings.ContainsRune(rest[:open], '}') {
+				return nil, fmt.Errorf("route %q: unmatched }", template)
+			}
+			if open > 0 {
+				sb.WriteString("(?i:" + regexp.QuoteMeta(rest[:open]) + ")")
+			}
+			end := strings.IndexByte(rest[open:], '}')
+			if end < 0 {
+				return nil, fmt.Errorf("route %q: unmatched {", template)
+			}
+			inner := rest[open+1 : open+end]
+			rest = rest[open+end+1:]
+			catchAll = strings.HasPrefix(inner, "*")
+			inner = strings.TrimPrefix(inner, "*")
+			if k := strings.IndexAny(inner, ":="); k >= 0 {
+				inner = inner[:k]
+			}
+			if strings.HasSuffix(inner, "?") {
+				optional = true
+				inner = strings.TrimSuffix(inner, "?")
+			}
+			if !validName(inner) {
+				return nil, fmt.Errorf("route %q: bad parameter name %q", template, inner)
+			}
+			if seen[strings.ToLower(inner)] {
+				return nil, fmt.Errorf("route %q: parameter %q appears twice", template, inner)
+			}
+			seen[strings.ToLower(inner)] = true
+			r.params = append(r.params, inner)
+			switch {
+			case catchAll:
+				if i != len(segs)-1 || rest != "" {
+					return nil, fmt.Errorf("route %q: a catch-all parameter must come last", template)
+				}
+				sb.WriteString("(.*)")
+			default:
+				sb.WriteString("([^/]+)")
+			}
+			if optional && (i != len(segs)-1 || rest != "" || sb.Len() != len("([^/]+)")) {
+				return nil, fmt.Errorf("route %q: only a whole last segment may be optional", template)
+			}
+		}
+		sep := ""
+		if i > 0 {
+			sep = "/"
+		}
+		switch {
+		case optional:
+			b.WriteString("(?:" + sep + sb.String() + ")?")
+		case catchAll && sb.String() == "(.*)" && i > 0:
+			// A whole-segment catch-all may also match nothing, slash included.
+			b.WriteString("(?:/(.*))?")
+		default:
+			b.WriteString(sep + sb.String())
+		}
+	}
+	b.WriteString("/?$")
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("route %q: %w", template, err)
+	}
+	r.re = re
+	return r, nil
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		ok := c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Match matches an escaped path (below the route prefix, without leading slash) and returns
+// the unescaped route parameters.
+func (r *Route) Match(escapedPath string) (map[string]string, bool) {
+	m := r.re.FindStringSubmatch(strings.TrimPrefix(escapedPath, "/"))
+	if m == nil {
+		return nil, false
+	}
+	params := make(map[string]string, len(r.params))
+	for i, name := range r.params {
+		v := m[i+1]
+		if v == "" {
+			continue // an absent optional parameter is not in the route data
+		}
+		u, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, false
+		}
+		params[name] = u
+	}
+	return params, true
+}
+
+// blobPattern matches blob names against a blobTrigger path such as "seed-inbox/{name}".
+type blobPattern struct {
+	container string
+	params    []string
+	re        *regexp.Regexp
+}
+
+// splitBlobPath splits a blobTrigger path into its container and the blob name pattern.
+func splitBlobPath(path string) (container, pattern string, err error) {
+	container, pattern, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || container == "" || strings.ContainsAny(container, "{}") {
+		return "", "", fmt.Errorf("blobTrigger path %q: want container/pattern", path)
+	}
+	if pattern == "" {
+		pattern = "{name}"
+	}
+	return container, pattern, nil
+}
+
+// parseBlobPattern compiles a blobTrigger path. Parameters match any characters, slashes
+// included (the host binds {name} to the whole blob name below the container).
+func parseBlobPattern(path string) (*blobPattern, error) {
+	container, pattern, err := splitBlobPath(path)
+	if err != nil {
+		return nil, err
+	}
+	p := &blobPattern{container: container}
+	var b strings.Builder
+	b.WriteString("^")
+	for rest := pattern; rest != ""; {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			b.WriteString(regexp.QuoteMeta(rest))
+			break
+		}
+		b.WriteString(regexp.QuoteMeta(rest[:open]))
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return nil, fmt.Errorf("blobTrigger path %q: unmatched {", path)
+		}
+		name := rest[open+1 : open+end]
+		if !validName(name) {
+			return nil, fmt.Errorf("blobTrigger path %q: bad parameter %q", path, name)
+		}
+		p.params = append(p.params, name)
+		b.WriteString("(.+?)")
+		rest = rest[open+end+1:]
+	}
+	b.WriteString("$")
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("blobTrigger path %q: %w", path, err)
+	}
+	p.re = re
+	return p, nil
+}
+
+// match returns the path parameters for a blob name in the container.
+func (p *blobPattern) match(blobName string) (map[string]string, bool) {
+	m := p.re.FindStringSubmatch(blobName)
+	if m == nil {
+		return nil, false
+	}
+	out := make(map[string]string, len(p.params))
+	for i, n := range p.params {
+		out[n] = m[i+1]
+	}
+	return out, true
+}
