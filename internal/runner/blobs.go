@@ -21,7 +21,7 @@ import (
 
 // Names the host uses for blob trigger bookkeeping.
 const (
-	ReceiptsContainer = "azure-webjobs-hosts"         // receipts: blobreceipts/{hostId}/{function}/{etag}/{container}/{blob}
+	ReceiptsContainer = "azure-webjobs-hosts"        // receipts: blobreceipts/{hostId}/{function}/{etag}/{container}/{blob}
 	BlobPoisonQueue   = "webjobs-blobtrigger-poison" // blobs whose function failed 5 times
 )
 
