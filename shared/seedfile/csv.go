@@ -1,0 +1,478 @@
+package seedfile
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+type column int
+
+const (
+	colIgnored column = iota
+	colUPN
+	colSerial
+	colSecret
+	colInterval
+	colManufacturer
+	colModel
+	colHash
+	colDigits
+	numColumns
+)
+
+// headerNames maps a header cell, lower-cased without spaces, '_' and '-', to its column.
+var headerNames = map[string]column{
+	"upn":                   colUPN,
+	"userprincipalname":     colUPN,
+	"assignto":              colUPN,
+	"serialnumber":          colSerial,
+	"serial":                colSerial,
+	"secretkey":             colSecret,
+	"secret":                colSecret,
+	"timeinterval":          colInterval,
+	"timeintervalinseconds": colInterval,
+	"manufacturer":          colManufacturer,
+	"model":                 colModel,
+	"hashfunction":          colHash,
+	"hash":                  colHash,
+	"digits":                colDigits,
+}
+
+// csvReader splits lines into fields; it holds one record at a time.
+type csvReader struct {
+	br      *bufio.Reader
+	line    int // physical lines consumed
+	sep     byte
+	fields  [][]byte
+	scratch []byte // unquoted field text
+	joined  []byte // a record spanning lines (a quoted line break)
+}
+
+// errLineTooLong marks a physical line longer than the reader's buffer; it was skipped.
+var errLineTooLong = errors.New("line too long")
+
+// next returns the next record's fields and its first line. io.EOF ends the file.
+func (r *csvReader) next() (fields [][]byte, start int, err error) {
+	raw, err := r.readLine()
+	start = r.line
+	if err != nil {
+		return nil, start, err
+	}
+	r.scratch = r.scratch[:0]
+	fields, open := r.split(raw)
+	for open && len(r.joined) < maxLine {
+		// A quoted field holds a line break: join the next line and split again.
+		r.joined = append(append(r.joined[:0], raw...), '\n')
+		more, err := r.readLine()
+		if err != nil {
+			break // unterminated quote at EOF: keep what we have
+		}
+		r.joined = append(r.joined, more...)
+		raw = r.joined
+		r.scratch = r.scratch[:0]
+		fields, open = r.split(raw)
+	}
+	return fields, start, nil
+}
+
+// readLine returns the next physical line without its line end. The slice is valid until the
+// next call.
+func (r *csvReader) readLine() ([]byte, error) {
+	b, err := r.br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		r.line++
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = r.br.ReadSlice('\n')
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return nil, errLineTooLong
+	case errors.Is(err, io.EOF):
+		if len(b) == 0 {
+			return nil, io.EOF
+		}
+	case err != nil:
+		return nil, err
+	}
+	r.line++
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	return b, nil
+}
+
+// split cuts line into fields at r.sep, honouring double quotes ("" inside quotes is a quote)
+// and trimming spaces around each field. open reports a quote still open at the line end.
+func (r *csvReader) split(line []byte) (fields [][]byte, open bool) {
+	fields = r.fields[:0]
+	for i := 0; ; {
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+			i++
+		}
+		if i < len(line) && line[i] == '"' {
+			// Quoted field.
+			start := len(r.scratch)
+			i++
+			closed := false
+			for i < len(line) {
+				j := bytes.IndexByte(line[i:], '"')
+				if j < 0 {
+					r.scratch = append(r.scratch, line[i:]...)
+					i = len(line)
+					break
+				}
+				r.scratch = append(r.scratch, line[i:i+j]...)
+				i += j + 1
+				if i < len(line) && line[i] == '"' {
+					r.scratch = append(r.scratch, '"')
+					i++
+					continue
+				}
+				closed = true
+				break
+			}
+			if !closed {
+				open = true
+			}
+			// Anything between the closing quote and the separator is kept, leniently.
+			j := bytes.IndexByte(line[i:], r.sep)
+			if j < 0 {
+				j = len(line) - i
+			}
+			r.scratch = append(r.scratch, bytes.TrimRight(line[i:i+j], " \t")...)
+			fields = append(fields, r.scratch[start:len(r.scratch):len(r.scratch)])
+			i += j
+		} else {
+			j := bytes.IndexByte(line[i:], r.sep)
+			if j < 0 {
+				j = len(line) - i
+			}
+			fields = append(fields, bytes.TrimRight(line[i:i+j], " \t"))
+			i += j
+		}
+		if i >= len(line) {
+			break
+		}
+		i++ // the separator
+		if i == len(line) {
+			fields = append(fields, nil) // a trailing separator ends an empty field
+			break
+		}
+	}
+	r.fields = fields
+	return fields, open
+}
+
+func blank(fields [][]byte) bool {
+	for _, f := range fields {
+		if len(f) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// guessSeparator picks ',' unless the header line has more ';' or tabs (Excel in some locales).
+func guessSeparator(line []byte) byte {
+	best, n := byte(','), bytes.Count(line, []byte{','})
+	for _, s := range []byte{';', '\t'} {
+		if m := bytes.Count(line, []byte{s}); m > n {
+			best, n = s, m
+		}
+	}
+	return best
+}
+
+func normaliseHeader(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		switch {
+		case c == ' ' || c == '_' || c == '-' || c == '\t':
+		case 'A' <= c && c <= 'Z':
+			sb.WriteByte(c + 'a' - 'A')
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}
+
+func (c *checker) readCSV(br *bufio.Reader) error {
+	r := &csvReader{br: br, sep: ','}
+	// Header: the first non-blank line.
+	var header []byte
+	for {
+		line, err := r.readLine()
+		if errors.Is(err, io.EOF) {
+			return c.fileProblem(CodeFileEmpty, "the file has only blank lines")
+		}
+		if errors.Is(err, errLineTooLong) {
+			return c.fileProblem(CodeFileNoHeader, fmt.Sprintf("line %d is over 64 KiB: not a seed-file header", r.line))
+		}
+		if err != nil {
+			return fmt.Errorf("read seed file: %w", err)
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 && !bytes.HasPrefix(bytes.ToLower(t), []byte("sep=")) {
+			header = line
+			break
+		}
+	}
+	headerLine := r.line
+	r.sep = guessSeparator(header)
+	cells, _ := r.split(header)
+	cols := make([]column, len(cells))
+	var at [numColumns]int
+	graph := false
+	for i, cell := range cells {
+		name := normaliseHeader(cell)
+		col := headerNames[name]
+		cols[i] = col
+		if col == colIgnored {
+			continue
+		}
+		if at[col] != 0 {
+			return c.fileProblem(CodeFileNoHeader, fmt.Sprintf("the header (line %d) names the %s column twice", headerLine, entraFields.name(col)))
+		}
+		at[col] = i + 1
+		if name == "timeintervalinseconds" || name == "hashfunction" || name == "userprincipalname" {
+			graph = true
+		}
+	}
+	if at[colSerial] == 0 || at[colSecret] == 0 {
+		return c.fileProblem(CodeFileNoHeader, "no seed-file header: the first line must name the columns, e.g. upn,serial number,secret key,time interval,manufacturer,model")
+	}
+	switch c.opts.Format {
+	case FormatEntraCSV:
+	case FormatGraphCSV:
+		graph = true
+	default:
+		c.sum.Format = FormatEntraCSV
+		if graph {
+			c.sum.Format = FormatGraphCSV
+		}
+	}
+	c.f = entraFields
+	if graph {
+		c.f = graphFields
+	}
+	for _, col := range []column{colInterval, colManufacturer, colModel} {
+		if at[col] == 0 {
+			return c.fileProblem(CodeFileMissingColumn, fmt.Sprintf("the header (line %d) has no %s column", headerLine, c.f.name(col)))
+		}
+	}
+	hexSecrets := c.opts.SecretEncoding == "hex"
+	secretBuf := make([]byte, 0, 256)
+	var k candidate
+	for {
+		fields, start, err := r.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, errLineTooLong) {
+			c.sum.Rows++
+			c.problem(r.line, "row", CodeRowTooLong, "the line is over 64 KiB")
+			c.rowBad = false
+			c.sum.Invalid++
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read seed file line %d: %w", r.line, err)
+		}
+		if blank(fields) {
+			continue
+		}
+		if len(fields) != len(cols) {
+			c.sum.Rows++
+			c.problem(start, "row", CodeRowColumns, fmt.Sprintf("the row has %d columns; the header has %d", len(fields), len(cols)))
+			c.rowBad = false
+			c.sum.Invalid++
+			continue
+		}
+		k = candidate{line: start, digits: 6}
+		for i, col := range cols {
+			v := fields[i]
+			switch col {
+			case colUPN:
+				k.upn = v
+			case colSerial:
+				k.serial = v
+			case colManufacturer:
+				k.manufacturer = v
+			case colModel:
+				k.model = v
+			case colSecret:
+				if len(v) == 0 {
+					continue
+				}
+				k.secretChecked = true
+				var ok bool
+				if hexSecrets {
+					secretBuf, ok = decodeHex(secretBuf[:0], v)
+					if !ok {
+						c.problem(start, c.f.secret, CodeSecretNotHex, "the secret key is not hex (0-9, A-F, an even number of characters)")
+					}
+				} else {
+					secretBuf, ok = decodeBase32(secretBuf[:0], v)
+					if !ok {
+						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v))
+					}
+				}
+				if ok {
+					k.secret = secretBuf
+				}
+			case colInterval:
+				n, ok := atoiField(v)
+				switch {
+				case len(v) == 0:
+					c.problem(start, c.f.interval, CodeIntervalMissing, "the time interval is empty (30 or 60)")
+					k.intervalReported = true
+				case !ok:
+					c.problem(start, c.f.interval, CodeIntervalUnsupported, "the time interval is not a whole number of seconds (30 or 60)")
+					k.intervalReported = true
+				}
+				k.interval = n
+			case colHash:
+				if len(v) == 0 {
+					continue
+				}
+				h, ok := parseHash(v)
+				k.hash, k.hashGiven = h, true
+				if !ok {
+					c.problem(start, c.f.hash, CodeHashUnsupported, "unknown hash function; Entra ID takes hmacsha1 or hmacsha256")
+					k.hashReported = true
+				}
+			case colDigits:
+				n, ok := atoiField(v)
+				if len(v) == 0 {
+					continue
+				}
+				k.digits = n
+				if !ok {
+					c.problem(start, c.f.digits, CodeDigitsUnsupported, "digits is not a number; Entra ID takes 6")
+					k.digitsReported = true
+				}
+			}
+		}
+		if err := c.finish(&k); err != nil {
+			return err
+		}
+	}
+	if c.sum.Rows == 0 {
+		return c.fileProblem(CodeFileNoRows, "the file has a header but no token rows")
+	}
+	return nil
+}
+
+func (f *fields) name(col column) string {
+	switch col {
+	case colUPN:
+		return f.upn
+	case colSerial:
+		return f.serial
+	case colSecret:
+		return f.secret
+	case colInterval:
+		return f.interval
+	case colManufacturer:
+		return f.manufacturer
+	case colModel:
+		return f.model
+	case colHash:
+		return f.hash
+	case colDigits:
+		return f.digits
+	}
+	return "?"
+}
+
+// decodeBase32 appends the bytes of the Base32 text s to dst. Lower case and '=' padding are
+// accepted; the result is what Entra and Graph read as the upper-case unpadded form.
+func decodeBase32(dst, s []byte) ([]byte, bool) {
+	for len(s) > 0 && s[len(s)-1] == '=' {
+		s = s[:len(s)-1]
+	}
+	switch len(s) % 8 {
+	case 1, 3, 6:
+		return dst, false
+	}
+	var acc uint64
+	bits := 0
+	for _, ch := range s {
+		var v byte
+		switch {
+		case 'A' <= ch && ch <= 'Z':
+			v = ch - 'A'
+		case 'a' <= ch && ch <= 'z':
+			v = ch - 'a'
+		case '2' <= ch && ch <= '7':
+			v = ch - '2' + 26
+		default:
+			return dst, false
+		}
+		acc = acc<<5 | uint64(v)
+		bits += 5
+		if bits >= 8 {
+			bits -= 8
+			dst = append(dst, byte(acc>>bits))
+		}
+	}
+	return dst, true
+}
+
+func decodeHex(dst, s []byte) ([]byte, bool) {
+	if len(s)%2 != 0 {
+		return dst, false
+	}
+	for i := 0; i < len(s); i += 2 {
+		hi, ok1 := fromHex(s[i])
+		lo, ok2 := fromHex(s[i+1])
+		if !ok1 || !ok2 {
+			return dst, false
+		}
+		dst = append(dst, hi<<4|lo)
+	}
+	return dst, true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// notBase32Message explains why s is not Base32 without quoting any of it.
+func notBase32Message(s []byte) string {
+	msg := "the secret key is not Base32 (letters A-Z and digits 2-7 only)"
+	hexLike := len(s)%2 == 0
+	for _, c := range s {
+		if _, ok := fromHex(c); !ok {
+			hexLike = false
+			break
+		}
+	}
+	switch {
+	case bytes.ContainsAny(s, "0189"):
+		msg += ": it has digits 0, 1, 8 or 9"
+	case bytes.ContainsAny(s, " \t"):
+		msg += ": it has spaces"
+	case bytes.ContainsAny(s, "+/"):
+		msg += ": it looks like Base64"
+	default:
+		msg += ": it has other characters or a length no Base32 text has"
+	}
+	if hexLike {
+		msg += "; if the vendor's seeds are hex, read the file with --secret-encoding hex"
+	}
+	return msg
+}
