@@ -29,9 +29,10 @@ type Deps struct {
 
 // Pipeline runs oathpipe's flows. It is safe for concurrent use.
 type Pipeline struct {
-	d   Deps
-	log *slog.Logger
-	now func() time.Time
+	d     Deps
+	locks serialLocks
+	log   *slog.Logger
+	now   func() time.Time
 }
 
 // New returns a Pipeline over d, filling in defaults.

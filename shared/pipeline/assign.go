@@ -1,0 +1,276 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// serialLocks serialises the HTTP API's changes to one serial inside this instance, so two
+// concurrent PUTs for the same token run one after the other: the second sees the first's result.
+// Across instances Entra itself refuses the loser's assignment, which is answered as a conflict.
+type serialLocks [64]sync.Mutex
+
+func (l *serialLocks) lock(serial string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(serial))
+	m := &l[h.Sum32()%uint32(len(l))]
+	m.Lock()
+	return m.Unlock
+}
+
+// assignToken is AssignToken: find the device → resolve the user → unassign from another user
+// first (the reassignment) → the shared assign + activate core → ledger row → audit record.
+func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignment, error) {
+	r.Serial = strings.TrimSpace(r.Serial)
+	r.UserPrincipalName = strings.TrimSpace(r.UserPrincipalName)
+	r.VerificationCode = strings.TrimSpace(r.VerificationCode)
+	switch {
+	case r.Serial == "":
+		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
+	case r.UserPrincipalName == "":
+		return nil, token.Errorf(token.KindInvalid, "userPrincipalName is required")
+	case r.VerificationCode != "" && !isCode(r.VerificationCode):
+		return nil, token.Errorf(token.KindInvalid, "verificationCode must be the 6 digits shown on the token")
+	case r.VerificationCode != "" && !r.Activate:
+		return nil, token.Errorf(token.KindInvalid, "verificationCode is only used to activate; drop it or set activate")
+	}
+	log := p.log.With(slog.String("serial", r.Serial), slog.String("caller", r.Caller))
+	defer p.locks.lock(r.Serial)()
+
+	a := &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName}
+	audit := AuditRecord{Caller: r.Caller, Action: "assign", Serial: r.Serial, ToUser: r.UserPrincipalName}
+	fail := func(err error) (*Assignment, error) {
+		p.audit(ctx, log, audit, err)
+		return nil, err
+	}
+
+	dev, err := p.d.Directory.FindDevice(ctx, r.Serial)
+	if err != nil {
+		return fail(fmt.Errorf("find token %s: %w", r.Serial, err))
+	}
+	a.Manufacturer, a.Model = dev.Manufacturer, dev.Model
+	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
+	if err != nil {
+		return fail(fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err))
+	}
+	a.UserPrincipalName = user.UserPrincipalName
+
+	row, rowErr := p.d.Ledger.TokenBySerial(ctx, r.Serial)
+	if rowErr != nil && token.KindOf(rowErr) != token.KindNotFound {
+		return fail(fmt.Errorf("ledger row of %s: %w", r.Serial, rowErr))
+	}
+	hasRow := rowErr == nil
+
+	how := activation{code: r.VerificationCode}
+	if r.Activate && how.code == "" {
+		manufacturer := dev.Manufacturer
+		if hasRow && row.Manufacturer != "" {
+			manufacturer = row.Manufacturer
+		}
+		seed, err := p.d.Vault.GetSeed(ctx, manufacturer, r.Serial)
+		if err != nil {
+			return fail(fmt.Errorf("seed of %s (needed to activate; or send the code shown on the token): %w", r.Serial, err))
+		}
+		how.auto, how.seed = true, seed
+	}
+
+	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
+		prev := p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+		a.PreviousUserPrincipalName, audit.FromUser = prev, prev
+		if err := p.unassign(ctx, dev); err != nil {
+			return fail(fmt.Errorf("unassign %s from %s: %w", r.Serial, prev, err))
+		}
+		a.Changed = true
+		log.Info("token unassigned for reassignment", slog.String("from", prev))
+		dev.AssignedToID, dev.AssignedToName, dev.Status = "", "", token.StatusAvailable
+	} else if dev.AssignedToID == user.ID {
+		audit.FromUser = user.UserPrincipalName
+		a.PreviousUserPrincipalName = user.UserPrincipalName
+	}
+
+	res, err := p.assignActivate(ctx, dev, user, how)
+	if err != nil {
+		if token.KindOf(err) == token.KindAssignedElsewhere {
+			// Another instance assigned it between our read and our write: report who holds it.
+			if cur, ferr := p.d.Directory.FindDevice(ctx, r.Serial); ferr == nil && cur.AssignedToID != "" {
+				err = &token.Error{Kind: token.KindConflict, Op: "assign " + r.Serial,
+					Message: fmt.Sprintf("the token was assigned to %s by a concurrent request", p.upnOf(ctx, cur.AssignedToID, cur.AssignedToName)), Err: err}
+			}
+		}
+		if hasRow && a.Changed {
+			// It was unassigned above: the ledger must not keep showing the previous user.
+			p.recordRow(ctx, log, row, Outcome{Status: StatusAvailable, Reason: "unassigned; reassignment failed: " + reasonOf(err), DeviceID: dev.ID})
+		}
+		return fail(err)
+	}
+	a.Changed = a.Changed || res.changed
+	a.Status, a.ActivatedWith = res.status, res.activatedWith
+	if hasRow {
+		p.recordRow(ctx, log, row, Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID})
+	}
+	if err := p.audit(ctx, log, audit, nil, a.Changed); err != nil {
+		return nil, err
+	}
+	log.Info("token assignment", slog.String("to", a.UserPrincipalName), slog.Bool("changed", a.Changed), slog.String("status", a.Status))
+	return a, nil
+}
+
+// unassignToken is UnassignToken.
+func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*Assignment, error) {
+	serial = strings.TrimSpace(serial)
+	if serial == "" {
+		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
+	}
+	log := p.log.With(slog.String("serial", serial), slog.String("caller", caller))
+	defer p.locks.lock(serial)()
+	audit := AuditRecord{Caller: caller, Action: "unassign", Serial: serial}
+	fail := func(err error) (*Assignment, error) {
+		p.audit(ctx, log, audit, err)
+		return nil, err
+	}
+	dev, err := p.d.Directory.FindDevice(ctx, serial)
+	if err != nil {
+		return fail(fmt.Errorf("find token %s: %w", serial, err))
+	}
+	a := &Assignment{SerialNumber: serial, Status: StatusAvailable, Manufacturer: dev.Manufacturer, Model: dev.Model}
+	if dev.AssignedToID != "" {
+		prev := p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+		a.PreviousUserPrincipalName, audit.FromUser = prev, prev
+		if err := p.unassign(ctx, dev); err != nil {
+			return fail(fmt.Errorf("unassign %s from %s: %w", serial, prev, err))
+		}
+		a.Changed = true
+	}
+	if row, err := p.d.Ledger.TokenBySerial(ctx, serial); err == nil {
+		if a.Changed || row.Status != StatusAvailable {
+			p.recordRow(ctx, log, row, Outcome{Status: StatusAvailable, DeviceID: dev.ID})
+		}
+	} else if token.KindOf(err) != token.KindNotFound {
+		log.Warn("ledger row not updated", slog.String("error", reasonOf(err)))
+	}
+	if err := p.audit(ctx, log, audit, nil, a.Changed); err != nil {
+		return nil, err
+	}
+	log.Info("token unassigned", slog.String("from", a.PreviousUserPrincipalName), slog.Bool("changed", a.Changed))
+	return a, nil
+}
+
+// unassign removes dev from its current holder, looking the method id up in the holder's list.
+func (p *Pipeline) unassign(ctx context.Context, dev token.Device) error {
+	m, err := p.findMethod(ctx, dev.AssignedToID, dev)
+	if err != nil {
+		return fmt.Errorf("list methods: %w", err)
+	}
+	methodID := dev.ID
+	if m != nil {
+		methodID = m.ID
+	}
+	return p.d.Directory.Unassign(ctx, dev.AssignedToID, methodID)
+}
+
+// tokenState is TokenState.
+func (p *Pipeline) tokenState(ctx context.Context, serial string) (*Assignment, error) {
+	serial = strings.TrimSpace(serial)
+	if serial == "" {
+		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
+	}
+	dev, err := p.d.Directory.FindDevice(ctx, serial)
+	if err != nil {
+		return nil, fmt.Errorf("find token %s: %w", serial, err)
+	}
+	a := &Assignment{SerialNumber: serial, Status: string(dev.Status), Manufacturer: dev.Manufacturer, Model: dev.Model}
+	if dev.AssignedToID != "" {
+		a.UserPrincipalName = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+	}
+	in, err := p.seedInVault(ctx, dev.Manufacturer, serial)
+	if err != nil {
+		return nil, fmt.Errorf("token %s: look for its seed: %w", serial, err)
+	}
+	a.SeedInVault = &in
+	return a, nil
+}
+
+// seedInVault asks the vault whether it holds the seed, without reading it when the vault can
+// answer that directly.
+func (p *Pipeline) seedInVault(ctx context.Context, manufacturer, serial string) (bool, error) {
+	if h, ok := p.d.Vault.(interface {
+		Has(ctx context.Context, manufacturer, serial string) (bool, error)
+	}); ok {
+		return h.Has(ctx, manufacturer, serial)
+	}
+	_, err := p.d.Vault.GetSeed(ctx, manufacturer, serial)
+	if token.KindOf(err) == token.KindNotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// upnOf returns a user's UPN for an answer or audit record, falling back to what is known.
+func (p *Pipeline) upnOf(ctx context.Context, userID, name string) string {
+	if u, err := p.d.Directory.ResolveUser(ctx, userID); err == nil && u.UserPrincipalName != "" {
+		return u.UserPrincipalName
+	}
+	if name != "" {
+		return name
+	}
+	return userID
+}
+
+// recordRow records an HTTP API change on the token's ledger row. The change is done in Entra
+// already, so a ledger failure is logged, not answered.
+func (p *Pipeline) recordRow(ctx context.Context, log *slog.Logger, row TokenRecord, o Outcome) {
+	if err := p.settle(ctx, row.ImportID, row.Line, o); err != nil {
+		log.Warn("ledger row not updated", slog.String("importId", row.ImportID), slog.String("error", reasonOf(err)))
+	}
+}
+
+// audit writes one audit record. For a failed request (err != nil) a failure to audit is only
+// logged; for a change it is retried briefly and then answered as a transient error, because a
+// change must not go unaudited (a retried request is idempotent and audits again).
+func (p *Pipeline) audit(ctx context.Context, log *slog.Logger, a AuditRecord, failure error, changed ...bool) error {
+	a.Time = p.now()
+	switch {
+	case failure != nil:
+		a.Outcome, a.Reason = string(token.KindOf(failure)), reasonOf(failure)
+	case len(changed) > 0 && changed[0]:
+		a.Outcome = "changed"
+	default:
+		a.Outcome = "unchanged"
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = p.d.Ledger.Audit(ctx, a); err == nil || !retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		log.Error("audit record not written", slog.String("action", a.Action), slog.String("outcome", a.Outcome), slog.String("error", reasonOf(err)))
+		if failure == nil {
+			return &token.Error{Kind: token.KindTransient, Op: a.Action + " " + a.Serial, Message: "the change was made but its audit record could not be written; retry the request", Err: err}
+		}
+	}
+	return nil
+}
+
+func isCode(s string) bool {
+	if len(s) != 6 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

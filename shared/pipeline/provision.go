@@ -1,0 +1,262 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// provision is Provision: seed from the vault → ensure the device → resolve the user → refuse a
+// device assigned elsewhere → assign → activate → read back → record. Every step is idempotent,
+// so a repeated or retried message picks up where the last attempt stopped.
+func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCount int) (*TokenOutcome, error) {
+	log := p.log.With(slog.String("importId", m.ImportID), slog.String("serial", m.SerialNumber),
+		slog.Int("line", m.Line), slog.Int("dequeueCount", dequeueCount))
+	out := &TokenOutcome{ImportID: m.ImportID, Line: m.Line, SerialNumber: m.SerialNumber, UserPrincipalName: m.UserPrincipalName}
+	if m.ImportID == "" || m.SerialNumber == "" || m.Line < 1 {
+		// Nothing to record against: a message no import wrote. Retrying cannot help.
+		out.Status, out.Reason = StatusFailed, "malformed provisioning message (importId, serialNumber and line are required)"
+		log.Error("malformed provisioning message dropped")
+		return out, nil
+	}
+
+	row, err := p.d.Ledger.GetToken(ctx, m.ImportID, m.Line)
+	switch {
+	case token.KindOf(err) == token.KindNotFound:
+		out.Status, out.Reason = StatusFailed, "no ledger row for this message: not written by an import"
+		log.Error("provisioning message without a ledger row dropped")
+		return out, nil
+	case err != nil:
+		return nil, fmt.Errorf("provision %s: read ledger row: %w", m.SerialNumber, err)
+	case row.Serial != m.SerialNumber:
+		out.Status, out.Reason = StatusFailed, fmt.Sprintf("message names serial %q, the ledger row of line %d holds %q", m.SerialNumber, m.Line, row.Serial)
+		log.Error("provisioning message does not match its ledger row")
+		return out, nil
+	case Settled(row.Status):
+		out.Status, out.Reason, out.Repeat = row.Status, row.Reason, true
+		log.Info("token already settled; repeated message ignored", slog.String("status", row.Status))
+		return out, nil
+	}
+
+	o, err := p.provisionToken(ctx, m, row)
+	if err != nil {
+		if retryable(err) {
+			log.Warn("provisioning failed; will be retried", slog.String("kind", string(token.KindOf(err))),
+				slog.String("requestId", token.RequestIDOf(err)), slog.String("error", reasonOf(err)))
+			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
+		}
+		o = Outcome{Status: StatusFailed, Reason: reasonOf(err), UserPrincipalName: m.UserPrincipalName, DeviceID: o.DeviceID}
+		log.Warn("provisioning failed", slog.String("kind", string(token.KindOf(err))),
+			slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", o.Reason))
+	}
+	if err := p.settle(ctx, m.ImportID, m.Line, o); err != nil {
+		return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
+	}
+	out.Status, out.Reason = o.Status, o.Reason
+	log.Info("token provisioned", slog.String("status", o.Status))
+	return out, nil
+}
+
+// provisionToken does the Entra part of Provision and returns what to record.
+func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row TokenRecord) (Outcome, error) {
+	seed, err := p.d.Vault.GetSeed(ctx, m.Manufacturer, m.SerialNumber)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("read seed: %w", err)
+	}
+	tok := token.Token{Serial: m.SerialNumber, Manufacturer: m.Manufacturer, Model: row.Model}
+	dev, _, err := p.d.Directory.EnsureDevice(ctx, tok, seed)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("ensure device: %w", err)
+	}
+	if m.UserPrincipalName == "" {
+		if dev.AssignedToID != "" {
+			return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
+				"the file names no user, but the token is assigned to %s in Entra", nameOf(dev))
+		}
+		return Outcome{Status: StatusAvailable, DeviceID: dev.ID}, nil
+	}
+	user, err := p.d.Directory.ResolveUser(ctx, m.UserPrincipalName)
+	if err != nil {
+		return Outcome{DeviceID: dev.ID}, fmt.Errorf("resolve user: %w", err)
+	}
+	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
+		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
+			"the token is assigned to %s; use the reassignment API to move it", nameOf(dev))
+	}
+	res, err := p.assignActivate(ctx, dev, user, activation{auto: p.d.Activation != config.ActivationNone, seed: seed})
+	if err != nil {
+		return Outcome{DeviceID: dev.ID}, err
+	}
+	return Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID}, nil
+}
+
+// settle records o on the row and, when that settled the import's last token, rewrites the report.
+func (p *Pipeline) settle(ctx context.Context, importID string, line int, o Outcome) error {
+	last, err := p.d.Ledger.SetTokenOutcome(ctx, importID, line, o)
+	if err != nil {
+		return fmt.Errorf("record outcome: %w", err)
+	}
+	if last {
+		if err := p.writeReport(ctx, importID, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordPoisoned is RecordPoisoned.
+func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reason string) error {
+	log := p.log.With(slog.String("importId", m.ImportID), slog.String("serial", m.SerialNumber), slog.Int("line", m.Line))
+	if m.ImportID == "" || m.Line < 1 {
+		log.Error("malformed poison message dropped")
+		return nil
+	}
+	row, err := p.d.Ledger.GetToken(ctx, m.ImportID, m.Line)
+	if token.KindOf(err) == token.KindNotFound {
+		log.Error("poison message without a ledger row dropped")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record poisoned %s: %w", m.SerialNumber, err)
+	}
+	if Settled(row.Status) {
+		return nil // an earlier delivery settled it after all
+	}
+	if reason = strings.TrimSpace(reason); reason == "" {
+		reason = "provisioning kept failing with transient errors"
+	}
+	reason = "gave up after repeated attempts: " + reason
+	log.Error("token provisioning abandoned", slog.String("reason", reason))
+	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID})
+}
+
+// activation says how assignActivate activates a token.
+type activation struct {
+	auto bool       // activate with a code computed from seed
+	code string     // a code read from the device, sent as is (wins over auto)
+	seed token.Seed // for auto
+}
+
+func (a activation) wanted() bool { return a.auto || a.code != "" }
+
+// assignResult is what assignActivate did.
+type assignResult struct {
+	methodID      string
+	status        string // ledger status: assigned or activated
+	reason        string
+	changed       bool
+	activatedWith string // "seed", "verificationCode" or ""
+}
+
+// assignActivate is the one "assign + activate" core shared by Provision and AssignToken: it
+// makes dev assigned to user (who must not be assigned elsewhere: callers check or unassign
+// first) and activated when a wants it, doing only the steps not already done, then reads the
+// result back from Entra.
+func (p *Pipeline) assignActivate(ctx context.Context, dev token.Device, user token.User, a activation) (assignResult, error) {
+	var res assignResult
+	op := fmt.Sprintf("assign %s to %s", dev.Serial, user.UserPrincipalName)
+	method, err := p.findMethod(ctx, user.ID, dev)
+	if err != nil {
+		return res, fmt.Errorf("%s: list methods: %w", op, err)
+	}
+	if method == nil {
+		id, err := p.d.Directory.Assign(ctx, user.ID, dev.ID)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", op, err)
+		}
+		method = &token.Method{ID: id, DeviceID: dev.ID, Serial: dev.Serial, Status: token.StatusAssigned}
+		res.changed = true
+	}
+	res.methodID = method.ID
+	if a.wanted() && method.Status != token.StatusActivated {
+		if a.code != "" {
+			err = p.d.Directory.ActivateWithCode(ctx, user.ID, method.ID, a.code)
+			res.activatedWith = "verificationCode"
+		} else {
+			err = p.d.Directory.Activate(ctx, user.ID, method.ID, a.seed)
+			res.activatedWith = "seed"
+		}
+		if err != nil {
+			return res, fmt.Errorf("activate %s for %s: %w", dev.Serial, user.UserPrincipalName, err)
+		}
+		res.changed = true
+	}
+	want := token.StatusAssigned
+	if a.wanted() {
+		want = token.StatusActivated
+	}
+	got, err := p.readBack(ctx, user.ID, dev, want, res.changed)
+	if err != nil {
+		return res, fmt.Errorf("%s: read back: %w", op, err)
+	}
+	switch got {
+	case token.StatusActivated:
+		res.status = StatusActivated
+	case token.StatusAssigned:
+		res.status = StatusAssigned
+		if a.wanted() {
+			res.reason = "activation sent, but Entra still reads the token as assigned"
+		}
+	case token.StatusFailedActivation:
+		return res, &token.Error{Kind: token.KindBadCode, Op: op, Message: "Entra reads the token as failedActivation: the code was refused"}
+	default:
+		return res, &token.Error{Kind: token.KindTransient, Op: op, Message: fmt.Sprintf("Entra reads the token as %q after assigning it", got)}
+	}
+	return res, nil
+}
+
+// findMethod returns the user's method for dev, or nil. It looks the method id up instead of
+// assuming it equals the device id.
+func (p *Pipeline) findMethod(ctx context.Context, userID string, dev token.Device) (*token.Method, error) {
+	ms, err := p.d.Directory.ListUserMethods(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ms {
+		if (ms[i].DeviceID != "" && ms[i].DeviceID == dev.ID) || (ms[i].DeviceID == "" && ms[i].Serial == dev.Serial) {
+			return &ms[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// readBack reads the token's status as the user's method list shows it. Entra may lag a moment
+// behind a write, so a status short of want is read again a few times before it is believed.
+func (p *Pipeline) readBack(ctx context.Context, userID string, dev token.Device, want token.Status, wrote bool) (token.Status, error) {
+	delay := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		m, err := p.findMethod(ctx, userID, dev)
+		if err != nil {
+			return "", err
+		}
+		var got token.Status
+		if m != nil {
+			got = m.Status
+		}
+		if got == want || got == token.StatusFailedActivation || !wrote || attempt == 3 {
+			if got == "" {
+				return token.StatusAvailable, nil
+			}
+			return got, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// nameOf names a device's current holder for a message: display name when known, else the id.
+func nameOf(d token.Device) string {
+	if d.AssignedToName != "" {
+		return d.AssignedToName
+	}
+	return "user " + d.AssignedToID
+}
