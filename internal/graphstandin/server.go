@@ -39,9 +39,12 @@ type Options struct {
 	// second (3,000 per 15 s). Activation codes always use real time (Now). Default 1.
 	TimeScale float64
 
-	PageSize int              // default page size of list answers; default 100 ($top overrides)
-	Token    string           // accepted bearer token; default DefaultToken
-	Now      func() time.Time // default time.Now
+	PageSize int // default page size of list answers; default 100 ($top overrides)
+	// SparsePages cuts device listings into pages before $filter applies, as some directory
+	// queries do: a filtered answer can then span several pages, some of them empty.
+	SparsePages bool
+	Token       string           // accepted bearer token; default DefaultToken
+	Now         func() time.Time // default time.Now
 }
 
 // Stats counts what the stand-in has seen.
@@ -393,9 +396,9 @@ func faultError(status int) *apiError {
 	case 404:
 		return notFound("injected")
 	case 503:
-		return errf(503, "serviceNotAvailable", "The service is temporarily unavailable.")
+		return &apiError{status: 503, code: "serviceNotAvailable", msg: "The service is temporarily unavailable.", retryAfter: 1}
 	case 504:
-		return errf(504, "gatewayTimeout", "The gateway timed out.")
+		return &apiError{status: 504, code: "gatewayTimeout", msg: "The gateway timed out.", retryAfter: 1}
 	default:
 		return errf(status, "generalException", "An injected failure.")
 	}
@@ -451,7 +454,7 @@ func (s *Server) route(r *http.Request, body []byte) (answer, *apiError) {
 	case beta && len(p) == 4 && p[0] == "users" && p[2] == "authentication" && p[3] == "hardwareOathMethods":
 		switch m {
 		case http.MethodGet:
-			return s.listMethods(p[1])
+			return s.listMethods(r, p[1])
 		case http.MethodPost:
 			return s.assign(p[1], body)
 		}
@@ -599,10 +602,10 @@ func (s *Server) listDevices(r *http.Request) (answer, *apiError) {
 		}
 		skip = n
 	}
+	match := func(d *device) bool { return !filtered || d.Serial == serial }
 	var all []*device
 	for _, id := range s.order {
-		d := s.devices[id]
-		if !filtered || d.Serial == serial {
+		if d := s.devices[id]; s.opts.SparsePages || match(d) {
 			all = append(all, d)
 		}
 	}
@@ -610,7 +613,9 @@ func (s *Server) listDevices(r *http.Request) (answer, *apiError) {
 	vals := []any{}
 	end := min(skip+top, len(all))
 	for i := skip; i < end; i++ {
-		vals = append(vals, s.deviceJSON(all[i]))
+		if match(all[i]) {
+			vals = append(vals, s.deviceJSON(all[i]))
+		}
 	}
 	res["value"] = vals
 	if end < len(all) {
@@ -824,23 +829,36 @@ func (s *Server) doAssign(u *User, d *device) {
 	s.methods[d.MethodID] = d.ID
 }
 
-func (s *Server) listMethods(userKey string) (answer, *apiError) {
+func (s *Server) listMethods(r *http.Request, userKey string) (answer, *apiError) {
 	u := s.findUser(userKey)
 	if u == nil {
 		return answer{}, notFound(userKey)
 	}
-	vals := []any{}
 	ids := make([]string, 0)
 	for _, id := range s.order {
 		if s.devices[id].AssignedUserID == u.ID {
-			ids = append(ids, id)
+			ids = append(ids, s.devices[id].MethodID)
 		}
 	}
 	sort.Strings(ids)
-	for _, id := range ids {
-		vals = append(vals, s.methodJSON(s.devices[id]))
+	skip := 0
+	if t := r.URL.Query().Get("$skiptoken"); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return answer{}, errf(400, "BadRequest", "Invalid $skiptoken.")
+		}
+		skip = min(n, len(ids))
 	}
-	return answer{200, map[string]any{"value": vals}}, nil
+	end := min(skip+s.opts.PageSize, len(ids))
+	vals := []any{}
+	for _, mid := range ids[skip:end] {
+		vals = append(vals, s.methodJSON(s.devices[s.methods[mid]]))
+	}
+	res := map[string]any{"value": vals}
+	if end < len(ids) {
+		res["@odata.nextLink"] = "https://" + r.Host + r.URL.Path + "?$skiptoken=" + strconv.Itoa(end)
+	}
+	return answer{200, res}, nil
 }
 
 func (s *Server) userMethod(userKey, methodID string) (*User, *device, *apiError) {

@@ -86,7 +86,7 @@ func newID() string {
 }
 
 // ParseSerialFilter parses the only $filter the stand-in supports, serialNumber eq '...', with
-// two quotes ('') standing for one quote inside the literal, as OData escapes it.
+// two quotes (”) standing for one quote inside the literal, as OData escapes it.
 func ParseSerialFilter(f string) (string, bool) {
 	f = strings.TrimSpace(f)
 	const prefix = "serialNumber eq '"
