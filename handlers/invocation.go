@@ -32,7 +32,7 @@ func DecodeInvocation(r *http.Request) (*Invocation, error) {
 		return nil, fmt.Errorf("read invocation: %w", err)
 	}
 	if len(body) > maxInvocationBytes {
-		return nil, fmt.Errorf("invocation larger than %d bytes", maxInvocationBytes)
+		return nil, fmt.Errorf("invocation larger than %d bytes: %w", maxInvocationBytes, errTooLarge)
 	}
 	var in Invocation
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -125,6 +125,10 @@ func (in *Invocation) MetaProperty(name string) string {
 	}
 	for k, v := range props {
 		if strings.EqualFold(k, name) {
+			if v = bytes.TrimSpace(v); len(v) > 0 && (v[0] == '{' || v[0] == '[') {
+				// Not a primitive (e.g. an SDK struct serialised as {}): no usable value.
+				return ""
+			}
 			s, _ := primitive(v)
 			return s
 		}
@@ -235,3 +239,8 @@ func writeResponse(w http.ResponseWriter, status int, resp Response) {
 
 // errBadInvocation marks a payload the handler cannot decode.
 var errBadInvocation = errors.New("bad invocation payload")
+
+// errTooLarge marks an invocation or body over its size limit.
+var errTooLarge = errors.New("too large")
+
+func isTooLarge(err error) bool { return errors.Is(err, errTooLarge) }

@@ -1,0 +1,84 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// provisionToken handles one message of the token-provisioning queue. Permanent failures are
+// recorded by the pipeline and answered 200; a non-nil error is worth retrying and answers 500,
+// so the host redelivers it (up to maxDequeueCount, then the poison queue, see ProvisionFailed).
+func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
+	m, err := provisionMessage(in, "job")
+	if err != nil {
+		// Retrying cannot fix a message that does not decode: log it and let it go.
+		log.Error("dropped undecodable provisioning message", "messageId", in.Meta("Id"), "err", err)
+		return outcome{status: http.StatusOK, resp: Response{Logs: []string{"dropped undecodable provisioning message " + in.Meta("Id") + ": " + err.Error()}}}
+	}
+	dq := in.MetaInt("DequeueCount")
+	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "dequeueCount", dq, "messageId", in.Meta("Id"))
+	out, err := s.p.Provision(ctx, m, dq)
+	if err != nil {
+		log.Warn("provisioning failed; the host will retry", "err", err, "requestId", token.RequestIDOf(err))
+		return outcome{status: http.StatusInternalServerError, resp: Response{
+			Logs: []string{fmt.Sprintf("provision %s (import %s, line %d), delivery %d of %d failed (will be retried): %v", m.SerialNumber, m.ImportID, m.Line, dq, s.maxDQ, err)},
+		}}
+	}
+	line := fmt.Sprintf("token %s (import %s, line %d): %s", out.SerialNumber, out.ImportID, out.Line, out.Status)
+	if out.Reason != "" {
+		line += ": " + out.Reason
+	}
+	if out.Repeat {
+		line += " (already settled)"
+	}
+	log.Info("token provisioned", "status", out.Status, "reason", out.Reason, "repeat", out.Repeat)
+	return outcome{status: http.StatusOK, resp: Response{Logs: []string{line}}}
+}
+
+// provisionMessage decodes Data[key] into a ProvisionMessage. The host hands the message text
+// over as a string (messageEncoding "none"); it is also accepted as a JSON object, encoded twice,
+// or base64-encoded (a message written with the SDK's default encoding by another tool).
+func provisionMessage(in *Invocation, key string) (pipeline.ProvisionMessage, error) {
+	var m pipeline.ProvisionMessage
+	raw := bytes.TrimSpace(in.Data[key])
+	if len(raw) == 0 || string(raw) == "null" {
+		return m, fmt.Errorf("invocation has no Data.%s", key)
+	}
+	text := string(raw)
+	if raw[0] == '"' {
+		s, ok := in.DataString(key)
+		if !ok {
+			return m, fmt.Errorf("Data.%s is not a string", key)
+		}
+		text = strings.TrimSpace(s)
+	}
+	if !strings.HasPrefix(text, "{") {
+		if b, err := base64.StdEncoding.DecodeString(text); err == nil {
+			text = strings.TrimSpace(string(b))
+		}
+	}
+	if err := json.Unmarshal([]byte(text), &m); err != nil {
+		return m, fmt.Errorf("message is not a provisioning job: %w", err)
+	}
+	var missing []string
+	if m.ImportID == "" {
+		missing = append(missing, "importId")
+	}
+	if m.SerialNumber == "" {
+		missing = append(missing, "serialNumber")
+	}
+	if len(missing) > 0 {
+		return m, errors.New("message lacks " + strings.Join(missing, ", "))
+	}
+	return m, nil
+}

@@ -1,0 +1,172 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+)
+
+// Importer imports a seed file dropped in the inbox (ImportSeeds).
+type Importer interface {
+	Import(ctx context.Context, f pipeline.InboxFile) (*pipeline.ImportResult, error)
+}
+
+// Provisioner provisions one token from a queue message (ProvisionToken).
+type Provisioner interface {
+	Provision(ctx context.Context, m pipeline.ProvisionMessage, dequeueCount int) (*pipeline.TokenOutcome, error)
+}
+
+// PoisonRecorder records a message the host gave up on (ProvisionFailed).
+type PoisonRecorder interface {
+	RecordPoisoned(ctx context.Context, m pipeline.ProvisionMessage, reason string) error
+}
+
+// Assigner changes and reads token assignments (TokenAssignment).
+type Assigner interface {
+	AssignToken(ctx context.Context, r pipeline.AssignRequest) (*pipeline.Assignment, error)
+	UnassignToken(ctx context.Context, serial, caller string) (*pipeline.Assignment, error)
+	TokenState(ctx context.Context, serial string) (*pipeline.Assignment, error)
+}
+
+// StatusReader reads an import's status (ImportStatus).
+type StatusReader interface {
+	ImportStatus(ctx context.Context, fileName string) (*pipeline.ImportStatus, error)
+}
+
+// Pipeline is everything the handlers call; *pipeline.Pipeline implements it.
+type Pipeline interface {
+	Importer
+	Provisioner
+	PoisonRecorder
+	Assigner
+	StatusReader
+}
+
+// Options configures the handler server.
+type Options struct {
+	Pipeline     Pipeline
+	RequiredRole string        // OATHPIPE_REQUIRED_ROLE; empty: the function key is enough
+	HTTPBudget   time.Duration // OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request
+	MaxDequeue   int           // host.json maxDequeueCount, for log lines (default 5)
+	Logger       *slog.Logger
+}
+
+// Function names: the folder names under functions/, which the host POSTs to.
+const (
+	FuncImportSeeds     = "ImportSeeds"
+	FuncProvisionToken  = "ProvisionToken"
+	FuncProvisionFailed = "ProvisionFailed"
+	FuncTokenAssignment = "TokenAssignment"
+	FuncImportStatus    = "ImportStatus"
+)
+
+// Server is the custom handler: an http.Handler with one route per function.
+type Server struct {
+	p      Pipeline
+	role   string
+	budget time.Duration
+	maxDQ  int
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New returns the handler server.
+func New(o Options) *Server {
+	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, log: o.Logger}
+	if s.budget <= 0 {
+		s.budget = 60 * time.Second
+	}
+	if s.maxDQ <= 0 {
+		s.maxDQ = 5
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /{$}", s.ready)
+	s.mux.HandleFunc("HEAD /{$}", s.ready)
+	s.mux.HandleFunc("POST /"+FuncImportSeeds, s.invocation(FuncImportSeeds, s.importSeeds))
+	s.mux.HandleFunc("POST /"+FuncProvisionToken, s.invocation(FuncProvisionToken, s.provisionToken))
+	s.mux.HandleFunc("POST /"+FuncProvisionFailed, s.invocation(FuncProvisionFailed, s.provisionFailed))
+	s.mux.HandleFunc("POST /"+FuncTokenAssignment, s.invocation(FuncTokenAssignment, s.httpFunction(TokenAssignmentRoute, tokenAssignmentMethods, s.assignmentAPI)))
+	s.mux.HandleFunc("POST /"+FuncImportStatus, s.invocation(FuncImportStatus, s.httpFunction(ImportStatusRoute, importStatusMethods, s.importStatusAPI)))
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// ready answers the host's readiness ping. It makes no network call.
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, `{"status":"ready"}`+"\n")
+}
+
+// outcome is what a function handler decided: the host status (200, or 500 to have the host
+// retry) and the response to encode.
+type outcome struct {
+	status int
+	resp   Response
+}
+
+// invocationFunc handles one decoded invocation.
+type invocationFunc func(ctx context.Context, log *slog.Logger, in *Invocation) outcome
+
+// invocation wraps a function handler: it decodes the payload, tags the log with the
+// invocation id, recovers panics (answering 500 without their text leaking into Logs), and
+// writes the answer.
+func (s *Server) invocation(name string, h invocationFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		log := s.log.With("function", name)
+		if id := r.Header.Get("X-Azure-Functions-InvocationId"); id != "" {
+			log = log.With("invocationId", id)
+		}
+		in, err := DecodeInvocation(r)
+		if err != nil {
+			log.Error("undecodable invocation", "err", err)
+			out := badInvocation(name, err)
+			writeResponse(w, out.status, out.resp)
+			return
+		}
+		out := s.safely(r.Context(), log, in, h)
+		writeResponse(w, out.status, out.resp)
+	}
+}
+
+func (s *Server) safely(ctx context.Context, log *slog.Logger, in *Invocation, h invocationFunc) (out outcome) {
+	defer func() {
+		if v := recover(); v != nil {
+			// The panic value may hold anything; log only its type and the stack.
+			log.Error("handler panic", "panicType", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+			out = outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"internal error; see the handler's log"}}}
+		}
+	}()
+	return h(ctx, log, in)
+}
+
+// badInvocation answers a payload that cannot be decoded. For the HTTP functions the host
+// still gets 200 and the caller a problem; storage triggers get 500 so the host retries and,
+// if the payload never decodes, parks the message or blob in its poison queue (visible to
+// operators) instead of the handler dropping it silently.
+func badInvocation(name string, err error) outcome {
+	msg := "undecodable invocation payload: " + err.Error()
+	switch name {
+	case FuncTokenAssignment, FuncImportStatus:
+		c := codeMalformedBody
+		if isTooLarge(err) {
+			c = codeBodyTooLarge
+		}
+		return outcome{status: http.StatusOK, resp: Response{
+			Outputs: map[string]any{"res": problemResponse(newProblem(c, "The request could not be read."))},
+			Logs:    []string{msg},
+		}}
+	}
+	return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{msg}}}
+}
