@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -202,8 +203,8 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	for k, v := range params {
 		p.Metadata[k] = hostString(v)
 	}
-	p.Metadata["Uri"] = hostString(w.blobs.ServiceClient().NewContainerClient(w.pat.container).NewBlobClient(name).URL())
-	p.Metadata["Properties"] = blobProperties(it, len(content))
+	p.Metadata["Uri"] = hostString(w.blobURL(name))
+	p.Metadata["Properties"] = blobProperties(it, dl, len(content))
 	meta := map[string]string{}
 	for k, v := range it.Metadata {
 		if v != nil {
@@ -276,15 +277,32 @@ func (w *blobWatch) poison(ctx context.Context, name, etag string) error {
 	return nil
 }
 
-// blobProperties is Metadata.Properties as the host sends it (BlobProperties serialised).
-func blobProperties(it *container.BlobItem, size int) map[string]any {
-	pr := it.Properties
-	out := map[string]any{"ContentLength": size, "ETag": string(*pr.ETag), "BlobType": "Block"}
-	if pr.ContentType != nil {
-		out["ContentType"] = *pr.ContentType
+// blobURL is the blob's URL with the slashes of its name kept, as the host gives it.
+func (w *blobWatch) blobURL(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
 	}
-	if pr.LastModified != nil {
-		out["LastModified"] = hostTime(*pr.LastModified)
+	return w.blobs.ServiceClient().NewContainerClient(w.pat.container).URL() + "/" + strings.Join(segs, "/")
+}
+
+// blobProperties is Metadata.Properties as the host sends it (BlobProperties serialised), from
+// the download's headers (the ETag in its quoted header form) and the listing.
+func blobProperties(it *container.BlobItem, dl azblob.DownloadStreamResponse, size int) map[string]any {
+	pr := it.Properties
+	etag := string(*pr.ETag)
+	if dl.ETag != nil {
+		etag = string(*dl.ETag)
+	}
+	if !strings.HasPrefix(etag, `"`) {
+		etag = `"` + etag + `"`
+	}
+	out := map[string]any{"ContentLength": size, "ETag": etag, "BlobType": "Block"}
+	if dl.ContentType != nil {
+		out["ContentType"] = *dl.ContentType
+	}
+	if dl.LastModified != nil {
+		out["LastModified"] = hostTime(*dl.LastModified)
 	}
 	if pr.CreationTime != nil {
 		out["CreatedOn"] = hostTime(*pr.CreationTime)
