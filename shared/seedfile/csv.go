@@ -421,6 +421,11 @@ func decodeBase32(dst, s []byte) ([]byte, bool) {
 			dst = append(dst, byte(acc>>bits))
 		}
 	}
+	// The bits left over must be zero, as every encoder writes them: otherwise two different
+	// texts would decode to one seed and part of what the vendor meant is silently dropped.
+	if acc&(1<<bits-1) != 0 {
+		return dst, false
+	}
 	return dst, true
 }
 
@@ -461,6 +466,7 @@ func notBase32Message(s []byte) string {
 			break
 		}
 	}
+	t := bytes.TrimRight(s, "=")
 	switch {
 	case bytes.ContainsAny(s, "0189"):
 		msg += ": it has digits 0, 1, 8 or 9"
@@ -468,11 +474,24 @@ func notBase32Message(s []byte) string {
 		msg += ": it has spaces"
 	case bytes.ContainsAny(s, "+/"):
 		msg += ": it looks like Base64"
+	case !isBase32Alphabet(t):
+		msg += ": it has characters outside the Base32 alphabet"
+	case len(t)%8 == 1 || len(t)%8 == 3 || len(t)%8 == 6:
+		msg += ": its length is not that of any Base32-encoded seed"
 	default:
-		msg += ": it has other characters or a length no Base32 text has"
+		msg += ": its last character carries bits no encoder writes, so it is not the encoding of a whole seed (a made-up example?)"
 	}
 	if hexLike {
 		msg += "; if the vendor's seeds are hex, read the file with --secret-encoding hex"
 	}
 	return msg
+}
+
+func isBase32Alphabet(s []byte) bool {
+	for _, c := range s {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '2' <= c && c <= '7') {
+			return false
+		}
+	}
+	return true
 }
