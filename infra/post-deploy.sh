@@ -28,6 +28,8 @@ ENABLE_HARDWARE_OATH=${ENABLE_HARDWARE_OATH:-0}
 # Which permission assigns and activates tokens: auto picks the narrower
 # UserAuthMethod-HardwareOATH.ReadWrite.All when the tenant's Graph offers it.
 ASSIGN_PERMISSION=${ASSIGN_PERMISSION:-auto}
+# Seconds between polls for the host's key and between Event Grid retries.
+WAIT_SECONDS=${WAIT_SECONDS:-10}
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -84,9 +86,9 @@ for _ in $(seq 1 30); do
     --query "systemKeys.blobs_extension" -o tsv 2>/dev/null || true)
   [ -n "$blobs_key" ] && break
   log "waiting for the blobs_extension system key (the host is starting)"
-  sleep 10
+  sleep "$WAIT_SECONDS"
 done
-[ -n "$blobs_key" ] || die "no blobs_extension system key on $APP after 5 minutes: is the code deployed and does ImportSeeds appear in 'az functionapp function list'?"
+[ -n "$blobs_key" ] || die "no blobs_extension system key on $APP after 30 tries: is the code deployed and does ImportSeeds appear in 'az functionapp function list'?"
 
 subscribe() {
   local fn=$1 container=$2
@@ -110,8 +112,8 @@ subscribe() {
       --subject-begins-with "$prefix" --output none; then
       return 0
     fi
-    log "event subscription $sub: attempt $try failed; retrying in 20 s"
-    sleep 20
+    log "event subscription $sub: attempt $try failed; retrying"
+    sleep "$((WAIT_SECONDS * 2))"
   done
   die "could not $verb event subscription $sub"
 }

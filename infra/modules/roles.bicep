@@ -31,10 +31,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// Blob trigger and host storage: the host keeps blob receipts, locks and keys in
-// azure-webjobs-* containers it creates, reads the Flex deployment package, and the app reads
-// seed-inbox, writes seed-reports and seed-rejected and deletes imported files. Creating
-// containers needs Owner rather than Contributor (documented for the blob trigger).
+// Blob trigger and host storage: the Functions documentation names Blob Data Owner for a blob
+// trigger's connection and for AzureWebJobsStorage (receipts, leases and keys in the
+// azure-webjobs-* containers the host creates; the Flex deployment package). The app itself
+// reads seed-inbox, writes seed-reports and seed-rejected and deletes imported files.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, role.storageBlobDataOwner)
   scope: storage
