@@ -1,0 +1,286 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/oathpipe/oathpipe/internal/azurite"
+	"github.com/oathpipe/oathpipe/shared/azauth"
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+var server *azurite.Server
+
+func TestMain(m *testing.M) {
+	s, err := azurite.Start(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "storage tests need Azurite:", err)
+		os.Exit(1)
+	}
+	server = s
+	code := m.Run()
+	s.Stop()
+	os.Exit(code)
+}
+
+// account opens the Azurite account through the same helper serve.go uses, and creates the
+// resources (twice: EnsureResources is idempotent).
+func account(t *testing.T) *Account {
+	t.Helper()
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{
+			"FUNCTIONS_CUSTOMHANDLER_PORT": "7071",
+			"SeedStorage":                  server.ConnectionString(),
+			"OATHPIPE_KEYVAULT_URL":        "https://127.0.0.1:1/",
+		}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(cfg, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := a.EnsureResources(context.Background()); err != nil {
+			t.Fatalf("EnsureResources #%d: %v", i+1, err)
+		}
+	}
+	return a
+}
+
+func TestOpenIdentityBased(t *testing.T) {
+	cfg := &config.Config{
+		BlobServiceURL:  "https://st.blob.core.windows.net/",
+		QueueServiceURL: "https://st.queue.core.windows.net/",
+		TableServiceURL: "https://st.table.core.windows.net/",
+	}
+	a, err := Open(cfg, azauth.StaticToken("t"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Blobs == nil || a.Provision.Name() != config.ProvisionQueue || a.Poison.Name() != config.PoisonQueue || a.Ledger == nil {
+		t.Fatalf("Open = %+v", a)
+	}
+	if _, err := Open(&config.Config{}, nil, nil, nil); err == nil {
+		t.Fatal("Open with neither a connection string nor URLs succeeded")
+	}
+}
+
+func TestReports(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	for _, name := range []string{"tokens.csv", "vendor/2026/batch 7 (Ω) #1?.csv", "100% sure; ü.xml"} {
+		if err := a.Blobs.PutReport(ctx, name, []byte(`{"first":true}`), []byte("line,field\n3,upn\n")); err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		if err := a.Blobs.PutReport(ctx, name, []byte(`{"final":true}`), nil); err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+ReportSuffix)
+		if err != nil || string(js) != `{"final":true}` {
+			t.Errorf("%q report = %s, %v; want the final one", name, js, err)
+		}
+		if _, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); token.KindOf(err) != token.KindNotFound {
+			t.Errorf("%q failures file after a report without failures: %v, want not found", name, err)
+		}
+		if err := a.Blobs.PutReport(ctx, name, []byte(`{}`), []byte("x\n")); err != nil {
+			t.Fatal(err)
+		}
+		if csv, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); err != nil || string(csv) != "x\n" {
+			t.Errorf("%q failures = %q, %v", name, csv, err)
+		}
+	}
+}
+
+func TestInboxReadAndDelete(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	name := "in/ü #1?.csv"
+	etag, err := a.Blobs.PutInbox(ctx, name, []byte("v1"), map[string]string{"format": "entra-csv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Blobs.ReadInbox(ctx, name)
+	if err != nil || string(f.Content) != "v1" || f.ETag != etag || f.Metadata["format"] != "entra-csv" {
+		t.Fatalf("ReadInbox = %+v, %v", f, err)
+	}
+	// A new upload under the same name: deleting with the old ETag leaves the new file alone.
+	etag2, err := a.Blobs.PutInbox(ctx, name, []byte("v2"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Blobs.DeleteInbox(ctx, name, etag); err != nil {
+		t.Fatalf("DeleteInbox with a stale ETag: %v, want nil", err)
+	}
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || string(f.Content) != "v2" {
+		t.Fatalf("after a stale delete: %q, %v; want v2 kept", f.Content, err)
+	}
+	if err := a.Blobs.DeleteInbox(ctx, name, etag2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
+		t.Fatalf("after delete: %v, want not found", err)
+	}
+	if err := a.Blobs.DeleteInbox(ctx, name, etag2); err != nil {
+		t.Fatalf("deleting again: %v, want nil", err)
+	}
+}
+
+// TestRejectNeverLosesFile injects failures between each step of the move and checks that the
+// file always exists somewhere, whole, and that repeating the move finishes it.
+func TestRejectNeverLosesFile(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	content := []byte("upn,serial number,secret key\nada@contoso.com,1001,JBSWY3DPEHPK3PXP\n")
+	name := "batch/7 ü.csv"
+	target := "imp-0123/" + name
+	etag, err := a.Blobs.PutInbox(ctx, name, content, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	boom := errors.New("injected: the instance died between copy and delete")
+	a.Blobs.afterStore = func(context.Context) error { return boom }
+	if err := a.Blobs.Reject(ctx, name, etag, content, target); !errors.Is(err, boom) {
+		t.Fatalf("Reject with a failure after the copy = %v, want the injected failure", err)
+	}
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || !bytes.Equal(f.Content, content) {
+		t.Fatalf("inbox after a failed move: %v; the file must still be there", err)
+	}
+	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("rejected copy after a failed move: %v", err)
+	}
+
+	a.Blobs.afterStore = nil
+	if err := a.Blobs.Reject(ctx, name, etag, content, target); err != nil {
+		t.Fatalf("repeated Reject: %v", err)
+	}
+	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
+		t.Fatalf("inbox after the move: %v, want gone", err)
+	}
+	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("rejected copy: %q, %v", got, err)
+	}
+	if err := a.Blobs.Reject(ctx, name, etag, content, target); err != nil {
+		t.Fatalf("Reject once more after done: %v", err)
+	}
+}
+
+func TestRejectRefusesToOverwrite(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	for _, other := range [][]byte{[]byte("a different file"), []byte("short"), []byte("same length!")} {
+		name := fmt.Sprintf("clash-%d.csv", len(other))
+		content := []byte("same length?")
+		if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := a.Blobs.ReadInbox(ctx, name)
+		target := "imp-x/" + name
+		if err := a.Blobs.upload(ctx, config.RejectedContainer, target, other, "text/plain", nil); err != nil {
+			t.Fatal(err)
+		}
+		err := a.Blobs.Reject(ctx, name, f.ETag, content, target)
+		if token.KindOf(err) != token.KindConflict {
+			t.Errorf("Reject onto a different file = %v, want KindConflict", err)
+		}
+		if got, _ := a.Blobs.Read(ctx, config.RejectedContainer, target); !bytes.Equal(got, other) {
+			t.Errorf("the earlier rejected file was overwritten")
+		}
+		if g, err := a.Blobs.ReadInbox(ctx, name); err != nil || !bytes.Equal(g.Content, content) {
+			t.Errorf("inbox blob gone after a refused move: %v", err)
+		}
+	}
+}
+
+func TestRejectFailureBeforeCopyKeepsInbox(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	name := "no-container.csv"
+	etag, _ := a.Blobs.PutInbox(ctx, name, []byte("seeds"), nil)
+	if _, err := a.Blobs.client.DeleteContainer(ctx, config.RejectedContainer, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Azurite frees a deleted container's name at once; recreate it for the other tests.
+		for i := 0; i < 50; i++ {
+			if a.Blobs.EnsureContainers(ctx) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	if err := a.Blobs.Reject(ctx, name, etag, []byte("seeds"), "t/"+name); err == nil {
+		t.Fatal("Reject without a rejected container succeeded")
+	}
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || string(f.Content) != "seeds" {
+		t.Fatalf("inbox after a failed copy: %v", err)
+	}
+}
+
+func TestEnqueuePlainText(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	q, err := NewQueue(Options{ConnectionString: server.ConnectionString()}, "plaintext-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []pipeline.ProvisionMessage
+	for i := 0; i < 40; i++ {
+		msgs = append(msgs, pipeline.ProvisionMessage{
+			ImportID: "imp-1", FileName: "dir/ü <&> 'q\".csv", Line: i + 2, SerialNumber: fmt.Sprintf("S%03d", i),
+			Manufacturer: "Token2", UserPrincipalName: "o'brien+ü@contoso.com",
+		})
+	}
+	if err := q.Enqueue(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.ApproximateCount(ctx); err != nil || n != 40 {
+		t.Fatalf("ApproximateCount = %d, %v", n, err)
+	}
+	seen := map[int]bool{}
+	for len(seen) < 40 {
+		resp, err := q.Client().DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Messages) == 0 {
+			t.Fatalf("only %d of 40 messages arrived", len(seen))
+		}
+		for _, m := range resp.Messages {
+			var got pipeline.ProvisionMessage
+			// Plain JSON text, as host.json's messageEncoding "none" reads it: not Base64.
+			if err := json.Unmarshal([]byte(*m.MessageText), &got); err != nil {
+				t.Fatalf("message is not plain JSON: %q", *m.MessageText)
+			}
+			want := msgs[got.Line-2]
+			if got != want {
+				t.Fatalf("message = %+v, want %+v", got, want)
+			}
+			if m.ExpirationTime == nil || m.ExpirationTime.Before(time.Now().AddDate(1, 0, 0)) {
+				t.Errorf("message expires %v; want never (TTL -1)", m.ExpirationTime)
+			}
+			seen[got.Line] = true
+		}
+	}
+	if err := q.EnqueueText(ctx, strings.Repeat("x", MaxMessage+1)); token.KindOf(err) != token.KindInvalid {
+		t.Fatalf("oversized message: %v, want KindInvalid", err)
+	}
+	_ = a
+}
