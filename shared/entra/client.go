@@ -1,0 +1,240 @@
+// Package entra is oathpipe's way into Entra ID through Microsoft Graph: resolve users, find and
+// create hardware OATH tokens in the tenant inventory, assign, activate and unassign them. It is
+// the only package that imports the Graph SDK (msgraph-sdk-go and kiota), so nothing else links it.
+//
+// One authenticated pipeline serves both API versions: msgraph-sdk-go's request adapter, with
+// the azidentity auth provider and Graph's middleware (retry honouring Retry-After, gzip of
+// request bodies, redirects), runs the typed v1.0 builders for users and, for the beta-only
+// hardware OATH endpoints, request information with absolute beta URLs and small
+// project-owned JSON types. See docs/graph.md.
+package entra
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	abs "github.com/microsoft/kiota-abstractions-go"
+	kiotaauth "github.com/microsoft/kiota-authentication-azure-go"
+	khttp "github.com/microsoft/kiota-http-go"
+	msgraphsdk "github.com/microsoftgraph/msgraph-sdk-go"
+	msgraphcore "github.com/microsoftgraph/msgraph-sdk-go-core"
+	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
+)
+
+// DefaultGraphURL is the root of Microsoft Graph in the global cloud.
+const DefaultGraphURL = "https://graph.microsoft.com"
+
+// Options configures a Client.
+type Options struct {
+	GraphURL   string                 // root, e.g. https://graph.microsoft.com (no version); empty = DefaultGraphURL
+	Credential azcore.TokenCredential // managed identity, DefaultAzureCredential, or azauth.StaticToken for the stand-in
+	HTTPClient *http.Client           // base transport (trusts the stand-in CA in tests/dev); nil = default
+	Logger     *slog.Logger
+	Now        func() time.Time // for tests; nil = time.Now
+
+	// MaxRetries is how often Graph's retry middleware retries a 429/503/504 (honouring
+	// Retry-After) before the call fails with KindThrottled or KindTransient. 0 = 6.
+	MaxRetries int
+}
+
+// Client talks to Microsoft Graph. It is safe for concurrent use; build one per process.
+type Client struct {
+	adapter *msgraphsdk.GraphRequestAdapter
+	graph   *msgraphsdk.GraphServiceClient
+	root    string // no trailing slash
+	v1      string // root + /v1.0
+	beta    string // root + /beta
+	log     *slog.Logger
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+}
+
+// New builds a Client. Nothing is sent until the first call.
+func New(opts Options) (*Client, error) {
+	root := strings.TrimRight(opts.GraphURL, "/")
+	if root == "" {
+		root = DefaultGraphURL
+	}
+	u, err := url.Parse(root)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("graph client: %q is not an http(s) URL (OATHPIPE_GRAPH_URL)", opts.GraphURL)
+	}
+	if opts.Credential == nil {
+		return nil, errors.New("graph client: no credential")
+	}
+	// The auth provider only attaches tokens for the hosts it is given: the Graph root's host,
+	// whatever it is (national cloud, stand-in on 127.0.0.1). Without it, no token is sent at all.
+	auth, err := kiotaauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(
+		opts.Credential, []string{root + "/.default"}, []string{u.Hostname()})
+	if err != nil {
+		return nil, fmt.Errorf("graph client: auth provider: %w", err)
+	}
+
+	var base http.RoundTripper
+	if opts.HTTPClient != nil && opts.HTTPClient.Transport != nil {
+		base = opts.HTTPClient.Transport
+	} else {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64 // concurrent provisioning reuses connections
+		base = tr
+	}
+	maxRetries := opts.MaxRetries
+	if maxRetries <= 0 {
+		maxRetries = 6
+	}
+	middlewares := graphMiddlewares(maxRetries)
+	httpClient := &http.Client{
+		Transport: khttp.NewCustomTransportWithParentTransport(base, middlewares...),
+		// The redirect middleware follows redirects itself.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       100 * time.Second,
+	}
+	adapter, err := msgraphsdk.NewGraphRequestAdapterWithParseNodeFactoryAndSerializationWriterFactoryAndHttpClient(auth, nil, nil, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("graph client: request adapter: %w", err)
+	}
+	adapter.SetBaseUrl(root + "/v1.0")
+
+	c := &Client{
+		adapter: adapter,
+		graph:   msgraphsdk.NewGraphServiceClient(adapter),
+		root:    root,
+		v1:      root + "/v1.0",
+		beta:    root + "/beta",
+		log:     opts.Logger,
+		now:     opts.Now,
+		sleep:   sleepCtx,
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// graphMiddlewares is msgraph-sdk-go's default middleware chain (Graph telemetry, /me
+// replacement, then kiota's retry, redirect, compression, parameter decoding, user agent and
+// header inspection), with the retry handler allowed maxRetries tries.
+func graphMiddlewares(maxRetries int) []khttp.Middleware {
+	opts := msgraphsdk.GetDefaultClientOptions()
+	mws := msgraphcore.GetDefaultMiddlewaresWithOptions(&opts)
+	out := make([]khttp.Middleware, 0, len(mws)+1)
+	for _, m := range mws {
+		switch m.(type) {
+		case *khttp.RetryHandler:
+			m = khttp.NewRetryHandlerWithOptions(khttp.RetryHandlerOptions{
+				MaxRetries:  maxRetries,
+				ShouldRetry: func(time.Duration, int, *http.Request, *http.Response) bool { return true },
+			})
+		case *khttp.CompressionHandler:
+			out = append(out, freshAttempt{})
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// freshAttempt gives every attempt of a request its own copy, with its own headers and body,
+// before the compression handler gzips it. Without it, kiota-http-go v1.5.4 sends a retry
+// (after 429/503/504) with the original, uncompressed body but the Content-Encoding: gzip
+// header of the first try: the compression handler gzips a shallow copy of the request and
+// sets the header on the header map the copy shares with the retry handler's request, so the
+// retry skips compression and Graph receives an invalid gzip body (docs/graph.md).
+type freshAttempt struct{}
+
+// Intercept implements khttp.Middleware.
+func (freshAttempt) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return p.Next(req, i)
+	}
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if s, ok := req.Body.(io.Seeker); ok {
+		_, _ = s.Seek(0, io.SeekStart) // the retry handler resends from the start
+	}
+	attempt := req.Clone(req.Context())
+	attempt.Body = io.NopCloser(bytes.NewReader(b))
+	attempt.ContentLength = int64(len(b))
+	attempt.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return p.Next(attempt, i)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// errorMapping makes the adapter decode every 4xx/5xx answer as Graph's OData error, which
+// carries the code, the message and the request-id.
+var errorMapping = abs.ErrorMappings{"XXX": odataerrors.CreateODataErrorFromDiscriminatorValue}
+
+// noRetry turns the retry middleware off for one request (activation codes must be fresh on
+// every try, so Activate retries itself).
+var noRetry = &khttp.RetryHandlerOptions{
+	MaxRetries:  1,
+	ShouldRetry: func(time.Duration, int, *http.Request, *http.Response) bool { return false },
+}
+
+// send runs one request through the Graph adapter: method on the absolute URL u, body (when
+// not nil) as JSON, the answer (when out is not nil) decoded into out.
+func (c *Client) send(ctx context.Context, method abs.HttpMethod, u string, body, out any, opts ...abs.RequestOption) error {
+	ri := abs.NewRequestInformation()
+	ri.Method = method
+	pu, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("graph url %q: %w", u, err)
+	}
+	ri.SetUri(*pu)
+	ri.Headers.Add("Accept", "application/json")
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		ri.SetStreamContentAndContentType(b, "application/json")
+	}
+	if len(opts) > 0 {
+		ri.AddRequestOptions(opts)
+	}
+	res, err := c.adapter.SendPrimitive(ctx, ri, "[]byte", errorMapping)
+	if err != nil {
+		return err
+	}
+	if out == nil || res == nil {
+		return nil
+	}
+	b, ok := res.([]byte)
+	if !ok || len(b) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode Graph answer: %w", err)
+	}
+	return nil
+}
+
+// pathEscape escapes one path segment (UPNs hold @, guest UPNs hold #).
+func pathEscape(s string) string { return url.PathEscape(s) }

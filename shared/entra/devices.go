@@ -1,0 +1,289 @@
+package entra
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	abs "github.com/microsoft/kiota-abstractions-go"
+	"github.com/microsoftgraph/msgraph-sdk-go/users"
+
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// maxPages bounds how many @odata.nextLink pages one listing follows.
+const maxPages = 1000
+
+// deviceJSON is a hardwareOathTokenAuthenticationMethodDevice as Graph returns it.
+type deviceJSON struct {
+	ID               string          `json:"id"`
+	DisplayName      *string         `json:"displayName"`
+	SerialNumber     string          `json:"serialNumber"`
+	Manufacturer     string          `json:"manufacturer"`
+	Model            string          `json:"model"`
+	Interval         json.RawMessage `json:"timeIntervalInSeconds"` // a number, or a string in some doc examples
+	HashFunction     string          `json:"hashFunction"`
+	Status           string          `json:"status"`
+	LastUsedDateTime *string         `json:"lastUsedDateTime"`
+	AssignedTo       *struct {
+		ID          string `json:"id"`
+		DisplayName string `json:"displayName"`
+	} `json:"assignedTo"`
+}
+
+func (d deviceJSON) device() token.Device {
+	out := token.Device{
+		ID:           d.ID,
+		Serial:       d.SerialNumber,
+		Manufacturer: d.Manufacturer,
+		Model:        d.Model,
+		Status:       token.Status(d.Status),
+		Hash:         token.Hash(d.HashFunction),
+	}
+	if n, err := strconv.Atoi(strings.Trim(string(d.Interval), `"`)); err == nil {
+		out.Period = n
+	}
+	if d.DisplayName != nil {
+		out.DisplayName = *d.DisplayName
+	}
+	if d.LastUsedDateTime != nil {
+		out.LastUsedDateTime = *d.LastUsedDateTime
+	}
+	if d.AssignedTo != nil {
+		out.AssignedToID, out.AssignedToName = d.AssignedTo.ID, d.AssignedTo.DisplayName
+	}
+	return out
+}
+
+// parseDevice reads one device, also when an answer wraps it in "value" (as one doc example does).
+func parseDevice(b []byte) (token.Device, error) {
+	var w struct {
+		deviceJSON
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return token.Device{}, fmt.Errorf("decode device: %w", err)
+	}
+	if w.ID == "" && len(w.Value) > 0 {
+		v := bytes.TrimSpace(w.Value)
+		if len(v) > 0 && v[0] == '[' {
+			var list []deviceJSON
+			if err := json.Unmarshal(v, &list); err != nil || len(list) != 1 {
+				return token.Device{}, fmt.Errorf("decode device: want one device in value")
+			}
+			return list[0].device(), nil
+		}
+		var d deviceJSON
+		if err := json.Unmarshal(v, &d); err != nil {
+			return token.Device{}, fmt.Errorf("decode device: %w", err)
+		}
+		return d.device(), nil
+	}
+	return w.device(), nil
+}
+
+// SerialFilter returns the OData $filter that finds serial, with quotes doubled as OData escapes them.
+func SerialFilter(serial string) string {
+	return "serialNumber eq '" + strings.ReplaceAll(serial, "'", "''") + "'"
+}
+
+// queryEscape escapes a query value with %20 for spaces (Graph does not read + as a space everywhere).
+func queryEscape(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+
+func (c *Client) devicesURL() string {
+	return c.beta + "/directory/authenticationMethodDevices/hardwareOathDevices"
+}
+
+// FindDevice finds a device in the tenant inventory by serial, following @odata.nextLink.
+// Absent: KindNotFound. More than one device with the serial: KindConflict.
+func (c *Client) FindDevice(ctx context.Context, serial string) (token.Device, error) {
+	op := "find token " + serial
+	if strings.TrimSpace(serial) == "" {
+		return token.Device{}, &token.Error{Kind: token.KindInvalid, Op: op, Message: "the serial number is empty."}
+	}
+	next := c.devicesURL() + "?$filter=" + queryEscape(SerialFilter(serial))
+	var found []token.Device
+	for page := 0; next != "" && page < maxPages; page++ {
+		var p struct {
+			Value    []json.RawMessage `json:"value"`
+			NextLink string            `json:"@odata.nextLink"`
+		}
+		if err := c.send(ctx, abs.GET, next, nil, &p); err != nil {
+			return token.Device{}, c.classify(ctx, areaInventory, op, err)
+		}
+		for _, raw := range p.Value {
+			d, err := parseDevice(raw)
+			if err != nil {
+				return token.Device{}, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph's answer could not be read.", Err: err}
+			}
+			if d.Serial == serial { // eq may be case-insensitive on Graph's side
+				found = append(found, d)
+			}
+		}
+		next = p.NextLink
+	}
+	switch len(found) {
+	case 0:
+		return token.Device{}, &token.Error{Kind: token.KindNotFound, Op: op,
+			Message: fmt.Sprintf("no hardware token with serial number %s is in the Entra ID inventory.", serial)}
+	case 1:
+		return found[0], nil
+	}
+	return token.Device{}, &token.Error{Kind: token.KindConflict, Op: op,
+		Message: fmt.Sprintf("%d hardware tokens with serial number %s are in the Entra ID inventory; delete the extra ones.", len(found), serial)}
+}
+
+// createDeviceBody is the create request. It holds the secret: it is only ever marshalled into
+// the request body, never logged or put in an error.
+type createDeviceBody struct {
+	DisplayName  string `json:"displayName,omitempty"`
+	SerialNumber string `json:"serialNumber"`
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	SecretKey    string `json:"secretKey"`
+	Interval     int    `json:"timeIntervalInSeconds"`
+	HashFunction string `json:"hashFunction"`
+}
+
+// checkSeed says why Entra ID would refuse seed, or returns its period and hash with defaults filled.
+func checkSeed(op string, seed token.Seed) (int, token.Hash, error) {
+	period, h := seed.Period, seed.Hash
+	if period == 0 {
+		period = 30
+	}
+	if h == "" {
+		h = token.SHA1
+	}
+	switch {
+	case len(seed.Secret) == 0:
+		return 0, "", &token.Error{Kind: token.KindInvalid, Op: op, Message: "the seed is empty."}
+	case period != 30 && period != 60:
+		return 0, "", &token.Error{Kind: token.KindInvalid, Op: op, Message: fmt.Sprintf("Entra ID accepts 30 or 60 second tokens, not %d.", period)}
+	case h != token.SHA1 && h != token.SHA256:
+		return 0, "", &token.Error{Kind: token.KindInvalid, Op: op, Message: fmt.Sprintf("Entra ID accepts hmacsha1 or hmacsha256 tokens, not %s.", h)}
+	case seed.Digits != 0 && seed.Digits != 6:
+		return 0, "", &token.Error{Kind: token.KindInvalid, Op: op, Message: fmt.Sprintf("Entra ID accepts 6-digit tokens, not %d.", seed.Digits)}
+	case len(seed.Base32()) > 128:
+		return 0, "", &token.Error{Kind: token.KindInvalid, Op: op, Message: "the seed is longer than Entra ID's 128 Base32 characters."}
+	}
+	return period, h, nil
+}
+
+// CreateDevice creates an unassigned device in the inventory. A serial that already exists is
+// KindConflict.
+func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.Seed) (token.Device, error) {
+	op := "create token " + t.Serial
+	switch {
+	case strings.TrimSpace(t.Serial) == "":
+		return token.Device{}, &token.Error{Kind: token.KindInvalid, Op: op, Message: "the serial number is empty."}
+	case t.Manufacturer == "" || t.Model == "":
+		return token.Device{}, &token.Error{Kind: token.KindInvalid, Op: op, Message: "Entra ID needs a manufacturer and a model."}
+	}
+	period, h, err := checkSeed(op, seed)
+	if err != nil {
+		return token.Device{}, err
+	}
+	body := &createDeviceBody{
+		SerialNumber: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
+		SecretKey: seed.Base32(), Interval: period, HashFunction: string(h),
+	}
+	var raw json.RawMessage
+	err = c.send(ctx, abs.POST, c.devicesURL(), body, &raw)
+	body.SecretKey = ""
+	if err != nil {
+		err = c.classify(ctx, areaInventory, op, err)
+		if token.KindOf(err) == token.KindConflict {
+			setMessage(err, fmt.Sprintf("a hardware token with serial number %s is already in the Entra ID inventory.", t.Serial))
+		}
+		return token.Device{}, err
+	}
+	d, perr := parseDevice(raw)
+	if perr != nil || d.ID == "" {
+		// Created, but the answer is unreadable: read it back.
+		return c.FindDevice(ctx, t.Serial)
+	}
+	c.log.InfoContext(ctx, "token created in Entra ID", "serial", t.Serial, "device_id", d.ID)
+	return d, nil
+}
+
+// EnsureDevice finds the device by serial, else creates it (unassigned). After a failure that
+// leaves it unknown whether the create happened (a timeout, 5xx, throttling after retries, or
+// a duplicate refused because an earlier try did create it), it looks again before giving up,
+// so a redelivered message never creates a second device.
+func (c *Client) EnsureDevice(ctx context.Context, t token.Token, seed token.Seed) (token.Device, bool, error) {
+	d, err := c.FindDevice(ctx, t.Serial)
+	if err == nil {
+		if p := seed.Period; p != 0 && d.Period != 0 && d.Period != p {
+			return d, false, &token.Error{Kind: token.KindConflict, Op: "ensure token " + t.Serial,
+				Message: fmt.Sprintf("the Entra ID inventory holds serial number %s as a %d-second token, the seed says %d seconds; delete the device or fix the file.", t.Serial, d.Period, p)}
+		}
+		return d, false, nil
+	}
+	if token.KindOf(err) != token.KindNotFound {
+		return token.Device{}, false, err
+	}
+	d, err = c.CreateDevice(ctx, t, seed)
+	if err == nil {
+		return d, true, nil
+	}
+	switch token.KindOf(err) {
+	case token.KindConflict, token.KindTransient, token.KindThrottled:
+		if again, ferr := c.FindDevice(ctx, t.Serial); ferr == nil {
+			c.log.InfoContext(ctx, "token found after an ambiguous create", "serial", t.Serial, "device_id", again.ID)
+			return again, false, nil
+		}
+	}
+	return token.Device{}, false, err
+}
+
+// ResolveUser finds a user by UPN or object id (v1.0, typed builder). Guests are KindGuest and
+// disabled accounts KindDisabled; the user is returned with those errors too.
+func (c *Client) ResolveUser(ctx context.Context, upnOrID string) (token.User, error) {
+	op := "resolve user " + upnOrID
+	if strings.TrimSpace(upnOrID) == "" {
+		return token.User{}, &token.Error{Kind: token.KindInvalid, Op: op, Message: "the user principal name is empty."}
+	}
+	u, err := c.graph.Users().ByUserId(upnOrID).Get(ctx, &users.UserItemRequestBuilderGetRequestConfiguration{
+		QueryParameters: &users.UserItemRequestBuilderGetQueryParameters{
+			Select: []string{"id", "userPrincipalName", "displayName", "userType", "accountEnabled"},
+		},
+	})
+	if err != nil {
+		err = c.classify(ctx, areaUsers, op, err)
+		if token.KindOf(err) == token.KindNotFound {
+			setMessage(err, fmt.Sprintf("there is no user %s in Entra ID; check the UPN in the file.", upnOrID))
+		}
+		return token.User{}, err
+	}
+	out := token.User{Enabled: true}
+	if p := u.GetId(); p != nil {
+		out.ID = *p
+	}
+	if p := u.GetUserPrincipalName(); p != nil {
+		out.UserPrincipalName = *p
+	}
+	if p := u.GetDisplayName(); p != nil {
+		out.DisplayName = *p
+	}
+	if p := u.GetUserType(); p != nil {
+		out.Guest = strings.EqualFold(*p, "Guest")
+	}
+	if p := u.GetAccountEnabled(); p != nil {
+		out.Enabled = *p
+	}
+	switch {
+	case out.ID == "":
+		return out, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph returned the user without an id."}
+	case out.Guest:
+		return out, &token.Error{Kind: token.KindGuest, Op: op,
+			Message: fmt.Sprintf("%s is a guest account; Entra ID does not allow hardware tokens for guests, so assign the token to a member account.", out.UserPrincipalName)}
+	case !out.Enabled:
+		return out, &token.Error{Kind: token.KindDisabled, Op: op,
+			Message: fmt.Sprintf("the account %s is disabled; enable it or give the token to someone else.", out.UserPrincipalName)}
+	}
+	return out, nil
+}
