@@ -597,10 +597,9 @@ func (l *Ledger) TokenBySerial(ctx context.Context, serial string) (pipeline.Tok
 	return l.GetToken(ctx, idx.ImportID, idx.Line)
 }
 
-// SetTokenOutcome records o on the row (line) of an import. o.Status and o.Reason replace the
-// row's; o.UserPrincipalName replaces it when the status says who holds the token (available,
-// assigned, activated) and otherwise only when not empty, so a failed row keeps the file's user;
-// o.DeviceID and o.UserID are kept when empty.
+// SetTokenOutcome records o on the row (line) of an import: o.Status, o.Reason,
+// o.UserPrincipalName and o.UserID replace the row's (an unassigned token has neither user);
+// o.DeviceID is kept when empty (the device outlives assignments).
 //
 // Pending counts the import's unsettled rows: a row that settles decrements it, in one entity
 // group transaction with the row, conditional on both ETags and retried on conflict, so
@@ -624,20 +623,9 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 			return err
 		}
 		next := row
-		next.Status, next.Reason = o.Status, o.Reason
-		switch o.Status {
-		case pipeline.StatusAvailable, pipeline.StatusAssigned, pipeline.StatusActivated:
-			next.UserPrincipalName = o.UserPrincipalName
-		default:
-			if o.UserPrincipalName != "" {
-				next.UserPrincipalName = o.UserPrincipalName
-			}
-		}
+		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, o.Reason, o.UserPrincipalName, o.UserID
 		if o.DeviceID != "" {
 			next.DeviceID = o.DeviceID
-		}
-		if o.UserID != "" {
-			next.UserID = o.UserID
 		}
 		if next == row {
 			return nil

@@ -161,8 +161,8 @@ func TestImportRoundTrip(t *testing.T) {
 	if last, err := l.SetTokenOutcome(ctx, imp.ImportID, 2, pipeline.Outcome{Status: pipeline.StatusActivated, UserPrincipalName: "user0@contoso.com"}); err != nil || last {
 		t.Fatalf("repeated outcome = %v, %v", last, err)
 	}
-	// A failure keeps the file's user.
-	last, err := l.SetTokenOutcome(ctx, imp.ImportID, 3, pipeline.Outcome{Status: pipeline.StatusFailed, Reason: "guest_user: guests cannot hold tokens"})
+	// The last pending row fails: this call, and only this one, settles the import.
+	last, err := l.SetTokenOutcome(ctx, imp.ImportID, 3, pipeline.Outcome{Status: pipeline.StatusFailed, Reason: "guest_user: guests cannot hold tokens", UserPrincipalName: "user1@contoso.com"})
 	if err != nil || !last {
 		t.Fatalf("settling the last pending row = %v, %v; want true", last, err)
 	}
@@ -173,7 +173,7 @@ func TestImportRoundTrip(t *testing.T) {
 	if last, err := l.SetTokenOutcome(ctx, imp.ImportID, 2, pipeline.Outcome{Status: pipeline.StatusAvailable}); err != nil || last {
 		t.Fatalf("unassign = %v, %v", last, err)
 	}
-	if got, _ := l.GetToken(ctx, imp.ImportID, 2); got.UserPrincipalName != "" || got.Status != pipeline.StatusAvailable {
+	if got, _ := l.GetToken(ctx, imp.ImportID, 2); got.UserPrincipalName != "" || got.UserID != "" || got.DeviceID != "dev-1" || got.Status != pipeline.StatusAvailable {
 		t.Fatalf("after unassign line 2 = %+v", got)
 	}
 
