@@ -40,6 +40,10 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	case Settled(row.Status):
 		out.Status, out.Reason, out.Repeat = row.Status, row.Reason, true
 		log.Info("token already settled; repeated message ignored", slog.String("status", row.Status))
+		// The attempt that settled it may have stopped before writing the final report.
+		if err := p.ensureFinalReport(ctx, m.ImportID); err != nil {
+			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
+		}
 		return out, nil
 	}
 
@@ -109,6 +113,19 @@ func (p *Pipeline) settle(ctx context.Context, importID string, line int, o Outc
 	return nil
 }
 
+// ensureFinalReport rewrites the report when the import has settled. A repeated message calls
+// it: the delivery that settled the last token may have failed before its report was written.
+func (p *Pipeline) ensureFinalReport(ctx context.Context, importID string) error {
+	imp, err := p.d.Ledger.GetImport(ctx, importID)
+	if err != nil {
+		return fmt.Errorf("read import: %w", err)
+	}
+	if imp.Pending > 0 || stageBefore(imp.Stage, StageVaulted) {
+		return nil
+	}
+	return p.writeReport(ctx, importID, "")
+}
+
 // recordPoisoned is RecordPoisoned.
 func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reason string) error {
 	log := p.log.With(slog.String("importId", m.ImportID), slog.String("serial", m.SerialNumber), slog.Int("line", m.Line))
@@ -125,7 +142,7 @@ func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reaso
 		return fmt.Errorf("record poisoned %s: %w", m.SerialNumber, err)
 	}
 	if Settled(row.Status) {
-		return nil // an earlier delivery settled it after all
+		return p.ensureFinalReport(ctx, m.ImportID) // an earlier delivery settled it after all
 	}
 	if reason = strings.TrimSpace(reason); reason == "" {
 		reason = "provisioning kept failing with transient errors"
