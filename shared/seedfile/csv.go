@@ -52,6 +52,9 @@ type csvReader struct {
 	joined  []byte // a record spanning lines (a quoted line break)
 }
 
+// maxQuotedLines bounds how many lines one quoted field may span.
+const maxQuotedLines = 32
+
 // errLineTooLong marks a physical line longer than the reader's buffer; it was skipped.
 var errLineTooLong = errors.New("line too long")
 
@@ -64,7 +67,9 @@ func (r *csvReader) next() (fields [][]byte, start int, err error) {
 	}
 	r.scratch = r.scratch[:0]
 	fields, open := r.split(raw)
-	for open && len(r.joined) < maxLine {
+	// Bounded: re-splitting the joined text is quadratic, so a stray quote costs at most
+	// maxQuotedLines lines of 64 KiB.
+	for n := 0; open && n < maxQuotedLines && len(r.joined) < maxLine; n++ {
 		// A quoted field holds a line break: join the next line and split again.
 		r.joined = append(append(r.joined[:0], raw...), '\n')
 		more, err := r.readLine()

@@ -94,7 +94,8 @@ type pskcState struct {
 
 func (c *checker) readPSKC(br *bufio.Reader) error {
 	c.f = pskcFields
-	d := xml.NewDecoder(br)
+	src := &ioErrReader{r: br}
+	d := xml.NewDecoder(src)
 	d.CharsetReader = func(label string, in io.Reader) (io.Reader, error) {
 		if strings.EqualFold(label, "utf-8") || strings.EqualFold(label, "us-ascii") {
 			return in, nil
@@ -110,11 +111,10 @@ func (c *checker) readPSKC(br *bufio.Reader) error {
 		}
 		if err != nil {
 			line, _ := d.InputPos()
-			var se *xml.SyntaxError
-			if errors.As(err, &se) || strings.Contains(err.Error(), "encoding") {
-				return c.fileProblem(CodePSKCMalformed, fmt.Sprintf("the XML breaks off or is malformed near line %d", line))
+			if src.err != nil {
+				return fmt.Errorf("read PSKC file near line %d: %w", line, src.err)
 			}
-			return fmt.Errorf("read PSKC file near line %d: %w", line, err)
+			return c.fileProblem(CodePSKCMalformed, fmt.Sprintf("the XML breaks off or is malformed near line %d", line))
 		}
 		se, ok := tok.(xml.StartElement)
 		if !ok {
@@ -147,6 +147,9 @@ func (c *checker) readPSKC(br *bufio.Reader) error {
 		}
 		if err != nil {
 			line, _ := d.InputPos()
+			if src.err != nil {
+				return fmt.Errorf("read PSKC file near line %d: %w", line, src.err)
+			}
 			return c.fileProblem(CodePSKCMalformed, fmt.Sprintf("the PSKC <%s> near line %d cannot be read", se.Name.Local, line))
 		}
 	}
@@ -157,6 +160,21 @@ func (c *checker) readPSKC(br *bufio.Reader) error {
 		return c.fileProblem(CodeFileNoRows, "the PSKC file has no KeyPackage")
 	}
 	return nil
+}
+
+// ioErrReader remembers a failure of the underlying reader, so that an I/O error is not
+// mistaken for malformed XML.
+type ioErrReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *ioErrReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		e.err = err
+	}
+	return n, err
 }
 
 // errFile carries a file-level problem out of the per-package code.
@@ -302,7 +320,7 @@ func (st *pskcState) keys(opts Options) error {
 			return &errFile{CodePSKCKeyMissing, "secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD"}
 		}
 		salt, err := base64.StdEncoding.DecodeString(strings.TrimSpace(m.Params.Salt))
-		if err != nil || m.Params.IterationCount <= 0 {
+		if err != nil || m.Params.IterationCount <= 0 || m.Params.IterationCount > 10_000_000 {
 			return &errFile{CodePSKCMalformed, "the PBKDF2 salt or iteration count cannot be read"}
 		}
 		n := m.Params.KeyLength

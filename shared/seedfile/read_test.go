@@ -58,7 +58,9 @@ func noSecretIn(t *testing.T, input string, r result) {
 	}
 	var needles []string
 	for _, line := range strings.Split(input, "\n") {
-		for _, cell := range strings.FieldsFunc(line, func(c rune) bool { return c == ',' || c == ';' || c == '"' || c == ' ' || c == '\r' || c == '<' || c == '>' }) {
+		for _, cell := range strings.FieldsFunc(line, func(c rune) bool {
+			return c == ',' || c == ';' || c == '"' || c == ' ' || c == '\r' || c == '<' || c == '>'
+		}) {
 			if len(cell) >= 16 && !strings.Contains(cell, "@") && !strings.Contains(cell, ":") {
 				needles = append(needles, cell)
 			}
