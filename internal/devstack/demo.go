@@ -54,10 +54,6 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if len(o.Files) == 0 {
 		return nil, errors.New("demo: no vendor files")
 	}
-	bc, err := azblob.NewClientFromConnectionString(s.Endpoints.StorageConnectionString, nil)
-	if err != nil {
-		return nil, fmt.Errorf("demo: blob client: %w", err)
-	}
 	var names []string
 	for _, f := range o.Files {
 		content, err := os.ReadFile(f)
@@ -65,14 +61,15 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 			return nil, fmt.Errorf("demo: read vendor file: %w", err)
 		}
 		name := filepath.Base(f)
-		if _, err := bc.UploadBuffer(ctx, config.InboxContainer, name, content, nil); err != nil {
-			return nil, fmt.Errorf("demo: upload %s to %s: %w", name, config.InboxContainer, err)
+		if _, err := s.uploadInbox(ctx, name, content); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
 		}
 		fmt.Fprintf(o.Out, "uploaded %s to %s (%d bytes)\n", name, config.InboxContainer, len(content))
 		names = append(names, name)
 	}
 
 	res := &DemoResult{}
+	var err error
 	if res.Imports, err = s.waitSettled(ctx, names, o.Timeout, o.Progress); err != nil {
 		return res, err
 	}
@@ -118,6 +115,20 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	fmt.Fprintf(o.Out, "\nGraph stand-in: %s is %s for %s\n", serial, d.Status, d.AssignedUPN)
 	return res, nil
+}
+
+// uploadInbox drops a vendor file into seed-inbox with the Azure SDK, as an admin would, and
+// returns the new blob's ETag.
+func (s *Stack) uploadInbox(ctx context.Context, name string, content []byte) (string, error) {
+	bc, err := azblob.NewClientFromConnectionString(s.Endpoints.StorageConnectionString, nil)
+	if err != nil {
+		return "", fmt.Errorf("blob client: %w", err)
+	}
+	resp, err := bc.UploadBuffer(ctx, config.InboxContainer, name, content, nil)
+	if err != nil {
+		return "", fmt.Errorf("upload %s to %s: %w", name, config.InboxContainer, err)
+	}
+	return string(*resp.ETag), nil
 }
 
 // waitSettled polls GET /api/imports/{name} until every import has settled.

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oathpipe/oathpipe/internal/devstack"
+)
+
+var (
+	root   string // the checkout
+	devBin string // oathpipe-dev, built by TestMain next to oathpipe as `make build` does
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "oathpipe-dev-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		devBin = filepath.Join(dir, "oathpipe-dev")
+		for _, b := range []struct{ out, pkg string }{{filepath.Join(dir, "oathpipe"), "."}, {devBin, "./cmd/oathpipe-dev"}} {
+			build := exec.Command("go", "build", "-o", b.out, b.pkg)
+			build.Dir = root
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}())
+}
+
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"help"}, exitOK},
+		{[]string{"up", "-h"}, exitOK},
+		{[]string{"launch"}, exitUsage},
+		{[]string{"up", "--log-level", "loud"}, exitUsage},
+		{[]string{"up", "extra"}, exitUsage},
+		{[]string{"up", "--root", "/nonexistent"}, exitUsage},
+		{[]string{"demo", "--root", root, "--app", "/nonexistent/oathpipe"}, exitUsage},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		if got := run(tt.args, &out, &errb); got != tt.want {
+			t.Errorf("oathpipe-dev %v = %d; want %d\n%s", tt.args, got, tt.want, errb.String())
+		}
+	}
+}
+
+// proc is a process seen under the tool, identified by pid and start time (pids are reused).
+type proc struct {
+	pid   int
+	start string
+	cmd   string
+}
+
+// descendants lists every process below pid, from /proc.
+func descendants(pid int) []proc {
+	children := map[int][]proc{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, start, state, ok := stat(p)
+		if !ok || state == "Z" {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+		children[ppid] = append(children[ppid], proc{pid: p, start: start, cmd: strings.ReplaceAll(string(cmd), "\x00", " ")})
+	}
+	var out []proc
+	queue := []int{pid}
+	for len(queue) > 0 {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.pid)
+		}
+		queue = queue[1:]
+	}
+	return out
+}
+
+// stat reads a process's parent, start time and state from /proc/PID/stat.
+func stat(pid int) (ppid int, start, state string, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, "", "", false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, "", "", false
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return 0, "", "", false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return ppid, f[19], f[0], true
+}
+
+func alive(p proc) bool {
+	_, start, state, ok := stat(p.pid)
+	return ok && start == p.start && state != "Z"
+}
+
+// watch records every descendant of pid until stop is closed.
+func watch(pid int, stop <-chan struct{}) func() []proc {
+	var mu sync.Mutex
+	seen := map[string]proc{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for _, p := range descendants(pid) {
+				mu.Lock()
+				seen[strconv.Itoa(p.pid)+"/"+p.start] = p
+				mu.Unlock()
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() []proc {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		var out []proc
+		for _, p := range seen {
+			out = append(out, p)
+		}
+		return out
+	}
+}
+
+// checkNoneAlive fails when a process the tool started is still running; it kills stragglers.
+func checkNoneAlive(t *testing.T, procs []proc) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second) // let the kernel finish reaping
+	for _, p := range procs {
+		for alive(p) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(p) {
+			t.Errorf("process %d (%s) outlived oathpipe-dev", p.pid, p.cmd)
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func wantSeen(t *testing.T, procs []proc, substr string) {
+	t.Helper()
+	for _, p := range procs {
+		if strings.Contains(p.cmd, substr) {
+			return
+		}
+	}
+	t.Errorf("never saw a %q process under oathpipe-dev; saw %v", substr, procs)
+}
+
+// TestUpStopsEverything runs `oathpipe-dev up`, checks the endpoints line and that the stack
+// answers, stops it with Ctrl-C's SIGINT or with SIGTERM, and checks no process outlives it.
+func TestUpStopsEverything(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(devBin, "up", "--api", "127.0.0.1:0")
+			cmd.Dir = root
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			seen := watch(cmd.Process.Pid, stop)
+			exited := make(chan error, 1)
+			lines := make(chan string, 1)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				sc.Buffer(make([]byte, 1<<20), 1<<20)
+				for sc.Scan() {
+					select {
+					case lines <- sc.Text():
+					default:
+					}
+				}
+				exited <- cmd.Wait()
+			}()
+			defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
+
+			var ep devstack.Endpoints
+			select {
+			case line := <-lines:
+				if err := json.Unmarshal([]byte(line), &ep); err != nil {
+					t.Fatalf("first line is not the endpoints JSON: %q", line)
+				}
+			case err := <-exited:
+				t.Fatalf("oathpipe-dev exited before printing its endpoints: %v\n%s", err, stderr.String())
+			case <-time.After(90 * time.Second):
+				t.Fatalf("no endpoints line within 90s\n%s", stderr.String())
+			}
+			for name, v := range map[string]string{"storageConnectionString": ep.StorageConnectionString, "vaultURL": ep.VaultURL,
+				"graphURL": ep.GraphURL, "apiBase": ep.APIBase, "handlerURL": ep.HandlerURL, "caFile": ep.CAFile} {
+				if v == "" {
+					t.Errorf("endpoints line has no %s", name)
+				}
+			}
+			resp, err := http.Get(ep.HandlerURL + "/")
+			if err != nil {
+				t.Fatalf("handler does not answer: %v", err)
+			}
+			resp.Body.Close()
+			resp, err = http.Get(ep.APIBase + "/imports/nothing-here.csv")
+			if err != nil {
+				t.Fatalf("HTTP front does not answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET an unknown import = %d; want 404", resp.StatusCode)
+			}
+
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("oathpipe-dev after %v: %v\n%s", sig, err, stderr.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("oathpipe-dev did not stop within 30s of %v", sig)
+			}
+			close(stop)
+			procs := seen()
+			wantSeen(t, procs, "azurite")
+			wantSeen(t, procs, "oathpipe serve")
+			checkNoneAlive(t, procs)
+			if _, err := os.Stat(ep.CAFile); err == nil {
+				t.Errorf("state folder %s left behind", filepath.Dir(ep.CAFile))
+			}
+		})
+	}
+}
+
+// TestDemoCommand runs what `make demo` runs and measures it.
+func TestDemoCommand(t *testing.T) {
+	if !fileExists(filepath.Join(root, "testdata", "demo", "token2-batch-clean.csv")) {
+		t.Skip("testdata/demo not there yet (internal/devstack's TestDemo covers the flow with generated files)")
+	}
+	cmd := exec.Command(devBin, "demo", "--api", "127.0.0.1:0")
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
+	stop := make(chan struct{})
+	seen := watch(cmd.Process.Pid, stop)
+	err := cmd.Wait()
+	close(stop)
+	t.Logf("oathpipe-dev demo: %v wall time\n%s", time.Since(start).Round(100*time.Millisecond), stdout.String())
+	if err != nil {
+		t.Fatalf("oathpipe-dev demo: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"token2-batch-clean.csv", "token2-batch-mistakes.csv", "activated", "reassigning", "200 OK", "demo done"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	checkNoneAlive(t, seen())
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

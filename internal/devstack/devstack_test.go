@@ -1,0 +1,280 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/kvstandin"
+	"github.com/oathpipe/oathpipe/internal/runner"
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+)
+
+var (
+	root    string // the checkout
+	appPath string // oathpipe, built once by TestMain
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "devstack-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		appPath = filepath.Join(dir, "oathpipe")
+		build := exec.Command("go", "build", "-o", appPath, ".")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build oathpipe: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// testLogger sends the stack's log to the test log, so a failure shows what the runner did.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startStack(t *testing.T, o Options) *Stack {
+	t.Helper()
+	o.Root, o.AppPath, o.APIAddr = root, appPath, "127.0.0.1:0"
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
+	}
+	if o.AppOutput == nil {
+		o.AppOutput = tWriter{t}
+	}
+	if o.RetryDelay == 0 {
+		o.RetryDelay = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// writeVendorFile writes an Entra-format CSV of n tokens with fresh random seeds, spread over
+// the sample directory's members, and returns its path and serials.
+func writeVendorFile(t *testing.T, name string, n int) (string, []string) {
+	t.Helper()
+	users := []string{"ada.lovelace", "grace.hopper", "alan.turing", "edsger.dijkstra", "barbara.liskov", "ken.thompson",
+		"margaret.hamilton", "donald.knuth", "frances.allen", "john.backus", "radia.perlman", "leslie.lamport"}
+	run := make([]byte, 3)
+	_, _ = rand.Read(run)
+	var b bytes.Buffer
+	b.WriteString("upn,serial number,secret key,time interval,manufacturer,model\n")
+	var serials []string
+	for i := 0; i < n; i++ {
+		seed := make([]byte, 20)
+		_, _ = rand.Read(seed)
+		serial := fmt.Sprintf("E2E%X%04d", run, i)
+		serials = append(serials, serial)
+		fmt.Fprintf(&b, "%s@contoso.example,%s,%s,30,Token2,C202\n", users[i%len(users)], serial,
+			base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(seed))
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p, serials
+}
+
+// demoFiles are the sample vendor files when they exist, else generated stand-ins for them.
+func demoFiles(t *testing.T) []string {
+	clean := filepath.Join(root, "testdata", "demo", "token2-batch-clean.csv")
+	mistakes := filepath.Join(root, "testdata", "demo", "token2-batch-mistakes.csv")
+	if fileExists(clean) && fileExists(mistakes) {
+		return []string{clean, mistakes}
+	}
+	t.Log("testdata/demo not there yet: using generated files")
+	c, _ := writeVendorFile(t, "token2-batch-clean.csv", 6)
+	m := filepath.Join(t.TempDir(), "token2-batch-mistakes.csv")
+	_ = os.WriteFile(m, []byte("upn,serial number,secret key,time interval,manufacturer,model\n"+
+		"nobody@contoso.example,MIS0001,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXA,30,Token2,C202\n"+
+		"ada.lovelace@contoso.example,MIS0002,not base32!,30,Token2,C202\n"), 0o600)
+	return []string{c, m}
+}
+
+func TestDemo(t *testing.T) {
+	s := startStack(t, Options{})
+	var out bytes.Buffer
+	start := time.Now()
+	res, err := s.Demo(context.Background(), DemoOptions{Files: demoFiles(t), Timeout: 90 * time.Second, Out: &out})
+	t.Logf("demo output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("demo flow took %v (stack already up)", time.Since(start))
+	if res.Reassigned == nil || res.Reassigned.Status != "activated" {
+		t.Fatalf("reassignment = %+v", res.Reassigned)
+	}
+	// Never a seed in what the demo prints.
+	for _, f := range demoFiles(t) {
+		content, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(content), "\n")[1:] {
+			cells := strings.Split(line, ",")
+			for _, c := range cells {
+				if len(c) >= 16 && strings.Contains(out.String(), c) && !strings.Contains(c, "@") {
+					t.Errorf("demo output contains %q from %s (a seed?)", c, filepath.Base(f))
+				}
+			}
+		}
+	}
+}
+
+// TestRestartMidImport crashes the app twice — while ImportSeeds is storing seeds, and while
+// tokens are being provisioned — and restarts it. Azurite and the stand-ins stay up: they are
+// the durable services (Storage, Key Vault, Entra) that outlive a Functions instance in Azure.
+// Everything must complete, and nothing may be duplicated.
+func TestRestartMidImport(t *testing.T) {
+	const n = 24
+	var provisioned atomic.Int32
+	s := startStack(t, Options{
+		// Slow enough to stop in the middle of each phase.
+		Vault:    vaultLatency(40 * time.Millisecond),
+		Graph:    graphstandin.Options{Latency: 30 * time.Millisecond, WriteRate: -1},
+		Settings: map[string]string{"OATHPIPE_VAULT_CONCURRENCY": "2"},
+		Observe: func(d runner.Delivery) {
+			if d.Function == "ProvisionToken" && d.Err == nil {
+				provisioned.Add(1)
+			}
+		},
+	})
+	file, serials := writeVendorFile(t, "restart.csv", n)
+	ctx := context.Background()
+	content, _ := os.ReadFile(file)
+	if _, err := s.uploadInbox(ctx, "restart.csv", content); err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. Crash while seeds are going into the vault.
+	waitUntil(t, "the first seeds in the vault", 30*time.Second, func() bool { return len(s.Vault.Server.Secrets()) >= 3 })
+	vaulted := len(s.Vault.Server.Secrets())
+	s.KillApp()
+	if vaulted >= n {
+		t.Fatalf("the import finished before the crash (%d seeds); slow the vault down", vaulted)
+	}
+	t.Logf("crashed the app during ImportSeeds with %d/%d seeds in the vault", vaulted, n)
+	if err := s.StartApp(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// 2. Crash while tokens are being provisioned.
+	waitUntil(t, "some tokens provisioned", 60*time.Second, func() bool { return provisioned.Load() >= 3 })
+	s.KillApp()
+	done := int(provisioned.Load())
+	if done >= n {
+		t.Fatalf("provisioning finished before the crash")
+	}
+	t.Logf("crashed the app during provisioning with %d/%d tokens done", done, n)
+	if err := s.StartApp(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	st := waitImport(t, s, "restart.csv", 90*time.Second)
+	if st.Counts["activated"] != n {
+		t.Fatalf("after the restarts: %v; want %d activated", st.Counts, n)
+	}
+	// Nothing duplicated: one device per serial, one method per device, one secret per token.
+	devices := s.Graph.Server.Devices()
+	if len(devices) != n {
+		t.Errorf("%d devices in the Graph stand-in; want %d", len(devices), n)
+	}
+	seen := map[string]bool{}
+	for _, d := range devices {
+		if seen[d.Serial] {
+			t.Errorf("serial %s created twice", d.Serial)
+		}
+		seen[d.Serial] = true
+		if d.Status != "activated" {
+			t.Errorf("%s is %s", d.Serial, d.Status)
+		}
+	}
+	for _, serial := range serials {
+		if !seen[serial] {
+			t.Errorf("serial %s missing from the Graph stand-in", serial)
+		}
+	}
+	methods := 0
+	for _, u := range s.Users {
+		methods += len(s.Graph.Server.UserMethods(u.UserPrincipalName))
+	}
+	if methods != n {
+		t.Errorf("%d user methods; want %d", methods, n)
+	}
+	if secrets := len(s.Vault.Server.Secrets()); secrets != n {
+		t.Errorf("%d secrets in the vault; want %d", secrets, n)
+	}
+	qc, err := azqueue.NewServiceClientFromConnectionString(s.Endpoints.StorageConnectionString, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{config.ProvisionQueue, config.PoisonQueue} {
+		props, err := qc.NewQueueClient(q).GetProperties(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := *props.ApproximateMessagesCount; c != 0 {
+			t.Errorf("%s still holds %d messages", q, c)
+		}
+	}
+}
+
+func vaultLatency(d time.Duration) kvstandin.Options { return kvstandin.Options{Latency: d} }
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitImport waits until the import of name has settled and returns its status.
+func waitImport(t *testing.T, s *Stack, name string, d time.Duration) *pipeline.ImportStatus {
+	t.Helper()
+	sts, err := s.waitSettled(context.Background(), []string{name}, d, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sts[0]
+}
