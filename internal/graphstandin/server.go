@@ -55,6 +55,7 @@ type Stats struct {
 	NoAuth     int64 // requests that arrived without an Authorization header
 	BadAuth    int64 // requests with a wrong bearer token
 	Activation int64 // successful activations
+	Gzipped    int64 // requests whose body came gzipped
 }
 
 // Fault is an injected failure. It matches requests by method and path substring (empty
@@ -302,6 +303,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
+		s.stats.Gzipped++
+	}
 
 	fault := s.takeFault(r)
 	if fault != nil && !fault.AfterApply {
@@ -309,9 +313,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if isWrite(r.Method) && s.rate > 0 {
+	if isWrite(r.Method) {
 		cost := writeCost(body)
-		if wait, ok := s.take(cost); !ok {
+		if wait, ok := s.take(cost); s.rate > 0 && !ok {
 			s.stats.Throttled++
 			secs := max(1, int(math.Ceil(wait.Seconds())))
 			e := errf(429, "TooManyRequests", "Too many requests. Retry after %d seconds.", secs)
@@ -361,6 +365,9 @@ func writeCost(body []byte) int {
 
 // take spends cost writes from the bucket, or says how long until it could.
 func (s *Server) take(cost int) (time.Duration, bool) {
+	if s.rate <= 0 {
+		return 0, true
+	}
 	now := s.now()
 	if !s.last.IsZero() {
 		s.tokens = math.Min(s.burst, s.tokens+now.Sub(s.last).Seconds()*s.rate)
