@@ -42,6 +42,8 @@ type estate struct {
 	Params     string // main.parameters.json
 	PostDeploy string // post-deploy.sh
 	Functions  []function
+
+	parsed []resource // resources(), read once
 }
 
 func loadEstate(t *testing.T) *estate {
@@ -89,15 +91,17 @@ func (e *estate) clone() *estate {
 	c := *e
 	c.Bicep = slices.Clone(e.Bicep)
 	c.Functions = slices.Clone(e.Functions)
+	c.parsed = nil
 	return &c
 }
 
 func (e *estate) resources() []resource {
-	var out []resource
-	for _, f := range e.Bicep {
-		out = append(out, f.resources()...)
+	if e.parsed == nil {
+		for _, f := range e.Bicep {
+			e.parsed = append(e.parsed, f.resources()...)
+		}
 	}
-	return out
+	return e.parsed
 }
 
 func (e *estate) file(path string) (bicepFile, bool) {
@@ -763,6 +767,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 			if tc.fn != nil {
 				e.Functions = append(e.Functions, *tc.fn)
 			}
+			e.parsed = nil
 			settings := config.Settings
 			if tc.settings != nil {
 				settings = tc.settings

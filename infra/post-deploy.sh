@@ -74,8 +74,18 @@ if [ "$SKIP_CODE" = 1 ]; then
   log "skipping zip deploy (--skip-code)"
 else
   [ -f "$ZIP" ] || die "$ZIP not found: run 'make package' first (or pass --zip PATH)"
-  log "zip-deploying $ZIP"
-  az functionapp deployment source config-zip -g "$RESOURCE_GROUP" -n "$APP" --src "$ZIP" --output none
+  # Right after the first provisioning, the identity's new role on the deployment container may
+  # not have propagated yet and the upload fails (403 from storage); it succeeds a little later.
+  deployed=0
+  for try in 1 2 3 4 5; do
+    log "zip-deploying $ZIP (attempt $try)"
+    if az functionapp deployment source config-zip -g "$RESOURCE_GROUP" -n "$APP" --src "$ZIP" --output none; then
+      deployed=1
+      break
+    fi
+    sleep "$((WAIT_SECONDS * 3))"
+  done
+  [ "$deployed" = 1 ] || die "zip deploy to $APP failed 5 times (see the messages above)"
 fi
 
 # 2. Event Grid subscription for the blob trigger. The host creates the blobs_extension key when

@@ -26,7 +26,9 @@ case $args in
       *IDENTITY_PRINCIPAL_ID*) echo 11111111-1111-1111-1111-111111111111 ;;
       *) exit 3 ;;
     esac ;;
-  *" functionapp deployment source config-zip "*) ;;
+  *" functionapp deployment source config-zip "*)
+    # Optionally fail the first upload, as a new role assignment does before it propagates.
+    if [ -n "${FAKE_ZIP_FAILS_ONCE:-}" ] && [ ! -f "$st/zip-failed" ]; then touch "$st/zip-failed"; exit 1; fi ;;
   *" functionapp keys list "*)
     # The host needs one poll before its key exists.
     if [ -f "$st/key-polled" ]; then echo FAKE-BLOBS-KEY-DO-NOT-PRINT; else touch "$st/key-polled"; fi ;;
@@ -101,7 +103,7 @@ func TestPostDeployIdempotent(t *testing.T) {
 		name, env, assign string
 	}{
 		{"narrow permission offered", "", "role-hardware-oath"},
-		{"narrow permission missing", "FAKE_NO_NARROW=1", "role-user-auth-method"},
+		{"narrow permission missing, first upload fails", "FAKE_NO_NARROW=1 FAKE_ZIP_FAILS_ONCE=1", "role-user-auth-method"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := t.TempDir()
@@ -116,15 +118,16 @@ func TestPostDeployIdempotent(t *testing.T) {
 			if err := os.WriteFile(zip, []byte("PK"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			var env []string
-			if tc.env != "" {
-				env = append(env, tc.env)
+			env := strings.Fields(tc.env)
+			zips := 1
+			if strings.Contains(tc.env, "FAKE_ZIP_FAILS_ONCE") {
+				zips = 2
 			}
 
 			out := runPostDeploy(t, state, env, "-g", "rg-test", "--zip", zip)
 			first := calls(t, state)
-			if n := len(grep(first, "config-zip")); n != 1 || len(grep(first, "--src "+zip)) != 1 {
-				t.Errorf("want one zip deploy of %s, got calls:\n%s", zip, strings.Join(first, "\n"))
+			if n := len(grep(first, "config-zip")); n != zips || len(grep(first, "--src "+zip)) != zips {
+				t.Errorf("want %d zip deploys of %s, got calls:\n%s", zips, zip, strings.Join(first, "\n"))
 			}
 			create := grep(first, "event-subscription create")
 			if len(create) != 1 {
