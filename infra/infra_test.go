@@ -586,6 +586,18 @@ func (e *estate) checkPostDeploy() []string {
 			}
 		}
 	}
+	// Every deployment output the script reads must exist in main.bicep.
+	outs := map[string]bool{}
+	if f, ok := e.file("main.bicep"); ok {
+		for _, o := range f.outputs() {
+			outs[o.Name] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`\$\(output (\w+)\)`).FindAllStringSubmatch(e.PostDeploy, -1) {
+		if !outs[m[1]] {
+			p = append(p, fmt.Sprintf("post-deploy.sh reads deployment output %s, which main.bicep does not declare", m[1]))
+		}
+	}
 	for _, want := range append([]string{"Host.Functions.", "blobs_extension", "Microsoft.Storage.BlobCreated", "/blobServices/default/containers/", "set -euo pipefail", "config-zip", "hardwareOath"}, graphPermissions...) {
 		if !strings.Contains(s, want) {
 			p = append(p, fmt.Sprintf("post-deploy.sh does not mention %s", want))
@@ -734,6 +746,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "key in parameters", edits: []edit{{"main.parameters.json", `"pskcKeySecretName": { "value": "" }`, `"pskcKey": { "value": "00112233445566778899aabbccddeeff" }`}}, want: "parameter pskcKey holds a value"},
 		{name: "post-deploy without the subscription", edits: []edit{{"post-deploy.sh", "\nsubscribe ImportSeeds ", "\n# subscribe ImportSeeds "}}, want: "post-deploy.sh has no `subscribe ImportSeeds <container>` line"},
 		{name: "post-deploy on the wrong container", edits: []edit{{"modules/storage.bicep", "output inboxContainerName string = inboxContainer.name", "output inboxContainerName string = reportsContainer.name"}}, want: "post-deploy.sh subscribes ImportSeeds to \"$INBOX\", want container seed-inbox"},
+		{name: "output the script needs removed", edits: []edit{{"main.bicep", "output EVENT_GRID_SYSTEM_TOPIC_NAME string", "output EVENTGRID_TOPIC string"}}, want: "reads deployment output EVENT_GRID_SYSTEM_TOPIC_NAME"},
 		{name: "post-deploy without a Graph permission", edits: []edit{{"post-deploy.sh", "Policy.ReadWrite.AuthenticationMethod \"$assign\"", "\"$assign\""}}, want: "Policy.ReadWrite.AuthenticationMethod"},
 	}
 	for _, tc := range cases {
@@ -780,5 +793,51 @@ func TestChecksCatchMistakes(t *testing.T) {
 			}
 			t.Errorf("no problem mentions %q; got:\n%s", tc.want, strings.Join(p, "\n"))
 		})
+	}
+}
+
+// TestDocsAndAzd keeps docs/deploy.md and azure.yaml in step with infra/: the roles, permissions,
+// functions and commands they name are the ones the templates and the script use.
+func TestDocsAndAzd(t *testing.T) {
+	e := loadEstate(t)
+	doc, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	azd, err := os.ReadFile("../azure.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, r := range neededRoles {
+		want = append(want, r.Name)
+	}
+	for _, f := range e.Functions {
+		want = append(want, f.Name)
+	}
+	want = append(want, graphPermissions...)
+	want = append(want, "az deployment group create -g rg-oathpipe -n main", "make package", "infra/post-deploy.sh",
+		config.InboxContainer, config.ReportsContainer, config.RejectedContainer, "Entra ID P1 or P2",
+		"Privileged Role Administrator", "Authentication Policy Administrator")
+	for _, w := range want {
+		if !strings.Contains(string(doc), w) {
+			t.Errorf("docs/deploy.md does not mention %s", w)
+		}
+	}
+	// The deployment outputs the docs read must exist.
+	outs := map[string]bool{}
+	main, _ := e.file("main.bicep")
+	for _, o := range main.outputs() {
+		outs[o.Name] = true
+	}
+	for _, m := range regexp.MustCompile(`properties\.outputs\.(\w+)\.value`).FindAllStringSubmatch(string(doc), -1) {
+		if !outs[m[1]] {
+			t.Errorf("docs/deploy.md reads output %s, which main.bicep does not declare", m[1])
+		}
+	}
+	for _, w := range []string{"path: infra", "module: main", "make package && bash infra/post-deploy.sh"} {
+		if !strings.Contains(string(azd), w) {
+			t.Errorf("azure.yaml does not contain %q", w)
+		}
 	}
 }

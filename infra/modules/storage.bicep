@@ -108,7 +108,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
     policy: {
       rules: [
         {
-          name: 'delete-seed-files'
+          name: 'deleteSeedFiles'
           enabled: true
           type: 'Lifecycle'
           definition: {
@@ -131,7 +131,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
           }
         }
         {
-          name: 'delete-reports'
+          name: 'deleteReports'
           enabled: true
           type: 'Lifecycle'
           definition: {
