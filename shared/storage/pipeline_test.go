@@ -1,0 +1,240 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/kvstandin"
+	"github.com/oathpipe/oathpipe/shared/azauth"
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/entra"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/vault"
+)
+
+// TestPipelineOnStorage runs the real pipeline over these adapters and the real ledger on
+// Azurite, with the vault and entra clients on the Key Vault and Graph stand-ins: the wiring
+// serve.go does. It checks what only the real storage shows — the inbox blob leaves only after
+// the import, messages are plain text the worker reads back, the final report is rewritten
+// once the last token settles (every message delivered twice, concurrently), audit records land
+// in their table — and scans everything stored for the seeds.
+func TestPipelineOnStorage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	ctx := context.Background()
+	a := account(t)
+	kv, err := kvstandin.StartTLS(kvstandin.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	users, err := graphstandin.LoadUsers(filepath.Join("..", "..", "testdata", "users.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph, err := graphstandin.StartTLS(graphstandin.Options{Users: users, WriteRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer graph.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, append(append([]byte{}, kv.CAPEM...), graph.CAPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := azauth.HTTPClient(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.New(vault.Options{VaultURL: kv.URL, Credential: azauth.StaticToken(kvstandin.DefaultToken), HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := entra.New(entra.Options{GraphURL: graph.URL, Credential: azauth.StaticToken(graphstandin.DefaultToken), HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pipeline.New(pipeline.Deps{Vault: v, Directory: dir, Ledger: a.Ledger, Queue: a.Provision, Blobs: a.Blobs, Activation: config.ActivationAuto})
+
+	var secrets [][]byte
+	line := func(upn, serial string) string {
+		s := make([]byte, 20)
+		_, _ = rand.Read(s)
+		secrets = append(secrets, s)
+		return fmt.Sprintf("%s,%s,%s,30,Token2,C202\n", upn, serial, base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(s))
+	}
+	header := "upn,serial number,secret key,time interval,manufacturer,model\n"
+	upns := []string{"ada.lovelace@contoso.example", "grace.hopper@contoso.example", "alan.turing@contoso.example", "edsger.dijkstra@contoso.example", ""}
+	good := header
+	for i, u := range upns {
+		good += line(u, fmt.Sprintf("86596120%05d", i+1))
+	}
+	bad := header + line("barbara.liskov@contoso.example", "8659612100001") + "ken.thompson@contoso.example,8659612100002,not*base32!,30,Token2,C202\n"
+	files := map[string]string{"vendor/good batch ü.csv": good, "bad #1.csv": bad}
+
+	imports := map[string]*pipeline.ImportResult{}
+	for name, content := range files {
+		if _, err := a.Blobs.PutInbox(ctx, name, []byte(content), nil); err != nil {
+			t.Fatal(err)
+		}
+		f, err := a.Blobs.ReadInbox(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.Import(ctx, f)
+		if err != nil {
+			t.Fatalf("Import(%q): %v", name, err)
+		}
+		imports[name] = res
+		if _, err := a.Blobs.ReadInbox(ctx, name); err == nil {
+			t.Errorf("%q is still in the inbox after its import", name)
+		}
+	}
+	if r := imports["vendor/good batch ü.csv"]; r.Disposition != pipeline.DispositionDeleted || r.Queued != 5 {
+		t.Fatalf("good file: %+v", r)
+	}
+	r := imports["bad #1.csv"]
+	if r.Disposition != pipeline.DispositionRejected || r.Queued != 1 || r.Invalid != 1 {
+		t.Fatalf("bad file: %+v", r)
+	}
+	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(r.ImportID, "bad #1.csv")); err != nil || string(kept) != bad {
+		t.Fatalf("rejected file: %v", err)
+	}
+
+	// Play the host: every message delivered twice, at once.
+	var texts []string
+	for {
+		resp, err := a.Provision.Client().DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Messages) == 0 {
+			break
+		}
+		for _, m := range resp.Messages {
+			texts = append(texts, *m.MessageText)
+			if _, err := a.Provision.Client().DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(texts) != 6 {
+		t.Fatalf("%d messages on the queue, want 6", len(texts))
+	}
+	var wg sync.WaitGroup
+	for _, text := range append(append([]string{}, texts...), texts...) {
+		var m pipeline.ProvisionMessage
+		if err := json.Unmarshal([]byte(text), &m); err != nil {
+			t.Fatalf("message %q: %v", text, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.Provision(ctx, m, 1); err != nil {
+				t.Errorf("Provision line %d of %s: %v", m.Line, m.FileName, err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	for name, res := range imports {
+		imp, err := a.Ledger.GetImport(ctx, res.ImportID)
+		if err != nil || imp.Pending != 0 || imp.Stage != pipeline.StageDone {
+			t.Errorf("%q in the ledger: %+v, %v", name, imp, err)
+		}
+		var st pipeline.ImportStatus
+		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+ReportSuffix)
+		if err != nil || json.Unmarshal(js, &st) != nil {
+			t.Fatalf("report of %q: %v", name, err)
+		}
+		if !st.Settled || st.Pending != 0 {
+			t.Errorf("final report of %q not rewritten: settled=%v pending=%d", name, st.Settled, st.Pending)
+		}
+	}
+	if st, err := p.ImportStatus(ctx, "vendor/good batch ü.csv"); err != nil || st.Counts[pipeline.StatusActivated] != 4 || st.Counts[pipeline.StatusAvailable] != 1 {
+		t.Errorf("ImportStatus = %+v, %v; want 4 activated, 1 available", st, err)
+	}
+
+	// The HTTP API: take a token back, give it to someone else; both audited.
+	if _, err := p.UnassignToken(ctx, "8659612000001", "hr-system"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "8659612000001", UserPrincipalName: "radia.perlman@contoso.example", Activate: true, Caller: "hr-system"}); err != nil {
+		t.Fatal(err)
+	}
+	trail, err := a.Ledger.AuditTrail(ctx, "8659612000001", 0)
+	if err != nil || len(trail) != 2 || trail[0].ToUser != "radia.perlman@contoso.example" || trail[1].FromUser != "ada.lovelace@contoso.example" {
+		t.Errorf("audit trail = %+v, %v", trail, err)
+	}
+	if row, err := a.Ledger.TokenBySerial(ctx, "8659612000001"); err != nil || row.UserPrincipalName != "radia.perlman@contoso.example" || row.Status != pipeline.StatusActivated {
+		t.Errorf("ledger row after reassignment = %+v, %v", row, err)
+	}
+
+	// Nothing stored anywhere but the vault and seed-rejected holds a seed.
+	var stored []string
+	stored = append(stored, texts...)
+	for _, c := range []string{config.ReportsContainer, config.InboxContainer} {
+		pager := a.Blobs.client.NewListBlobsFlatPager(c, nil)
+		for pager.More() {
+			page, err := pager.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range page.Segment.BlobItems {
+				b, err := a.Blobs.Read(ctx, c, *it.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stored = append(stored, string(b))
+			}
+		}
+	}
+	tables, err := aztables.NewServiceClientFromConnectionString(server.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{config.LedgerTable, config.AuditTable} {
+		pager := tables.NewClient(name).NewListEntitiesPager(nil)
+		for pager.More() {
+			page, err := pager.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range page.Entities {
+				stored = append(stored, string(e))
+			}
+		}
+	}
+	if len(stored) < 20 {
+		t.Fatalf("scanned only %d stored items", len(stored))
+	}
+	for _, s := range stored {
+		low := strings.ToLower(s)
+		for i, sec := range secrets {
+			for form, f := range map[string]string{
+				"base32": strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sec)),
+				"hex":    hex.EncodeToString(sec),
+				"base64": strings.ToLower(base64.StdEncoding.EncodeToString(sec)[:24]),
+			} {
+				if strings.Contains(low, f) {
+					t.Errorf("secret %d in %s form stored outside the vault: %.200s", i, form, s)
+				}
+			}
+		}
+	}
+}
