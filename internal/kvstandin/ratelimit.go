@@ -38,3 +38,9 @@ func (b *bucket) take(now time.Time) (wait time.Duration, ok bool) {
 	}
 	return time.Duration((1 - b.tokens) / b.perSec * float64(time.Second)), false
 }
+
+func (b *bucket) drain(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens, b.last = 0, now
+}

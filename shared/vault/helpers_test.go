@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -95,3 +96,9 @@ func seedOf(secret string) token.Seed {
 }
 
 var ctx = context.Background()
+
+func azauthHTTPClient(caFile string) (*http.Client, error) { return azauth.HTTPClient(caFile) }
+
+func staticToken() azauth.StaticToken { return azauth.StaticToken(kvstandin.DefaultToken) }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
