@@ -61,8 +61,6 @@ func Read(r io.Reader, opts Options, onRecord func(Record) error, onProblem func
 		onProblem: onProblem,
 		serialKey: maphash.MakeSeed(),
 		seedKey:   maphash.MakeSeed(),
-		serials:   make(map[uint64]uint32),
-		seeds:     make(map[uint64]uint32),
 		names:     make(map[string]string),
 	}
 	c.sum.Format = opts.Format
@@ -211,7 +209,7 @@ type checker struct {
 
 	rowBad             bool
 	serialKey, seedKey maphash.Seed
-	serials, seeds     map[uint64]uint32 // keyed 64-bit hash → first line
+	serials, seeds     index             // keyed 64-bit hashes → first line
 	names              map[string]string // interned manufacturer/model strings
 }
 
@@ -232,7 +230,7 @@ func (c *checker) finish(k *candidate) error {
 	c.sum.Rows++
 	if len(k.serial) == 0 {
 		c.problem(k.line, f.serial, CodeSerialMissing, "the serial number is empty")
-	} else if first, dup := c.seen(c.serials, c.serialKey, k.serial, k.line); dup {
+	} else if first, dup := c.seen(&c.serials, c.serialKey, k.serial, k.line); dup {
 		c.problem(k.line, f.serial, CodeSerialDuplicate, fmt.Sprintf("this serial number already appears on line %d", first))
 	}
 	if len(k.manufacturer) == 0 {
@@ -254,7 +252,7 @@ func (c *checker) finish(k *candidate) error {
 		case n > MaxSecretBytes:
 			c.problem(k.line, f.secret, CodeSecretTooLong, fmt.Sprintf("the seed is %d Base32 characters; Entra ID takes at most %d", (n*8+4)/5, MaxSecretBase32))
 		}
-		if first, dup := c.seen(c.seeds, c.seedKey, k.secret, k.line); dup {
+		if first, dup := c.seen(&c.seeds, c.seedKey, k.secret, k.line); dup {
 			c.problem(k.line, f.secret, CodeSecretDuplicate, fmt.Sprintf("the same seed already appears on line %d under another serial number", first))
 		}
 	}
@@ -319,13 +317,8 @@ func hashName(h token.Hash) string {
 
 // seen records key's keyed hash with line and reports the first line when it was already there.
 // Only the 64-bit keyed hash is kept, never the value: a seed cannot be read back from it.
-func (c *checker) seen(m map[uint64]uint32, seed maphash.Seed, key []byte, line int) (int, bool) {
-	h := maphash.Bytes(seed, key)
-	if first, ok := m[h]; ok {
-		return int(first), true
-	}
-	m[h] = uint32(line)
-	return 0, false
+func (c *checker) seen(x *index, seed maphash.Seed, key []byte, line int) (int, bool) {
+	return x.seen(maphash.Bytes(seed, key), line)
 }
 
 func (c *checker) intern(b []byte) string {

@@ -504,3 +504,20 @@ func checkInvariants(t *testing.T, data []byte, opts Options) {
 		}
 	}
 }
+
+func TestIndex(t *testing.T) {
+	var x index
+	for i := range 100_000 {
+		if _, dup := x.seen(uint64(i)*0x9E3779B97F4A7C15, i+2); dup {
+			t.Fatalf("key %d reported as seen", i)
+		}
+	}
+	for _, i := range []int{0, 1, 99_999} {
+		if first, dup := x.seen(uint64(i)*0x9E3779B97F4A7C15, 1); !dup || first != i+2 {
+			t.Errorf("key %d: first line %d, %v", i, first, dup)
+		}
+	}
+	if x.n != 100_000 {
+		t.Errorf("n = %d", x.n)
+	}
+}
