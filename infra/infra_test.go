@@ -137,6 +137,7 @@ func (e *estate) problems(settings []config.Setting) []string {
 		e.checkEventGrid,
 		e.checkPostDeploy,
 		e.checkNoSecrets,
+		e.checkWiring,
 	} {
 		p = append(p, check()...)
 	}
@@ -747,6 +748,9 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "post-deploy without the subscription", edits: []edit{{"post-deploy.sh", "\nsubscribe ImportSeeds ", "\n# subscribe ImportSeeds "}}, want: "post-deploy.sh has no `subscribe ImportSeeds <container>` line"},
 		{name: "post-deploy on the wrong container", edits: []edit{{"modules/storage.bicep", "output inboxContainerName string = inboxContainer.name", "output inboxContainerName string = reportsContainer.name"}}, want: "post-deploy.sh subscribes ImportSeeds to \"$INBOX\", want container seed-inbox"},
 		{name: "output the script needs removed", edits: []edit{{"main.bicep", "output EVENT_GRID_SYSTEM_TOPIC_NAME string", "output EVENTGRID_TOPIC string"}}, want: "reads deployment output EVENT_GRID_SYSTEM_TOPIC_NAME"},
+		{name: "module parameter misspelt", edits: []edit{{"main.bicep", "    logRetentionDays: logRetentionDays\n", "    logRetentionDay: logRetentionDays\n"}}, want: "module monitoring does not pass logRetentionDays"},
+		{name: "module output misspelt", edits: []edit{{"main.bicep", "= keyVault.outputs.uri", "= keyVault.outputs.url"}}, want: "keyVault.outputs.url, which the module does not declare"},
+		{name: "parameter file out of step", edits: []edit{{"main.parameters.json", `"logLevel"`, `"loglevel"`}}, want: "main.parameters.json sets loglevel"},
 		{name: "post-deploy without a Graph permission", edits: []edit{{"post-deploy.sh", "Policy.ReadWrite.AuthenticationMethod \"$assign\"", "\"$assign\""}}, want: "Policy.ReadWrite.AuthenticationMethod"},
 	}
 	for _, tc := range cases {
@@ -840,4 +844,76 @@ func TestDocsAndAzd(t *testing.T) {
 			t.Errorf("azure.yaml does not contain %q", w)
 		}
 	}
+}
+
+var (
+	paramDecl  = regexp.MustCompile(`(?m)^[ \t]*param[ \t]+(\w+)[ \t]+\w+([ \t]*=)?`)
+	moduleDecl = regexp.MustCompile(`(?m)^[ \t]*module[ \t]+(\w+)[ \t]+'([^']+)'[ \t]*=[ \t]*\{`)
+)
+
+// params lists f's parameters and whether each has a default.
+func (f bicepFile) params() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range paramDecl.FindAllStringSubmatch(f.Stripped, -1) {
+		out[m[1]] = m[2] != ""
+	}
+	return out
+}
+
+// checkWiring does part of the Bicep compiler's job, which cannot run here: every module call
+// passes only parameters the module declares and every one it requires, every module output
+// used exists, and main.parameters.json sets only parameters main.bicep declares.
+func (e *estate) checkWiring() []string {
+	var p []string
+	main, ok := e.file("main.bicep")
+	if !ok {
+		return []string{"no infra/main.bicep"}
+	}
+	outputsOf := map[string]map[string]bool{}
+	for _, m := range moduleDecl.FindAllStringSubmatchIndex(main.Stripped, -1) {
+		sym, path := main.Stripped[m[2]:m[3]], main.Stripped[m[4]:m[5]]
+		body := main.Stripped[m[1] : skipBalanced(main.Stripped, m[1]-1)-1]
+		mod, ok := e.file(path)
+		if !ok {
+			p = append(p, fmt.Sprintf("main.bicep: module %s uses %s, which does not exist", sym, path))
+			continue
+		}
+		declared := mod.params()
+		passed := map[string]bool{}
+		if v, ok := lookup(body, "params"); ok && strings.HasPrefix(strings.TrimSpace(v), "{") {
+			v = strings.TrimSpace(v)
+			for _, en := range entries(v[1 : len(v)-1]) {
+				passed[en.Key] = true
+				if _, ok := declared[en.Key]; !ok {
+					p = append(p, fmt.Sprintf("main.bicep: module %s passes %s, which %s does not declare", sym, en.Key, path))
+				}
+			}
+		}
+		for name, hasDefault := range declared {
+			if !hasDefault && !passed[name] {
+				p = append(p, fmt.Sprintf("main.bicep: module %s does not pass %s, which %s requires", sym, name, path))
+			}
+		}
+		outputsOf[sym] = map[string]bool{}
+		for _, o := range mod.outputs() {
+			outputsOf[sym][o.Name] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`\b(\w+)\.outputs\.(\w+)`).FindAllStringSubmatch(main.Stripped, -1) {
+		if outs, ok := outputsOf[m[1]]; ok && !outs[m[2]] {
+			p = append(p, fmt.Sprintf("main.bicep uses %s.outputs.%s, which the module does not declare", m[1], m[2]))
+		}
+	}
+	var params struct {
+		Parameters map[string]any `json:"parameters"`
+	}
+	if err := json.Unmarshal([]byte(e.Params), &params); err == nil {
+		declared := main.params()
+		for _, name := range sortedKeys(params.Parameters) {
+			if _, ok := declared[name]; !ok {
+				p = append(p, fmt.Sprintf("main.parameters.json sets %s, which main.bicep does not declare", name))
+			}
+		}
+	}
+	return p
 }
