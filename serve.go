@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/oathpipe/oathpipe/handlers"
+	"github.com/oathpipe/oathpipe/shared/azauth"
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/entra"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/seedfile"
+	"github.com/oathpipe/oathpipe/shared/storage"
+	"github.com/oathpipe/oathpipe/shared/vault"
+)
+
+// shutdownGrace is how long in-flight invocations may finish after SIGTERM. The host stops
+// sending work first; queue messages not finished are redelivered, so this only needs to cover
+// a typical provisioning call.
+const shutdownGrace = 25 * time.Second
+
+// runServe is `oathpipe serve`: the Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
+func runServe(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: oathpipe serve\n\nRuns the Azure Functions custom handler. Every setting comes from the environment\n(see local.settings.sample.json); the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT.")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return serve(ctx, os.Getenv, stderr, nil)
+}
+
+// serve loads the settings, wires the pipeline and serves until ctx ends. It makes no network
+// call before listening, so the host's readiness ping is answered within milliseconds. When
+// ready is not nil it receives the listening address.
+func serve(ctx context.Context, getenv func(string) string, stderr io.Writer, ready chan<- string) int {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "oathpipe serve: bad settings:")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "  "+line)
+		}
+		return exitUsage
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	srv, err := newHandler(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitUsage
+	}
+	// All interfaces, as Microsoft's Go custom handler samples do: the host reaches the handler
+	// over loopback, and the sandbox exposes no other port.
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	if err != nil {
+		log.Error("cannot listen", "port", cfg.Port, "err", err)
+		return exitProblem
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// No write timeout: an import may legitimately run for minutes (host.json functionTimeout).
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("oathpipe serve listening", "addr", ln.Addr().String(), "activation", cfg.Activation,
+		"roleRequired", cfg.RequiredRole != "", "httpBudget", cfg.HTTPBudget.String())
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		log.Error("server stopped", "err", err)
+		return exitProblem
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", shutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("shutdown cut in-flight invocations short", "err", err)
+		return exitProblem
+	}
+	return exitOK
+}
+
+// newLogger logs JSON to stderr (the host forwards it to Application Insights) at level.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("app", "oathpipe")
+}
+
+// newHandler wires the pipeline from cfg: credential and transport, Key Vault, Graph, storage
+// and ledger. Every constructor here is offline; the first request makes the first call.
+func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) {
+	cred, err := azauth.Credential(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := azauth.HTTPClient(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("OATHPIPE_CA_FILE: %w", err)
+	}
+	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "vault")})
+	if err != nil {
+		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
+	}
+	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra")})
+	if err != nil {
+		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
+	}
+	scred, err := storageCredential(cfg, cred)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := storage.Open(cfg, scred, hc, log.With("component", "storage"))
+	if err != nil {
+		return nil, fmt.Errorf("SeedStorage: %w", err)
+	}
+	p := pipeline.New(pipeline.Deps{
+		Vault: v, Directory: dir, Ledger: acct.Ledger, Queue: acct.Provision, Blobs: acct.Blobs,
+		Activation:       cfg.Activation,
+		VaultConcurrency: cfg.VaultConcurrency,
+		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
+		Logger:           log.With("component", "pipeline"),
+	})
+	return handlers.New(handlers.Options{
+		Pipeline:     p,
+		RequiredRole: cfg.RequiredRole,
+		HTTPBudget:   cfg.HTTPBudget,
+		Logger:       log.With("component", "handlers"),
+	}), nil
+}
+
+// storageCredential is the identity for the seed storage account: the user-assigned identity
+// named by SeedStorage__clientId (the same one the host uses for the triggers) when set,
+// otherwise the app's credential.
+func storageCredential(cfg *config.Config, cred azcore.TokenCredential) (azcore.TokenCredential, error) {
+	if cfg.StorageConnectionString != "" || cfg.StorageClientID == "" || cfg.OfflineToken != "" ||
+		cfg.StorageClientID == cfg.ManagedIdentityClientID {
+		return cred, nil
+	}
+	c, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+		ID: azidentity.ClientID(cfg.StorageClientID),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("SeedStorage__clientId: %w", err)
+	}
+	return c, nil
+}
