@@ -81,7 +81,9 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 		how.auto, how.seed = true, seed
 	}
 
+	var before token.Device // the holder to give the token back to if the new assignment fails
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
+		before = dev
 		prev := p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
 		a.PreviousUserPrincipalName, audit.FromUser = prev, prev
 		if err := p.unassign(ctx, dev); err != nil {
@@ -104,9 +106,12 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 					Message: fmt.Sprintf("the token was assigned to %s by a concurrent request", p.upnOf(ctx, cur.AssignedToID, cur.AssignedToName)), Err: err}
 			}
 		}
-		if hasRow && a.Changed {
-			// It was unassigned above: the ledger must not keep showing the previous user.
-			p.recordRow(ctx, log, row, Outcome{Status: StatusAvailable, Reason: "unassigned; reassignment failed: " + reasonOf(err), DeviceID: dev.ID})
+		if before.AssignedToID != "" && res.methodID == "" {
+			// The new user could not take it (e.g. 5 methods already): give it back.
+			p.restore(ctx, log, before, how)
+		}
+		if hasRow {
+			p.recordRow(ctx, log, row, p.outcomeNow(ctx, r.Serial, reasonOf(err)))
 		}
 		return fail(err)
 	}
@@ -160,6 +165,49 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 	}
 	log.Info("token unassigned", slog.String("from", a.PreviousUserPrincipalName), slog.Bool("changed", a.Changed))
 	return a, nil
+}
+
+// restore gives a token back to the holder it had before a reassignment that failed at the
+// assignment step, activating it again when it was activated and a seed is at hand. Failures
+// are logged: the answer is the reassignment's own error either way.
+func (p *Pipeline) restore(ctx context.Context, log *slog.Logger, before token.Device, how activation) {
+	holder, err := p.d.Directory.ResolveUser(ctx, before.AssignedToID)
+	if err == nil {
+		back := activation{}
+		if before.Status == token.StatusActivated && how.auto {
+			back = activation{auto: true, seed: how.seed}
+		}
+		before.AssignedToID, before.AssignedToName = "", ""
+		_, err = p.assignActivate(ctx, before, holder, back)
+	}
+	if err != nil {
+		log.Error("token left unassigned: giving it back to its previous holder failed", slog.String("error", reasonOf(err)))
+		return
+	}
+	log.Warn("reassignment failed; token given back to its previous holder", slog.String("to", holder.UserPrincipalName))
+}
+
+// outcomeNow reads the token's state from Entra for the ledger after a failed API change.
+func (p *Pipeline) outcomeNow(ctx context.Context, serial, reason string) Outcome {
+	o := Outcome{Status: StatusFailed, Reason: reason}
+	dev, err := p.d.Directory.FindDevice(ctx, serial)
+	if err != nil {
+		return o
+	}
+	o.DeviceID = dev.ID
+	switch dev.Status {
+	case token.StatusAvailable:
+		o.Status = StatusAvailable
+	case token.StatusActivated:
+		o.Status = StatusActivated
+	case token.StatusAssigned, token.StatusFailedActivation:
+		o.Status = StatusAssigned
+	}
+	if dev.AssignedToID != "" {
+		o.UserID = dev.AssignedToID
+		o.UserPrincipalName = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+	}
+	return o
 }
 
 // unassign removes dev from its current holder, looking the method id up in the holder's list.

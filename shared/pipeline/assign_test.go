@@ -1,0 +1,278 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/base32"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/otp"
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// provisioned returns a pipeline whose stand-ins hold the given tokens, imported and provisioned.
+func provisioned(t *testing.T, rows func(ss *seedSet) []row) (*stack, *Pipeline, *memLedger, *seedSet) {
+	t.Helper()
+	ctx := context.Background()
+	s := newStack(t, stackOptions{})
+	l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
+	p := s.pipeline(l, q, b, nil)
+	ss := &seedSet{}
+	if _, err := p.Import(ctx, b.upload("tokens.csv", entraCSV(rows(ss)))); err != nil {
+		t.Fatal(err)
+	}
+	drainMem(t, ctx, p, q)
+	return s, p, l, ss
+}
+
+func seedOf(t *testing.T, b32 string) token.Seed {
+	t.Helper()
+	sec, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(b32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token.Seed{Secret: sec, Hash: token.SHA1, Digits: 6, Period: 30}
+}
+
+func TestReassignUnassignAndState(t *testing.T) {
+	ctx := context.Background()
+	var a1, a2 row
+	s, p, l, ss := provisioned(t, func(ss *seedSet) []row {
+		a1, a2 = ss.row("RA-1", ada), ss.row("RA-2", "")
+		return []row{a1, a2}
+	})
+	holder := func(serial string) (string, string) {
+		d, _ := s.graph.Server.DeviceBySerial(serial)
+		return strings.ToLower(d.AssignedUPN), d.Status
+	}
+	if u, st := holder("RA-1"); u != ada || st != "activated" {
+		t.Fatalf("after provisioning: %s %s", u, st)
+	}
+
+	steps := []struct {
+		name     string
+		do       func() (*Assignment, error)
+		want     Assignment
+		wantKind token.Kind
+		holder   string
+		status   string
+	}{
+		{name: "reassign to grace with a computed code",
+			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"}) },
+			want: Assignment{UserPrincipalName: grace, Status: StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: grace, status: "activated"},
+		{name: "the same PUT again changes nothing",
+			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"}) },
+			want: Assignment{UserPrincipalName: grace, Status: StatusActivated, PreviousUserPrincipalName: grace}, holder: grace, status: "activated"},
+		{name: "a wrong device code is refused and the token stays with grace",
+			do: func() (*Assignment, error) {
+				return p.AssignToken(ctx, AssignRequest{Serial: "RA-2", UserPrincipalName: alan, Activate: true, VerificationCode: wrongCode(t, a2.secret), Caller: "hr"})
+			},
+			wantKind: token.KindBadCode, holder: grace, status: "activated"},
+		{name: "reassign with the code read from the device",
+			do: func() (*Assignment, error) {
+				code, _ := otp.Code(seedOf(t, a1.secret), time.Now())
+				return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: alan, Activate: true, VerificationCode: code, Caller: "hr"})
+			},
+			want: Assignment{UserPrincipalName: alan, Status: StatusActivated, PreviousUserPrincipalName: grace, Changed: true, ActivatedWith: "verificationCode"}, holder: alan, status: "activated"},
+		{name: "unassign (offboarding)",
+			do:   func() (*Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
+			want: Assignment{Status: StatusAvailable, PreviousUserPrincipalName: alan, Changed: true}, holder: "", status: "available"},
+		{name: "unassign again changes nothing",
+			do:   func() (*Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
+			want: Assignment{Status: StatusAvailable}, holder: "", status: "available"},
+		{name: "assign without activating",
+			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Caller: "hr"}) },
+			want: Assignment{UserPrincipalName: ada, Status: StatusAssigned, Changed: true}, holder: ada, status: "assigned"},
+		{name: "then activating it",
+			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, Caller: "hr"}) },
+			want: Assignment{UserPrincipalName: ada, Status: StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: ada, status: "activated"},
+		{name: "a guest is refused and the token stays",
+			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: guest, Activate: true}) },
+			wantKind: token.KindGuest, holder: ada, status: "activated"},
+		{name: "a disabled account is refused",
+			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: gone, Activate: true}) },
+			wantKind: token.KindDisabled, holder: ada, status: "activated"},
+		{name: "a user with 5 OATH methods is refused",
+			do: func() (*Assignment, error) {
+				return p.AssignToken(ctx, AssignRequest{Serial: "RA-2", UserPrincipalName: "token.collector@contoso.example", Activate: true})
+			},
+			wantKind: token.KindTooManyMethods, holder: ada, status: "activated"},
+		{name: "an unknown serial is not found",
+			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "NOPE", UserPrincipalName: ada, Activate: true}) },
+			wantKind: token.KindNotFound, holder: ada, status: "activated"},
+		{name: "a malformed code is invalid",
+			do: func() (*Assignment, error) {
+				return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, VerificationCode: "12345"})
+			},
+			wantKind: token.KindInvalid, holder: ada, status: "activated"},
+	}
+	for _, st := range steps {
+		got, err := st.do()
+		if st.wantKind != "" {
+			if token.KindOf(err) != st.wantKind {
+				t.Fatalf("%s: error %v (kind %s), want kind %s", st.name, err, token.KindOf(err), st.wantKind)
+			}
+		} else {
+			if err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			got.SerialNumber, got.Manufacturer, got.Model = "", "", ""
+			got.UserPrincipalName, got.PreviousUserPrincipalName = strings.ToLower(got.UserPrincipalName), strings.ToLower(got.PreviousUserPrincipalName)
+			if *got != st.want {
+				t.Fatalf("%s:\n got %+v\nwant %+v", st.name, *got, st.want)
+			}
+		}
+		if u, status := holder("RA-1"); u != st.holder || status != st.status {
+			t.Fatalf("%s: Graph holds RA-1 for %q (%s), want %q (%s)", st.name, u, status, st.holder, st.status)
+		}
+	}
+
+	// RA-2 was assigned to alan by the request with the wrong code (left for a retry with a fresh
+	// one), and given back to him when token.collector could not take it.
+	if u, _ := holder("RA-2"); u != alan {
+		t.Errorf("RA-2 is held by %q, want it back with %s", u, alan)
+	}
+
+	state, err := p.TokenState(ctx, "RA-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state.Status != "activated" || !strings.EqualFold(state.UserPrincipalName, ada) || state.Model != "C202" || state.SeedInVault == nil || !*state.SeedInVault {
+		t.Errorf("state: %+v", state)
+	}
+	if _, err := p.TokenState(ctx, "NOPE"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("state of unknown serial: %v", err)
+	}
+
+	row, err := l.TokenBySerial(ctx, "RA-1")
+	if err != nil || row.Status != StatusActivated || !strings.EqualFold(row.UserPrincipalName, ada) {
+		t.Errorf("ledger row: %+v %v", row, err)
+	}
+	audits := l.auditLog()
+	var changed, failed int
+	for _, a := range audits {
+		if a.Time.IsZero() || a.Serial == "" || a.Action == "" {
+			t.Errorf("incomplete audit record %+v", a)
+		}
+		switch a.Outcome {
+		case "changed":
+			changed++
+		case "unchanged":
+		default:
+			failed++
+		}
+	}
+	// Every request that reached the directory is audited; a malformed one is refused first.
+	if len(audits) != len(steps)-1 || changed != 5 || failed != 5 {
+		t.Errorf("%d audit records (%d changed, %d failed), want %d (5, 5): %+v", len(audits), changed, failed, len(steps)-1, audits)
+	}
+	first := audits[0]
+	if first.Caller != "hr" || !strings.EqualFold(first.FromUser, ada) || !strings.EqualFold(first.ToUser, grace) || first.Action != "assign" {
+		t.Errorf("first audit record %+v", first)
+	}
+	for _, lk := range ss.leaks("logs", s.logs.String()) {
+		t.Error(lk)
+	}
+}
+
+func wrongCode(t *testing.T, b32 string) string {
+	now := time.Now()
+	bad := "000000"
+	for _, off := range []time.Duration{-30 * time.Second, 0, 30 * time.Second} {
+		if c, _ := otp.Code(seedOf(t, b32), now.Add(off)); c == bad {
+			bad = "111111"
+		}
+	}
+	return bad
+}
+
+// Serials with quotes, slashes and unicode go through import, provisioning and the API.
+func TestAwkwardSerials(t *testing.T) {
+	ctx := context.Background()
+	serials := []string{`O'Brien-1`, `Q"uote'd`, "Ωmega-Ünïcødé-7", "a/b#c?d"}
+	s, p, _, _ := provisioned(t, func(ss *seedSet) []row {
+		var rows []row
+		for i, ser := range serials {
+			rows = append(rows, ss.row(ser, []string{ada, grace, alan, "edsger.dijkstra@contoso.example"}[i]))
+		}
+		return rows
+	})
+	for _, ser := range serials {
+		if d, ok := s.graph.Server.DeviceBySerial(ser); !ok || d.Status != "activated" {
+			t.Errorf("%q after provisioning: %+v", ser, d)
+			continue
+		}
+		a, err := p.AssignToken(ctx, AssignRequest{Serial: ser, UserPrincipalName: "barbara.liskov@contoso.example", Activate: true, Caller: "t"})
+		if err != nil || !a.Changed || a.SerialNumber != ser {
+			t.Errorf("PUT %q: %+v %v", ser, a, err)
+		}
+		st, err := p.TokenState(ctx, ser)
+		if err != nil || !strings.EqualFold(st.UserPrincipalName, "barbara.liskov@contoso.example") || !*st.SeedInVault {
+			t.Errorf("GET %q: %+v %v", ser, st, err)
+		}
+		if a, err := p.UnassignToken(ctx, ser, "t"); err != nil || !a.Changed {
+			t.Errorf("DELETE %q: %+v %v", ser, a, err)
+		}
+	}
+}
+
+// Concurrent PUTs for the same serial, on one instance and on two: one wins cleanly, the other
+// sees the result; Entra never ends with the token held twice or half-assigned.
+func TestConcurrentAssign(t *testing.T) {
+	ctx := context.Background()
+	s, p, l, _ := provisioned(t, func(ss *seedSet) []row { return []row{ss.row("CC-1", "")} })
+	other := s.pipeline(l, &memQueue{}, newMemBlobs(), nil) // a second instance: no shared lock
+	for round, pair := range [][2]*Pipeline{{p, p}, {p, other}} {
+		users := []string{grace, alan}
+		if round == 1 {
+			users = []string{ada, "ken.thompson@contoso.example"}
+		}
+		var wg sync.WaitGroup
+		res := make([]*Assignment, 2)
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				res[i], errs[i] = pair[i].AssignToken(ctx, AssignRequest{Serial: "CC-1", UserPrincipalName: users[i], Activate: true, Caller: "c"})
+			}(i)
+		}
+		wg.Wait()
+		d, _ := s.graph.Server.DeviceBySerial("CC-1")
+		holder := strings.ToLower(d.AssignedUPN)
+		if d.Status != "activated" || (holder != users[0] && holder != users[1]) {
+			t.Fatalf("round %d: device %+v", round, d)
+		}
+		holders := 0
+		for _, u := range []string{grace, alan, ada, "ken.thompson@contoso.example"} {
+			for _, m := range s.graph.Server.UserMethods(u) {
+				if m.Serial == "CC-1" {
+					holders++
+				}
+			}
+		}
+		if holders != 1 {
+			t.Errorf("round %d: %d users hold CC-1", round, holders)
+		}
+		for i := range 2 {
+			switch {
+			case errs[i] == nil && strings.EqualFold(res[i].UserPrincipalName, users[i]):
+			case token.KindOf(errs[i]) == token.KindConflict || token.KindOf(errs[i]) == token.KindAssignedElsewhere:
+				if !strings.Contains(errs[i].Error(), holder) {
+					t.Errorf("round %d: the loser's answer does not name the winner: %v", round, errs[i])
+				}
+			default:
+				t.Errorf("round %d: request %d: %+v %v", round, i, res[i], errs[i])
+			}
+		}
+		// On one instance the two run one after the other: the second sees the first's result.
+		if round == 0 && errs[0] == nil && errs[1] == nil {
+			first, second := res[0], res[1]
+			if !strings.EqualFold(second.PreviousUserPrincipalName, first.UserPrincipalName) && !strings.EqualFold(first.PreviousUserPrincipalName, second.UserPrincipalName) {
+				t.Errorf("round 0: neither saw the other: %+v %+v", first, second)
+			}
+		}
+	}
+}
