@@ -469,3 +469,43 @@ func TestNoSeedInEntities(t *testing.T) {
 		t.Fatalf("scanned only %d entities", scanned)
 	}
 }
+
+// BenchmarkSetTokenOutcome measures settling tokens of one import from parallel workers (the
+// contended case: every settle moves the same summary entity). Reports ns per settled token.
+func BenchmarkSetTokenOutcome(b *testing.B) {
+	if server == nil {
+		b.Skip("no Azurite")
+	}
+	l, err := New(Options{ConnectionString: server.ConnectionString(), LedgerTable: "benchledger", AuditTable: "benchaudit"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.EnsureTables(ctx); err != nil {
+		b.Fatal(err)
+	}
+	id := fmt.Sprintf("imp-bench-%d", time.Now().UnixNano())
+	if _, _, err := l.BeginImport(ctx, pipeline.ImportRecord{ImportID: id, FileName: id + ".csv"}); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.PutTokens(ctx, pipeline.ImportRecord{ImportID: id}, vaultedRows(id, b.N)); err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	b.SetParallelism(benchWorkers) // x GOMAXPROCS workers
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			line := int(next.Add(1)) + 1
+			if _, err := l.SetTokenOutcome(ctx, id, line, pipeline.Outcome{Status: pipeline.StatusActivated}); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	b.StopTimer()
+	if imp, _ := l.GetImport(ctx, id); imp.Pending != 0 {
+		b.Fatalf("Pending = %d after the run", imp.Pending)
+	}
+}
+
+var benchWorkers = 8 // times GOMAXPROCS goroutines

@@ -284,3 +284,23 @@ func TestEnqueuePlainText(t *testing.T) {
 	}
 	_ = a
 }
+
+// BenchmarkEnqueue measures sending provisioning messages (one per token of a file).
+func BenchmarkEnqueue(b *testing.B) {
+	q, err := NewQueue(Options{ConnectionString: server.ConnectionString()}, "bench-enqueue")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := q.Ensure(ctx); err != nil {
+		b.Fatal(err)
+	}
+	msgs := make([]pipeline.ProvisionMessage, b.N)
+	for i := range msgs {
+		msgs[i] = pipeline.ProvisionMessage{ImportID: "imp-b", FileName: "b.csv", Line: i + 2, SerialNumber: fmt.Sprint(i), UserPrincipalName: "a@b"}
+	}
+	b.ResetTimer()
+	if err := q.Enqueue(ctx, msgs); err != nil {
+		b.Fatal(err)
+	}
+}
