@@ -198,6 +198,23 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		k.secretChecked, k.hashReported = true, true
 		return c.finish(&k)
 	}
+	// The secret first: a wrong key stops the file before any row problem is reported.
+	if sec := key.Data.Secret; sec != nil {
+		secret, err := st.secret(c.opts, sec)
+		var fe *errFile
+		switch {
+		case errors.As(err, &fe):
+			return c.fileProblem(fe.code, fe.msg)
+		case errors.Is(err, errMACMismatch):
+			k.secretChecked = true
+			c.problem(line, f.secret, CodeSecretMACMismatch, "the secret's MAC does not match: the file was altered")
+		case err != nil:
+			k.secretChecked = true
+			c.problem(line, f.secret, CodeSecretNotBase64, "the secret is not Base64")
+		default:
+			k.secret = secret
+		}
+	}
 	if u := strings.TrimSpace(key.UserID); u != "" {
 		k.upn = []byte(u)
 	} else if u := strings.TrimSpace(kp.DeviceInfo.UserID); u != "" {
@@ -236,22 +253,6 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		} else {
 			c.problem(line, f.interval, CodeIntervalUnsupported, "the time interval is not a whole number of seconds (30 or 60)")
 			k.intervalReported = true
-		}
-	}
-	if sec := key.Data.Secret; sec != nil {
-		secret, err := st.secret(c.opts, sec)
-		var fe *errFile
-		switch {
-		case errors.As(err, &fe):
-			return c.fileProblem(fe.code, fe.msg)
-		case errors.Is(err, errMACMismatch):
-			k.secretChecked = true
-			c.problem(line, f.secret, CodeSecretMACMismatch, "the secret's MAC does not match: the file was altered")
-		case err != nil:
-			k.secretChecked = true
-			c.problem(line, f.secret, CodeSecretNotBase64, "the secret is not Base64")
-		default:
-			k.secret = secret
 		}
 	}
 	return c.finish(&k)
