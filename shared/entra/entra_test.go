@@ -226,7 +226,10 @@ func TestErrors(t *testing.T) {
 			token.KindBadCode, "rejected the verification code"},
 		{"code not digits", nil, func() error { return e.c.ActivateWithCode(ctx, adaU.ID, adaMethod, "12a456") },
 			token.KindInvalid, "6 digits"},
-		{"sha512 refused", nil, func() error { _, err := e.c.CreateDevice(ctx, tok("2003"), seedFor("2003", 30, token.SHA512)); return err },
+		{"sha512 refused", nil, func() error {
+			_, err := e.c.CreateDevice(ctx, tok("2003"), seedFor("2003", 30, token.SHA512))
+			return err
+		},
 			token.KindInvalid, "hmacsha1 or hmacsha256"},
 		{"forbidden inventory", &graphstandin.Fault{Status: 403, Count: 1}, func() error { _, err := e.c.FindDevice(ctx, "2001"); return err },
 			token.KindForbidden, "Policy.ReadWrite.AuthenticationMethod"},
@@ -309,9 +312,9 @@ func TestRetriesAndAmbiguousFailures(t *testing.T) {
 
 // fakeClock drives Activate's clock and sleeps, and the stand-in's clock.
 type fakeClock struct {
-	mu     sync.Mutex
-	t      time.Time
-	slept  []time.Duration
+	mu    sync.Mutex
+	t     time.Time
+	slept []time.Duration
 }
 
 func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
