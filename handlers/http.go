@@ -61,7 +61,7 @@ func (s *Server) serveAPI(ctx context.Context, log *slog.Logger, in *Invocation,
 		log.Warn("caller refused", "code", p.Code)
 		return problemResponse(p)
 	}
-	if len(req.Body) > maxHTTPBody {
+	if method == http.MethodPut && len(req.Body) > maxHTTPBody {
 		return problemResponse(newProblem(codeBodyTooLarge, "The body must be at most 8 KiB."))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.budget)

@@ -1,0 +1,209 @@
+package handlers
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/seedfile"
+)
+
+// docOperations lists, per route and method, the problem codes the handler can answer with.
+// TestAssignmentErrors and TestImportStatusErrors drive the handler into them; this test holds
+// docs/openapi.yaml to the same list.
+var docOperations = map[string]map[string][]problemCode{
+	"/" + TokenAssignmentRoute: {
+		"get": {codeInvalidSerial, codeNotFound},
+		"put": {codeUnknownField, codeInvalidUPN, codeInvalidSerial, codeInvalidCode, codeInvalidRequest, codeNotFound,
+			codeGuest, codeDisabled, codeTooManyMethods, codeBadCode, codeAssignedElsewhere, codeConflict, codeBodyTooLarge},
+		"delete": {codeInvalidSerial, codeNotFound, codeConflict},
+	},
+	"/" + ImportStatusRoute: {
+		"get": {codeInvalidName, codeNotFound},
+	},
+}
+
+// commonCodes can come back from every operation: an undecodable invocation, the role check,
+// and upstream failures.
+var commonCodes = []problemCode{codeMalformedBody, codeNoPrincipal, codeRoleMissing, codeThrottled,
+	codeUpstreamForbidden, codeUpstreamUnavailable, codeInternal}
+
+// openAPI is the part of an OpenAPI 3.1 document this test reads. docs/openapi.yaml is kept as
+// JSON-compatible YAML so the standard library parses it.
+type openAPI struct {
+	OpenAPI string                                `json:"openapi"`
+	Servers []struct{ URL string }                `json:"servers"`
+	Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	Comps   struct {
+		Schemas         map[string]schema          `json:"schemas"`
+		SecuritySchemes map[string]json.RawMessage `json:"securitySchemes"`
+	} `json:"components"`
+}
+
+type schema struct {
+	Properties map[string]struct {
+		Enum []string `json:"enum"`
+	} `json:"properties"`
+}
+
+type operation struct {
+	OperationID string `json:"operationId"`
+	Responses   map[string]struct {
+		ProblemCodes []string `json:"x-problem-codes"`
+		Headers      map[string]json.RawMessage
+	} `json:"responses"`
+}
+
+func loadOpenAPI(t *testing.T) openAPI {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docs", "openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc openAPI
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("docs/openapi.yaml is not JSON-compatible YAML: %v", err)
+	}
+	if doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi = %q, want 3.1.0", doc.OpenAPI)
+	}
+	return doc
+}
+
+func TestOpenAPIMatchesHandlers(t *testing.T) {
+	doc := loadOpenAPI(t)
+	for _, s := range doc.Servers {
+		if !strings.HasSuffix(s.URL, "/api") {
+			t.Errorf("server %s: the Functions route prefix is /api", s.URL)
+		}
+	}
+	handlerMethods := map[string][]string{"/" + TokenAssignmentRoute: tokenAssignmentMethods, "/" + ImportStatusRoute: importStatusMethods}
+	if got, want := sortedKeys(doc.Paths), sortedKeys(handlerMethods); !slices.Equal(got, want) {
+		t.Fatalf("paths %v, handlers serve %v", got, want)
+	}
+	for path, item := range doc.Paths {
+		var methods []string
+		for k := range item {
+			if k != "parameters" {
+				methods = append(methods, k)
+			}
+		}
+		sort.Strings(methods)
+		if want := sortedCopy(lower(handlerMethods[path])); !slices.Equal(methods, want) {
+			t.Errorf("%s: methods %v, handler allows %v", path, methods, want)
+		}
+		for _, m := range methods {
+			var op operation
+			if err := json.Unmarshal(item[m], &op); err != nil {
+				t.Fatalf("%s %s: %v", m, path, err)
+			}
+			want := append(append([]problemCode{}, docOperations[path][m]...), commonCodes...)
+			wantStatus := map[string][]string{"200": nil}
+			for _, c := range want {
+				s := strconv.Itoa(c.Status)
+				wantStatus[s] = append(wantStatus[s], c.Code)
+			}
+			if got, w := sortedKeys(op.Responses), sortedKeys(wantStatus); !slices.Equal(got, w) {
+				t.Errorf("%s %s: response statuses %v, want %v", m, path, got, w)
+			}
+			for status, codes := range wantStatus {
+				got := sortedCopy(op.Responses[status].ProblemCodes)
+				if w := sortedCopy(codes); !slices.Equal(got, w) {
+					t.Errorf("%s %s %s: x-problem-codes %v, want %v", m, path, status, got, w)
+				}
+			}
+			if _, ok := op.Responses["429"].Headers["Retry-After"]; !ok {
+				t.Errorf("%s %s: 429 does not document Retry-After", m, path)
+			}
+		}
+	}
+	// Every code the handlers know is documented, with its status.
+	var all []string
+	for _, c := range problemCodes {
+		all = append(all, c.Code)
+	}
+	if got := sortedCopy(doc.Comps.Schemas["Problem"].Properties["code"].Enum); !slices.Equal(got, sortedCopy(all)) {
+		t.Errorf("Problem.code enum %v, handlers use %v", got, sortedCopy(all))
+	}
+	for _, name := range []string{"functionKey", "entraBearer"} {
+		if _, ok := doc.Comps.SecuritySchemes[name]; !ok {
+			t.Errorf("security scheme %s missing", name)
+		}
+	}
+}
+
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	doc := loadOpenAPI(t)
+	for name, v := range map[string]any{
+		"AssignBody":   AssignBody{},
+		"Assignment":   pipeline.Assignment{},
+		"ImportStatus": pipeline.ImportStatus{},
+		"TokenLine":    pipeline.TokenLine{},
+		"FileProblem":  seedfile.Problem{},
+		"Problem":      Problem{},
+	} {
+		s, ok := doc.Comps.Schemas[name]
+		if !ok {
+			t.Errorf("schema %s missing", name)
+			continue
+		}
+		if got, want := sortedKeys(s.Properties), jsonFields(reflect.TypeOf(v)); !slices.Equal(got, want) {
+			t.Errorf("schema %s properties %v, Go type answers %v", name, got, want)
+		}
+	}
+}
+
+// TestAPIDocMentionsEveryCode keeps docs/api.md's anchors (the problem type URIs) in step.
+func TestAPIDocMentionsEveryCode(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, c := range problemCodes {
+		if !strings.Contains(doc, "\n### "+c.Code+"\n") {
+			t.Errorf("docs/api.md has no heading \"### %s\" (the anchor its problem type points at)", c.Code)
+		}
+		if !strings.Contains(doc, strconv.Itoa(c.Status)) {
+			t.Errorf("docs/api.md does not mention status %d", c.Status)
+		}
+	}
+	for _, route := range []string{"/api/tokens/", "/api/imports/", "X-MS-CLIENT-PRINCIPAL", "OATHPIPE_REQUIRED_ROLE", "Retry-After", "curl "} {
+		if !strings.Contains(doc, route) {
+			t.Errorf("docs/api.md does not mention %s", route)
+		}
+	}
+}
+
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" || !t.Field(i).IsExported() {
+			continue
+		}
+		if name == "" {
+			name = t.Field(i).Name
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
