@@ -185,7 +185,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		CAFile:                  caFile,
 		OfflineToken:            OfflineToken,
 	}
-	if err = ensureResources(ctx, s.Endpoints.StorageConnectionString); err != nil {
+	if err = ensureResources(ctx, s.Endpoints.StorageConnectionString, s.log); err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
 	if o.NoApp {

@@ -274,6 +274,11 @@ func waitImport(t *testing.T, s *Stack, name string, d time.Duration) *pipeline.
 	t.Helper()
 	sts, err := s.waitSettled(context.Background(), []string{name}, d, io.Discard)
 	if err != nil {
+		if sts[0] != nil {
+			for _, tok := range sts[0].Tokens {
+				t.Logf("line %d %s: %s %s", tok.Line, tok.SerialNumber, tok.Status, tok.Reason)
+			}
+		}
 		t.Fatal(err)
 	}
 	return sts[0]

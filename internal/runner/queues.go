@@ -44,11 +44,18 @@ func (w *queueWatch) run(ctx context.Context) {
 		}
 		// Hidden for the function timeout (plus a margin); released early on failure or shutdown.
 		lease := int32((w.r.host.FunctionTimeout + time.Minute) / time.Second)
-		resp, err := w.q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{
+		// Not cancelled by shutdown: a dequeue cut off after the service hid its messages would
+		// lose them for the whole lease. What it returns after shutdown is released below.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		resp, err := w.q.DequeueMessages(dctx, &azqueue.DequeueMessagesOptions{
 			NumberOfMessages: to.Ptr(int32(free)), VisibilityTimeout: to.Ptr(lease),
 		})
+		cancel()
 		switch {
 		case ctx.Err() != nil:
+			if err == nil {
+				w.release(resp.Messages)
+			}
 			return
 		case queueerror.HasCode(err, queueerror.QueueNotFound):
 			if !missing {
@@ -136,6 +143,21 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 	}
 	d.Duration = time.Since(start)
 	w.r.report(d)
+}
+
+// release makes messages received during shutdown visible again at once.
+func (w *queueWatch) release(msgs []*azqueue.DequeuedMessage) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range msgs {
+		if m.MessageID == nil || m.PopReceipt == nil || m.MessageText == nil {
+			continue
+		}
+		if _, err := w.q.UpdateMessage(ctx, *m.MessageID, *m.PopReceipt, *m.MessageText,
+			&azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); err != nil {
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", *m.MessageID, "err", err)
+		}
+	}
 }
 
 // moveToPoison copies the message text to <queue>-poison and deletes the original.
