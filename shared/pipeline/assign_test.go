@@ -1,4 +1,4 @@
-package pipeline
+package pipeline_test
 
 import (
 	"context"
@@ -10,20 +10,23 @@ import (
 
 	"github.com/oathpipe/oathpipe/shared/otp"
 	"github.com/oathpipe/oathpipe/shared/token"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
 
 // provisioned returns a pipeline whose stand-ins hold the given tokens, imported and provisioned.
-func provisioned(t *testing.T, rows func(ss *seedSet) []row) (*stack, *Pipeline, *memLedger, *seedSet) {
+func provisioned(t *testing.T, rows func(ss *pipelinetest.SeedSet) []pipelinetest.Row) (*pipelinetest.Stack, *pipeline.Pipeline, *pipelinetest.MemLedger, *pipelinetest.SeedSet) {
 	t.Helper()
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-	p := s.pipeline(l, q, b, nil)
-	ss := &seedSet{}
-	if _, err := p.Import(ctx, b.upload("tokens.csv", entraCSV(rows(ss)))); err != nil {
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("tokens.csv", pipelinetest.EntraCSV(rows(ss)))); err != nil {
 		t.Fatal(err)
 	}
-	drainMem(t, ctx, p, q)
+	pipelinetest.Drain(t, ctx, p, q)
 	return s, p, l, ss
 }
 
@@ -38,13 +41,13 @@ func seedOf(t *testing.T, b32 string) token.Seed {
 
 func TestReassignUnassignAndState(t *testing.T) {
 	ctx := context.Background()
-	var a1, a2 row
-	s, p, l, ss := provisioned(t, func(ss *seedSet) []row {
-		a1, a2 = ss.row("RA-1", ada), ss.row("RA-2", "")
-		return []row{a1, a2}
+	var a1, a2 pipelinetest.Row
+	s, p, l, ss := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+		a1, a2 = ss.Row("RA-1", ada), ss.Row("RA-2", "")
+		return []pipelinetest.Row{a1, a2}
 	})
 	holder := func(serial string) (string, string) {
-		d, _ := s.graph.Server.DeviceBySerial(serial)
+		d, _ := s.Graph.Server.DeviceBySerial(serial)
 		return strings.ToLower(d.AssignedUPN), d.Status
 	}
 	if u, st := holder("RA-1"); u != ada || st != "activated" {
@@ -53,58 +56,72 @@ func TestReassignUnassignAndState(t *testing.T) {
 
 	steps := []struct {
 		name     string
-		do       func() (*Assignment, error)
-		want     Assignment
+		do       func() (*pipeline.Assignment, error)
+		want     pipeline.Assignment
 		wantKind token.Kind
 		holder   string
 		status   string
 	}{
 		{name: "reassign to grace with a computed code",
-			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"}) },
-			want: Assignment{UserPrincipalName: grace, Status: StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: grace, status: "activated"},
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"})
+			},
+			want: pipeline.Assignment{UserPrincipalName: grace, Status: pipeline.StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: grace, status: "activated"},
 		{name: "the same PUT again changes nothing",
-			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"}) },
-			want: Assignment{UserPrincipalName: grace, Status: StatusActivated, PreviousUserPrincipalName: grace}, holder: grace, status: "activated"},
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: grace, Activate: true, Caller: "hr"})
+			},
+			want: pipeline.Assignment{UserPrincipalName: grace, Status: pipeline.StatusActivated, PreviousUserPrincipalName: grace}, holder: grace, status: "activated"},
 		{name: "a wrong device code is refused and the token stays with grace",
-			do: func() (*Assignment, error) {
-				return p.AssignToken(ctx, AssignRequest{Serial: "RA-2", UserPrincipalName: alan, Activate: true, VerificationCode: wrongCode(t, a2.secret), Caller: "hr"})
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-2", UserPrincipalName: alan, Activate: true, VerificationCode: wrongCode(t, a2.Secret), Caller: "hr"})
 			},
 			wantKind: token.KindBadCode, holder: grace, status: "activated"},
 		{name: "reassign with the code read from the device",
-			do: func() (*Assignment, error) {
-				code, _ := otp.Code(seedOf(t, a1.secret), time.Now())
-				return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: alan, Activate: true, VerificationCode: code, Caller: "hr"})
+			do: func() (*pipeline.Assignment, error) {
+				code, _ := otp.Code(seedOf(t, a1.Secret), time.Now())
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: alan, Activate: true, VerificationCode: code, Caller: "hr"})
 			},
-			want: Assignment{UserPrincipalName: alan, Status: StatusActivated, PreviousUserPrincipalName: grace, Changed: true, ActivatedWith: "verificationCode"}, holder: alan, status: "activated"},
+			want: pipeline.Assignment{UserPrincipalName: alan, Status: pipeline.StatusActivated, PreviousUserPrincipalName: grace, Changed: true, ActivatedWith: "verificationCode"}, holder: alan, status: "activated"},
 		{name: "unassign (offboarding)",
-			do:   func() (*Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
-			want: Assignment{Status: StatusAvailable, PreviousUserPrincipalName: alan, Changed: true}, holder: "", status: "available"},
+			do:   func() (*pipeline.Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
+			want: pipeline.Assignment{Status: pipeline.StatusAvailable, PreviousUserPrincipalName: alan, Changed: true}, holder: "", status: "available"},
 		{name: "unassign again changes nothing",
-			do:   func() (*Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
-			want: Assignment{Status: StatusAvailable}, holder: "", status: "available"},
+			do:   func() (*pipeline.Assignment, error) { return p.UnassignToken(ctx, "RA-1", "hr") },
+			want: pipeline.Assignment{Status: pipeline.StatusAvailable}, holder: "", status: "available"},
 		{name: "assign without activating",
-			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Caller: "hr"}) },
-			want: Assignment{UserPrincipalName: ada, Status: StatusAssigned, Changed: true}, holder: ada, status: "assigned"},
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Caller: "hr"})
+			},
+			want: pipeline.Assignment{UserPrincipalName: ada, Status: pipeline.StatusAssigned, Changed: true}, holder: ada, status: "assigned"},
 		{name: "then activating it",
-			do:   func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, Caller: "hr"}) },
-			want: Assignment{UserPrincipalName: ada, Status: StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: ada, status: "activated"},
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, Caller: "hr"})
+			},
+			want: pipeline.Assignment{UserPrincipalName: ada, Status: pipeline.StatusActivated, PreviousUserPrincipalName: ada, Changed: true, ActivatedWith: "seed"}, holder: ada, status: "activated"},
 		{name: "a guest is refused and the token stays",
-			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: guest, Activate: true}) },
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: guest, Activate: true})
+			},
 			wantKind: token.KindGuest, holder: ada, status: "activated"},
 		{name: "a disabled account is refused",
-			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: gone, Activate: true}) },
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: gone, Activate: true})
+			},
 			wantKind: token.KindDisabled, holder: ada, status: "activated"},
 		{name: "a user with 5 OATH methods is refused",
-			do: func() (*Assignment, error) {
-				return p.AssignToken(ctx, AssignRequest{Serial: "RA-2", UserPrincipalName: "token.collector@contoso.example", Activate: true})
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-2", UserPrincipalName: "token.collector@contoso.example", Activate: true})
 			},
 			wantKind: token.KindTooManyMethods, holder: ada, status: "activated"},
 		{name: "an unknown serial is not found",
-			do:       func() (*Assignment, error) { return p.AssignToken(ctx, AssignRequest{Serial: "NOPE", UserPrincipalName: ada, Activate: true}) },
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "NOPE", UserPrincipalName: ada, Activate: true})
+			},
 			wantKind: token.KindNotFound, holder: ada, status: "activated"},
 		{name: "a malformed code is invalid",
-			do: func() (*Assignment, error) {
-				return p.AssignToken(ctx, AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, VerificationCode: "12345"})
+			do: func() (*pipeline.Assignment, error) {
+				return p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RA-1", UserPrincipalName: ada, Activate: true, VerificationCode: "12345"})
 			},
 			wantKind: token.KindInvalid, holder: ada, status: "activated"},
 	}
@@ -147,10 +164,10 @@ func TestReassignUnassignAndState(t *testing.T) {
 	}
 
 	row, err := l.TokenBySerial(ctx, "RA-1")
-	if err != nil || row.Status != StatusActivated || !strings.EqualFold(row.UserPrincipalName, ada) {
+	if err != nil || row.Status != pipeline.StatusActivated || !strings.EqualFold(row.UserPrincipalName, ada) {
 		t.Errorf("ledger row: %+v %v", row, err)
 	}
-	audits := l.auditLog()
+	audits := l.AuditLog()
 	var changed, failed int
 	for _, a := range audits {
 		if a.Time.IsZero() || a.Serial == "" || a.Action == "" {
@@ -172,7 +189,7 @@ func TestReassignUnassignAndState(t *testing.T) {
 	if first.Caller != "hr" || !strings.EqualFold(first.FromUser, ada) || !strings.EqualFold(first.ToUser, grace) || first.Action != "assign" {
 		t.Errorf("first audit record %+v", first)
 	}
-	for _, lk := range ss.leaks("logs", s.logs.String()) {
+	for _, lk := range ss.Leaks("logs", s.Logs.String()) {
 		t.Error(lk)
 	}
 }
@@ -192,19 +209,19 @@ func wrongCode(t *testing.T, b32 string) string {
 func TestAwkwardSerials(t *testing.T) {
 	ctx := context.Background()
 	serials := []string{`O'Brien-1`, `Q"uote'd`, "Ωmega-Ünïcødé-7", "a/b#c?d"}
-	s, p, _, _ := provisioned(t, func(ss *seedSet) []row {
-		var rows []row
+	s, p, _, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+		var rows []pipelinetest.Row
 		for i, ser := range serials {
-			rows = append(rows, ss.row(ser, []string{ada, grace, alan, "edsger.dijkstra@contoso.example"}[i]))
+			rows = append(rows, ss.Row(ser, []string{ada, grace, alan, "edsger.dijkstra@contoso.example"}[i]))
 		}
 		return rows
 	})
 	for _, ser := range serials {
-		if d, ok := s.graph.Server.DeviceBySerial(ser); !ok || d.Status != "activated" {
+		if d, ok := s.Graph.Server.DeviceBySerial(ser); !ok || d.Status != "activated" {
 			t.Errorf("%q after provisioning: %+v", ser, d)
 			continue
 		}
-		a, err := p.AssignToken(ctx, AssignRequest{Serial: ser, UserPrincipalName: "barbara.liskov@contoso.example", Activate: true, Caller: "t"})
+		a, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: ser, UserPrincipalName: "barbara.liskov@contoso.example", Activate: true, Caller: "t"})
 		if err != nil || !a.Changed || a.SerialNumber != ser {
 			t.Errorf("PUT %q: %+v %v", ser, a, err)
 		}
@@ -222,32 +239,32 @@ func TestAwkwardSerials(t *testing.T) {
 // sees the result; Entra never ends with the token held twice or half-assigned.
 func TestConcurrentAssign(t *testing.T) {
 	ctx := context.Background()
-	s, p, l, _ := provisioned(t, func(ss *seedSet) []row { return []row{ss.row("CC-1", "")} })
-	other := s.pipeline(l, &memQueue{}, newMemBlobs(), nil) // a second instance: no shared lock
-	for round, pair := range [][2]*Pipeline{{p, p}, {p, other}} {
+	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row { return []pipelinetest.Row{ss.Row("CC-1", "")} })
+	other := s.Pipeline(l, &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), nil) // a second instance: no shared lock
+	for round, pair := range [][2]*pipeline.Pipeline{{p, p}, {p, other}} {
 		users := []string{grace, alan}
 		if round == 1 {
 			users = []string{ada, "ken.thompson@contoso.example"}
 		}
 		var wg sync.WaitGroup
-		res := make([]*Assignment, 2)
+		res := make([]*pipeline.Assignment, 2)
 		errs := make([]error, 2)
 		for i := range 2 {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				res[i], errs[i] = pair[i].AssignToken(ctx, AssignRequest{Serial: "CC-1", UserPrincipalName: users[i], Activate: true, Caller: "c"})
+				res[i], errs[i] = pair[i].AssignToken(ctx, pipeline.AssignRequest{Serial: "CC-1", UserPrincipalName: users[i], Activate: true, Caller: "c"})
 			}(i)
 		}
 		wg.Wait()
-		d, _ := s.graph.Server.DeviceBySerial("CC-1")
+		d, _ := s.Graph.Server.DeviceBySerial("CC-1")
 		holder := strings.ToLower(d.AssignedUPN)
 		if d.Status != "activated" || (holder != users[0] && holder != users[1]) {
 			t.Fatalf("round %d: device %+v", round, d)
 		}
 		holders := 0
 		for _, u := range []string{grace, alan, ada, "ken.thompson@contoso.example"} {
-			for _, m := range s.graph.Server.UserMethods(u) {
+			for _, m := range s.Graph.Server.UserMethods(u) {
 				if m.Serial == "CC-1" {
 					holders++
 				}

@@ -1,4 +1,4 @@
-package pipeline
+package pipeline_test
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/token"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
 
 // crashPlan makes one named step fail once: "before" fails without doing the step, "after" does
@@ -39,40 +42,40 @@ func (c *crashPlan) step(op string, fn func() error) error {
 }
 
 type crashLedger struct {
-	Ledger
+	pipeline.Ledger
 	c *crashPlan
 }
 
-func (l crashLedger) BeginImport(ctx context.Context, rec ImportRecord) (out ImportRecord, created bool, err error) {
+func (l crashLedger) BeginImport(ctx context.Context, rec pipeline.ImportRecord) (out pipeline.ImportRecord, created bool, err error) {
 	err = l.c.step("ledger.BeginImport", func() (e error) { out, created, e = l.Ledger.BeginImport(ctx, rec); return })
 	return
 }
-func (l crashLedger) PutTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error {
+func (l crashLedger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
 	return l.c.step("ledger.PutTokens", func() error { return l.Ledger.PutTokens(ctx, imp, rows) })
 }
 func (l crashLedger) SetImportStage(ctx context.Context, id, stage, disp string) error {
 	return l.c.step("ledger.SetImportStage."+stage, func() error { return l.Ledger.SetImportStage(ctx, id, stage, disp) })
 }
-func (l crashLedger) GetToken(ctx context.Context, id string, line int) (r TokenRecord, err error) {
+func (l crashLedger) GetToken(ctx context.Context, id string, line int) (r pipeline.TokenRecord, err error) {
 	err = l.c.step("ledger.GetToken", func() (e error) { r, e = l.Ledger.GetToken(ctx, id, line); return })
 	return
 }
-func (l crashLedger) SetTokenOutcome(ctx context.Context, id string, line int, o Outcome) (last bool, err error) {
+func (l crashLedger) SetTokenOutcome(ctx context.Context, id string, line int, o pipeline.Outcome) (last bool, err error) {
 	err = l.c.step("ledger.SetTokenOutcome", func() (e error) { last, e = l.Ledger.SetTokenOutcome(ctx, id, line, o); return })
 	return
 }
 
 type crashQueue struct {
-	Queue
+	pipeline.Queue
 	c *crashPlan
 }
 
-func (q crashQueue) Enqueue(ctx context.Context, msgs []ProvisionMessage) error {
+func (q crashQueue) Enqueue(ctx context.Context, msgs []pipeline.ProvisionMessage) error {
 	return q.c.step("queue.Enqueue", func() error { return q.Queue.Enqueue(ctx, msgs) })
 }
 
 type crashBlobs struct {
-	Blobs
+	pipeline.Blobs
 	c *crashPlan
 }
 
@@ -87,7 +90,7 @@ func (b crashBlobs) DeleteInbox(ctx context.Context, name, etag string) error {
 }
 
 type crashVault struct {
-	SeedVault
+	pipeline.SeedVault
 	c *crashPlan
 }
 
@@ -101,7 +104,7 @@ func (v crashVault) GetSeed(ctx context.Context, m, serial string) (s token.Seed
 }
 
 type crashDirectory struct {
-	Directory
+	pipeline.Directory
 	c *crashPlan
 }
 
@@ -131,7 +134,7 @@ func (d crashDirectory) ListUserMethods(ctx context.Context, userID string) (ms 
 func TestCrashBetweenSteps(t *testing.T) {
 	ops := []string{
 		"ledger.BeginImport", "vault.PutSeed", "ledger.PutTokens", "blobs.PutReport", "queue.Enqueue",
-		"ledger.SetImportStage." + StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + StageDone,
+		"ledger.SetImportStage." + pipeline.StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + pipeline.StageDone,
 		"ledger.GetToken", "vault.GetSeed", "directory.EnsureDevice", "directory.ResolveUser",
 		"directory.ListUserMethods", "directory.Assign", "directory.Activate", "ledger.SetTokenOutcome",
 	}
@@ -145,25 +148,25 @@ func TestCrashBetweenSteps(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				n++
-				s := newStack(t, stackOptions{}) // fresh: a user holds at most 5 tokens
+				s := pipelinetest.NewStack(t, pipelinetest.Options{}) // fresh: a user holds at most 5 tokens
 				plan := &crashPlan{op: op, after: after}
-				l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-				p := s.pipeline(crashLedger{l, plan}, crashQueue{q, plan}, crashBlobs{b, plan}, func(d *Deps) {
+				l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+				p := s.Pipeline(crashLedger{l, plan}, crashQueue{q, plan}, crashBlobs{b, plan}, func(d *pipeline.Deps) {
 					d.Vault = crashVault{d.Vault, plan}
 					d.Directory = crashDirectory{d.Directory, plan}
 				})
-				ss := &seedSet{}
+				ss := &pipelinetest.SeedSet{}
 				// Serials unique per case: the stand-ins are shared across cases.
 				ser := func(i int) string { return fmt.Sprintf("CR%02d-%d", n, i) }
-				clean := b.upload("clean.csv", entraCSV([]row{ss.row(ser(1), ada), ss.row(ser(2), "")}))
-				bad := b.upload("bad.csv", entraCSV([]row{ss.row(ser(3), grace), {upn: ada, serial: ser(4), secret: "x", interval: "30", manufacturer: "Token2", model: "C202"}}))
-				for _, f := range []InboxFile{clean, bad} {
+				clean := b.Upload("clean.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(ser(1), ada), ss.Row(ser(2), "")}))
+				bad := b.Upload("bad.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(ser(3), grace), {UPN: ada, Serial: ser(4), Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
+				for _, f := range []pipeline.InboxFile{clean, bad} {
 					var err error
 					for attempt := 0; attempt < 3; attempt++ {
 						if _, err = p.Import(ctx, f); err == nil {
 							break
 						}
-						if !retryable(err) {
+						if k := token.KindOf(err); k != token.KindTransient && k != token.KindThrottled {
 							t.Fatalf("import %s: a crash gave a permanent error: %v", f.Name, err)
 						}
 					}
@@ -171,23 +174,23 @@ func TestCrashBetweenSteps(t *testing.T) {
 						t.Fatalf("import %s never succeeded: %v", f.Name, err)
 					}
 				}
-				drainMem(t, ctx, p, q)
+				pipelinetest.Drain(t, ctx, p, q)
 				if !plan.fired {
 					t.Fatalf("the crash at %s never fired", op)
 				}
-				if len(b.inbox) != 0 {
-					t.Errorf("inbox still holds %d files", len(b.inbox))
+				if len(b.Inbox) != 0 {
+					t.Errorf("inbox still holds %d files", len(b.Inbox))
 				}
-				if len(b.rejected) != 1 || string(b.rejected[RejectedName(ImportID(bad.Name, bad.ETag), bad.Name)]) != string(bad.Content) {
-					t.Errorf("rejected: %d files", len(b.rejected))
+				if len(b.Rejected) != 1 || string(b.Rejected[pipeline.RejectedName(pipeline.ImportID(bad.Name, bad.ETag), bad.Name)]) != string(bad.Content) {
+					t.Errorf("rejected: %d files", len(b.Rejected))
 				}
 				for serial, want := range map[string]string{ser(1): "activated", ser(2): "available", ser(3): "activated"} {
-					d, ok := s.graph.Server.DeviceBySerial(serial)
+					d, ok := s.Graph.Server.DeviceBySerial(serial)
 					if !ok || d.Status != want || d.Activations > 1 {
 						t.Errorf("%s: %+v, want %s once", serial, d, want)
 					}
 				}
-				if _, ok := s.graph.Server.DeviceBySerial(ser(4)); ok {
+				if _, ok := s.Graph.Server.DeviceBySerial(ser(4)); ok {
 					t.Errorf("the invalid row reached Graph")
 				}
 				for _, f := range []string{"clean.csv", "bad.csv"} {
@@ -195,7 +198,7 @@ func TestCrashBetweenSteps(t *testing.T) {
 					if err != nil || !st.Settled {
 						t.Fatalf("%s: %+v %v", f, st, err)
 					}
-					js, _ := b.report(f + ".json")
+					js, _ := b.Report(f + ".json")
 					if !strings.Contains(string(js), `"settled": true`) {
 						t.Errorf("%s: the report on disk is not final:\n%s", f, js)
 					}

@@ -1,4 +1,4 @@
-package pipeline
+package pipeline_test
 
 import (
 	"context"
@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/token"
+
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
 
 const (
@@ -21,33 +23,33 @@ const (
 
 // mixedFile is a file with valid rows (assigned and inventory-only), rows Entra will refuse
 // (guest, disabled) and rows that fail validation.
-func mixedFile(ss *seedSet) []byte {
-	rows := []row{
-		ss.row("TK-0001", ada),
-		ss.row("TK-0002", grace),
-		ss.row("TK-0003", ""), // inventory only
-		ss.row("TK-0004", guest),
-		ss.row("@SUM(1)", gone), // a formula in the failures csv unless neutralised
-		{upn: alan, serial: "TK-0006", secret: "NOT*BASE32!", interval: "30", manufacturer: "Token2", model: "C202"},
-		ss.row("TK-0001", alan), // duplicate serial
-		{upn: alan, serial: "=HYPERLINK(\"x\")", secret: ss.fresh(), interval: "45", manufacturer: "Token2", model: "C202"},
+func mixedFile(ss *pipelinetest.SeedSet) []byte {
+	rows := []pipelinetest.Row{
+		ss.Row("TK-0001", ada),
+		ss.Row("TK-0002", grace),
+		ss.Row("TK-0003", ""), // inventory only
+		ss.Row("TK-0004", guest),
+		ss.Row("@SUM(1)", gone), // a formula in the failures csv unless neutralised
+		{UPN: alan, Serial: "TK-0006", Secret: "NOT*BASE32!", Interval: "30", Manufacturer: "Token2", Model: "C202"},
+		ss.Row("TK-0001", alan), // duplicate serial
+		{UPN: alan, Serial: "=HYPERLINK(\"x\")", Secret: ss.Fresh(), Interval: "45", Manufacturer: "Token2", Model: "C202"},
 	}
-	return entraCSV(rows)
+	return pipelinetest.EntraCSV(rows)
 }
 
 func TestImportAndProvisionMixedFile(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-	p := s.pipeline(l, q, b, nil)
-	ss := &seedSet{}
-	f := b.upload("vendor-2026.csv", mixedFile(ss))
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	f := b.Upload("vendor-2026.csv", mixedFile(ss))
 
 	res, err := p.Import(ctx, f)
 	if err != nil {
 		t.Fatalf("Import: %v", err)
 	}
-	if res.Rows != 8 || res.Valid != 5 || res.Invalid != 3 || res.Queued != 5 || res.Disposition != DispositionRejected || res.Repeat {
+	if res.Rows != 8 || res.Valid != 5 || res.Invalid != 3 || res.Queued != 5 || res.Disposition != pipeline.DispositionRejected || res.Repeat {
 		t.Fatalf("first import: %+v", res)
 	}
 	again, err := p.Import(ctx, f)
@@ -57,17 +59,17 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if !again.Repeat || again.Queued != 0 || again.ImportID != res.ImportID {
 		t.Fatalf("repeated import: %+v", again)
 	}
-	if len(q.sent) != 5 {
-		t.Fatalf("sent %d messages, want 5 (the repeated delivery must not queue again)", len(q.sent))
+	if len(q.Sent) != 5 {
+		t.Fatalf("sent %d messages, want 5 (the repeated delivery must not queue again)", len(q.Sent))
 	}
-	if _, ok := b.inbox[f.Name]; ok {
+	if _, ok := b.Inbox[f.Name]; ok {
 		t.Fatal("the file is still in the inbox")
 	}
-	if got := b.rejected[RejectedName(res.ImportID, f.Name)]; string(got) != string(f.Content) {
+	if got := b.Rejected[pipeline.RejectedName(res.ImportID, f.Name)]; string(got) != string(f.Content) {
 		t.Fatal("the rejected file was not kept whole in seed-rejected")
 	}
 
-	drainMem(t, ctx, p, q)
+	pipelinetest.Drain(t, ctx, p, q)
 
 	want := map[string]struct{ status, upn string }{
 		"TK-0001": {"activated", ada},
@@ -76,7 +78,7 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 		"TK-0004": {"available", ""}, // created in the inventory, refused for the guest
 		"@SUM(1)": {"available", ""},
 	}
-	devs := s.graph.Server.Devices()
+	devs := s.Graph.Server.Devices()
 	if len(devs) != len(want) {
 		t.Fatalf("Graph holds %d devices, want %d: %+v", len(devs), len(want), devs)
 	}
@@ -94,13 +96,13 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStatus := map[int]string{2: StatusActivated, 3: StatusActivated, 4: StatusAvailable, 5: StatusFailed, 6: StatusFailed, 7: StatusRejected, 8: StatusRejected, 9: StatusRejected}
+	wantStatus := map[int]string{2: pipeline.StatusActivated, 3: pipeline.StatusActivated, 4: pipeline.StatusAvailable, 5: pipeline.StatusFailed, 6: pipeline.StatusFailed, 7: pipeline.StatusRejected, 8: pipeline.StatusRejected, 9: pipeline.StatusRejected}
 	for _, tl := range st.Tokens {
 		if tl.Status != wantStatus[tl.Line] {
 			t.Errorf("line %d (%s): status %s reason %q, want %s", tl.Line, tl.SerialNumber, tl.Status, tl.Reason, wantStatus[tl.Line])
 		}
 	}
-	if !st.Settled || st.Pending != 0 || st.Counts[StatusActivated] != 2 || st.Counts[StatusFailed] != 2 || st.Counts[StatusRejected] != 3 {
+	if !st.Settled || st.Pending != 0 || st.Counts[pipeline.StatusActivated] != 2 || st.Counts[pipeline.StatusFailed] != 2 || st.Counts[pipeline.StatusRejected] != 3 {
 		t.Errorf("status: settled %v pending %d counts %v", st.Settled, st.Pending, st.Counts)
 	}
 	for _, tl := range st.Tokens {
@@ -110,18 +112,18 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	}
 
 	// The report on disk is the final one, and the failures CSV neutralises formulas.
-	js, ok := b.report(f.Name + ".json")
+	js, ok := b.Report(f.Name + ".json")
 	if !ok {
 		t.Fatal("no report")
 	}
-	var rep ImportStatus
+	var rep pipeline.ImportStatus
 	if err := json.Unmarshal(js, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Settled || rep.Counts[StatusActivated] != 2 || rep.Disposition != DispositionRejected {
+	if !rep.Settled || rep.Counts[pipeline.StatusActivated] != 2 || rep.Disposition != pipeline.DispositionRejected {
 		t.Errorf("report not final: settled %v counts %v disposition %q", rep.Settled, rep.Counts, rep.Disposition)
 	}
-	csv, ok := b.report(f.Name + ".failures.csv")
+	csv, ok := b.Report(f.Name + ".failures.csv")
 	if !ok {
 		t.Fatal("no failures csv")
 	}
@@ -135,14 +137,14 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	}
 
 	var leaks []string
-	leaks = append(leaks, ss.leaks("logs", s.logs.String())...)
-	leaks = append(leaks, ss.leaks("queue", strings.Join(q.sent, "\n"))...)
-	leaks = append(leaks, ss.leaks("ledger", string(l.dump()))...)
-	leaks = append(leaks, ss.leaks("reports", b.all())...)
+	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
+	leaks = append(leaks, ss.Leaks("queue", strings.Join(q.Sent, "\n"))...)
+	leaks = append(leaks, ss.Leaks("ledger", string(l.Dump()))...)
+	leaks = append(leaks, ss.Leaks("reports", b.All())...)
 	for _, lk := range leaks {
 		t.Error("seed leaked: " + lk)
 	}
-	if len(ss.secrets) < 7 {
+	if len(ss.Secrets) < 7 {
 		t.Fatal("leak scan has too few secrets to mean anything")
 	}
 }
@@ -151,34 +153,34 @@ func TestImportAllValidDeletesSource(t *testing.T) {
 	ctx := context.Background()
 	for _, activation := range []string{config.ActivationAuto, config.ActivationNone} {
 		t.Run(activation, func(t *testing.T) {
-			s := newStack(t, stackOptions{})
-			l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-			p := s.pipeline(l, q, b, func(d *Deps) { d.Activation = activation })
-			ss := &seedSet{}
-			f := b.upload("clean.csv", entraCSV([]row{ss.row("C-1", ada), ss.row("C-2", grace), ss.row("C-3", "")}))
+			s := pipelinetest.NewStack(t, pipelinetest.Options{})
+			l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+			p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Activation = activation })
+			ss := &pipelinetest.SeedSet{}
+			f := b.Upload("clean.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("C-1", ada), ss.Row("C-2", grace), ss.Row("C-3", "")}))
 			res, err := p.Import(ctx, f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Disposition != DispositionDeleted || len(b.inbox) != 0 || len(b.rejected) != 0 {
-				t.Fatalf("disposition %s inbox %d rejected %d", res.Disposition, len(b.inbox), len(b.rejected))
+			if res.Disposition != pipeline.DispositionDeleted || len(b.Inbox) != 0 || len(b.Rejected) != 0 {
+				t.Fatalf("disposition %s inbox %d rejected %d", res.Disposition, len(b.Inbox), len(b.Rejected))
 			}
-			if _, ok := b.report("clean.csv.failures.csv"); ok {
+			if _, ok := b.Report("clean.csv.failures.csv"); ok {
 				t.Error("a failures csv for a clean file")
 			}
-			drainMem(t, ctx, p, q)
+			pipelinetest.Drain(t, ctx, p, q)
 			wantAssigned := "activated"
 			if activation == config.ActivationNone {
 				wantAssigned = "assigned"
 			}
 			for serial, want := range map[string]string{"C-1": wantAssigned, "C-2": wantAssigned, "C-3": "available"} {
-				d, ok := s.graph.Server.DeviceBySerial(serial)
+				d, ok := s.Graph.Server.DeviceBySerial(serial)
 				if !ok || d.Status != want {
 					t.Errorf("%s: %+v, want %s", serial, d, want)
 				}
 			}
 			st, err := p.ImportStatus(ctx, "clean.csv")
-			if err != nil || !st.Settled || st.Counts[wantAssigned] != 2 || st.Counts[StatusAvailable] != 1 {
+			if err != nil || !st.Settled || st.Counts[wantAssigned] != 2 || st.Counts[pipeline.StatusAvailable] != 1 {
 				t.Fatalf("status %+v %v", st, err)
 			}
 		})
@@ -189,22 +191,22 @@ func TestImportAllValidDeletesSource(t *testing.T) {
 // seed-rejected, nothing stored.
 func TestImportUnreadableFile(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-	p := s.pipeline(l, q, b, nil)
-	f := b.upload("notes.txt", []byte("hello,world\nthis is,not a seed file\n"))
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	f := b.Upload("notes.txt", []byte("hello,world\nthis is,not a seed file\n"))
 	res, err := p.Import(ctx, f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Disposition != DispositionRejected || len(res.Problems) == 0 || res.Queued != 0 {
+	if res.Disposition != pipeline.DispositionRejected || len(res.Problems) == 0 || res.Queued != 0 {
 		t.Fatalf("%+v", res)
 	}
 	st, err := p.ImportStatus(ctx, "notes.txt")
 	if err != nil || !st.Settled || len(st.Problems) == 0 {
 		t.Fatalf("%+v %v", st, err)
 	}
-	if csv, ok := b.report("notes.txt.failures.csv"); !ok || !strings.Contains(string(csv), "file.") {
+	if csv, ok := b.Report("notes.txt.failures.csv"); !ok || !strings.Contains(string(csv), "file.") {
 		t.Errorf("failures csv: %q", csv)
 	}
 }
@@ -213,29 +215,28 @@ func TestImportUnreadableFile(t *testing.T) {
 // the first seed is kept, the file goes to seed-rejected.
 func TestImportDifferentSeedUnderSameSerial(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, stackOptions{})
-	l, q, b := newMemLedger(), &memQueue{}, newMemBlobs()
-	p := s.pipeline(l, q, b, nil)
-	ss := &seedSet{}
-	if _, err := p.Import(ctx, b.upload("a.csv", entraCSV([]row{ss.row("S-1", ada)}))); err != nil {
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("a.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("S-1", ada)}))); err != nil {
 		t.Fatal(err)
 	}
-	drainMem(t, ctx, p, q)
-	res, err := p.Import(ctx, b.upload("b.csv", entraCSV([]row{ss.row("S-1", ada), ss.row("S-2", grace)})))
+	pipelinetest.Drain(t, ctx, p, q)
+	res, err := p.Import(ctx, b.Upload("b.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("S-1", ada), ss.Row("S-2", grace)})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Failed != 1 || res.Queued != 1 || res.Disposition != DispositionRejected {
+	if res.Failed != 1 || res.Queued != 1 || res.Disposition != pipeline.DispositionRejected {
 		t.Fatalf("%+v", res)
 	}
 	st, _ := p.ImportStatus(ctx, "b.csv")
-	if st.Tokens[0].Status != StatusFailed || token.KindOf(nil) != "" || !strings.Contains(st.Tokens[0].Reason, "vault") {
+	if st.Tokens[0].Status != pipeline.StatusFailed || token.KindOf(nil) != "" || !strings.Contains(st.Tokens[0].Reason, "vault") {
 		t.Errorf("row 2: %+v", st.Tokens[0])
 	}
-	drainMem(t, ctx, p, q)
-	if d, _ := s.graph.Server.DeviceBySerial("S-1"); d.Activations != 1 {
+	pipelinetest.Drain(t, ctx, p, q)
+	if d, _ := s.Graph.Server.DeviceBySerial("S-1"); d.Activations != 1 {
 		t.Errorf("S-1 activated %d times", d.Activations)
 	}
 }
 
-var _ = graphstandin.DefaultToken
