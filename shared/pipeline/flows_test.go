@@ -239,4 +239,3 @@ func TestImportDifferentSeedUnderSameSerial(t *testing.T) {
 		t.Errorf("S-1 activated %d times", d.Activations)
 	}
 }
-
