@@ -12,6 +12,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -487,6 +489,7 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 		}
 	}
 
+	var created time.Time
 	err = l.retryRace(ctx, op, func() error {
 		var e summaryEntity
 		etag, err := get(ctx, l.table, pk, summaryRow, &e)
@@ -496,6 +499,7 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 			}
 			return err
 		}
+		created = parseTime(e.Created)
 		e.Format, e.Rows, e.Valid, e.Invalid = imp.Format, imp.Rows, imp.Valid, imp.Invalid
 		e.Problems = encodeProblems(imp.Problems)
 		if e.Stage == pipeline.StageStarted {
@@ -519,20 +523,65 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 		return classify(op, err)
 	}
 
-	created := imp.Created
-	if created.IsZero() {
-		if cur, err := l.GetImport(ctx, imp.ImportID); err == nil {
-			created = cur.Created
-		}
-	}
-	for _, r := range rows {
-		if r.Status != pipeline.StatusRejected && r.Serial != "" {
-			if err := l.pointIndex(ctx, serialIndexPart, r.Serial, imp.ImportID, r.Line, created); err != nil {
-				return err
-			}
-		}
+	if err := l.indexSerials(ctx, imp.ImportID, created, rows); err != nil {
+		return err
 	}
 	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows), "new", len(fresh))
+	return nil
+}
+
+// indexSerials points the serial index at the non-rejected rows of an import. Most serials are
+// new to the ledger, so rows are first inserted 100 to a transaction (the index is one
+// partition); a batch that meets an existing serial falls back to the conditional, one at a
+// time pointIndex for its rows, several at once.
+func (l *Ledger) indexSerials(ctx context.Context, importID string, created time.Time, rows []pipeline.TokenRecord) error {
+	var want []indexEntity
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if r.Status == pipeline.StatusRejected || r.Serial == "" || seen[keyFor(r.Serial)] {
+			continue
+		}
+		seen[keyFor(r.Serial)] = true
+		want = append(want, indexEntity{PartitionKey: serialIndexPart, RowKey: keyFor(r.Serial), Kind: "serial-index",
+			Name: r.Serial, ImportID: importID, Line: r.Line, Created: formatTime(created)})
+	}
+	const batch, workers = 100, 8
+	for start := 0; start < len(want); start += batch {
+		part := want[start:min(start+batch, len(want))]
+		acts := make([]aztables.TransactionAction, len(part))
+		for i, e := range part {
+			acts[i] = aztables.TransactionAction{ActionType: aztables.TransactionTypeAdd, Entity: mustJSON(e)}
+		}
+		_, err := l.table.SubmitTransaction(ctx, acts, nil)
+		if err == nil {
+			continue
+		}
+		if !isLostRace(err) {
+			return classify("ledger: index the serials of import "+importID, err)
+		}
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			first error
+			sem   = make(chan struct{}, workers)
+		)
+		for _, e := range part {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := l.pointIndex(ctx, serialIndexPart, e.Name, e.ImportID, e.Line, created); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if first != nil {
+			return first
+		}
+	}
 	return nil
 }
 

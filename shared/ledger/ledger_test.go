@@ -509,3 +509,31 @@ func BenchmarkSetTokenOutcome(b *testing.B) {
 }
 
 var benchWorkers = 8 // times GOMAXPROCS goroutines
+
+// BenchmarkPutTokens measures recording an import of 1,000 rows (rows, Pending, serial index).
+func BenchmarkPutTokens(b *testing.B) {
+	if server == nil {
+		b.Skip("no Azurite")
+	}
+	l, err := New(Options{ConnectionString: server.ConnectionString(), LedgerTable: "benchput", AuditTable: "benchputaudit"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.EnsureTables(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("imp-put-%d-%d", time.Now().UnixNano(), i)
+		if _, _, err := l.BeginImport(ctx, pipeline.ImportRecord{ImportID: id, FileName: id + ".csv"}); err != nil {
+			b.Fatal(err)
+		}
+		rows := vaultedRows(id, 1000)
+		for j := range rows {
+			rows[j].Serial = fmt.Sprintf("%s-%d", id, j)
+		}
+		if err := l.PutTokens(ctx, pipeline.ImportRecord{ImportID: id}, rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
