@@ -31,9 +31,10 @@ type fakePipeline struct {
 	states      []string
 	statuses    []string
 
-	err     error // returned by every method when set
-	outcome *pipeline.TokenOutcome
-	panicky bool
+	err       error // returned by every method but RecordPoisoned when set
+	recordErr error // returned by RecordPoisoned
+	outcome   *pipeline.TokenOutcome
+	panicky   bool
 }
 
 func (f *fakePipeline) Import(_ context.Context, file pipeline.InboxFile) (*pipeline.ImportResult, error) {
@@ -70,7 +71,7 @@ func (f *fakePipeline) RecordPoisoned(_ context.Context, m pipeline.ProvisionMes
 	defer f.mu.Unlock()
 	f.poisoned = append(f.poisoned, m)
 	f.reasons = append(f.reasons, reason)
-	return f.err
+	return f.recordErr
 }
 
 func (f *fakePipeline) AssignToken(_ context.Context, r pipeline.AssignRequest) (*pipeline.Assignment, error) {

@@ -117,8 +117,8 @@ func TestHostJSON(t *testing.T) {
 	if q.MessageEncoding != "none" {
 		t.Errorf("queues.messageEncoding = %q, want none (the pipeline writes plain JSON text)", q.MessageEncoding)
 	}
-	if q.MaxDequeueCount != 5 {
-		t.Errorf("queues.maxDequeueCount = %d, want 5", q.MaxDequeueCount)
+	if q.MaxDequeueCount != DefaultMaxDequeue {
+		t.Errorf("queues.maxDequeueCount = %d, the handler assumes %d", q.MaxDequeueCount, DefaultMaxDequeue)
 	}
 	// docs/operations.md explains the figure: at most batchSize+newBatchThreshold tokens in
 	// flight per instance keeps Graph writes under its per-app limit.

@@ -17,7 +17,9 @@ import (
 
 // provisionToken handles one message of the token-provisioning queue. Permanent failures are
 // recorded by the pipeline and answered 200; a non-nil error is worth retrying and answers 500,
-// so the host redelivers it (up to maxDequeueCount, then the poison queue, see ProvisionFailed).
+// so the host redelivers it. On the last delivery (maxDequeueCount) the token is recorded as
+// failed with that last error and answered 200; only when even that fails does the message go
+// to the poison queue (see ProvisionFailed).
 func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
 	m, err := provisionMessage(in, "job")
 	if err != nil {
@@ -28,6 +30,19 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 	dq := in.MetaInt("DequeueCount")
 	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "dequeueCount", dq, "messageId", in.Meta("Id"))
 	out, err := s.p.Provision(ctx, m, dq)
+	if err != nil && dq >= s.maxDQ {
+		// The last delivery: the host would move the message to the poison queue, which does
+		// not carry the error. Record the token as failed with this last error now; if that
+		// fails too, ProvisionFailed records it from the poison queue.
+		reason := fmt.Sprintf("%d deliveries failed; last error: %v", dq, err)
+		rerr := s.p.RecordPoisoned(ctx, m, reason)
+		if rerr == nil {
+			log.Error("provisioning failed on the last delivery; token recorded as failed", "err", err, "requestId", token.RequestIDOf(err))
+			return outcome{status: http.StatusOK, resp: Response{Logs: []string{
+				fmt.Sprintf("token %s (import %s, line %d) recorded as failed: %s", m.SerialNumber, m.ImportID, m.Line, reason)}}}
+		}
+		log.Error("recording the failed token failed; leaving it to the poison queue", "err", rerr)
+	}
 	if err != nil {
 		log.Warn("provisioning failed; the host will retry", "err", err, "requestId", token.RequestIDOf(err))
 		return outcome{status: http.StatusInternalServerError, resp: Response{

@@ -53,7 +53,7 @@ type Options struct {
 	Pipeline     Pipeline
 	RequiredRole string        // OATHPIPE_REQUIRED_ROLE; empty: the function key is enough
 	HTTPBudget   time.Duration // OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request
-	MaxDequeue   int           // host.json maxDequeueCount, for log lines (default 5)
+	MaxDequeue   int           // host.json maxDequeueCount (default DefaultMaxDequeue)
 	Logger       *slog.Logger
 }
 
@@ -65,6 +65,10 @@ const (
 	FuncTokenAssignment = "TokenAssignment"
 	FuncImportStatus    = "ImportStatus"
 )
+
+// DefaultMaxDequeue is host.json's queues.maxDequeueCount: deliveries of a queue message before
+// the host moves it to the poison queue.
+const DefaultMaxDequeue = 5
 
 // Server is the custom handler: an http.Handler with one route per function.
 type Server struct {
@@ -83,7 +87,7 @@ func New(o Options) *Server {
 		s.budget = 60 * time.Second
 	}
 	if s.maxDQ <= 0 {
-		s.maxDQ = 5
+		s.maxDQ = DefaultMaxDequeue
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

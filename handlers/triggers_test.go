@@ -163,6 +163,44 @@ func TestProvisionTokenRetryVersusPermanent(t *testing.T) {
 	}
 }
 
+// TestProvisionTokenLastDelivery: on the host's last delivery a retryable failure is recorded
+// with its error (the poison queue would lose it) and answered 200; if recording fails too, 500
+// lets the host move the message to the poison queue.
+func TestProvisionTokenLastDelivery(t *testing.T) {
+	graph503 := &token.Error{Kind: token.KindTransient, Message: "graph answered 503", RequestID: "rq-7"}
+	payload := func(dq int) []byte {
+		b, _ := json.Marshal(map[string]any{"Data": map[string]any{"job": `{"importId":"imp-1","serialNumber":"S1","line":3}`},
+			"Metadata": map[string]any{"DequeueCount": dq}})
+		return b
+	}
+	for _, tc := range []struct {
+		name      string
+		dq        int
+		recordErr error
+		want      int
+		recorded  bool
+	}{
+		{"not yet the last delivery", DefaultMaxDequeue - 1, nil, 500, false},
+		{"last delivery recorded", DefaultMaxDequeue, nil, 200, true},
+		{"last delivery, recording fails", DefaultMaxDequeue, token.Errorf(token.KindTransient, "table down"), 500, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fp := &fakePipeline{err: graph503, recordErr: tc.recordErr}
+			s, _ := newTestServer(fp, "")
+			a := invoke(t, s, FuncProvisionToken, payload(tc.dq))
+			if a.Status != tc.want {
+				t.Errorf("answer %d, want %d: %s", a.Status, tc.want, a.Raw)
+			}
+			if got := len(fp.poisoned) == 1; got != tc.recorded {
+				t.Fatalf("RecordPoisoned called: %v, want %v", got, tc.recorded)
+			}
+			if tc.recorded && !strings.Contains(fp.reasons[0], "graph answered 503") {
+				t.Errorf("reason %q lacks the last error", fp.reasons[0])
+			}
+		})
+	}
+}
+
 func TestProvisionFailedFixtures(t *testing.T) {
 	for _, f := range []string{"poison-plain.json", "poison-double-encoded.json"} {
 		t.Run(f, func(t *testing.T) {
@@ -181,7 +219,7 @@ func TestProvisionFailedFixtures(t *testing.T) {
 		})
 	}
 	t.Run("recording fails: retried", func(t *testing.T) {
-		s, _ := newTestServer(&fakePipeline{err: &token.Error{Kind: token.KindTransient, Message: "table unavailable"}}, "")
+		s, _ := newTestServer(&fakePipeline{recordErr: &token.Error{Kind: token.KindTransient, Message: "table unavailable"}}, "")
 		if a := invoke(t, s, FuncProvisionFailed, fixture(t, "poison-plain.json")); a.Status != 500 {
 			t.Errorf("answer %d, want 500", a.Status)
 		}
