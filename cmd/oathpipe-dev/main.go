@@ -60,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	api := fs.String("api", "127.0.0.1:7071", "address of the HTTP front (/api/...)")
 	retry := fs.Duration("retry-delay", 2*time.Second, "wait before a failed message or blob is tried again (host.json says 30s)")
 	level := fs.String("log-level", "info", "runner and stack log level: debug, info, warn, error")
-	appLevel := fs.String("app-log-level", "", "the app's OATHPIPE_LOG_LEVEL (default: warn for demo, info for up)")
+	appLevel := fs.String("app-log-level", "", "the app's OATHPIPE_LOG_LEVEL (default: error for demo, info for up)")
 	noApp := fs.Bool("no-app", false, "up: start storage and the stand-ins only, for `func start` (see docs/local.md)")
 	settingsOut := fs.String("local-settings", "", "up: write a local.settings.json for `func start` pointing at this stack")
 	files := fs.String("files", "", "demo: comma-separated vendor files; default ROOT/testdata/demo/token2-batch-{clean,mistakes}.csv")
@@ -100,7 +100,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *appLevel == "" {
 		*appLevel = "info"
 		if cmd == "demo" {
-			*appLevel = "warn"
+			// The demo's mistakes are expected and shown in its tables; the app logs them at warn.
+			*appLevel = "error"
 		}
 	}
 	opts.Settings["OATHPIPE_LOG_LEVEL"] = *appLevel
@@ -164,7 +165,11 @@ func runUp(ctx context.Context, opts devstack.Options, settingsOut string, stdou
 		}
 		opts.Logger.Info("wrote local settings for func start", "path", settingsOut)
 	}
-	opts.Logger.Info("stack ready; Ctrl-C stops it", "api", s.Endpoints.APIBase)
+	if opts.NoApp {
+		opts.Logger.Info("storage and stand-ins ready (no app, no runner); Ctrl-C stops them")
+	} else {
+		opts.Logger.Info("stack ready; Ctrl-C stops it", "api", s.Endpoints.APIBase)
+	}
 	<-ctx.Done()
 	opts.Logger.Info("stopping")
 	return exitSignals
