@@ -15,7 +15,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -305,12 +304,24 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.route(w, r)
 }
 
-var nameRE = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
+// validName reports whether n is a valid Key Vault object name: 1–127 of [0-9a-zA-Z-].
+func validName(n string) bool {
+	if len(n) < 1 || len(n) > MaxNameLen {
+		return false
+	}
+	for i := range len(n) {
+		c := n[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	// "/secrets/name/" (an empty version, as the SDK sends for "latest") splits like "/secrets/name".
-	if len(parts) > 1 && !nameRE.MatchString(parts[1]) {
+	if len(parts) > 1 && !validName(parts[1]) {
 		writeError(w, http.StatusBadRequest, "BadParameter",
 			fmt.Sprintf("The request URI contains an invalid name: %s", parts[1]), "")
 		return

@@ -19,9 +19,12 @@ import (
 //	               plus one round trip for the auth challenge;
 //	rate floor:    (transactions - tokens in the bucket at the start) / 400 per second.
 //
-// "fresh" starts with a full bucket (an idle vault); "drained" starts with an empty one (the
-// vault's allowance just used up by other work), so the rate limit binds and 429 + Retry-After
-// is exercised at scale. The benchmark fails when the wall time exceeds 1.2x the floor.
+// "fresh" starts with a full bucket (an idle vault) and 16 workers (OATHPIPE_VAULT_CONCURRENCY's
+// default), so latency sets the floor; "drained" starts with an empty bucket (the vault's
+// allowance just used up by other work) and 64 workers, so the rate limit sets it and
+// 429 + Retry-After is exercised at scale. The benchmark fails when the wall time exceeds 1.2x
+// the floor. The client and stand-in spend about 0.2 ms of CPU per round trip, so on a busy
+// machine many more workers than 16 make the fresh case CPU-bound rather than latency-bound.
 func BenchmarkPut2000(b *testing.B) {
 	const (
 		n       = 2000
@@ -34,7 +37,6 @@ func BenchmarkPut2000(b *testing.B) {
 		drained bool
 	}{
 		{"fresh/workers=16", 16, false},
-		{"fresh/workers=64", 64, false},
 		{"drained/workers=64", 64, true},
 	}
 	for _, c := range cases {
