@@ -21,21 +21,22 @@ const (
 	gone  = "former.employee@contoso.example"
 )
 
-// mixedFile is a file with valid rows (assigned and inventory-only), rows Entra will refuse
-// (guest, disabled) and rows that fail validation.
-func mixedFile(ss *pipelinetest.SeedSet) []byte {
-	rows := []pipelinetest.Row{
-		ss.Row("TK-0001", ada),
-		ss.Row("TK-0002", grace),
-		ss.Row("TK-0003", ""), // inventory only
-		ss.Row("TK-0004", guest),
-		ss.Row("@SUM(1)", gone), // a formula in the failures csv unless neutralised
-		{UPN: alan, Serial: "TK-0006", Secret: "NOT*BASE32!", Interval: "30", Manufacturer: "Token2", Model: "C202"},
-		ss.Row("TK-0001", alan), // duplicate serial
-		{UPN: alan, Serial: "=HYPERLINK(\"x\")", Secret: ss.Fresh(), Interval: "45", Manufacturer: "Token2", Model: "C202"},
-	}
-	return pipelinetest.EntraCSV(rows)
+// mixedFileWith is a file with valid rows (assigned and inventory-only), rows Entra will refuse
+// (guest, disabled) and rows that fail validation; serials start with pre.
+func mixedFileWith(ss *pipelinetest.SeedSet, pre string) []byte {
+	return pipelinetest.EntraCSV([]pipelinetest.Row{
+		ss.Row(pre+"-1", ada),
+		ss.Row(pre+"-2", grace),
+		ss.Row(pre+"-3", ""), // inventory only
+		ss.Row(pre+"-4", guest),
+		ss.Row("@"+pre+"(5)", gone), // a formula in the failures csv unless neutralised
+		{UPN: alan, Serial: pre + "-6", Secret: "NOT*BASE32!", Interval: "30", Manufacturer: "Token2", Model: "C202"},
+		ss.Row(pre+"-1", alan), // duplicate serial
+		{UPN: alan, Serial: pre + "-8", Secret: ss.Fresh(), Interval: "45", Manufacturer: "Token2", Model: "C202"},
+	})
 }
+
+func mixedFile(ss *pipelinetest.SeedSet) []byte { return mixedFileWith(ss, "TK") }
 
 func TestImportAndProvisionMixedFile(t *testing.T) {
 	ctx := context.Background()
@@ -72,11 +73,11 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	pipelinetest.Drain(t, ctx, p, q)
 
 	want := map[string]struct{ status, upn string }{
-		"TK-0001": {"activated", ada},
-		"TK-0002": {"activated", grace},
-		"TK-0003": {"available", ""},
-		"TK-0004": {"available", ""}, // created in the inventory, refused for the guest
-		"@SUM(1)": {"available", ""},
+		"TK-1":   {"activated", ada},
+		"TK-2":   {"activated", grace},
+		"TK-3":   {"available", ""},
+		"TK-4":   {"available", ""}, // created in the inventory, refused for the guest
+		"@TK(5)": {"available", ""},
 	}
 	devs := s.Graph.Server.Devices()
 	if len(devs) != len(want) {
@@ -127,10 +128,10 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if !ok {
 		t.Fatal("no failures csv")
 	}
-	if strings.Contains(string(csv), ",@SUM") || !strings.Contains(string(csv), ",'@SUM(1)") {
+	if strings.Contains(string(csv), ",@TK") || !strings.Contains(string(csv), ",'@TK(5)") {
 		t.Errorf("formula not neutralised:\n%s", csv)
 	}
-	for _, want := range []string{"serial.duplicate", "secret.not-base32", "interval.unsupported", "TK-0004", "guest", "disabled"} {
+	for _, want := range []string{"serial.duplicate", "secret.not-base32", "interval.unsupported", "TK-4", "guest", "disabled"} {
 		if !strings.Contains(string(csv), want) {
 			t.Errorf("failures csv lacks %q:\n%s", want, csv)
 		}
