@@ -117,7 +117,8 @@ func TestAssignmentErrors(t *testing.T) {
 		{name: "missing UPN", method: "PUT", body: `{"activate":true}`, wantStatus: 400, wantCode: "invalid-upn"},
 		{name: "bad code", method: "PUT", body: `{"userPrincipalName":"grace@contoso.com","verificationCode":"12345"}`, wantStatus: 400, wantCode: "invalid-verification-code"},
 		{name: "code with activate false", method: "PUT", body: `{"userPrincipalName":"grace@contoso.com","verificationCode":"123456","activate":false}`, wantStatus: 400, wantCode: "invalid-request"},
-		{name: "bad serial", method: "GET", params: map[string]string{"serial": "10'00 01"}, wantStatus: 400, wantCode: "invalid-serial"},
+		{name: "bad serial", method: "GET", params: map[string]string{"serial": "1000\x0001"}, wantStatus: 400, wantCode: "invalid-serial"},
+		{name: "oversized serial", method: "GET", params: map[string]string{"serial": strings.Repeat("9", 129)}, wantStatus: 400, wantCode: "invalid-serial"},
 		{name: "oversized body", method: "PUT", body: `{"userPrincipalName":"` + strings.Repeat("a", 9000) + `@contoso.com"}`, wantStatus: 413, wantCode: "body-too-large"},
 		{name: "method not allowed", method: "POST", body: okBody, wantStatus: 405, wantCode: "method-not-allowed",
 			check: func(t *testing.T, res HTTPResponse, _ Problem) {
@@ -217,6 +218,25 @@ func TestCallerIdentityReachesAudit(t *testing.T) {
 				t.Errorf("caller %+v, want %q", fp.assigns, tc.want)
 			}
 		})
+	}
+}
+
+// TestAwkwardSerials: serials the seed file reader accepts are served too.
+func TestAwkwardSerials(t *testing.T) {
+	for _, serial := range []string{`O'Brien-1`, `Q"uote'd`, "Ωmega-Ünïcødé-7", "a/b#c?d", "AB 12"} {
+		fp := &fakePipeline{}
+		s, _ := newTestServer(fp, "")
+		a := invoke(t, s, FuncTokenAssignment, httpPayload("GET", assignURL, map[string]string{"serial": serial}, nil, nil))
+		if res := a.res(t); res.StatusCode != 200 || len(fp.states) != 1 || fp.states[0] != serial {
+			t.Errorf("%q: res %d, TokenState %q", serial, res.StatusCode, fp.states)
+		}
+	}
+	// Without Params, the serial comes from the URL path, percent-decoded.
+	fp := &fakePipeline{}
+	s, _ := newTestServer(fp, "")
+	a := invoke(t, s, FuncTokenAssignment, httpPayload("GET", "https://x/api/tokens/a%2Fb%23c%3Fd/assignment", nil, nil, nil))
+	if res := a.res(t); res.StatusCode != 200 || len(fp.states) != 1 || fp.states[0] != "a/b#c?d" {
+		t.Errorf("encoded path: res %d, TokenState %q", res.StatusCode, fp.states)
 	}
 }
 

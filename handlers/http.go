@@ -120,17 +120,30 @@ func (r *HTTPRequest) jsonBody() []byte {
 	return b
 }
 
+// maxSerialBytes bounds a serial number in the path.
+const maxSerialBytes = 128
+
 var (
-	// serialPattern: vendor serials are letters, digits and a few separators.
-	serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 	// objectIDPattern: an Entra object id (GUID).
 	objectIDPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	// codePattern: a code read from the device.
 	codePattern = regexp.MustCompile(`^[0-9]{6}$`)
 )
 
-// validSerial reports whether s looks like a token serial number.
-func validSerial(s string) bool { return serialPattern.MatchString(s) }
+// validSerial reports whether s can be a token serial number. Vendor files carry serials with
+// quotes, slashes and any unicode, and the seed file reader accepts them, so the API does too:
+// only empty, oversized, invalid UTF-8 and control characters are refused (URL-encode the rest).
+func validSerial(s string) bool {
+	if s == "" || len(s) > maxSerialBytes || !utf8.ValidString(s) || strings.TrimSpace(s) != s {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // validUser reports whether s is a user principal name (local@domain.tld) or an object id.
 func validUser(s string) bool {

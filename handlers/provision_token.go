@@ -56,7 +56,7 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 	if out.Repeat {
 		line += " (already settled)"
 	}
-	log.Info("token provisioned", "status", out.Status, "reason", out.Reason, "repeat", out.Repeat)
+	log.Info("token settled", "status", out.Status, "reason", out.Reason, "repeat", out.Repeat)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{line}}}
 }
 

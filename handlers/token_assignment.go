@@ -30,7 +30,7 @@ type AssignBody struct {
 func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 	serial := strings.TrimSpace(c.req.param("serial", "tokens"))
 	if !validSerial(serial) {
-		return problemResponse(newProblem(codeInvalidSerial, "The serial number must be 1 to 64 letters, digits, '.', '_', ':' or '-'."))
+		return problemResponse(newProblem(codeInvalidSerial, "The serial number must be 1 to 128 bytes of printable UTF-8 (URL-encoded in the path)."))
 	}
 	c.log = c.log.With("serial", serial)
 	switch c.method {
