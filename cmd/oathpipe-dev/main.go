@@ -5,6 +5,7 @@
 //
 //	oathpipe-dev [up] [flags]   run the stack until Ctrl-C or SIGTERM; print its endpoints as one JSON line
 //	oathpipe-dev demo [flags]   bring the stack up, import the sample vendor files, reassign a token, stop
+//	oathpipe-dev upload FILE... drop vendor files into seed-inbox of a running stack
 package main
 
 import (
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "up", "demo":
+	case "upload":
+		return runUpload(args, stdout, stderr)
 	case "help":
 		usage(stderr)
 		return exitOK
@@ -131,12 +134,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: oathpipe-dev [up|demo] [flags]
+	fmt.Fprint(w, `usage: oathpipe-dev [up|demo|upload] [flags]
 
   up     run the local stack until Ctrl-C or SIGTERM (the default); prints one JSON line
          with every endpoint, then logs what the runner delivers
   demo   bring the stack up, import the sample vendor files, show the outcome per token,
          reassign one token through the HTTP API, shut down; exit 0 only if all of it worked
+  upload --connection-string CS FILE...
+         drop vendor files into seed-inbox of a running stack (Azure SDK)
 
 Run 'oathpipe-dev up -h' for the flags.
 `)

@@ -62,6 +62,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"up", "extra"}, exitUsage},
 		{[]string{"up", "--root", "/nonexistent"}, exitUsage},
 		{[]string{"demo", "--root", root, "--app", "/nonexistent/oathpipe"}, exitUsage},
+		{[]string{"upload", "--connection-string", ""}, exitUsage},
+		{[]string{"upload", "--connection-string", "x=y", "/nonexistent.csv"}, exitUsage},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer
