@@ -20,6 +20,7 @@ const (
 	// Row-level.
 	CodeRowColumns          = "row.columns"           // the row has a different number of columns than the header
 	CodeRowTooLong          = "row.too-long"          // a line longer than 64 KiB
+	CodeFieldNotText        = "field.not-text"        // a serial, manufacturer, model or UPN with control characters or bytes that are not UTF-8
 	CodeSerialMissing       = "serial.missing"        // empty serial number
 	CodeSerialDuplicate     = "serial.duplicate"      // the serial already appeared on an earlier line
 	CodeManufacturerMissing = "manufacturer.missing"  // empty manufacturer

@@ -228,6 +228,14 @@ func (c *checker) problem(line int, field, code, msg string) {
 func (c *checker) finish(k *candidate) error {
 	f := &c.f
 	c.sum.Rows++
+	for _, v := range []struct {
+		field string
+		value []byte
+	}{{f.serial, k.serial}, {f.manufacturer, k.manufacturer}, {f.model, k.model}} {
+		if !plainText(v.value) {
+			c.problem(k.line, v.field, CodeFieldNotText, "the value has control characters or bytes that are not UTF-8")
+		}
+	}
 	if len(k.serial) == 0 {
 		c.problem(k.line, f.serial, CodeSerialMissing, "the serial number is empty")
 	} else if first, dup := c.seen(&c.serials, c.serialKey, k.serial, k.line); dup {
@@ -376,6 +384,19 @@ func ValidUPN(b []byte) bool {
 		}
 	}
 	return label > 0
+}
+
+// plainText reports whether b is UTF-8 without control characters.
+func plainText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+		if c >= utf8.RuneSelf {
+			return utf8.Valid(b)
+		}
+	}
+	return true
 }
 
 // atoiField parses a small non-negative decimal; ok is false for anything else.

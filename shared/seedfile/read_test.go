@@ -123,6 +123,10 @@ func TestRules(t *testing.T) {
 		{"digits column", entraHeader[:len(entraHeader)-1] + ",digits\na@b.example,1," + seedA + ",30,T,M,8\n", Options{}, 0, []string{"2:digits:digits.unsupported"}},
 		{"quoted comma and line break", entraHeader + "a@b.example,1," + seedA + ",30,\"Token2, SA\",\"C2\n02\"\nb@b.example,2," + seedB + ",30,T,M\n", Options{}, 2, nil},
 		{"blank and comma-only lines", entraHeader + "\n,,,,,\n  \na@b.example,1," + seedA + ",30,T,M\n\n", Options{}, 1, nil},
+		// Past the first 4 KiB, which are sniffed for binary content (blank lines are skipped).
+		{"control character in model", entraHeader + strings.Repeat("\n", 4100) + "a@b.example,1," + seedA + ",30,T,M\x01\n", Options{}, 0, []string{"4102:model:field.not-text"}},
+		{"latin-1 byte in manufacturer", entraHeader + strings.Repeat("\n", 4100) + "a@b.example,1," + seedA + ",30,Tok\xe9n,M\n", Options{}, 0, []string{"4102:manufacturer:field.not-text"}},
+		{"utf-8 manufacturer", entraHeader + "a@b.example,1," + seedA + ",30,Sécurité SA,M\n", Options{}, 1, nil},
 		{"excel sep line", "sep=,\n" + entraHeader + "a@b.example,1," + seedA + ",30,T,M\n", Options{}, 1, nil},
 		{"header spellings", "UPN , Serial_Number, SecretKey,TimeInterval,MANUFACTURER,Model,Notes\na@b.example,1," + seedA + ",30,T,M,anything\n", Options{}, 1, nil},
 		{"every problem in a row", entraHeader + "x,," + seedA[:20] + ",90,,\n", Options{}, 0, []string{
