@@ -121,7 +121,9 @@ func TestRules(t *testing.T) {
 		{"graph unknown hash", "serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction\n1," + seedA + ",30,T,M,md5\n", Options{}, 0, []string{"2:hashFunction:hash.unsupported"}},
 		{"graph sha256 column", "serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction\n1," + seedA + ",30,T,M,HMAC-SHA256\n", Options{}, 1, nil},
 		{"digits column", entraHeader[:len(entraHeader)-1] + ",digits\na@b.example,1," + seedA + ",30,T,M,8\n", Options{}, 0, []string{"2:digits:digits.unsupported"}},
-		{"quoted comma and line break", entraHeader + "a@b.example,1," + seedA + ",30,\"Token2, SA\",\"C2\n02\"\nb@b.example,2," + seedB + ",30,T,M\n", Options{}, 2, nil},
+		{"quoted comma", entraHeader + "a@b.example,1," + seedA + ",30,\"Token2, SA\",\"C2\"\"02\"\"\"\nb@b.example,2," + seedB + ",30,T,M\n", Options{}, 2, nil},
+		{"quoted line break", entraHeader + "a@b.example,1," + seedA + ",30,\"Token2, SA\",\"C2\n02\"\nb@b.example,2," + seedB + ",30,T,M\nc@b.example,1," + seedC + ",30,T,M\n", Options{}, 1,
+			[]string{"2:model:field.not-text", "5:serial number:serial.duplicate"}},
 		{"blank and comma-only lines", entraHeader + "\n,,,,,\n  \na@b.example,1," + seedA + ",30,T,M\n\n", Options{}, 1, nil},
 		// Past the first 4 KiB, which are sniffed for binary content (blank lines are skipped).
 		{"control character in model", entraHeader + strings.Repeat("\n", 4100) + "a@b.example,1," + seedA + ",30,T,M\x01\n", Options{}, 0, []string{"4102:model:field.not-text"}},
