@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/oathpipe/oathpipe/shared/config"
+)
+
+// TestReadmeIsTrue keeps README.md's quick start and configuration table in step with the code.
+func TestReadmeIsTrue(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	demo, test := strings.Index(readme, "make demo"), strings.Index(readme, "make test")
+	if demo < 0 || test < 0 || demo > test {
+		t.Errorf("README's quick start must show `make demo` first and `make test` second")
+	}
+	for _, s := range config.Settings {
+		if !strings.Contains(readme, "| `"+s.Name+"` |") {
+			t.Errorf("README's configuration table lacks %s", s.Name)
+		}
+	}
+	for _, name := range []string{config.InboxContainer, config.ReportsContainer, config.RejectedContainer,
+		config.ProvisionQueue, config.PoisonQueue, config.LedgerTable, config.AuditTable} {
+		if !strings.Contains(readme, "`"+name+"`") {
+			t.Errorf("README does not name %s", name)
+		}
+	}
+	entries, err := os.ReadDir("functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.Contains(readme, "`"+e.Name()+"`") {
+			t.Errorf("README's function table lacks %s", e.Name())
+		}
+	}
+}
