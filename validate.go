@@ -53,7 +53,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	format := fs.String("format", "", "entra-csv, graph-csv or pskc (default: detected from the content)")
+	format := fs.String("format", "", "entra-csv, graph-csv, pskc or auto (default: detected from the content)")
 	encoding := fs.String("secret-encoding", "base32", "how CSV secrets are written: base32 or hex (never guessed)")
 	hashFlag := fs.String("hash", "", "sha1 or sha256 for files without a hash column (default: from the seed length, 32 bytes SHA-256, else SHA-1)")
 	pskcKey := fs.String("pskc-key", "", "hex AES key for PSKC files encrypted with a pre-shared key (default $OATHPIPE_PSKC_KEY)")
@@ -69,6 +69,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "oathpipe validate: give exactly one FILE")
 		fs.Usage()
 		return exitUsage
+	}
+	if *format == "auto" {
+		*format = ""
 	}
 	opts := seedfile.Options{Format: seedfile.Format(*format), SecretEncoding: *encoding, PSKCPassword: *pskcPassword}
 	if opts.PSKCPassword == "" {

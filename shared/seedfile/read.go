@@ -187,16 +187,16 @@ var (
 // candidate is one row or KeyPackage on its way to becoming a Record. Byte slices may alias
 // the reader's buffers; finish copies what it keeps.
 type candidate struct {
-	line                              int
-	serial, manufacturer, model, upn  []byte
-	secret                            []byte // decoded; nil when missing or undecodable (already reported)
-	secretChecked                     bool   // secret problems already reported by the format
-	interval                          int    // 0: already reported
-	hash                              token.Hash
-	hashGiven                         bool // the file named the hash (column or Suite)
-	digits                            int
-	intervalReported, digitsReported  bool
-	hashReported, algorithmNotAllowed bool
+	line                             int
+	serial, manufacturer, model, upn []byte
+	secret                           []byte // decoded; nil when missing or undecodable
+	secretChecked                    bool   // the format looked at a non-empty secret (and reported what was wrong)
+	interval                         int
+	hash                             token.Hash
+	hashGiven                        bool // the file named the hash (column or Suite)
+	digits                           int
+	// The format already reported a problem with this value: finish does not repeat it.
+	intervalReported, digitsReported, hashReported bool
 }
 
 // checker applies the rules every format shares and keeps the duplicate indexes.
