@@ -69,12 +69,16 @@ func (r *csvReader) next() (fields [][]byte, start int, err error) {
 	fields, open := r.split(raw)
 	// Bounded: re-splitting the joined text is quadratic, so a stray quote costs at most
 	// maxQuotedLines lines of 64 KiB.
-	for n := 0; open && n < maxQuotedLines && len(r.joined) < maxLine; n++ {
+	r.joined = r.joined[:0]
+	for n := 0; open && n < maxQuotedLines && len(raw) < maxLine; n++ {
 		// A quoted field holds a line break: join the next line and split again.
 		r.joined = append(append(r.joined[:0], raw...), '\n')
 		more, err := r.readLine()
+		if errors.Is(err, io.EOF) || errors.Is(err, errLineTooLong) {
+			break // an unterminated quote: keep what we have
+		}
 		if err != nil {
-			break // unterminated quote at EOF: keep what we have
+			return nil, start, err
 		}
 		r.joined = append(r.joined, more...)
 		raw = r.joined

@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -525,5 +527,20 @@ func TestIndex(t *testing.T) {
 	}
 	if x.n != 100_000 {
 		t.Errorf("n = %d", x.n)
+	}
+}
+
+func TestReaderFailure(t *testing.T) {
+	boom := errors.New("connection reset")
+	for _, head := range []string{
+		entraHeader + "a@b.example,1," + seedA + ",30,T,M\n",
+		entraHeader + "a@b.example,1," + seedA + ",30,\"T\n",
+		fixture(t, "pythonpskc-plain.xml")[:900],
+	} {
+		_, err := Read(io.MultiReader(strings.NewReader(head), iotest.ErrReader(boom)), Options{}, nil, nil)
+		var fe *FileError
+		if !errors.Is(err, boom) || errors.As(err, &fe) {
+			t.Errorf("err = %v, want the reader's error, not a file problem", err)
+		}
 	}
 }
