@@ -24,21 +24,38 @@ import (
 	"github.com/oathpipe/oathpipe/internal/azurite"
 )
 
-var storageConn string // set by TestMain when Azurite runs
+var (
+	azOnce      sync.Once
+	az          *azurite.Server
+	azErr       error
+	storageConn string
+)
 
+// TestMain stops Azurite when a test started it. Azurite starts lazily (needStorage), so the
+// fuzz targets and unit tests run without it.
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
+	code := m.Run()
+	if az != nil {
+		az.Stop()
+	}
+	os.Exit(code)
+}
+
+// needStorage starts Azurite once for the package and returns its connection string.
+func needStorage(t *testing.T) string {
+	t.Helper()
+	azOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		az, err := azurite.Start(ctx)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "runner tests: azurite:", err)
-			return 1
+		az, azErr = azurite.Start(ctx)
+		if azErr == nil {
+			storageConn = az.ConnectionString()
 		}
-		defer az.Stop()
-		storageConn = az.ConnectionString()
-		return m.Run()
-	}())
+	})
+	if azErr != nil {
+		t.Fatalf("azurite: %v", azErr)
+	}
+	return storageConn
 }
 
 // call is one invocation the recording handler received, decoded with the handler's own decoder.
@@ -98,6 +115,7 @@ func (h *fakeHandler) callsTo(fn string) []call {
 // test ends (or stop is called).
 func startRunner(t *testing.T, h http.Handler) (r *Runner, stop func()) {
 	t.Helper()
+	needStorage(t)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	fns, err := LoadFunctions(filepath.Join("..", "..", "functions"))
@@ -150,6 +168,7 @@ func clients(t *testing.T) (*azblob.Client, *azqueue.ServiceClient) {
 // resetStorage removes what earlier tests left in the containers and queues the functions use.
 func resetStorage(t *testing.T) {
 	t.Helper()
+	needStorage(t)
 	ctx := context.Background()
 	bc, qc := clients(t)
 	for _, c := range []string{"seed-inbox", ReceiptsContainer} {
