@@ -70,8 +70,17 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	if *format == "auto" {
+	switch *format {
+	case "auto":
 		*format = ""
+	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC):
+	default:
+		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc or auto\n", *format)
+		return exitUsage
+	}
+	if *encoding != "base32" && *encoding != "hex" {
+		fmt.Fprintf(stderr, "oathpipe validate: --secret-encoding %q: use base32 or hex\n", *encoding)
+		return exitUsage
 	}
 	opts := seedfile.Options{Format: seedfile.Format(*format), SecretEncoding: *encoding, PSKCPassword: *pskcPassword}
 	if opts.PSKCPassword == "" {

@@ -167,8 +167,8 @@ func TestValidateUsage(t *testing.T) {
 	}
 	for _, args := range tests {
 		var stdout, stderr bytes.Buffer
-		if code := run(args, &stdout, &stderr); code != exitUsage || stderr.Len() == 0 {
-			t.Errorf("%q: exit %d, stderr %q; want %d and a message", args, code, stderr.String(), exitUsage)
+		if code := run(args, &stdout, &stderr); code != exitUsage || stderr.Len() == 0 || stdout.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d, a message and no output", args, code, stdout.String(), stderr.String(), exitUsage)
 		}
 	}
 	var stdout, stderr bytes.Buffer
