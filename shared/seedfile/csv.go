@@ -412,15 +412,8 @@ func decodeBase32(dst, s []byte) ([]byte, bool) {
 	var acc uint64
 	bits := 0
 	for _, ch := range s {
-		var v byte
-		switch {
-		case 'A' <= ch && ch <= 'Z':
-			v = ch - 'A'
-		case 'a' <= ch && ch <= 'z':
-			v = ch - 'a'
-		case '2' <= ch && ch <= '7':
-			v = ch - '2' + 26
-		default:
+		v := base32Values[ch]
+		if v == 0xff {
 			return dst, false
 		}
 		acc = acc<<5 | uint64(v)
@@ -437,6 +430,20 @@ func decodeBase32(dst, s []byte) ([]byte, bool) {
 	}
 	return dst, true
 }
+
+// base32Values maps a byte to its Base32 value (either case), 0xff for anything else.
+var base32Values = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" {
+		t[c] = byte(i)
+		if 'A' <= c && c <= 'Z' {
+			t[c+'a'-'A'] = byte(i)
+		}
+	}
+	return t
+}()
 
 func decodeHex(dst, s []byte) ([]byte, bool) {
 	if len(s)%2 != 0 {
