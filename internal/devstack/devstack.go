@@ -85,6 +85,12 @@ type Stack struct {
 	host  runner.Host
 	front *http.Server
 
+	life       sync.Mutex // serialises starting, stopping and restarting the app
+	closed     bool       // Stop was called (under life)
+	quickFails int        // consecutive crashes soon after start (under life)
+	restarts   int        // restarts after a crash (under life)
+	appPort    int        // FUNCTIONS_CUSTOMHANDLER_PORT, chosen once (under life)
+
 	mu  sync.Mutex
 	app *appProcess // nil while the app is stopped
 }
@@ -97,6 +103,7 @@ type appProcess struct {
 	stopRun    context.CancelFunc
 	runDone    chan struct{}
 	handlerURL string
+	started    time.Time
 }
 
 // Start brings the stack up and returns when the app answers and the runner runs. On error
@@ -203,6 +210,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err = s.StartApp(ctx); err != nil {
 		return nil, err
 	}
+	s.Endpoints.HandlerURL = "http://127.0.0.1:" + strconv.Itoa(s.appPort)
 	return s, nil
 }
 
@@ -229,15 +237,32 @@ func (s *Stack) Settings(port int) map[string]string {
 
 // StartApp starts `oathpipe serve` and the runner (after StopApp or KillApp).
 func (s *Stack) StartApp(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.startApp(ctx)
+}
+
+// startApp starts the app and its runner; the caller holds s.life. When the app exits on its own
+// later, supervise restarts it, as the Functions host restarts a crashed custom handler.
+func (s *Stack) startApp(ctx context.Context) error {
+	if s.closed {
+		return errors.New("devstack: the stack is stopped")
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.app != nil {
+	running := s.app != nil
+	s.mu.Unlock()
+	if running {
 		return errors.New("devstack: the app is already running")
 	}
-	port, err := freePort()
-	if err != nil {
-		return fmt.Errorf("devstack: handler port: %w", err)
+	if s.appPort == 0 {
+		// One port for the stack's life: restarts keep the handler URL printed at start.
+		p, err := freePort()
+		if err != nil {
+			return fmt.Errorf("devstack: handler port: %w", err)
+		}
+		s.appPort = p
 	}
+	port := s.appPort
 	cmd := exec.Command(s.opts.AppPath, "serve")
 	cmd.Dir = s.opts.Root
 	cmd.Env = appEnv(os.Environ(), s.Settings(port))
@@ -247,14 +272,16 @@ func (s *Stack) StartApp(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("devstack: start %s serve: %w", s.opts.AppPath, err)
 	}
-	a := &appProcess{cmd: cmd, exited: make(chan struct{}), handlerURL: "http://127.0.0.1:" + strconv.Itoa(port)}
+	a := &appProcess{cmd: cmd, exited: make(chan struct{}), handlerURL: "http://127.0.0.1:" + strconv.Itoa(port), started: time.Now()}
 	go func() { _ = cmd.Wait(); close(a.exited) }()
 	if err := waitHandler(ctx, a, 60*time.Second); err != nil {
 		a.kill(syscall.SIGKILL)
+		<-a.exited
 		return fmt.Errorf("devstack: oathpipe serve: %w", err)
 	}
 	s.log.Info("app started", "handler", a.handlerURL, "pid", cmd.Process.Pid)
 
+	var err error
 	a.runner, err = runner.New(runner.Options{
 		Functions: s.fns, Host: s.host, HandlerURL: a.handlerURL,
 		Connection: map[string]string{config.StorageConnection: s.Endpoints.StorageConnectionString},
@@ -262,14 +289,59 @@ func (s *Stack) StartApp(ctx context.Context) error {
 	})
 	if err != nil {
 		a.kill(syscall.SIGKILL)
+		<-a.exited
 		return fmt.Errorf("devstack: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopRun, a.runDone = cancel, make(chan struct{})
 	go func() { _ = a.runner.Run(rctx); close(a.runDone) }()
-	s.Endpoints.HandlerURL = a.handlerURL
+	s.mu.Lock()
 	s.app = a
+	s.mu.Unlock()
+	go s.supervise(a)
 	return nil
+}
+
+// supervise restarts the app when it exits without being asked to. Three crashes in a row,
+// each within 10 s of its start, leave it stopped (the HTTP front then answers 503).
+func (s *Stack) supervise(a *appProcess) {
+	<-a.exited
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	current := s.app == a
+	if current {
+		s.app = nil
+	}
+	s.mu.Unlock()
+	if !current || s.closed {
+		return // stopped on purpose
+	}
+	a.stopRun()
+	<-a.runDone
+	if time.Since(a.started) < 10*time.Second {
+		s.quickFails++
+	} else {
+		s.quickFails = 1
+	}
+	s.log.Error("oathpipe serve exited on its own; restarting it as the Functions host would",
+		"pid", a.cmd.Process.Pid, "state", a.cmd.ProcessState.String(), "crashes", s.quickFails)
+	if s.quickFails >= 3 {
+		s.log.Error("oathpipe serve keeps crashing; not restarting it (see its log above)")
+		return
+	}
+	time.Sleep(time.Duration(s.quickFails) * 500 * time.Millisecond)
+	s.restarts++
+	if err := s.startApp(context.Background()); err != nil {
+		s.log.Error("restart the app", "err", err)
+	}
+}
+
+// Restarts counts the times the app was restarted after exiting on its own.
+func (s *Stack) Restarts() int {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.restarts
 }
 
 // StopApp stops the runner (queue messages in flight become visible again) and then the app,
@@ -281,6 +353,12 @@ func (s *Stack) StopApp() { s.stopApp(false) }
 func (s *Stack) KillApp() { s.stopApp(true) }
 
 func (s *Stack) stopApp(crash bool) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.stopAppLocked(crash)
+}
+
+func (s *Stack) stopAppLocked(crash bool) {
 	s.mu.Lock()
 	a := s.app
 	s.app = nil
@@ -324,7 +402,10 @@ func (s *Stack) AppPID() int {
 
 // Stop stops everything Start started and removes the state folder. It is safe to call twice.
 func (s *Stack) Stop() {
-	s.StopApp()
+	s.life.Lock()
+	s.closed = true
+	s.stopAppLocked(false)
+	s.life.Unlock()
 	if s.front != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		_ = s.front.Shutdown(ctx)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,4 +283,32 @@ func waitImport(t *testing.T, s *Stack, name string, d time.Duration) *pipeline.
 		t.Fatal(err)
 	}
 	return sts[0]
+}
+
+// TestCrashedAppIsRestarted kills `oathpipe serve` behind the stack's back: the stack restarts
+// it on the same port, as the Functions host restarts a crashed custom handler, and work goes on.
+func TestCrashedAppIsRestarted(t *testing.T) {
+	s := startStack(t, Options{})
+	old := s.AppPID()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the app restarted", 30*time.Second, func() bool { p := s.AppPID(); return p != 0 && p != old })
+	if n := s.Restarts(); n != 1 {
+		t.Fatalf("Restarts() = %d; want 1", n)
+	}
+	file, _ := writeVendorFile(t, "after-crash.csv", 2)
+	content, _ := os.ReadFile(file)
+	if _, err := s.uploadInbox(context.Background(), "after-crash.csv", content); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitImport(t, s, "after-crash.csv", 60*time.Second); st.Counts["activated"] != 2 {
+		t.Fatalf("after the restart: %v; want 2 activated", st.Counts)
+	}
+	// A deliberate stop is not a crash: no restart.
+	s.StopApp()
+	time.Sleep(300 * time.Millisecond)
+	if p := s.AppPID(); p != 0 || s.Restarts() != 1 {
+		t.Fatalf("after StopApp: pid %d, %d restarts; want 0 and 1", p, s.Restarts())
+	}
 }
