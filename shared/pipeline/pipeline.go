@@ -29,10 +29,11 @@ type Deps struct {
 
 // Pipeline runs oathpipe's flows. It is safe for concurrent use.
 type Pipeline struct {
-	d     Deps
-	locks serialLocks
-	log   *slog.Logger
-	now   func() time.Time
+	d           Deps
+	locks       serialLocks // HTTP API changes, by serial
+	importLocks serialLocks // ledger settlements, by import id
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // New returns a Pipeline over d, filling in defaults.
