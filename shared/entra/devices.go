@@ -1,98 +1,20 @@
 package entra
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"strconv"
 	"strings"
 
 	abs "github.com/microsoft/kiota-abstractions-go"
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
 
+	"github.com/oathpipe/oathpipe/shared/entra/internal/graphwire"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
 // maxPages bounds how many @odata.nextLink pages one listing follows.
 const maxPages = 1000
-
-// deviceJSON is a hardwareOathTokenAuthenticationMethodDevice as Graph returns it.
-type deviceJSON struct {
-	ID               string          `json:"id"`
-	DisplayName      *string         `json:"displayName"`
-	SerialNumber     string          `json:"serialNumber"`
-	Manufacturer     string          `json:"manufacturer"`
-	Model            string          `json:"model"`
-	Interval         json.RawMessage `json:"timeIntervalInSeconds"` // a number, or a string in some doc examples
-	HashFunction     string          `json:"hashFunction"`
-	Status           string          `json:"status"`
-	LastUsedDateTime *string         `json:"lastUsedDateTime"`
-	AssignedTo       *struct {
-		ID          string `json:"id"`
-		DisplayName string `json:"displayName"`
-	} `json:"assignedTo"`
-}
-
-func (d deviceJSON) device() token.Device {
-	out := token.Device{
-		ID:           d.ID,
-		Serial:       d.SerialNumber,
-		Manufacturer: d.Manufacturer,
-		Model:        d.Model,
-		Status:       token.Status(d.Status),
-		Hash:         token.Hash(d.HashFunction),
-	}
-	if n, err := strconv.Atoi(strings.Trim(string(d.Interval), `"`)); err == nil {
-		out.Period = n
-	}
-	if d.DisplayName != nil {
-		out.DisplayName = *d.DisplayName
-	}
-	if d.LastUsedDateTime != nil {
-		out.LastUsedDateTime = *d.LastUsedDateTime
-	}
-	if d.AssignedTo != nil {
-		out.AssignedToID, out.AssignedToName = d.AssignedTo.ID, d.AssignedTo.DisplayName
-	}
-	return out
-}
-
-// parseDevice reads one device, also when an answer wraps it in "value" (as one doc example does).
-func parseDevice(b []byte) (token.Device, error) {
-	var w struct {
-		deviceJSON
-		Value json.RawMessage `json:"value"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return token.Device{}, fmt.Errorf("decode device: %w", err)
-	}
-	if w.ID == "" && len(w.Value) > 0 {
-		v := bytes.TrimSpace(w.Value)
-		if len(v) > 0 && v[0] == '[' {
-			var list []deviceJSON
-			if err := json.Unmarshal(v, &list); err != nil || len(list) != 1 {
-				return token.Device{}, fmt.Errorf("decode device: want one device in value")
-			}
-			return list[0].device(), nil
-		}
-		var d deviceJSON
-		if err := json.Unmarshal(v, &d); err != nil {
-			return token.Device{}, fmt.Errorf("decode device: %w", err)
-		}
-		return d.device(), nil
-	}
-	return w.device(), nil
-}
-
-// SerialFilter returns the OData $filter that finds serial, with quotes doubled as OData escapes them.
-func SerialFilter(serial string) string {
-	return "serialNumber eq '" + strings.ReplaceAll(serial, "'", "''") + "'"
-}
-
-// queryEscape escapes a query value with %20 for spaces (Graph does not read + as a space everywhere).
-func queryEscape(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 
 func (c *Client) devicesURL() string {
 	return c.beta + "/directory/authenticationMethodDevices/hardwareOathDevices"
@@ -105,7 +27,7 @@ func (c *Client) FindDevice(ctx context.Context, serial string) (token.Device, e
 	if strings.TrimSpace(serial) == "" {
 		return token.Device{}, &token.Error{Kind: token.KindInvalid, Op: op, Message: "the serial number is empty."}
 	}
-	next := c.devicesURL() + "?$filter=" + queryEscape(SerialFilter(serial))
+	next := c.devicesURL() + "?$filter=" + graphwire.QueryEscape(graphwire.SerialFilter(serial))
 	var found []token.Device
 	for page := 0; next != "" && page < maxPages; page++ {
 		var p struct {
@@ -113,10 +35,10 @@ func (c *Client) FindDevice(ctx context.Context, serial string) (token.Device, e
 			NextLink string            `json:"@odata.nextLink"`
 		}
 		if err := c.send(ctx, abs.GET, next, nil, &p); err != nil {
-			return token.Device{}, c.classify(ctx, areaInventory, op, err)
+			return token.Device{}, c.classify(ctx, graphwire.AreaInventory, op, err)
 		}
 		for _, raw := range p.Value {
-			d, err := parseDevice(raw)
+			d, err := graphwire.ParseDevice(raw)
 			if err != nil {
 				return token.Device{}, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph's answer could not be read.", Err: err}
 			}
@@ -195,13 +117,13 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 	err = c.send(ctx, abs.POST, c.devicesURL(), body, &raw)
 	body.SecretKey = ""
 	if err != nil {
-		err = c.classify(ctx, areaInventory, op, err)
+		err = c.classify(ctx, graphwire.AreaInventory, op, err)
 		if token.KindOf(err) == token.KindConflict {
 			setMessage(err, fmt.Sprintf("a hardware token with serial number %s is already in the Entra ID inventory.", t.Serial))
 		}
 		return token.Device{}, err
 	}
-	d, perr := parseDevice(raw)
+	d, perr := graphwire.ParseDevice(raw)
 	if perr != nil || d.ID == "" {
 		// Created, but the answer is unreadable: read it back.
 		return c.FindDevice(ctx, t.Serial)
@@ -253,7 +175,7 @@ func (c *Client) ResolveUser(ctx context.Context, upnOrID string) (token.User, e
 		},
 	})
 	if err != nil {
-		err = c.classify(ctx, areaUsers, op, err)
+		err = c.classify(ctx, graphwire.AreaUsers, op, err)
 		if token.KindOf(err) == token.KindNotFound {
 			setMessage(err, fmt.Sprintf("there is no user %s in Entra ID; check the UPN in the file.", upnOrID))
 		}

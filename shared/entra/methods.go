@@ -10,6 +10,7 @@ import (
 
 	abs "github.com/microsoft/kiota-abstractions-go"
 
+	"github.com/oathpipe/oathpipe/shared/entra/internal/graphwire"
 	"github.com/oathpipe/oathpipe/shared/otp"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -29,31 +30,6 @@ func setMessage(err error, msg string) {
 	}
 }
 
-// methodJSON is a hardwareOathAuthenticationMethod. Doc examples differ on whether the device
-// comes nested, so the device's fields are also read from the top level.
-type methodJSON struct {
-	deviceJSON
-	Device *deviceJSON `json:"device"`
-}
-
-func parseMethod(b []byte) (token.Method, error) {
-	var m methodJSON
-	if err := json.Unmarshal(b, &m); err != nil {
-		return token.Method{}, fmt.Errorf("decode method: %w", err)
-	}
-	out := token.Method{ID: m.ID, Serial: m.SerialNumber, Status: token.Status(m.Status)}
-	if m.Device != nil {
-		out.DeviceID = m.Device.ID
-		if m.Device.SerialNumber != "" {
-			out.Serial = m.Device.SerialNumber
-		}
-		if m.Device.Status != "" {
-			out.Status = token.Status(m.Device.Status)
-		}
-	}
-	return out, nil
-}
-
 func (c *Client) methodsURL(userID string) string {
 	return c.beta + "/users/" + pathEscape(userID) + "/authentication/hardwareOathMethods"
 }
@@ -69,14 +45,14 @@ func (c *Client) ListUserMethods(ctx context.Context, userID string) ([]token.Me
 			NextLink string            `json:"@odata.nextLink"`
 		}
 		if err := c.send(ctx, abs.GET, next, nil, &p); err != nil {
-			err = c.classify(ctx, areaMethods, op, err)
+			err = c.classify(ctx, graphwire.AreaMethods, op, err)
 			if token.KindOf(err) == token.KindNotFound {
 				setMessage(err, fmt.Sprintf("there is no user %s in Entra ID.", userID))
 			}
 			return nil, err
 		}
 		for _, raw := range p.Value {
-			m, err := parseMethod(raw)
+			m, err := graphwire.ParseMethod(raw)
 			if err != nil {
 				return nil, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph's answer could not be read.", Err: err}
 			}
@@ -87,18 +63,6 @@ func (c *Client) ListUserMethods(ctx context.Context, userID string) ([]token.Me
 	return out, nil
 }
 
-// held returns the user's method for deviceID. When Graph leaves the device out of the
-// method, the docs' convention (method id = device id) is the fallback.
-func held(methods []token.Method, deviceID string) (token.Method, bool) {
-	for _, m := range methods {
-		if m.DeviceID == deviceID || (m.DeviceID == "" && m.ID == deviceID) {
-			return m, true
-		}
-	}
-	return token.Method{}, false
-}
-
-// Assign assigns the device to the user and returns the user's method id for it (looked up,
 // never assumed to be the device id). A device the user already holds returns its existing
 // method id; so does an assignment that an earlier, ambiguous try already made.
 func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, error) {
@@ -107,16 +71,16 @@ func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, e
 	if err != nil {
 		return "", err
 	}
-	if m, ok := held(methods, deviceID); ok {
+	if m, ok := graphwire.Held(methods, deviceID); ok {
 		return m.ID, nil
 	}
 	var raw json.RawMessage
 	body := map[string]any{"device": map[string]string{"id": deviceID}}
 	if err := c.send(ctx, abs.POST, c.methodsURL(userID), body, &raw); err != nil {
-		err = c.classify(ctx, areaMethods, op, err)
+		err = c.classify(ctx, graphwire.AreaMethods, op, err)
 		// A retried POST may find its first try done; look before reporting.
 		if again, lerr := c.ListUserMethods(ctx, userID); lerr == nil {
-			if m, ok := held(again, deviceID); ok {
+			if m, ok := graphwire.Held(again, deviceID); ok {
 				return m.ID, nil
 			}
 		}
@@ -125,7 +89,7 @@ func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, e
 		}
 		return "", err
 	}
-	if m, err := parseMethod(raw); err == nil && m.ID != "" {
+	if m, err := graphwire.ParseMethod(raw); err == nil && m.ID != "" {
 		c.log.InfoContext(ctx, "token assigned", "device_id", deviceID, "user_id", userID, "method_id", m.ID)
 		return m.ID, nil
 	}
@@ -133,7 +97,7 @@ func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, e
 	if err != nil {
 		return "", err
 	}
-	if m, ok := held(again, deviceID); ok {
+	if m, ok := graphwire.Held(again, deviceID); ok {
 		return m.ID, nil
 	}
 	return "", &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph accepted the assignment but the user's methods do not show it."}
@@ -148,7 +112,7 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 		c.log.InfoContext(ctx, "token unassigned", "user_id", userID, "method_id", methodID)
 		return nil
 	}
-	err = c.classify(ctx, areaMethods, op, err)
+	err = c.classify(ctx, graphwire.AreaMethods, op, err)
 	if token.KindOf(err) == token.KindNotFound {
 		if methods, lerr := c.ListUserMethods(ctx, userID); lerr == nil {
 			for _, m := range methods {
@@ -224,5 +188,5 @@ func (c *Client) ActivateWithCode(ctx context.Context, userID, methodID, code st
 func (c *Client) postActivate(ctx context.Context, op, userID, methodID, code string, opts ...abs.RequestOption) error {
 	u := c.methodsURL(userID) + "/" + pathEscape(methodID) + "/activate"
 	err := c.send(ctx, abs.POST, u, map[string]string{"verificationCode": code}, nil, opts...)
-	return c.classify(ctx, areaActivate, op, err)
+	return c.classify(ctx, graphwire.AreaActivate, op, err)
 }

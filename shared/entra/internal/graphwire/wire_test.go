@@ -1,4 +1,4 @@
-package entra
+package graphwire
 
 import (
 	"strings"
@@ -24,7 +24,7 @@ func TestParseDeviceShapes(t *testing.T) {
 			token.Device{ID: "d3", Serial: "S3", Status: token.StatusActivated}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseDevice([]byte(tc.in))
+			got, err := ParseDevice([]byte(tc.in))
 			if err != nil || got != tc.want {
 				t.Fatalf("%+v %v, want %+v", got, err, tc.want)
 			}
@@ -43,58 +43,58 @@ func TestParseMethodShapes(t *testing.T) {
 			token.Method{ID: "d1", Serial: "S1", Status: token.StatusActivated}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseMethod([]byte(tc.in))
+			got, err := ParseMethod([]byte(tc.in))
 			if err != nil || got != tc.want {
 				t.Fatalf("%+v %v, want %+v", got, err, tc.want)
 			}
 		})
 	}
 	// Without the nested device, the docs' convention (method id = device id) finds it.
-	if m, ok := held([]token.Method{{ID: "d1"}}, "d1"); !ok || m.ID != "d1" {
+	if m, ok := Held([]token.Method{{ID: "d1"}}, "d1"); !ok || m.ID != "d1" {
 		t.Fatal("flat method not matched")
 	}
 }
 
 func TestKindOf(t *testing.T) {
 	for _, tc := range []struct {
-		a      area
+		a      Area
 		status int
 		msg    string
 		want   token.Kind
 	}{
-		{areaInventory, 403, "Insufficient privileges", token.KindForbidden},
-		{areaMethods, 401, "", token.KindForbidden},
-		{areaMethods, 429, "", token.KindThrottled},
-		{areaMethods, 503, "", token.KindTransient},
-		{areaMethods, 504, "", token.KindTransient},
-		{areaMethods, 408, "", token.KindTransient},
-		{areaUsers, 404, "", token.KindNotFound},
-		{areaMethods, 400, "Hardware OATH tokens cannot be assigned to guest users.", token.KindGuest},
-		{areaMethods, 400, "The user already has the maximum number of 5 OATH authentication methods.", token.KindTooManyMethods},
-		{areaMethods, 400, "The hardware OATH token is already assigned to another user.", token.KindAssignedElsewhere},
-		{areaActivate, 400, "The verification code is invalid or has expired.", token.KindBadCode},
-		{areaInventory, 409, "exists", token.KindConflict},
-		{areaInventory, 400, "unassign it before deleting it", token.KindConflict},
-		{areaInventory, 400, "bad property", token.KindInvalid},
-		{areaInventory, 418, "", token.KindInternal},
+		{AreaInventory, 403, "Insufficient privileges", token.KindForbidden},
+		{AreaMethods, 401, "", token.KindForbidden},
+		{AreaMethods, 429, "", token.KindThrottled},
+		{AreaMethods, 503, "", token.KindTransient},
+		{AreaMethods, 504, "", token.KindTransient},
+		{AreaMethods, 408, "", token.KindTransient},
+		{AreaUsers, 404, "", token.KindNotFound},
+		{AreaMethods, 400, "Hardware OATH tokens cannot be assigned to guest users.", token.KindGuest},
+		{AreaMethods, 400, "The user already has the maximum number of 5 OATH authentication methods.", token.KindTooManyMethods},
+		{AreaMethods, 400, "The hardware OATH token is already assigned to another user.", token.KindAssignedElsewhere},
+		{AreaActivate, 400, "The verification code is invalid or has expired.", token.KindBadCode},
+		{AreaInventory, 409, "exists", token.KindConflict},
+		{AreaInventory, 400, "unassign it before deleting it", token.KindConflict},
+		{AreaInventory, 400, "bad property", token.KindInvalid},
+		{AreaInventory, 418, "", token.KindInternal},
 	} {
-		k, msg := kindOf(tc.a, graphFailure{status: tc.status, message: tc.msg})
+		k, msg := Classify(tc.a, Failure{Status: tc.status, Message: tc.msg})
 		if k != tc.want || msg == "" {
 			t.Errorf("%d %q: %s (%q), want %s", tc.status, tc.msg, k, msg, tc.want)
 		}
 	}
-	if _, msg := kindOf(areaMethods, graphFailure{status: 403}); !strings.Contains(msg, "UserAuthenticationMethod.ReadWrite.All") {
+	if _, msg := Classify(AreaMethods, Failure{Status: 403}); !strings.Contains(msg, "UserAuthenticationMethod.ReadWrite.All") {
 		t.Errorf("403 message %q does not name the permission", msg)
 	}
 }
 
 func TestParseRetryAfter(t *testing.T) {
 	for in, want := range map[string]time.Duration{"1": time.Second, "2.5": 2500 * time.Millisecond, "": 0, "soon": 0, "-3": 0} {
-		if got := parseRetryAfter(in); got != want {
+		if got := ParseRetryAfter(in); got != want {
 			t.Errorf("%q: %v, want %v", in, got, want)
 		}
 	}
-	if d := parseRetryAfter(time.Now().Add(10 * time.Second).UTC().Format(time.RFC1123)); d < 8*time.Second || d > 11*time.Second {
+	if d := ParseRetryAfter(time.Now().Add(10 * time.Second).UTC().Format(time.RFC1123)); d < 8*time.Second || d > 11*time.Second {
 		t.Errorf("date form: %v", d)
 	}
 }
@@ -124,8 +124,8 @@ func FuzzParseGraphAnswers(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = parseDevice(b)
-		_, _ = parseMethod(b)
+		_, _ = ParseDevice(b)
+		_, _ = ParseMethod(b)
 	})
 }
 
@@ -135,7 +135,7 @@ func FuzzKindOf(f *testing.F) {
 	f.Add(429, "", uint8(1))
 	f.Add(503, "The service is temporarily unavailable.", uint8(2))
 	f.Fuzz(func(t *testing.T, status int, msg string, a uint8) {
-		k, sentence := kindOf(area(a%4), graphFailure{status: status, message: msg})
+		k, sentence := Classify(Area(a%4), Failure{Status: status, Message: msg})
 		if k == "" || sentence == "" {
 			t.Fatalf("%d %q: empty kind or message", status, msg)
 		}
