@@ -44,7 +44,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		name                       string
 		tokens, workers, vaultConc int
 	}{
-		{"parallel-1000", 1000, 128, 64},
+		{"parallel-1000", 1000, 64, 16},
 		{"one-at-a-time-50", 50, 1, 1},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -25,7 +25,14 @@ const (
 func RejectedName(importID, name string) string { return importID + "/" + name }
 
 // importFile is Import. Each step is safe to repeat; the import's stage in the ledger says which
-// steps a repeated delivery can skip.
+// steps a repeated delivery can skip:
+//
+//	started  → read the file, write every row to the ledger (valid rows "vaulted", Pending counted)
+//	vaulted  → write the first report; store the seeds chunk by chunk, queueing each chunk's
+//	           messages as soon as its seeds are confirmed (provisioning starts while later
+//	           chunks are still being stored); a seed the vault refuses fails its row
+//	enqueued → every valid seed is confirmed in the vault: the file leaves the inbox
+//	done
 func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, error) {
 	if f.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
@@ -43,8 +50,9 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 		log.Info("repeated delivery of an import", slog.String("stage", imp.Stage))
 	}
 
-	if stageBefore(imp.Stage, StageVaulted) {
-		if imp, err = p.vaultFile(ctx, log, imp, f); err != nil {
+	var records []seedfile.Record
+	if stageBefore(imp.Stage, StageEnqueued) {
+		if records, imp, err = p.recordFile(ctx, log, imp, f); err != nil {
 			return nil, err
 		}
 	}
@@ -56,54 +64,56 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 	if len(imp.Problems) > 0 || imp.Rows == 0 {
 		disposition = DispositionRejected
 	}
-	var queue []ProvisionMessage
 	failed := 0
+	unsettled := map[int]bool{}
 	for _, r := range rows {
-		switch r.Status {
-		case StatusRejected:
+		switch {
+		case r.Status == StatusRejected:
 			disposition = DispositionRejected
-		case StatusFailed:
-			if r.Reason != "" && strings.HasPrefix(r.Reason, vaultFailurePrefix) {
-				failed++
-				disposition = DispositionRejected
-			}
-		case StatusVaulted:
-			queue = append(queue, ProvisionMessage{
-				ImportID: id, FileName: f.Name, Line: r.Line, SerialNumber: r.Serial,
-				Manufacturer: r.Manufacturer, UserPrincipalName: r.UserPrincipalName,
-			})
+		case r.Status == StatusFailed && strings.HasPrefix(r.Reason, vaultFailurePrefix):
+			failed++
+			disposition = DispositionRejected
+		case r.Status == StatusVaulted:
+			unsettled[r.Line] = true
 		}
 	}
-	imp.Disposition = disposition
 
+	queued := 0
 	if stageBefore(imp.Stage, StageEnqueued) {
-		// The report goes out before the messages, so no worker can settle the import's last
-		// token (and write the final report) before this one is written.
-		if err := p.writeReport(ctx, imp.ImportID, disposition); err != nil {
+		// The first report goes out before any message, so no worker can settle the import's
+		// last token (and write the final report) before it.
+		if err := p.writeReport(ctx, id, disposition); err != nil {
 			return nil, err
 		}
-		if len(queue) > 0 {
-			if err := p.d.Queue.Enqueue(ctx, queue); err != nil {
-				return nil, fmt.Errorf("import %s: queue %d provisioning messages: %w", f.Name, len(queue), err)
+		var todo []seedfile.Record
+		for _, r := range records {
+			if unsettled[r.Line] {
+				todo = append(todo, r)
 			}
+		}
+		var refused int
+		if queued, refused, err = p.vaultAndQueue(ctx, log, id, f.Name, todo); err != nil {
+			return nil, err
+		}
+		if refused > 0 {
+			failed += refused
+			disposition = DispositionRejected
 		}
 		if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
 			return nil, fmt.Errorf("import %s: record stage: %w", f.Name, err)
 		}
-		log.Info("provisioning messages queued", slog.Int("queued", len(queue)))
-		// A repeated delivery may find messages of an earlier attempt already handled: when
-		// the import settled meanwhile, make sure the report on disk is the final one.
-		if !created {
-			if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
-				if err := p.writeReport(ctx, id, disposition); err != nil {
-					return nil, err
-				}
+		log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", refused))
+		// Tokens may all have settled while later chunks were still being queued, before the
+		// import knew its disposition: make sure the report on disk is the final one.
+		if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
+			if err := p.writeReport(ctx, id, disposition); err != nil {
+				return nil, err
 			}
 		}
 	}
 
 	if stageBefore(imp.Stage, StageDone) {
-		// Every valid seed is confirmed in the vault (StageVaulted): the source may leave the inbox.
+		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
 		if disposition == DispositionRejected {
 			target := RejectedName(id, f.Name)
 			if err := p.d.Blobs.Reject(ctx, f.Name, f.ETag, f.Content, target); err != nil {
@@ -122,14 +132,11 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 
 	res := &ImportResult{
 		ImportID: id, FileName: f.Name, Format: imp.Format, Rows: imp.Rows, Valid: imp.Valid,
-		Invalid: imp.Invalid, Queued: len(queue), Failed: failed, Disposition: disposition,
+		Invalid: imp.Invalid, Queued: queued, Failed: failed, Disposition: disposition,
 		Repeat: !created, Problems: imp.Problems,
 	}
-	if !created && !stageBefore(imp.Stage, StageEnqueued) {
-		res.Queued = 0 // sent by an earlier delivery
-	}
 	log.Info("import done", slog.Int("rows", res.Rows), slog.Int("valid", res.Valid),
-		slog.Int("invalid", res.Invalid), slog.Int("queued", res.Queued), slog.Int("vaultFailed", failed),
+		slog.Int("invalid", res.Invalid), slog.Int("queued", res.Queued), slog.Int("vaultRefused", failed),
 		slog.String("disposition", disposition), slog.Bool("repeat", res.Repeat))
 	return res, nil
 }
@@ -138,15 +145,14 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 // can tell those rows from tokens that failed later, in provisioning.
 const vaultFailurePrefix = "not stored in the vault: "
 
-// vaultFile reads f, stores every valid seed in the vault and writes the ledger rows. It returns
-// the import record as written (StageVaulted).
-func (p *Pipeline) vaultFile(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (ImportRecord, error) {
-	records, problems, sum, err := p.readFile(f)
-	if err != nil {
-		return imp, err
+// recordFile reads f and, on the first delivery, writes every row to the ledger (valid rows
+// "vaulted", rejected rows with their problems). It returns the valid records.
+func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) ([]seedfile.Record, ImportRecord, error) {
+	records, problems, sum := p.readFile(f)
+	if !stageBefore(imp.Stage, StageVaulted) {
+		return records, imp, nil // rows written by an earlier delivery
 	}
 	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
-
 	byLine := map[int][]seedfile.Problem{}
 	for _, pr := range problems {
 		if pr.Line <= 0 {
@@ -155,50 +161,73 @@ func (p *Pipeline) vaultFile(ctx context.Context, log *slog.Logger, imp ImportRe
 		}
 		byLine[pr.Line] = append(byLine[pr.Line], pr)
 	}
-
-	outcomes, err := p.putSeeds(ctx, imp.ImportID, records)
-	if err != nil {
-		return imp, fmt.Errorf("import %s: store seeds: %w", f.Name, err)
-	}
-
 	rows := make([]TokenRecord, 0, len(records)+len(byLine))
-	pending := 0
-	for i, r := range records {
-		row := TokenRecord{
+	for _, r := range records {
+		rows = append(rows, TokenRecord{
 			ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
 			Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
 			SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
-		}
-		if outcomes[i] != nil {
-			row.Status, row.Reason = StatusFailed, vaultFailurePrefix+reasonOf(outcomes[i])
-		} else {
-			pending++
-		}
-		rows = append(rows, row)
+		})
 	}
 	for line, prs := range byLine {
-		row := TokenRecord{ImportID: imp.ImportID, Line: line, Status: StatusRejected, Problems: prs, Updated: p.now()}
 		msgs := make([]string, len(prs))
 		for i, pr := range prs {
 			msgs[i] = pr.Field + ": " + pr.Message
 		}
-		row.Reason = strings.Join(msgs, "; ")
-		rows = append(rows, row)
+		rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: line, Status: StatusRejected, Problems: prs,
+			Reason: strings.Join(msgs, "; "), Updated: p.now()})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Line < rows[j].Line })
-	imp.Pending = pending
+	imp.Pending = len(records)
 	if err := p.d.Ledger.PutTokens(ctx, imp, rows); err != nil {
-		return imp, fmt.Errorf("import %s: write %d ledger rows: %w", f.Name, len(rows), err)
+		return nil, imp, fmt.Errorf("import %s: write %d ledger rows: %w", f.Name, len(rows), err)
 	}
 	imp.Stage = StageVaulted
-	log.Info("seeds stored in the vault", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
-		slog.Int("vaulted", pending), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)))
-	return imp, nil
+	log.Info("file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
+		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)))
+	return records, imp, nil
+}
+
+// vaultAndQueue stores the records' seeds chunk by chunk and queues each chunk's messages once
+// its seeds are confirmed. A seed the vault refuses (a different seed under the serial, ...)
+// fails its row; a transient failure is returned, and the whole import is retried.
+func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record) (queued, refused int, err error) {
+	chunk := max(4*p.d.VaultConcurrency, 64)
+	for start := 0; start < len(records); start += chunk {
+		part := records[start:min(start+chunk, len(records))]
+		outcomes, err := p.putSeeds(ctx, importID, part)
+		if err != nil {
+			return queued, refused, fmt.Errorf("import %s: store seeds: %w", name, err)
+		}
+		msgs := make([]ProvisionMessage, 0, len(part))
+		for i, r := range part {
+			if outcomes[i] != nil {
+				refused++
+				o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(outcomes[i]), UserPrincipalName: r.UserPrincipalName}
+				if err := p.settle(ctx, importID, r.Line, o); err != nil {
+					return queued, refused, fmt.Errorf("import %s: %w", name, err)
+				}
+				continue
+			}
+			msgs = append(msgs, ProvisionMessage{
+				ImportID: importID, FileName: name, Line: r.Line, SerialNumber: r.Token.Serial,
+				Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName,
+			})
+		}
+		if len(msgs) > 0 {
+			if err := p.d.Queue.Enqueue(ctx, msgs); err != nil {
+				return queued, refused, fmt.Errorf("import %s: queue %d provisioning messages: %w", name, len(msgs), err)
+			}
+			queued += len(msgs)
+		}
+		log.Debug("chunk stored and queued", slog.Int("queued", queued), slog.Int("of", len(records)))
+	}
+	return queued, refused, nil
 }
 
 // readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
 // PSKC key, ...) becomes a Line 0 problem: it is the file's outcome, not a reason to retry.
-func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary, error) {
+func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary) {
 	opts := optionsFor(p.d.ReadOptions, f.Metadata)
 	var records []seedfile.Record
 	var problems []seedfile.Problem
@@ -213,7 +242,7 @@ func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem,
 			problems = append(problems, seedfile.Problem{Field: "file", Code: "file.unreadable", Message: err.Error()})
 		}
 	}
-	return records, problems, sum, nil
+	return records, problems, sum
 }
 
 // optionsFor applies per-file hints from the blob's user metadata (format, secretencoding, hash)

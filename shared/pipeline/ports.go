@@ -49,7 +49,7 @@ type Directory interface {
 // activated or failed when their provisioning message is handled.
 const (
 	StatusRejected  = "rejected"  // the row failed validation; nothing of it is stored
-	StatusVaulted   = "vaulted"   // the seed is in the vault; a message is (about to be) queued
+	StatusVaulted   = "vaulted"   // accepted: its seed goes to the vault, then its message to the queue
 	StatusQueued    = "queued"    // shown for vaulted rows once the import's messages are sent
 	StatusAvailable = "available" // no UPN: the device is in the Entra inventory, unassigned
 	StatusAssigned  = "assigned"  // assigned, not activated (OATHPIPE_ACTIVATION=none)
@@ -69,8 +69,8 @@ func Settled(status string) bool {
 // Import stages, in order. The stage tells a repeated delivery what is already done.
 const (
 	StageStarted  = "started"  // BeginImport ran; nothing else is known to be done
-	StageVaulted  = "vaulted"  // every valid seed is confirmed in the vault; token rows written
-	StageEnqueued = "enqueued" // every provisioning message is sent
+	StageVaulted  = "vaulted"  // every row is written to the ledger and Pending counted; seeds are being stored
+	StageEnqueued = "enqueued" // every valid seed is confirmed in the vault and its message sent
 	StageDone     = "done"     // the source blob has left the inbox
 )
 
