@@ -35,6 +35,7 @@ type InvokeError struct {
 	Err      error
 }
 
+// Error says which function failed and how.
 func (e *InvokeError) Error() string {
 	if e.Status == 0 {
 		return fmt.Sprintf("invoke %s: %v", e.Function, e.Err)
@@ -42,6 +43,7 @@ func (e *InvokeError) Error() string {
 	return fmt.Sprintf("invoke %s: handler answered %d: %s", e.Function, e.Status, e.Body)
 }
 
+// Unwrap returns the transport or decoding error, if any.
 func (e *InvokeError) Unwrap() error { return e.Err }
 
 // hostVersion is sent in X-Azure-Functions-HostVersion so logs show who called.
