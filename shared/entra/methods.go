@@ -132,11 +132,17 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 // again with a fresh code, up to maxActivateTries times. A rejected code is KindBadCode.
 func (c *Client) Activate(ctx context.Context, userID, methodID string, seed token.Seed) error {
 	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
-	period := seed.Period
-	if period <= 0 {
-		period = 30
+	// Entra's defaults for what a seed leaves unset: 30 s, hmacsha1, 6 digits.
+	if seed.Period <= 0 {
+		seed.Period = 30
 	}
-	step := time.Duration(period) * time.Second
+	if seed.Hash == "" {
+		seed.Hash = token.SHA1
+	}
+	if seed.Digits == 0 {
+		seed.Digits = 6
+	}
+	step := time.Duration(seed.Period) * time.Second
 	for try := 1; ; try++ {
 		t := c.now()
 		// Time left in t's step, to the nanosecond.
