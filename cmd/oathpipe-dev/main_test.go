@@ -20,34 +20,49 @@ import (
 )
 
 var (
-	root   string // the checkout
-	devBin string // oathpipe-dev, built by TestMain next to oathpipe as `make build` does
+	root      string // the checkout
+	buildOnce sync.Once
+	buildDir  string
+	devBin    string // oathpipe-dev, built on first use next to oathpipe, as `make build` does
+	buildErr  error
 )
 
+// TestMain removes the binaries the tests built. Building is lazy (dev), so `go test -list` and
+// the usage tests do not pay for it.
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	var err error
+	if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// dev builds oathpipe and oathpipe-dev once, side by side, and returns oathpipe-dev's path.
+func dev(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "oathpipe-dev-test-"); buildErr != nil {
+			return
 		}
-		dir, err := os.MkdirTemp("", "oathpipe-dev-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		devBin = filepath.Join(dir, "oathpipe-dev")
-		for _, b := range []struct{ out, pkg string }{{filepath.Join(dir, "oathpipe"), "."}, {devBin, "./cmd/oathpipe-dev"}} {
+		devBin = filepath.Join(buildDir, "oathpipe-dev")
+		for _, b := range []struct{ out, pkg string }{{filepath.Join(buildDir, "oathpipe"), "."}, {devBin, "./cmd/oathpipe-dev"}} {
 			build := exec.Command("go", "build", "-o", b.out, b.pkg)
 			build.Dir = root
 			if out, err := build.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
-				return 1
+				buildErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
 			}
 		}
-		return m.Run()
-	}())
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return devBin
 }
 
 func TestUsage(t *testing.T) {
@@ -195,7 +210,7 @@ func wantSeen(t *testing.T, procs []proc, substr string) {
 func TestUpStopsEverything(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(devBin, "up", "--api", "127.0.0.1:0")
+			cmd := exec.Command(dev(t), "up", "--api", "127.0.0.1:0")
 			cmd.Dir = root
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -296,7 +311,7 @@ func TestDemoCommand(t *testing.T) {
 			"alan.turing@contoso.example,GEN0004,not base32!,30,Token2,C202\n"), 0o600)
 		args = append(args, "--files", clean+","+mistakes)
 	}
-	cmd := exec.Command(devBin, args...)
+	cmd := exec.Command(dev(t), args...)
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

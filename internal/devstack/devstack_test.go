@@ -28,32 +28,46 @@ import (
 )
 
 var (
-	root    string // the checkout
-	appPath string // oathpipe, built once by TestMain
+	root      string // the checkout
+	buildOnce sync.Once
+	buildDir  string
+	appPath   string // oathpipe, built on first use
+	buildErr  error
 )
 
+// TestMain removes the binary the tests built. Building is lazy (app), so `go test -list` and
+// filtered runs do not pay for it.
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	var err error
+	if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// app builds the oathpipe binary once with go build and returns its path.
+func app(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "devstack-test-"); buildErr != nil {
+			return
 		}
-		dir, err := os.MkdirTemp("", "devstack-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		appPath = filepath.Join(dir, "oathpipe")
+		appPath = filepath.Join(buildDir, "oathpipe")
 		build := exec.Command("go", "build", "-o", appPath, ".")
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build oathpipe: %v\n%s", err, out)
-			return 1
+			buildErr = fmt.Errorf("go build oathpipe: %v\n%s", err, out)
 		}
-		return m.Run()
-	}())
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return appPath
 }
 
 // testLogger sends the stack's log to the test log, so a failure shows what the runner did.
@@ -71,7 +85,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func startStack(t *testing.T, o Options) *Stack {
 	t.Helper()
-	o.Root, o.AppPath, o.APIAddr = root, appPath, "127.0.0.1:0"
+	o.Root, o.AppPath, o.APIAddr = root, app(t), "127.0.0.1:0"
 	if o.Logger == nil {
 		o.Logger = testLogger(t)
 	}
