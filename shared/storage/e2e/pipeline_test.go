@@ -1,4 +1,4 @@
-package storage
+package e2e
 
 import (
 	"context"
@@ -16,14 +16,17 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"github.com/oathpipe/oathpipe/internal/azurite"
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/entra"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
 
@@ -38,13 +41,24 @@ func TestPipelineOnStorage(t *testing.T) {
 		t.Skip("end to end")
 	}
 	ctx := context.Background()
-	a := account(t)
+	server, err := azurite.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Stop()
+	a, err := storage.OpenWith(storage.Options{ConnectionString: server.ConnectionString()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.EnsureResources(ctx); err != nil {
+		t.Fatal(err)
+	}
 	kv, err := kvstandin.StartTLS(kvstandin.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kv.Close()
-	users, err := graphstandin.LoadUsers(filepath.Join("..", "..", "testdata", "users.json"))
+	users, err := graphstandin.LoadUsers(filepath.Join("..", "..", "..", "testdata", "users.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +172,7 @@ func TestPipelineOnStorage(t *testing.T) {
 			t.Errorf("%q in the ledger: %+v, %v", name, imp, err)
 		}
 		var st pipeline.ImportStatus
-		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+ReportSuffix)
+		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+storage.ReportSuffix)
 		if err != nil || json.Unmarshal(js, &st) != nil {
 			t.Fatalf("report of %q: %v", name, err)
 		}
@@ -188,8 +202,12 @@ func TestPipelineOnStorage(t *testing.T) {
 	// Nothing stored anywhere but the vault and seed-rejected holds a seed.
 	var stored []string
 	stored = append(stored, texts...)
+	blobs, err := azblob.NewClientFromConnectionString(server.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []string{config.ReportsContainer, config.InboxContainer} {
-		pager := a.Blobs.client.NewListBlobsFlatPager(c, nil)
+		pager := blobs.NewListBlobsFlatPager(c, nil)
 		for pager.More() {
 			page, err := pager.NextPage(ctx)
 			if err != nil {

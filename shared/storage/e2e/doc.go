@@ -1,0 +1,4 @@
+// Package e2e holds the end-to-end test of the storage adapters and the ledger under the real
+// pipeline (Azurite, and the Key Vault and Graph stand-ins). It is a package of its own so that
+// the storage and ledger unit tests build without the Graph SDK.
+package e2e
