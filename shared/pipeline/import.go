@@ -188,41 +188,112 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 	return records, imp, nil
 }
 
-// vaultAndQueue stores the records' seeds chunk by chunk and queues each chunk's messages once
-// its seeds are confirmed. A seed the vault refuses (a different seed under the serial, ...)
-// fails its row; a transient failure is returned, and the whole import is retried.
+// vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
+// message as soon as its seed is confirmed, in small batches, while later seeds are still being
+// stored: provisioning of a big file starts within a second. A seed the vault refuses (a
+// different seed under the serial, ...) fails its row; a transient failure stops everything and
+// is returned, and the whole import is retried (storing and queueing are both safe to repeat).
 func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record) (queued, refused int, err error) {
-	chunk := max(4*p.d.VaultConcurrency, 64)
-	for start := 0; start < len(records); start += chunk {
-		part := records[start:min(start+chunk, len(records))]
-		outcomes, err := p.putSeeds(ctx, importID, part)
-		if err != nil {
-			return queued, refused, fmt.Errorf("import %s: store seeds: %w", name, err)
-		}
-		msgs := make([]ProvisionMessage, 0, len(part))
-		for i, r := range part {
-			if outcomes[i] != nil {
-				refused++
-				o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(outcomes[i]), UserPrincipalName: r.UserPrincipalName}
-				if err := p.settle(ctx, importID, r.Line, o); err != nil {
-					return queued, refused, fmt.Errorf("import %s: %w", name, err)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan seedfile.Record)
+	ready := make(chan ProvisionMessage, 256)
+	var (
+		mu       sync.Mutex
+		writers  sync.WaitGroup
+		senders  sync.WaitGroup
+		nQueued  int
+		nRefused int
+	)
+	fail := func(err error) { cancel(err) }
+
+	for range p.d.VaultConcurrency {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for r := range work {
+				_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
+				switch {
+				case err == nil:
+					select {
+					case ready <- ProvisionMessage{
+						ImportID: importID, FileName: name, Line: r.Line, SerialNumber: r.Token.Serial,
+						Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName,
+					}:
+					case <-ctx.Done():
+						return
+					}
+				case retryable(err):
+					fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
+					return
+				default:
+					p.log.Warn("seed refused by the vault", slog.String("importId", importID),
+						slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
+						slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
+					o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
+					if err := p.settle(ctx, importID, r.Line, o); err != nil {
+						fail(err)
+						return
+					}
+					mu.Lock()
+					nRefused++
+					mu.Unlock()
 				}
-				continue
 			}
-			msgs = append(msgs, ProvisionMessage{
-				ImportID: importID, FileName: name, Line: r.Line, SerialNumber: r.Token.Serial,
-				Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName,
-			})
-		}
-		if len(msgs) > 0 {
-			if err := p.d.Queue.Enqueue(ctx, msgs); err != nil {
-				return queued, refused, fmt.Errorf("import %s: queue %d provisioning messages: %w", name, len(msgs), err)
-			}
-			queued += len(msgs)
-		}
-		log.Debug("chunk stored and queued", slog.Int("queued", queued), slog.Int("of", len(records)))
+		}()
 	}
-	return queued, refused, nil
+
+	// Two senders batch confirmed tokens: a batch goes out as soon as no more are waiting.
+	const maxBatch = 64
+	for range 2 {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for m := range ready {
+				batch := []ProvisionMessage{m}
+			fill:
+				for len(batch) < maxBatch {
+					select {
+					case m, ok := <-ready:
+						if !ok {
+							break fill
+						}
+						batch = append(batch, m)
+					default:
+						break fill
+					}
+				}
+				if ctx.Err() != nil {
+					continue // drain: a failure is already recorded
+				}
+				if err := p.d.Queue.Enqueue(ctx, batch); err != nil {
+					fail(fmt.Errorf("queue %d provisioning messages: %w", len(batch), err))
+					continue
+				}
+				mu.Lock()
+				nQueued += len(batch)
+				mu.Unlock()
+			}
+		}()
+	}
+
+feed:
+	for _, r := range records {
+		select {
+		case work <- r:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	writers.Wait()
+	close(ready)
+	senders.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nQueued, nRefused, fmt.Errorf("import %s: %w", name, err)
+	}
+	log.Debug("seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", nRefused))
+	return nQueued, nRefused, nil
 }
 
 // readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
@@ -260,57 +331,6 @@ func optionsFor(base seedfile.Options, md map[string]string) seedfile.Options {
 		}
 	}
 	return base
-}
-
-// putSeeds stores every record's seed with bounded concurrency. It returns one entry per record:
-// nil when stored (or already stored), the permanent error otherwise. A transient failure of any
-// record is returned as err: the whole import is retried, and storing is idempotent.
-func (p *Pipeline) putSeeds(ctx context.Context, importID string, records []seedfile.Record) ([]error, error) {
-	outcomes := make([]error, len(records))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		retryErr error
-		sem      = make(chan struct{}, p.d.VaultConcurrency)
-	)
-	for i := range records {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			r := records[i]
-			_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
-			if err == nil {
-				return
-			}
-			if retryable(err) {
-				mu.Lock()
-				if retryErr == nil {
-					retryErr = fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err)
-				}
-				mu.Unlock()
-				cancel()
-				return
-			}
-			outcomes[i] = err
-			p.log.Warn("seed refused by the vault", slog.String("importId", importID),
-				slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
-				slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
-		}(i)
-	}
-	wg.Wait()
-	if retryErr == nil && ctx.Err() != nil {
-		retryErr = ctx.Err()
-	}
-	return outcomes, retryErr
 }
 
 // stageBefore reports whether stage a comes before stage b.
