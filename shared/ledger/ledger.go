@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
@@ -118,7 +119,9 @@ const (
 	lineRowPrefix   = "line-" // + line number, 10 digits: key order is line order
 	fileIndexPart   = "~file"
 	serialIndexPart = "~serial"
-	maxProblemsJSON = 30000 // bytes of problems JSON kept per entity (a property holds 64 KiB)
+	maxProblemsJSON = 30000   // bytes of problems JSON kept per entity (a property holds 64 KiB)
+	maxReasonBytes  = 4000    // bytes of a reason kept per entity
+	maxBatchBytes   = 2 << 20 // payload per transaction, well under the service's 4 MiB
 )
 
 func lineRowKey(line int) string { return fmt.Sprintf("%s%010d", lineRowPrefix, line) }
@@ -189,7 +192,7 @@ func newRowEntity(pk string, r pipeline.TokenRecord) rowEntity {
 	return rowEntity{
 		PartitionKey: pk, RowKey: lineRowKey(r.Line), Kind: "row",
 		ImportID: r.ImportID, Line: r.Line, Serial: r.Serial, Manufacturer: r.Manufacturer, Model: r.Model,
-		UserPrincipalName: r.UserPrincipalName, Status: r.Status, Reason: r.Reason,
+		UserPrincipalName: r.UserPrincipalName, Status: r.Status, Reason: clip(r.Reason),
 		Problems: encodeProblems(r.Problems), SeedFingerprint: r.SeedFingerprint,
 		DeviceID: r.DeviceID, UserID: r.UserID, Updated: formatTime(r.Updated),
 	}
@@ -204,6 +207,19 @@ type indexEntity struct {
 	ImportID     string
 	Line         int
 	Created      string // the import's Created: the index moves to newer imports only
+}
+
+// clip keeps a free-text property well inside Table storage's 64 KiB per property (and a
+// transaction's 4 MiB), cutting at a rune boundary.
+func clip(s string) string {
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	cut := maxReasonBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func encodeProblems(ps []seedfile.Problem) string {
@@ -456,9 +472,7 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 		}
 		fresh = append(fresh, r)
 	}
-	const batch = 100 // the most operations one entity group transaction may hold
-	for start := 0; start < len(fresh); start += batch {
-		part := fresh[start:min(start+batch, len(fresh))]
+	for _, part := range batches(fresh, func(r pipeline.TokenRecord) int { return len(mustJSON(newRowEntity(pk, r))) }) {
 		err := l.retryRace(ctx, op, func() error {
 			acts := make([]aztables.TransactionAction, 0, len(part))
 			for _, r := range part {
@@ -585,6 +599,25 @@ func (l *Ledger) indexSerials(ctx context.Context, importID string, created time
 	return nil
 }
 
+// batches splits rows into entity group transactions: at most 100 operations and about
+// maxBatchBytes of payload each.
+func batches[T any](rows []T, size func(T) int) [][]T {
+	var out [][]T
+	start, bytes := 0, 0
+	for i, r := range rows {
+		n := size(r)
+		if i > start && (i-start == 100 || bytes+n > maxBatchBytes) {
+			out = append(out, rows[start:i])
+			start, bytes = i, 0
+		}
+		bytes += n
+	}
+	if start < len(rows) {
+		out = append(out, rows[start:])
+	}
+	return out
+}
+
 // rows lists every row entity of an import, ordered by line.
 func (l *Ledger) rows(ctx context.Context, importID string) ([]pipeline.TokenRecord, error) {
 	filter := "PartitionKey eq " + odataString(keyFor(importID)) + " and RowKey ge " + odataString(lineRowPrefix) +
@@ -672,7 +705,7 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 			return err
 		}
 		next := row
-		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, o.Reason, o.UserPrincipalName, o.UserID
+		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, clip(o.Reason), o.UserPrincipalName, o.UserID
 		if o.DeviceID != "" {
 			next.DeviceID = o.DeviceID
 		}
@@ -753,7 +786,7 @@ func (l *Ledger) Audit(ctx context.Context, a pipeline.AuditRecord) error {
 		PartitionKey: keyFor(a.Serial),
 		RowKey:       fmt.Sprintf("%019d-%s", math.MaxInt64-a.Time.UnixNano(), hex.EncodeToString(rnd[:])),
 		Time:         formatTime(a.Time), Caller: a.Caller, Action: a.Action, Serial: a.Serial,
-		FromUser: a.FromUser, ToUser: a.ToUser, Outcome: a.Outcome, Reason: a.Reason,
+		FromUser: a.FromUser, ToUser: a.ToUser, Outcome: a.Outcome, Reason: clip(a.Reason),
 	}
 	if _, err := l.audit.AddEntity(ctx, mustJSON(e), nil); err != nil {
 		return classify("ledger: audit "+a.Action+" of "+a.Serial, err)

@@ -537,3 +537,50 @@ func BenchmarkPutTokens(b *testing.B) {
 		}
 	}
 }
+
+// TestLargeRows: rows near the service's limits (long reasons, many problems) are clipped, and
+// a file of them is split into transactions under the 4 MiB payload limit.
+func TestLargeRows(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	imp := begin(t, l, "imp-large", "large.csv", t0)
+	var probs []seedfile.Problem
+	for i := 0; i < 300; i++ {
+		probs = append(probs, seedfile.Problem{Line: 2, Field: "upn", Code: "upn.invalid", Message: strings.Repeat("é", 100)})
+	}
+	var rows []pipeline.TokenRecord
+	for i := 0; i < 120; i++ {
+		rows = append(rows, pipeline.TokenRecord{Line: i + 2, Status: pipeline.StatusRejected, Reason: strings.Repeat("ü", 10000), Problems: probs})
+	}
+	if err := l.PutTokens(ctx, imp, rows); err != nil {
+		t.Fatal(err)
+	}
+	list, err := l.ListTokens(ctx, imp.ImportID)
+	if err != nil || len(list) != 120 {
+		t.Fatalf("%d rows, %v", len(list), err)
+	}
+	if r := list[0]; len(r.Reason) > maxReasonBytes+len("…") || !strings.HasSuffix(r.Reason, "…") || len(r.Problems) == 0 || len(r.Problems) >= 300 {
+		t.Fatalf("row not clipped: reason %d bytes, %d problems", len(r.Reason), len(r.Problems))
+	}
+	if _, err := l.SetTokenOutcome(ctx, imp.ImportID, 2, pipeline.Outcome{Status: pipeline.StatusFailed, Reason: strings.Repeat("x", 70000)}); err != nil {
+		t.Fatalf("long outcome reason: %v", err)
+	}
+}
+
+func TestBatches(t *testing.T) {
+	one := func(int) int { return 1 }
+	if got := batches(make([]int, 250), one); len(got) != 3 || len(got[0]) != 100 || len(got[2]) != 50 {
+		t.Fatalf("250 small rows: %d batches", len(got))
+	}
+	big := func(int) int { return maxBatchBytes / 3 }
+	if got := batches(make([]int, 7), big); len(got) != 3 || len(got[0]) != 3 {
+		t.Fatalf("7 big rows: batch sizes %d", len(got))
+	}
+	huge := func(int) int { return maxBatchBytes * 2 }
+	if got := batches(make([]int, 2), huge); len(got) != 2 {
+		t.Fatalf("2 huge rows: %d batches, want one each", len(got))
+	}
+	if got := batches([]int{}, one); len(got) != 0 {
+		t.Fatalf("no rows: %d batches", len(got))
+	}
+}
