@@ -214,7 +214,9 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	p.Metadata["Metadata"] = meta
 	p.Metadata["sys"] = sysData(w.fn.Name, time.Now())
 
-	_, err = w.r.Invoke(ctx, w.fn.Name, p)
+	ictx, cancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout) // the host's functionTimeout
+	_, err = w.r.Invoke(ictx, w.fn.Name, p)
+	cancel()
 	if ctx.Err() != nil {
 		return // shutting down: not a failed try; the next run delivers it again
 	}

@@ -65,6 +65,9 @@ func (w *queueWatch) run(ctx context.Context) {
 		case err != nil:
 			w.r.log.Warn("dequeue", "queue", w.trig.QueueName, "err", err)
 		}
+		if err == nil {
+			missing = false
+		}
 		if err != nil || len(resp.Messages) == 0 {
 			if !sleep(ctx, idle) {
 				return
@@ -72,7 +75,7 @@ func (w *queueWatch) run(ctx context.Context) {
 			idle = min(idle*2, max(w.r.host.MaxPollInterval, w.r.poll))
 			continue
 		}
-		missing, idle = false, w.r.poll
+		idle = w.r.poll
 		for _, m := range resp.Messages {
 			slots <- struct{}{}
 			wg.Add(1)
@@ -117,7 +120,10 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 			p.Metadata[key] = hostTime(*t)
 		}
 	}
-	_, err := w.r.Invoke(ctx, w.fn.Name, p)
+	// The host cancels an invocation at functionTimeout; the lease outlasts it by a minute.
+	ictx, icancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout)
+	_, err := w.r.Invoke(ictx, w.fn.Name, p)
+	icancel()
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	switch {

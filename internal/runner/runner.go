@@ -63,8 +63,25 @@ func New(o Options) (*Runner, error) {
 	if o.HandlerURL == "" {
 		return nil, errors.New("runner: HandlerURL is required")
 	}
+	// Zero fields take host.json's defaults.
+	def := DefaultHost()
 	if o.Host == (Host{}) {
-		o.Host = DefaultHost()
+		o.Host = def
+	}
+	if o.Host.MaxDequeueCount <= 0 {
+		o.Host.MaxDequeueCount = def.MaxDequeueCount
+	}
+	if o.Host.BatchSize <= 0 {
+		o.Host.BatchSize = def.BatchSize
+	}
+	if o.Host.BlobParallelism <= 0 {
+		o.Host.BlobParallelism = def.BlobParallelism
+	}
+	if o.Host.FunctionTimeout <= 0 {
+		o.Host.FunctionTimeout = def.FunctionTimeout
+	}
+	if o.Host.MaxPollInterval <= 0 {
+		o.Host.MaxPollInterval = def.MaxPollInterval
 	}
 	r := &Runner{
 		fns: o.Functions, host: o.Host, handlerURL: o.HandlerURL, hostID: o.HostID,

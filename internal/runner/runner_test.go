@@ -115,6 +115,12 @@ func (h *fakeHandler) callsTo(fn string) []call {
 // test ends (or stop is called).
 func startRunner(t *testing.T, h http.Handler) (r *Runner, stop func()) {
 	t.Helper()
+	return startRunnerWith(t, h, nil)
+}
+
+// startRunnerWith is startRunner with host.json settings changed by tune.
+func startRunnerWith(t *testing.T, h http.Handler, tune func(*Host)) (r *Runner, stop func()) {
+	t.Helper()
 	needStorage(t)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -127,6 +133,9 @@ func startRunner(t *testing.T, h http.Handler) (r *Runner, stop func()) {
 		t.Fatal(err)
 	}
 	host.VisibilityTimeout, host.MaxPollInterval = 0, 100*time.Millisecond
+	if tune != nil {
+		tune(&host)
+	}
 	r, err = New(Options{Functions: fns, Host: host, HandlerURL: srv.URL, Connection: map[string]string{"SeedStorage": storageConn},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PollInterval: 50 * time.Millisecond})
 	if err != nil {
@@ -371,6 +380,31 @@ func TestQueueMessageReleasedOnShutdown(t *testing.T) {
 	}
 	if c := *resp.Messages[0].DequeueCount; c != 2 {
 		t.Fatalf("DequeueCount %d; want 2", c)
+	}
+}
+
+// An invocation running past functionTimeout is cancelled and counts as a failed try.
+func TestQueueFunctionTimeout(t *testing.T) {
+	resetStorage(t)
+	ctx := context.Background()
+	_, qc := clients(t)
+	if _, err := qc.NewQueueClient("token-provisioning").EnqueueMessage(ctx, `{"serialNumber":"SLOW"}`, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHandler{answer: func(r *http.Request, fn string, inv *handlers.Invocation) (int, string) {
+		if fn == "ProvisionToken" && inv.MetaInt("DequeueCount") == 1 {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return http.StatusOK, `{}`
+	}}
+	start := time.Now()
+	_, _ = startRunnerWith(t, h, func(h *Host) { h.FunctionTimeout = 300 * time.Millisecond })
+	waitFor(t, "the second try", 8*time.Second, func() bool { return len(h.callsTo("ProvisionToken")) == 2 })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("second try after %v; the first was not cut off at functionTimeout", d)
 	}
 }
 
