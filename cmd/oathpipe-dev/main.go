@@ -157,6 +157,10 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 func runUp(ctx context.Context, opts devstack.Options, settingsOut string, stdout, stderr io.Writer) int {
 	s, err := devstack.Start(ctx, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "oathpipe-dev: interrupted while starting; everything started is stopped")
+			return exitSignals
+		}
 		fmt.Fprintln(stderr, "oathpipe-dev:", err)
 		return exitFailed
 	}
