@@ -33,7 +33,7 @@ param reportRetentionDays int = 90
 @description('Days a deleted blob stays recoverable (blob soft delete). Deleted seed files are recoverable this long too.')
 @minValue(1)
 @maxValue(365)
-param blobSoftDeleteDays int = 7
+param blobSoftDeleteDays int = 1
 
 @description('Public network access to Key Vault. The app is not VNet-integrated, so Disabled needs a private endpoint and VNet integration added by you.')
 @allowed([
