@@ -108,7 +108,7 @@ type appProcess struct {
 
 // Start brings the stack up and returns when the app answers and the runner runs. On error
 // everything already started is stopped.
-func Start(ctx context.Context, o Options) (s *Stack, err error) {
+func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Root == "" {
 		return nil, errors.New("devstack: Root is required")
 	}
@@ -130,25 +130,28 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if o.AppOutput == nil {
 		o.AppOutput = os.Stderr
 	}
-	s = &Stack{opts: o, log: o.Logger}
-	defer func() {
-		if err != nil {
-			s.Stop()
-			s = nil
-		}
-	}()
+	s := &Stack{opts: o, log: o.Logger}
+	if err := s.start(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
 
+// start brings up what Start promises; on error Start stops whatever it had started.
+func (s *Stack) start(ctx context.Context) (err error) {
+	o := s.opts
 	if s.fns, err = runner.LoadFunctions(filepath.Join(o.Root, "functions")); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	if s.host, err = runner.LoadHost(filepath.Join(o.Root, "host.json")); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	s.host.VisibilityTimeout = o.RetryDelay
 	s.host.MaxPollInterval = min(s.host.MaxPollInterval, time.Second)
 
 	if s.dir, err = os.MkdirTemp("", "oathpipe-dev-"); err != nil {
-		return nil, fmt.Errorf("devstack: state folder: %w", err)
+		return fmt.Errorf("devstack: state folder: %w", err)
 	}
 
 	if os.Getenv("OATHPIPE_AZURITE") == "" {
@@ -157,30 +160,30 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		}
 	}
 	if s.Azurite, err = azurite.Start(ctx); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	s.log.Info("azurite started", "blob", s.Azurite.BlobURL(), "queue", s.Azurite.QueueURL(), "table", s.Azurite.TableURL(), "pid", s.Azurite.Pid())
 
 	vo := o.Vault
 	vo.Token = OfflineToken
 	if s.Vault, err = kvstandin.StartTLS(vo); err != nil {
-		return nil, fmt.Errorf("devstack: key vault stand-in: %w", err)
+		return fmt.Errorf("devstack: key vault stand-in: %w", err)
 	}
 	gopts := o.Graph
 	gopts.Token = OfflineToken
 	if gopts.Users, err = graphstandin.LoadUsers(o.UsersFile); err != nil {
-		return nil, fmt.Errorf("devstack: users for the Graph stand-in (--users): %w", err)
+		return fmt.Errorf("devstack: users for the Graph stand-in (--users): %w", err)
 	}
 	s.Users = gopts.Users
 	if s.Graph, err = graphstandin.StartTLS(gopts); err != nil {
-		return nil, fmt.Errorf("devstack: graph stand-in: %w", err)
+		return fmt.Errorf("devstack: graph stand-in: %w", err)
 	}
 	s.log.Info("stand-ins started", "vault", s.Vault.URL, "graph", s.Graph.URL, "users", len(gopts.Users))
 
 	caFile := filepath.Join(s.dir, "ca.pem")
 	bundle := append(append([]byte{}, s.Vault.CAPEM...), s.Graph.CAPEM...)
 	if err = os.WriteFile(caFile, bundle, 0o600); err != nil {
-		return nil, fmt.Errorf("devstack: write CA bundle: %w", err)
+		return fmt.Errorf("devstack: write CA bundle: %w", err)
 	}
 	s.Endpoints = Endpoints{
 		StorageConnectionString: s.Azurite.ConnectionString(),
@@ -193,25 +196,25 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		OfflineToken:            OfflineToken,
 	}
 	if err = ensureResources(ctx, s.Endpoints.StorageConnectionString, s.log); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
+		return fmt.Errorf("devstack: %w", err)
 	}
 	if o.NoApp {
-		return s, nil
+		return nil
 	}
 
 	ln, err := net.Listen("tcp", o.APIAddr)
 	if err != nil {
-		return nil, fmt.Errorf("devstack: HTTP front on %s (--api): %w", o.APIAddr, err)
+		return fmt.Errorf("devstack: HTTP front on %s (--api): %w", o.APIAddr, err)
 	}
 	s.Endpoints.APIBase = "http://" + ln.Addr().String() + "/" + s.host.RoutePrefix
 	s.front = &http.Server{Handler: http.HandlerFunc(s.serveFront), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.front.Serve(ln) }()
 
 	if err = s.StartApp(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	s.Endpoints.HandlerURL = "http://127.0.0.1:" + strconv.Itoa(s.appPort)
-	return s, nil
+	return nil
 }
 
 // Settings returns the app settings the child gets, as the host would pass them (the shape

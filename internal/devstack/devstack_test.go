@@ -396,3 +396,58 @@ func TestCrashedAppIsRestarted(t *testing.T) {
 		t.Fatalf("after StopApp: pid %d, %d restarts; want 0 and 1", p, s.Restarts())
 	}
 }
+
+// children lists the command lines of this test process's live child processes.
+func children(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		f := strings.Fields(st[strings.LastIndexByte(st, ')')+1:])
+		if len(f) < 2 || f[0] == "Z" || f[1] != fmt.Sprint(os.Getpid()) {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		out = append(out, strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return out
+}
+
+// A start that fails part-way stops everything it had started and says why.
+func TestFailedStartStopsEverything(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		opts Options
+		ctx  context.Context
+		want string
+	}{
+		{"bad users file", Options{UsersFile: filepath.Join(t.TempDir(), "none.json")}, context.Background(), "--users"},
+		{"app exits at start", Options{AppPath: "/bin/false"}, context.Background(), "exited during start"},
+		{"interrupted", Options{}, cancelled, "context canceled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			o.Root, o.APIAddr, o.Logger, o.AppOutput = root, "127.0.0.1:0", testLogger(t), tWriter{t}
+			if o.AppPath == "" {
+				o.AppPath = app(t)
+			}
+			s, err := Start(tt.ctx, o)
+			if err == nil {
+				s.Stop()
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not say %q", err, tt.want)
+			}
+			waitUntil(t, "no child process left", 5*time.Second, func() bool { return len(children(t)) == 0 })
+		})
+	}
+}
