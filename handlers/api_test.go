@@ -190,7 +190,8 @@ func TestAssignmentErrors(t *testing.T) {
 			if err := json.Unmarshal([]byte(res.Body), &p); err != nil {
 				t.Fatal(err)
 			}
-			if p.Code != tc.wantCode || p.Status != tc.wantStatus || p.Type != ProblemTypeBase+tc.wantCode || p.Title == "" {
+			if p.Code != tc.wantCode || p.Status != tc.wantStatus || p.Type != ProblemTypeBase+tc.wantCode || p.Title == "" ||
+				p.Instance != "urn:uuid:00000000-0000-0000-0000-000000000001" {
 				t.Errorf("problem %+v, want code %s", p, tc.wantCode)
 			}
 			if tc.check != nil {

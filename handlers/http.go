@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -37,36 +38,60 @@ type apiFunc func(ctx context.Context, c *apiCall) HTTPResponse
 func (s *Server) httpFunction(route string, methods []string, h apiFunc) invocationFunc {
 	return func(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
 		start := time.Now()
-		res := s.serveAPI(ctx, log, in, route, methods, h)
-		log.Info("http request", "route", route, "status", res.StatusCode, "ms", time.Since(start).Milliseconds())
+		c := &apiCall{log: log}
+		res := s.serveAPI(ctx, c, in, route, methods, h)
+		withInstance(&res, invocationIDFrom(ctx))
+		c.log.Info("http request", "route", route, "status", res.StatusCode, "ms", time.Since(start).Milliseconds())
 		return outcome{status: http.StatusOK, resp: Response{Outputs: map[string]any{"res": res}}}
 	}
 }
 
-func (s *Server) serveAPI(ctx context.Context, log *slog.Logger, in *Invocation, route string, methods []string, h apiFunc) HTTPResponse {
+func (s *Server) serveAPI(ctx context.Context, c *apiCall, in *Invocation, route string, methods []string, h apiFunc) HTTPResponse {
 	req, err := in.DataHTTPRequest("req")
 	if err != nil {
-		log.Warn("undecodable http request", "err", err)
+		c.log.Warn("undecodable http request", "err", err)
 		return problemResponse(newProblem(codeMalformedBody, "The request could not be read."))
 	}
-	method := strings.ToUpper(strings.TrimSpace(req.Method))
-	if !contains(methods, method) {
-		res := problemResponse(newProblem(codeMethodNotAllowed, method+" is not allowed on "+route+"."))
+	c.req = req
+	c.method = strings.ToUpper(strings.TrimSpace(req.Method))
+	if len(c.method) > 16 {
+		c.method = c.method[:16]
+	}
+	c.log = c.log.With("method", c.method)
+	if !slices.Contains(methods, c.method) {
+		res := problemResponse(newProblem(codeMethodNotAllowed, c.method+" is not allowed on "+route+"."))
 		res.Headers["Allow"] = strings.Join(methods, ", ")
 		return res
 	}
-	caller, p := authorize(req, s.role)
-	log = log.With("method", method, "caller", caller)
+	var p *Problem
+	c.caller, p = authorize(req, s.role)
+	c.log = c.log.With("caller", c.caller)
 	if p != nil {
-		log.Warn("caller refused", "code", p.Code)
+		c.log.Warn("caller refused", "code", p.Code)
 		return problemResponse(p)
 	}
-	if method == http.MethodPut && len(req.Body) > maxHTTPBody {
+	if c.method == http.MethodPut && len(req.Body) > maxHTTPBody {
 		return problemResponse(newProblem(codeBodyTooLarge, "The body must be at most 8 KiB."))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.budget)
 	defer cancel()
-	return h(ctx, &apiCall{req: req, method: method, caller: caller, log: log})
+	return h(ctx, c)
+}
+
+// withInstance sets a problem's instance to the invocation id (urn:uuid:...), which the
+// function's logs carry too, so a caller's support request finds the log lines.
+func withInstance(res *HTTPResponse, invocationID string) {
+	if invocationID == "" || res.StatusCode < 400 || res.Headers["Content-Type"] != "application/problem+json" {
+		return
+	}
+	var p Problem
+	if err := json.Unmarshal([]byte(res.Body), &p); err != nil {
+		return
+	}
+	p.Instance = "urn:uuid:" + invocationID
+	if b, err := json.Marshal(p); err == nil {
+		res.Body = string(b)
+	}
 }
 
 // fail answers err as a problem and logs it with its upstream request id.
@@ -180,20 +205,4 @@ func validImportName(s string) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// sortedCopy returns a sorted copy of list.
-func sortedCopy(list []string) []string {
-	out := append([]string(nil), list...)
-	sort.Strings(out)
-	return out
 }

@@ -237,9 +237,6 @@ func writeResponse(w http.ResponseWriter, status int, resp Response) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-// errBadInvocation marks a payload the handler cannot decode.
-var errBadInvocation = errors.New("bad invocation payload")
-
 // errTooLarge marks an invocation or body over its size limit.
 var errTooLarge = errors.New("too large")
 

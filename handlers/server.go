@@ -129,8 +129,10 @@ type invocationFunc func(ctx context.Context, log *slog.Logger, in *Invocation) 
 func (s *Server) invocation(name string, h invocationFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		log := s.log.With("function", name)
-		if id := r.Header.Get("X-Azure-Functions-InvocationId"); id != "" {
+		ctx := r.Context()
+		if id := r.Header.Get("X-Azure-Functions-InvocationId"); id != "" && len(id) <= 64 {
 			log = log.With("invocationId", id)
+			ctx = context.WithValue(ctx, invocationIDKey{}, id)
 		}
 		in, err := DecodeInvocation(r)
 		if err != nil {
@@ -139,7 +141,7 @@ func (s *Server) invocation(name string, h invocationFunc) http.HandlerFunc {
 			writeResponse(w, out.status, out.resp)
 			return
 		}
-		out := s.safely(r.Context(), log, in, h)
+		out := s.safely(ctx, log, in, h)
 		writeResponse(w, out.status, out.resp)
 	}
 }
@@ -173,4 +175,12 @@ func badInvocation(name string, err error) outcome {
 		}}
 	}
 	return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{msg}}}
+}
+
+type invocationIDKey struct{}
+
+// invocationIDFrom returns the host's invocation id (X-Azure-Functions-InvocationId), if known.
+func invocationIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(invocationIDKey{}).(string)
+	return id
 }
