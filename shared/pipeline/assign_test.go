@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/base32"
 	"strings"
 	"sync"
@@ -125,8 +126,16 @@ func TestReassignUnassignAndState(t *testing.T) {
 			},
 			wantKind: token.KindInvalid, holder: ada, status: "activated"},
 	}
+	var answers strings.Builder // every HTTP answer and error, for the leak scan
 	for _, st := range steps {
 		got, err := st.do()
+		if err != nil {
+			answers.WriteString(err.Error() + "\n")
+		}
+		if got != nil {
+			b, _ := json.Marshal(got)
+			answers.Write(b)
+		}
 		if st.wantKind != "" {
 			if token.KindOf(err) != st.wantKind {
 				t.Fatalf("%s: error %v (kind %s), want kind %s", st.name, err, token.KindOf(err), st.wantKind)
@@ -189,7 +198,11 @@ func TestReassignUnassignAndState(t *testing.T) {
 	if first.Caller != "hr" || !strings.EqualFold(first.FromUser, ada) || !strings.EqualFold(first.ToUser, grace) || first.Action != "assign" {
 		t.Errorf("first audit record %+v", first)
 	}
-	for _, lk := range ss.Leaks("logs", s.Logs.String()) {
+	if state, err := p.TokenState(ctx, "RA-2"); err == nil {
+		b, _ := json.Marshal(state)
+		answers.Write(b)
+	}
+	for _, lk := range append(ss.Leaks("logs", s.Logs.String()), ss.Leaks("HTTP answers", answers.String())...) {
 		t.Error(lk)
 	}
 }
