@@ -2,8 +2,8 @@ package pipeline_test
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/base32"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
