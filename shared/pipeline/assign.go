@@ -230,6 +230,20 @@ func (p *Pipeline) tokenState(ctx context.Context, serial string) (*Assignment, 
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
 	dev, err := p.d.Directory.FindDevice(ctx, serial)
+	if token.KindOf(err) == token.KindNotFound {
+		// Imported but not (yet) in Entra: answer what the ledger knows.
+		row, rerr := p.d.Ledger.TokenBySerial(ctx, serial)
+		if rerr != nil {
+			return nil, fmt.Errorf("find token %s: %w", serial, err)
+		}
+		a := &Assignment{SerialNumber: serial, Status: row.Status, Manufacturer: row.Manufacturer, Model: row.Model}
+		in, verr := p.seedInVault(ctx, row.Manufacturer, serial)
+		if verr != nil {
+			return nil, fmt.Errorf("token %s: look for its seed: %w", serial, verr)
+		}
+		a.SeedInVault = &in
+		return a, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("find token %s: %w", serial, err)
 	}

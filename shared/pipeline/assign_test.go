@@ -171,6 +171,16 @@ func TestReassignUnassignAndState(t *testing.T) {
 	if _, err := p.TokenState(ctx, "NOPE"); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("state of unknown serial: %v", err)
 	}
+	// A token imported but not yet provisioned is answered from the ledger.
+	if _, _, err := l.BeginImport(ctx, pipeline.ImportRecord{ImportID: "imp-pending", FileName: "p.csv", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutTokens(ctx, pipeline.ImportRecord{ImportID: "imp-pending"}, []pipeline.TokenRecord{{Line: 2, Serial: "PENDING-1", Manufacturer: "Token2", Model: "C202", Status: pipeline.StatusVaulted}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.TokenState(ctx, "PENDING-1"); err != nil || st.Status != pipeline.StatusVaulted || st.SeedInVault == nil || *st.SeedInVault {
+		t.Errorf("state of a token not yet in Entra: %+v %v", st, err)
+	}
 
 	row, err := l.TokenBySerial(ctx, "RA-1")
 	if err != nil || row.Status != pipeline.StatusActivated || !strings.EqualFold(row.UserPrincipalName, ada) {
