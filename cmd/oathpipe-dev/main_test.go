@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,6 +209,9 @@ func wantSeen(t *testing.T, procs []proc, substr string) {
 // answers, stops it with Ctrl-C's SIGINT or with SIGTERM, and checks no process outlives it.
 // SIGKILL gives oathpipe-dev no chance to clean up: its children die with it (Pdeathsig).
 func TestUpStopsEverything(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc and relies on the parent-death signal")
+	}
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(dev(t), "up", "--api", "127.0.0.1:0")
@@ -297,6 +301,9 @@ func TestUpStopsEverything(t *testing.T) {
 
 // TestDemoCommand runs what `make demo` runs and measures it.
 func TestDemoCommand(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
 	args := []string{"demo", "--api", "127.0.0.1:0"}
 	if !fileExists(filepath.Join(root, "testdata", "demo", "token2-batch-clean.csv")) {
 		t.Log("testdata/demo not there yet: demo with generated files")

@@ -271,7 +271,7 @@ func (s *Stack) startApp(ctx context.Context) error {
 	cmd.Env = appEnv(os.Environ(), s.Settings(port))
 	cmd.Stdout, cmd.Stderr = s.opts.AppOutput, s.opts.AppOutput
 	// Its own process group, killed with us if we die first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("devstack: start %s serve: %w", s.opts.AppPath, err)
 	}
