@@ -90,6 +90,8 @@ type Stack struct {
 	quickFails int        // consecutive crashes soon after start (under life)
 	restarts   int        // restarts after a crash (under life)
 	appPort    int        // FUNCTIONS_CUSTOMHANDLER_PORT, chosen once (under life)
+	done       context.Context
+	cancel     context.CancelFunc // cancels done: Stop interrupts a restart in progress
 
 	mu  sync.Mutex
 	app *appProcess // nil while the app is stopped
@@ -131,6 +133,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		o.AppOutput = os.Stderr
 	}
 	s := &Stack{opts: o, log: o.Logger}
+	s.done, s.cancel = context.WithCancel(context.Background())
 	if err := s.start(ctx); err != nil {
 		s.Stop()
 		return nil, err
@@ -333,9 +336,11 @@ func (s *Stack) supervise(a *appProcess) {
 		s.log.Error("oathpipe serve keeps crashing; not restarting it (see its log above)")
 		return
 	}
-	time.Sleep(time.Duration(s.quickFails) * 500 * time.Millisecond)
+	if !sleepCtx(s.done, time.Duration(s.quickFails)*500*time.Millisecond) {
+		return
+	}
 	s.restarts++
-	if err := s.startApp(context.Background()); err != nil {
+	if err := s.startApp(s.done); err != nil {
 		s.log.Error("restart the app", "err", err)
 	}
 }
@@ -405,6 +410,7 @@ func (s *Stack) AppPID() int {
 
 // Stop stops everything Start started and removes the state folder. It is safe to call twice.
 func (s *Stack) Stop() {
+	s.cancel()
 	s.life.Lock()
 	s.closed = true
 	s.stopAppLocked(false)
@@ -481,6 +487,17 @@ func waitHandler(ctx context.Context, a *appProcess, limit time.Duration) error 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("did not listen on FUNCTIONS_CUSTOMHANDLER_PORT within %v", limit)
 		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
