@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -119,6 +120,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if cmd == "demo" {
+		if !flagSet(fs, "api") && !canListen(*api) {
+			// The demo prints its API address; it need not fail because 7071 is in use.
+			log.Warn("port in use; the demo's HTTP front takes a free port", "api", *api)
+			opts.APIAddr = "127.0.0.1:0"
+		}
 		var fileList []string
 		if *files != "" {
 			fileList = strings.Split(*files, ",")
@@ -182,6 +188,16 @@ func runUp(ctx context.Context, opts devstack.Options, settingsOut string, stdou
 	<-ctx.Done()
 	opts.Logger.Info("stopping")
 	return exitSignals
+}
+
+// canListen reports whether addr is free to listen on.
+func canListen(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // writeLocalSettings writes a local.settings.json for Core Tools pointing at the stack.
