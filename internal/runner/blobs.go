@@ -217,9 +217,12 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	ictx, cancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout) // the host's functionTimeout
 	_, err = w.r.Invoke(ictx, w.fn.Name, p)
 	cancel()
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		return // shutting down: not a failed try; the next run delivers it again
 	}
+	// Bookkeeping finishes even when shutdown began during the invocation.
+	bg, bgCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer bgCancel()
 	d := Delivery{Function: w.fn.Name, Trigger: BlobTrigger, Key: name, Err: err}
 	w.mu.Lock()
 	if err != nil {
@@ -233,15 +236,15 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 
 	switch {
 	case err == nil:
-		if rerr := w.writeReceipt(ctx, name, etag); rerr != nil {
+		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
 			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
 		}
 		w.markDone(k)
 	case tries >= w.r.host.MaxDequeueCount:
-		if perr := w.poison(ctx, name, etag); perr != nil {
+		if perr := w.poison(bg, name, etag); perr != nil {
 			w.r.log.Error("blob poison message", "blob", name, "err", perr)
 		}
-		if rerr := w.writeReceipt(ctx, name, etag); rerr != nil {
+		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
 			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
 		}
 		w.markDone(k)

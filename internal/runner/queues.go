@@ -127,16 +127,16 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	switch {
+	case err == nil:
+		if _, derr := w.q.DeleteMessage(bg, id, pop, nil); derr != nil && !queueerror.HasCode(derr, queueerror.MessageNotFound) {
+			w.r.log.Warn("delete message", "queue", w.trig.QueueName, "id", id, "err", derr)
+		}
 	case ctx.Err() != nil:
 		// Shutting down: make the message visible again now so the next run takes it.
 		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); uerr != nil {
 			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
 		}
 		return
-	case err == nil:
-		if _, derr := w.q.DeleteMessage(bg, id, pop, nil); derr != nil && !queueerror.HasCode(derr, queueerror.MessageNotFound) {
-			w.r.log.Warn("delete message", "queue", w.trig.QueueName, "id", id, "err", derr)
-		}
 	case count >= w.r.host.MaxDequeueCount:
 		d.Err = err
 		d.Poisoned = w.moveToPoison(bg, id, pop, text)
