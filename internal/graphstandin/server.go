@@ -67,6 +67,8 @@ type Fault struct {
 	Status       int
 	AfterApply   bool
 	Count        int
+	// RetryAfter is the Retry-After (seconds) of an injected 429, 503 or 504; 0 = 1.
+	RetryAfter int
 }
 
 // Server is the stand-in; it is an http.Handler serving /v1.0/... and /beta/....
@@ -309,7 +311,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	fault := s.takeFault(r)
 	if fault != nil && !fault.AfterApply {
-		writeError(w, reqID, faultError(fault.Status))
+		writeError(w, reqID, faultError(fault))
 		return
 	}
 
@@ -328,7 +330,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ans, aerr := s.route(r, body)
 	if fault != nil {
-		writeError(w, reqID, faultError(fault.Status))
+		writeError(w, reqID, faultError(fault))
 		return
 	}
 	if aerr != nil {
@@ -394,20 +396,26 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 	return nil
 }
 
-func faultError(status int) *apiError {
-	switch status {
+func faultError(f *Fault) *apiError {
+	ra := f.RetryAfter
+	if ra <= 0 {
+		ra = 1
+	}
+	switch f.Status {
 	case 403:
 		return errf(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 	case 429:
-		return &apiError{status: 429, code: "TooManyRequests", msg: "Too many requests. Retry after 1 seconds.", retryAfter: 1}
+		e := errf(429, "TooManyRequests", "Too many requests. Retry after %d seconds.", ra)
+		e.retryAfter = ra
+		return e
 	case 404:
 		return notFound("injected")
 	case 503:
-		return &apiError{status: 503, code: "serviceNotAvailable", msg: "The service is temporarily unavailable.", retryAfter: 1}
+		return &apiError{status: 503, code: "serviceNotAvailable", msg: "The service is temporarily unavailable.", retryAfter: ra}
 	case 504:
-		return &apiError{status: 504, code: "gatewayTimeout", msg: "The gateway timed out.", retryAfter: 1}
+		return &apiError{status: 504, code: "gatewayTimeout", msg: "The gateway timed out.", retryAfter: ra}
 	default:
-		return errf(status, "generalException", "An injected failure.")
+		return errf(f.Status, "generalException", "An injected failure.")
 	}
 }
 

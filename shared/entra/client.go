@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,7 +127,8 @@ func New(opts Options) (*Client, error) {
 
 // graphMiddlewares is msgraph-sdk-go's default middleware chain (Graph telemetry, /me
 // replacement, then kiota's retry, redirect, compression, parameter decoding, user agent and
-// header inspection), with the retry handler allowed maxRetries tries.
+// header inspection), with the retry handler allowed maxRetries tries, none of them waiting
+// past the request's deadline (retryWithinDeadline).
 func graphMiddlewares(maxRetries int) []khttp.Middleware {
 	opts := msgraphsdk.GetDefaultClientOptions()
 	mws := msgraphcore.GetDefaultMiddlewaresWithOptions(&opts)
@@ -134,16 +136,49 @@ func graphMiddlewares(maxRetries int) []khttp.Middleware {
 	for _, m := range mws {
 		switch m.(type) {
 		case *khttp.RetryHandler:
-			m = khttp.NewRetryHandlerWithOptions(khttp.RetryHandlerOptions{
-				MaxRetries:  maxRetries,
-				ShouldRetry: func(time.Duration, int, *http.Request, *http.Response) bool { return true },
-			})
+			ro := khttp.RetryHandlerOptions{MaxRetries: maxRetries}
+			ro.ShouldRetry = retryWithinDeadline(ro.GetDelaySeconds())
+			m = khttp.NewRetryHandlerWithOptions(ro)
 		case *khttp.CompressionHandler:
 			out = append(out, freshAttempt{})
 		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// retryWithinDeadline is the retry middleware's ShouldRetry: it lets kiota retry a 429/503/504
+// only if the wait kiota is about to take (Retry-After, else its exponential backoff plus at
+// most 1 s of jitter) ends before the request context's deadline. Otherwise kiota would wait,
+// give up with ctx.Err() and lose Graph's answer; stopping returns the answer itself, which
+// becomes KindThrottled with Retry-After and request-id (so the HTTP API can answer 429). The
+// deadline is the caller's or, failing that, the http.Client's Timeout. delaySeconds is the
+// handler's backoff base (RetryHandlerOptions.GetDelaySeconds).
+func retryWithinDeadline(delaySeconds int) func(time.Duration, int, *http.Request, *http.Response) bool {
+	return func(_ time.Duration, executionCount int, req *http.Request, resp *http.Response) bool {
+		return !waitOutlastsDeadline(req.Context(), retryDelay(resp, delaySeconds, executionCount+1))
+	}
+}
+
+// retryDelay is how long kiota-http-go v1.5.4's retry handler waits before retry number attempt
+// (1 for the first): Retry-After in whole seconds or as a date, else delaySeconds·2^(attempt-1)
+// plus up to 1 s of jitter (counted in full here).
+func retryDelay(resp *http.Response, delaySeconds, attempt int) time.Duration {
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return time.Duration(f) * time.Second
+		}
+		if t, err := time.Parse(time.RFC1123, v); err == nil {
+			return time.Until(t)
+		}
+	}
+	return time.Duration(delaySeconds)*time.Second<<(attempt-1) + time.Second
+}
+
+// waitOutlastsDeadline reports whether waiting d from now would end at or after ctx's deadline.
+func waitOutlastsDeadline(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && !time.Now().Add(d).Before(deadline)
 }
 
 // freshAttempt gives every attempt of a request its own copy, with its own headers and body,

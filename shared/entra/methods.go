@@ -129,7 +129,9 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 // Activate activates the user's method with a code computed from seed right before sending.
 // With fewer than MinCodeLife left in the time step it waits for the next step. Graph's retry
 // middleware is off for this call: on throttling or a 5xx it waits (Retry-After) and tries
-// again with a fresh code, up to maxActivateTries times. A rejected code is KindBadCode.
+// again with a fresh code, up to maxActivateTries times, unless the wait would end after ctx's
+// deadline: then Graph's answer is returned (KindThrottled with RetryAfter for a 429). A
+// rejected code is KindBadCode.
 func (c *Client) Activate(ctx context.Context, userID, methodID string, seed token.Seed) error {
 	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
 	// Entra's defaults for what a seed leaves unset: 30 s, hmacsha1, 6 digits.
@@ -168,6 +170,11 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		wait := token.RetryAfterOf(err)
 		if wait <= 0 {
 			wait = time.Duration(1<<(try-1)) * time.Second
+		}
+		if waitOutlastsDeadline(ctx, wait) {
+			// Waiting would outlast the caller's deadline: return Graph's answer (throttled,
+			// with its Retry-After and request-id) instead of a cancelled wait.
+			return err
 		}
 		c.log.InfoContext(ctx, "activation will be retried with a fresh code", "user_id", userID, "method_id", methodID, "wait", wait, "request_id", token.RequestIDOf(err))
 		if err := c.sleep(ctx, wait); err != nil {
