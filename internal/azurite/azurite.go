@@ -84,7 +84,7 @@ func Start(ctx context.Context) (*Server, error) {
 			"--tableHost", "127.0.0.1", "--tablePort", strconv.Itoa(s.TablePort))
 		s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
 		// Its own process group, so Stop ends node and anything it spawned.
-		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		s.cmd.SysProcAttr = procAttr()
 		if err := s.cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start azurite: %w", err)
 		}
