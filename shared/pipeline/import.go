@@ -27,10 +27,11 @@ func RejectedName(importID, name string) string { return importID + "/" + name }
 // importFile is Import. Each step is safe to repeat; the import's stage in the ledger says which
 // steps a repeated delivery can skip:
 //
-//	started  → read the file, write every row to the ledger (valid rows "vaulted", Pending counted)
-//	vaulted  → write the first report; store the seeds chunk by chunk, queueing each chunk's
-//	           messages as soon as its seeds are confirmed (provisioning starts while later
-//	           chunks are still being stored); a seed the vault refuses fails its row
+//	started  → read the file, write every row to the ledger (valid rows "vaulted", Pending
+//	           counted) while the first seeds already go to the vault
+//	vaulted  → write the first report; queue each token's message as soon as its seed is
+//	           confirmed (provisioning starts while later seeds are still being stored); a seed
+//	           the vault refuses fails its row
 //	enqueued → every valid seed is confirmed in the vault: the file leaves the inbox
 //	done
 func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, error) {
@@ -50,66 +51,18 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 		log.Info("repeated delivery of an import", slog.String("stage", imp.Stage))
 	}
 
-	var records []seedfile.Record
+	disposition, failed, queued := DispositionDeleted, 0, 0
 	if stageBefore(imp.Stage, StageEnqueued) {
-		if records, imp, err = p.recordFile(ctx, log, imp, f); err != nil {
+		if imp, disposition, queued, failed, err = p.storeAndQueue(ctx, log, imp, f); err != nil {
 			return nil, err
 		}
-	}
-	rows, err := p.d.Ledger.ListTokens(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
-	}
-	disposition := DispositionDeleted
-	if len(imp.Problems) > 0 || imp.Rows == 0 {
-		disposition = DispositionRejected
-	}
-	failed := 0
-	unsettled := map[int]bool{}
-	for _, r := range rows {
-		switch {
-		case r.Status == StatusRejected:
-			disposition = DispositionRejected
-		case r.Status == StatusFailed && strings.HasPrefix(r.Reason, vaultFailurePrefix):
-			failed++
-			disposition = DispositionRejected
-		case r.Status == StatusVaulted:
-			unsettled[r.Line] = true
+	} else {
+		// Done by an earlier delivery: read the outcome back for the answer and the disposition.
+		rows, err := p.d.Ledger.ListTokens(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
 		}
-	}
-
-	queued := 0
-	if stageBefore(imp.Stage, StageEnqueued) {
-		// The first report goes out before any message, so no worker can settle the import's
-		// last token (and write the final report) before it.
-		if err := p.writeReport(ctx, id, disposition); err != nil {
-			return nil, err
-		}
-		var todo []seedfile.Record
-		for _, r := range records {
-			if unsettled[r.Line] {
-				todo = append(todo, r)
-			}
-		}
-		var refused int
-		if queued, refused, err = p.vaultAndQueue(ctx, log, id, f.Name, todo); err != nil {
-			return nil, err
-		}
-		if refused > 0 {
-			failed += refused
-			disposition = DispositionRejected
-		}
-		if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
-			return nil, fmt.Errorf("import %s: record stage: %w", f.Name, err)
-		}
-		log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", refused))
-		// Tokens may all have settled while later chunks were still being queued, before the
-		// import knew its disposition: make sure the report on disk is the final one.
-		if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
-			if err := p.writeReport(ctx, id, disposition); err != nil {
-				return nil, err
-			}
-		}
+		disposition, failed, _ = dispositionOf(imp, rows)
 	}
 
 	if stageBefore(imp.Stage, StageDone) {
@@ -141,25 +94,132 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 	return res, nil
 }
 
+// storeAndQueue runs the vaulted and enqueued stages. On the first delivery the seeds start
+// going to the vault while the rows are being written to the ledger; messages wait until the
+// rows and the first report are written (a worker needs the row; the first report must not
+// overwrite a final one).
+func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (_ ImportRecord, disposition string, queued, failed int, err error) {
+	id := imp.ImportID
+	records, problems, sum := p.readFile(f)
+	first := stageBefore(imp.Stage, StageVaulted)
+	todo := records
+	if first {
+		imp = p.importFacts(imp, problems, sum)
+		disposition = DispositionDeleted
+		if len(imp.Problems) > 0 || imp.Rows == 0 || imp.Invalid > 0 {
+			disposition = DispositionRejected
+		}
+	} else {
+		// A repeated delivery: rows exist; store and queue what has not settled yet.
+		rows, err := p.d.Ledger.ListTokens(ctx, id)
+		if err != nil {
+			return imp, "", 0, 0, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
+		}
+		var unsettled map[int]bool
+		disposition, failed, unsettled = dispositionOf(imp, rows)
+		todo = nil
+		for _, r := range records {
+			if unsettled[r.Line] {
+				todo = append(todo, r)
+			}
+		}
+	}
+
+	vctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gate := make(chan struct{})
+	type result struct {
+		queued, refused int
+		err             error
+	}
+	done := make(chan result, 1)
+	go func() {
+		q, r, err := p.vaultAndQueue(vctx, log, id, f.Name, todo, gate)
+		done <- result{q, r, err}
+	}()
+	prepare := func() error {
+		if first {
+			if err := p.recordRows(ctx, log, imp, records, problems); err != nil {
+				return err
+			}
+			imp.Stage = StageVaulted
+		}
+		return p.writeReport(ctx, id, disposition)
+	}
+	if err := prepare(); err != nil {
+		cancel()
+		<-done
+		return imp, "", 0, 0, err
+	}
+	close(gate)
+	res := <-done
+	if res.err != nil {
+		return imp, "", 0, 0, res.err
+	}
+	if res.refused > 0 {
+		failed += res.refused
+		disposition = DispositionRejected
+	}
+	if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
+		return imp, "", 0, 0, fmt.Errorf("import %s: record stage: %w", f.Name, err)
+	}
+	log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", res.queued), slog.Int("vaultRefused", res.refused))
+	// Tokens may all have settled while later seeds were still being queued, before the import
+	// knew its disposition: make sure the report on disk is the final one.
+	if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
+		if err := p.writeReport(ctx, id, disposition); err != nil {
+			return imp, "", 0, 0, err
+		}
+	}
+	return imp, disposition, res.queued, failed, nil
+}
+
+// dispositionOf works out from the ledger rows where the file goes, how many rows the vault
+// refused, and which lines still wait for their seed and message.
+func dispositionOf(imp ImportRecord, rows []TokenRecord) (disposition string, refused int, unsettled map[int]bool) {
+	disposition = DispositionDeleted
+	if len(imp.Problems) > 0 || imp.Rows == 0 {
+		disposition = DispositionRejected
+	}
+	unsettled = map[int]bool{}
+	for _, r := range rows {
+		switch {
+		case r.Status == StatusRejected:
+			disposition = DispositionRejected
+		case r.Status == StatusFailed && strings.HasPrefix(r.Reason, vaultFailurePrefix):
+			refused++
+			disposition = DispositionRejected
+		case r.Status == StatusVaulted:
+			unsettled[r.Line] = true
+		}
+	}
+	return disposition, refused, unsettled
+}
+
 // vaultFailurePrefix starts the reason of a valid row the vault refused, so a repeated delivery
 // can tell those rows from tokens that failed later, in provisioning.
 const vaultFailurePrefix = "not stored in the vault: "
 
-// recordFile reads f and, on the first delivery, writes every row to the ledger (valid rows
-// "vaulted", rejected rows with their problems). It returns the valid records.
-func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) ([]seedfile.Record, ImportRecord, error) {
-	records, problems, sum := p.readFile(f)
-	if !stageBefore(imp.Stage, StageVaulted) {
-		return records, imp, nil // rows written by an earlier delivery
-	}
+// importFacts records the file's summary and file-level problems on imp.
+func (p *Pipeline) importFacts(imp ImportRecord, problems []seedfile.Problem, sum seedfile.Summary) ImportRecord {
 	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
-	byLine := map[int][]seedfile.Problem{}
+	imp.Problems = nil
 	for _, pr := range problems {
 		if pr.Line <= 0 {
 			imp.Problems = append(imp.Problems, pr)
-			continue
 		}
-		byLine[pr.Line] = append(byLine[pr.Line], pr)
+	}
+	return imp
+}
+
+// recordRows writes every row of the file to the ledger: valid rows "vaulted", rejected rows
+// with their problems. The ledger counts Pending and moves the import to StageVaulted.
+func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportRecord, records []seedfile.Record, problems []seedfile.Problem) error {
+	byLine := map[int][]seedfile.Problem{}
+	for _, pr := range problems {
+		if pr.Line > 0 {
+			byLine[pr.Line] = append(byLine[pr.Line], pr)
+		}
 	}
 	rows := make([]TokenRecord, 0, len(records)+len(byLine))
 	for _, r := range records {
@@ -180,12 +240,11 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Line < rows[j].Line })
 	imp.Pending = len(records)
 	if err := p.d.Ledger.PutTokens(ctx, imp, rows); err != nil {
-		return nil, imp, fmt.Errorf("import %s: write %d ledger rows: %w", f.Name, len(rows), err)
+		return fmt.Errorf("import %s: write %d ledger rows: %w", imp.FileName, len(rows), err)
 	}
-	imp.Stage = StageVaulted
 	log.Info("file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
 		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)))
-	return records, imp, nil
+	return nil
 }
 
 // vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
@@ -193,7 +252,7 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 // stored: provisioning of a big file starts within a second. A seed the vault refuses (a
 // different seed under the serial, ...) fails its row; a transient failure stops everything and
 // is returned, and the whole import is retried (storing and queueing are both safe to repeat).
-func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record) (queued, refused int, err error) {
+func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, gate <-chan struct{}) (queued, refused int, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan seedfile.Record)
@@ -231,6 +290,9 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 						slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
 						slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
 					o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
+					if !wait(ctx, gate) {
+						return
+					}
 					if err := p.settle(ctx, importID, r.Line, o); err != nil {
 						fail(err)
 						return
@@ -249,6 +311,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 		senders.Add(1)
 		go func() {
 			defer senders.Done()
+			open := wait(ctx, gate) // the rows and the first report come first
 			for m := range ready {
 				batch := []ProvisionMessage{m}
 			fill:
@@ -263,7 +326,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 						break fill
 					}
 				}
-				if ctx.Err() != nil {
+				if !open || ctx.Err() != nil {
 					continue // drain: a failure is already recorded
 				}
 				if err := p.d.Queue.Enqueue(ctx, batch); err != nil {
@@ -331,6 +394,16 @@ func optionsFor(base seedfile.Options, md map[string]string) seedfile.Options {
 		}
 	}
 	return base
+}
+
+// wait blocks until gate is closed (true) or ctx is done (false).
+func wait(ctx context.Context, gate <-chan struct{}) bool {
+	select {
+	case <-gate:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // stageBefore reports whether stage a comes before stage b.
