@@ -465,3 +465,84 @@ func TestConcurrentSettlementOnAzurite(t *testing.T) {
 		t.Errorf("report: settled %v pending %d counts %v", rep.Settled, rep.Pending, rep.Counts)
 	}
 }
+
+// TestAPIOnAzurite runs the HTTP API flows over the real ledger with serials that need escaping
+// everywhere (OData filters, Table keys, URLs): quotes, slashes, '#', '?' and unicode.
+func TestAPIOnAzurite(t *testing.T) {
+	ctx := context.Background()
+	a := storageAccount(t)
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
+	ss := &pipelinetest.SeedSet{}
+	serials := []string{`AZ-O'Brien`, `AZ-"q"`, "AZ-Ωmega-Ü", "AZ-a/b#c?d", `AZ-back\slash`}
+	var rows []pipelinetest.Row
+	for _, ser := range serials {
+		rows = append(rows, ss.Row(ser, ""))
+	}
+	name := "api/awkward.csv"
+	if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Blobs.ReadInbox(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Import(ctx, f)
+	if err != nil || res.Valid != len(serials) {
+		t.Fatalf("import: %+v %v", res, err)
+	}
+	(&host{p: p, q: a.Provision.Client(), workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
+
+	for i, ser := range serials {
+		upn := []string{ada, grace, alan, "edsger.dijkstra@contoso.example", "barbara.liskov@contoso.example"}[i]
+		got, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: ser, UserPrincipalName: upn, Activate: true, Caller: "hr-system"})
+		if err != nil || !got.Changed || got.Status != pipeline.StatusActivated {
+			t.Errorf("PUT %q: %+v %v", ser, got, err)
+			continue
+		}
+		row, err := a.Ledger.TokenBySerial(ctx, ser)
+		if err != nil || row.Status != pipeline.StatusActivated || !strings.EqualFold(row.UserPrincipalName, upn) {
+			t.Errorf("ledger row of %q: %+v %v", ser, row, err)
+		}
+		st, err := p.TokenState(ctx, ser)
+		if err != nil || st.SeedInVault == nil || !*st.SeedInVault || !strings.EqualFold(st.UserPrincipalName, upn) {
+			t.Errorf("GET %q: %+v %v", ser, st, err)
+		}
+		if got, err := p.UnassignToken(ctx, ser, "hr-system"); err != nil || !got.Changed {
+			t.Errorf("DELETE %q: %+v %v", ser, got, err)
+		}
+		if row, err := a.Ledger.TokenBySerial(ctx, ser); err != nil || row.Status != pipeline.StatusAvailable {
+			t.Errorf("ledger row of %q after DELETE: %+v %v", ser, row, err)
+		}
+	}
+
+	// Every change is in the audit table, with caller, serial, users, outcome and time.
+	svc, err := aztables.NewServiceClientFromConnectionString(azServer.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]int{}
+	pager := svc.NewClient(config.AuditTable).NewListEntitiesPager(nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page.Entities {
+			var rec map[string]any
+			if err := json.Unmarshal(e, &rec); err != nil {
+				t.Fatal(err)
+			}
+			for _, ser := range serials {
+				if rec["Caller"] == "hr-system" && rec["Serial"] == ser && rec["Outcome"] == "changed" {
+					found[ser]++
+				}
+			}
+		}
+	}
+	for _, ser := range serials {
+		if found[ser] != 2 {
+			t.Errorf("%q: %d audit records of changes, want 2 (assign, unassign)", ser, found[ser])
+		}
+	}
+}
