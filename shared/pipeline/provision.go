@@ -194,7 +194,6 @@ func (p *Pipeline) assignActivate(ctx context.Context, dev token.Device, user to
 		}
 		method = m
 	}
-	var err error
 	if method == nil {
 		id, err := p.d.Directory.Assign(ctx, user.ID, dev.ID)
 		if err != nil {
@@ -205,6 +204,7 @@ func (p *Pipeline) assignActivate(ctx context.Context, dev token.Device, user to
 	}
 	res.methodID = method.ID
 	if a.wanted() && method.Status != token.StatusActivated {
+		var err error
 		if a.code != "" {
 			err = p.d.Directory.ActivateWithCode(ctx, user.ID, method.ID, a.code)
 			res.activatedWith = "verificationCode"
