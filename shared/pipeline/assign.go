@@ -171,6 +171,9 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 // assignment step, activating it again when it was activated and a seed is at hand. Failures
 // are logged: the answer is the reassignment's own error either way.
 func (p *Pipeline) restore(ctx context.Context, log *slog.Logger, before token.Device, how activation) {
+	// The request's budget may be spent by now; giving the token back must not be cut short.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	holder, err := p.d.Directory.ResolveUser(ctx, before.AssignedToID)
 	if err == nil {
 		back := activation{}
@@ -298,6 +301,9 @@ func (p *Pipeline) recordRow(ctx context.Context, log *slog.Logger, row TokenRec
 // change must not go unaudited (a retried request is idempotent and audits again).
 func (p *Pipeline) audit(ctx context.Context, log *slog.Logger, a AuditRecord, failure error, changed ...bool) error {
 	a.Time = p.now()
+	// A request that ran out of time is audited all the same.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	switch {
 	case failure != nil:
 		a.Outcome, a.Reason = string(token.KindOf(failure)), reasonOf(failure)
