@@ -291,6 +291,8 @@ func (p *Pipeline) upnOf(ctx context.Context, userID, name string) string {
 // recordRow records an HTTP API change on the token's ledger row. The change is done in Entra
 // already, so a ledger failure is logged, not answered.
 func (p *Pipeline) recordRow(ctx context.Context, log *slog.Logger, row TokenRecord, o Outcome) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	if err := p.settle(ctx, row.ImportID, row.Line, o); err != nil {
 		log.Warn("ledger row not updated", slog.String("importId", row.ImportID), slog.String("error", reasonOf(err)))
 	}
