@@ -290,3 +290,41 @@ func TestGraphFailsAfterApplying(t *testing.T) {
 		t.Fatalf("%+v %v", st, err)
 	}
 }
+
+// A message the host gave up on (poison queue) is recorded as failed with the reason, settles the
+// import, and a late redelivery of it changes nothing.
+func TestRecordPoisoned(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("poison.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("PZ-1", ada), ss.Row("PZ-2", grace)}))); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := q.Take()
+	poisoned := pipelinetest.DecodeMessage(t, first)
+	for range 2 {
+		if err := p.RecordPoisoned(ctx, poisoned, "graph kept answering 503"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	out, err := p.Provision(ctx, poisoned, 6)
+	if err != nil || !out.Repeat || out.Status != pipeline.StatusFailed {
+		t.Fatalf("late redelivery: %+v %v", out, err)
+	}
+	if _, ok := s.Graph.Server.DeviceBySerial("PZ-1"); ok {
+		t.Error("the poisoned token reached Graph")
+	}
+	st, err := p.ImportStatus(ctx, "poison.csv")
+	if err != nil || !st.Settled || st.Counts[pipeline.StatusFailed] != 1 || st.Counts[pipeline.StatusActivated] != 1 {
+		t.Fatalf("%+v %v", st, err)
+	}
+	if r := st.Tokens[0].Reason; !strings.Contains(r, "gave up") || !strings.Contains(r, "503") {
+		t.Errorf("reason %q", r)
+	}
+	if csv, ok := b.Report("poison.csv.failures.csv"); !ok || !strings.Contains(string(csv), "PZ-1") {
+		t.Errorf("failures csv: %q", csv)
+	}
+}
