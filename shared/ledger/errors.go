@@ -3,61 +3,19 @@ package ledger
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
-	"github.com/oathpipe/oathpipe/shared/token"
+	"github.com/oathpipe/oathpipe/shared/azerr"
 )
 
-// classify turns a Table storage failure into a *token.Error the pipeline can act on: 429/5xx
-// and network failures are worth retrying, 403 is a missing role assignment (not the
-// caller's fault), 404 is not found, 409/412 a conflict.
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var te *token.Error
-	if errors.As(err, &te) {
-		return err
-	}
-	e := &token.Error{Kind: token.KindTransient, Op: op, Err: err}
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		e.Message = "table storage answered " + strconv.Itoa(re.StatusCode)
-		if re.ErrorCode != "" {
-			e.Message += " " + re.ErrorCode
-		}
-		if re.RawResponse != nil {
-			e.RequestID = re.RawResponse.Header.Get("x-ms-request-id")
-			if s, err := strconv.Atoi(re.RawResponse.Header.Get("Retry-After")); err == nil {
-				e.RetryAfter = time.Duration(s) * time.Second
-			}
-		}
-		switch {
-		case re.StatusCode == http.StatusTooManyRequests:
-			e.Kind = token.KindThrottled
-		case re.StatusCode >= 500:
-			e.Kind = token.KindTransient
-		case re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized:
-			e.Kind = token.KindForbidden
-			e.Message += " (the app's identity needs the Storage Table Data Contributor role on the account)"
-		case re.StatusCode == http.StatusNotFound:
-			e.Kind = token.KindNotFound
-		case re.StatusCode == http.StatusConflict || re.StatusCode == http.StatusPreconditionFailed:
-			e.Kind = token.KindConflict
-		case re.StatusCode >= 400:
-			e.Kind = token.KindInternal
-		}
-		return e
-	}
-	e.Message = err.Error()
-	return e
-}
+// classify turns a Table storage failure into a *token.Error the pipeline can act on.
+func classify(op string, err error) error { return azerr.Classify(op, tableStorage, err) }
+
+var tableStorage = azerr.Service{Name: "table storage", Role: "Storage Table Data Contributor"}
 
 // isNotFound reports whether err is Table storage's 404 (entity or table missing).
 func isNotFound(err error) bool {

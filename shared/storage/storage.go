@@ -9,7 +9,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,9 +17,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"github.com/oathpipe/oathpipe/shared/azerr"
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/ledger"
-	"github.com/oathpipe/oathpipe/shared/token"
 )
 
 // Options says how to reach the storage account. Give either ConnectionString (Azurite, local
@@ -120,53 +119,10 @@ func logger(o Options) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// classify turns a storage failure into a *token.Error the pipeline can act on: 429/5xx and
-// network failures are worth retrying, 403 is a missing role assignment, 404 not found,
-// 409/412 a conflict.
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var te *token.Error
-	if errors.As(err, &te) {
-		return err
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return &token.Error{Kind: token.KindTransient, Op: op, Message: "cancelled or out of time", Err: err}
-	}
-	e := &token.Error{Kind: token.KindTransient, Op: op, Err: err}
-	var re *azcore.ResponseError
-	if !errors.As(err, &re) {
-		e.Message = err.Error()
-		return e
-	}
-	e.Message = "storage answered " + strconv.Itoa(re.StatusCode)
-	if re.ErrorCode != "" {
-		e.Message += " " + re.ErrorCode
-	}
-	if re.RawResponse != nil {
-		e.RequestID = re.RawResponse.Header.Get("x-ms-request-id")
-		if s, err := strconv.Atoi(re.RawResponse.Header.Get("Retry-After")); err == nil {
-			e.RetryAfter = time.Duration(s) * time.Second
-		}
-	}
-	switch {
-	case re.StatusCode == http.StatusTooManyRequests:
-		e.Kind = token.KindThrottled
-	case re.StatusCode >= 500:
-		e.Kind = token.KindTransient
-	case re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized:
-		e.Kind = token.KindForbidden
-		e.Message += " (the app's identity needs the Storage Blob Data Owner and Storage Queue Data Contributor roles on the account)"
-	case re.StatusCode == http.StatusNotFound:
-		e.Kind = token.KindNotFound
-	case re.StatusCode == http.StatusConflict || re.StatusCode == http.StatusPreconditionFailed:
-		e.Kind = token.KindConflict
-	default:
-		e.Kind = token.KindInternal
-	}
-	return e
-}
+// classify turns a blob or queue failure into a *token.Error the pipeline can act on.
+func classify(op string, err error) error { return azerr.Classify(op, blobQueueStorage, err) }
+
+var blobQueueStorage = azerr.Service{Name: "storage", Role: "Storage Blob Data Owner and Storage Queue Data Contributor"}
 
 func newBlobClient(o Options) (*azblob.Client, error) {
 	co := &azblob.ClientOptions{ClientOptions: clientOptions(o, o.BlobServiceURL)}

@@ -1,19 +1,16 @@
 package vault
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/oathpipe/oathpipe/shared/azerr"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -44,7 +41,7 @@ func responseError(err error) (kvError, bool) {
 	e := kvError{status: re.StatusCode, code: re.ErrorCode}
 	if resp := re.RawResponse; resp != nil {
 		e.requestID = resp.Header.Get("x-ms-request-id")
-		e.retry = retryAfter(resp.Header)
+		e.retry = azerr.RetryAfter(resp.Header)
 		if body, err := runtime.Payload(resp); err == nil {
 			var b struct {
 				Error struct {
@@ -68,25 +65,6 @@ func responseError(err error) (kvError, bool) {
 }
 
 func (e kvError) is(code string) bool { return e.code == code || e.inner == code }
-
-// retryAfter reads Retry-After (seconds or an HTTP date) and the millisecond variants.
-func retryAfter(h http.Header) time.Duration {
-	for _, name := range []string{"retry-after-ms", "x-ms-retry-after-ms"} {
-		if ms, err := strconv.Atoi(h.Get(name)); err == nil && ms > 0 {
-			return time.Duration(ms) * time.Millisecond
-		}
-	}
-	v := h.Get("Retry-After")
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
 
 // classify turns a failed Key Vault call into a *token.Error. op says what was being done
 // ("store the seed of Token2 serial 123"). Messages come from Key Vault's error answers, which
@@ -132,21 +110,7 @@ func classify(op string, err error) error {
 		}
 		return out
 	}
-	var authErr *azidentity.AuthenticationFailedError
-	var netErr net.Error
-	switch {
-	case errors.As(err, &authErr):
-		if authErr.RawResponse != nil && authErr.RawResponse.StatusCode < 500 && authErr.RawResponse.StatusCode != http.StatusTooManyRequests {
-			out.Kind, out.Message = token.KindForbidden, "could not get a token for Key Vault"
-		} else {
-			out.Kind, out.Message = token.KindTransient, "could not get a token for Key Vault (identity endpoint failing)"
-		}
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		out.Kind, out.Message = token.KindTransient, "timed out talking to Key Vault"
-	case errors.As(err, &netErr):
-		out.Kind, out.Message = token.KindTransient, "cannot reach Key Vault: "+err.Error()
-	default:
-		out.Kind, out.Message = token.KindInternal, "Key Vault call failed"
-	}
-	return out
+	return azerr.Classify(op, keyVault, err)
 }
+
+var keyVault = azerr.Service{Name: "Key Vault", Role: "Key Vault Secrets Officer"}
