@@ -284,6 +284,7 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 		}
 		if errors.Is(err, errLineTooLong) {
 			c.sum.Rows++
+			c.rowCells(nil, nil)
 			c.problem(r.line, "row", CodeRowTooLong, "the line is over 64 KiB")
 			c.rowBad = false
 			c.sum.Invalid++
@@ -297,12 +298,21 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 		}
 		if len(fields) != len(cols) {
 			c.sum.Rows++
+			c.rowCells(nil, nil) // a shifted column could put a seed where the serial should be
 			c.problem(start, "row", CodeRowColumns, fmt.Sprintf("the row has %d columns; the header has %d", len(fields), len(cols)))
 			c.rowBad = false
 			c.sum.Invalid++
 			continue
 		}
 		k = candidate{line: start, digits: 6}
+		// The serial and UPN first: problems found in earlier columns name the row by them.
+		if at[colSerial] > 0 {
+			k.serial = fields[at[colSerial]-1]
+		}
+		if at[colUPN] > 0 {
+			k.upn = fields[at[colUPN]-1]
+		}
+		c.rowCells(k.serial, k.upn)
 		for i, col := range cols {
 			v := fields[i]
 			switch col {

@@ -193,6 +193,15 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		digits:       6,
 	}
 	key := kp.Key
+	if key != nil {
+		if u := strings.TrimSpace(key.UserID); u != "" {
+			k.upn = []byte(u)
+		}
+	}
+	if u := strings.TrimSpace(kp.DeviceInfo.UserID); k.upn == nil && u != "" {
+		k.upn = []byte(u)
+	}
+	c.rowCells(k.serial, k.upn)
 	if key == nil {
 		c.problem(line, "Key", CodeAlgorithmUnknown, "the KeyPackage has no Key")
 		k.secretChecked, k.hashReported = true, true
@@ -214,11 +223,6 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		default:
 			k.secret = secret
 		}
-	}
-	if u := strings.TrimSpace(key.UserID); u != "" {
-		k.upn = []byte(u)
-	} else if u := strings.TrimSpace(kp.DeviceInfo.UserID); u != "" {
-		k.upn = []byte(u)
 	}
 	alg := strings.ToLower(key.Algorithm)
 	switch {

@@ -208,6 +208,7 @@ type checker struct {
 	f         fields
 
 	rowBad             bool
+	rowSerial, rowUPN  []byte // the current row's serial and UPN cells, for its problems
 	serialKey, seedKey maphash.Seed
 	serials, seeds     index             // keyed 64-bit hashes → first line
 	names              map[string]string // interned manufacturer/model strings
@@ -221,7 +222,21 @@ func (c *checker) fileProblem(code, msg string) error {
 
 func (c *checker) problem(line int, field, code, msg string) {
 	c.rowBad = true
-	c.onProblem(Problem{Line: line, Field: field, Code: code, Message: msg})
+	c.onProblem(Problem{Line: line, Field: field, Code: code, Message: msg,
+		Serial: cellText(c.rowSerial), UserPrincipalName: cellText(c.rowUPN)})
+}
+
+// rowCells names the row whose problems follow (nil, nil: none known).
+func (c *checker) rowCells(serial, upn []byte) { c.rowSerial, c.rowUPN = serial, upn }
+
+// cellText is a serial or UPN cell as a problem carries it: trimmed, and empty when it holds
+// control characters or bytes that are not UTF-8.
+func cellText(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || !plainText(b) {
+		return ""
+	}
+	return string(b)
 }
 
 // finish applies the shared rules to a row, counts it and hands a valid one to onRecord.
@@ -280,6 +295,7 @@ func (c *checker) finish(k *candidate) error {
 	if !k.hashReported && h != token.SHA1 && h != token.SHA256 {
 		c.problem(k.line, f.hash, CodeHashUnsupported, fmt.Sprintf("hash %s; Entra ID takes SHA-1 or SHA-256", hashName(h)))
 	}
+	c.rowCells(nil, nil)
 	if c.rowBad {
 		c.rowBad = false
 		c.sum.Invalid++

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ func noSecretIn(t *testing.T, input string, r result) {
 	t.Helper()
 	var texts []string
 	for _, p := range r.probs {
-		texts = append(texts, p.Message, p.String())
+		texts = append(texts, p.Message, p.String(), p.Serial, p.UserPrincipalName)
 	}
 	if r.err != nil {
 		texts = append(texts, r.err.Error())
@@ -542,5 +543,54 @@ func TestReaderFailure(t *testing.T) {
 		if !errors.Is(err, boom) || errors.As(err, &fe) {
 			t.Errorf("err = %v, want the reader's error, not a file problem", err)
 		}
+	}
+}
+
+// TestProblemNamesRow: every row problem carries the row's serial and UPN cells (trimmed),
+// whatever column the problem is about, and never when the columns do not line up.
+func TestProblemNamesRow(t *testing.T) {
+	const pskcHead = `<?xml version="1.0"?><KeyContainer Version="1.0" xmlns="urn:ietf:params:xml:ns:keyprov:pskc">`
+	tests := []struct {
+		name  string
+		input string
+		want  []string // "line:code:serial:upn"
+	}{
+		{"secret column before serial", "secret key,serial number,upn,time interval,manufacturer,model\n" +
+			"not base32!, SN-1 , ada@contoso.example ,30,T,M\n",
+			[]string{"2:secret.not-base32:SN-1:ada@contoso.example"}},
+		{"duplicate serial names the repeated one", entraHeader + "a@b.example,SN-7," + seedA + ",30,T,M\nc@b.example,SN-7," + seedB + ",45,T,M\n",
+			[]string{"3:serial.duplicate:SN-7:c@b.example", "3:interval.unsupported:SN-7:c@b.example"}},
+		{"malformed upn kept", entraHeader + "not an upn,SN-2," + seedA + ",30,T,M\n", []string{"2:upn.malformed:SN-2:not an upn"}},
+		{"inventory row", entraHeader + ",SN-3,,30,T,M\n", []string{"2:secret.missing:SN-3:"}},
+		{"shifted columns name nothing", entraHeader + "a@b.example,SN-4," + seedA + ",30,T\n", []string{"2:row.columns::"}},
+		{"control characters name nothing", entraHeader + strings.Repeat("\n", 4100) + "a@b.example,SN\x015," + seedA + ",30,T,M\n",
+			[]string{"4102:field.not-text::a@b.example"}},
+		{"next row starts clean", entraHeader + "a@b.example,SN-6,,30,T,M\n,,,,,\nb@b.example,," + seedB + ",30,T,M\n",
+			[]string{"2:secret.missing:SN-6:a@b.example", "4:serial.missing::b@b.example"}},
+		{"pskc", pskcHead + `<KeyPackage><DeviceInfo><SerialNo> P-1 </SerialNo><Manufacturer>T</Manufacturer><Model>M</Model></DeviceInfo>` +
+			`<Key Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp"><UserId>ada@contoso.example</UserId>` +
+			`<Data><Secret><PlainValue>not base64!</PlainValue></Secret></Data></Key></KeyPackage></KeyContainer>`,
+			[]string{"1:secret.not-base64:P-1:ada@contoso.example", "1:algorithm.hotp:P-1:ada@contoso.example"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := read(tt.input, Options{})
+			if r.err != nil {
+				t.Fatalf("Read: %v", r.err)
+			}
+			var got []string
+			for _, p := range r.probs {
+				got = append(got, fmt.Sprintf("%d:%s:%s:%s", p.Line, p.Code, p.Serial, p.UserPrincipalName))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems = %q, want %q", got, tt.want)
+			}
+			noSecretIn(t, tt.input, r)
+		})
+	}
+	// The validate --json shape does not change.
+	b, err := json.Marshal(Problem{Line: 2, Field: "f", Code: "c", Message: "m", Serial: "s", UserPrincipalName: "u"})
+	if err != nil || string(b) != `{"line":2,"field":"f","code":"c","message":"m"}` {
+		t.Errorf("Problem JSON = %s, %v", b, err)
 	}
 }

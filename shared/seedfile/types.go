@@ -45,6 +45,13 @@ type Problem struct {
 	Field   string `json:"field"`   // e.g. "secret key", "upn", "file"
 	Code    string `json:"code"`    // stable, e.g. "secret.not-base32"
 	Message string `json:"message"` // plain; never contains a seed
+	// Serial and UserPrincipalName are the row's serial number and UPN cells (trimmed) when
+	// the reader knows them, whatever field the problem is about: the pipeline shows them
+	// for rejected rows. Never a secret; empty for file-level problems, rows whose columns do
+	// not line up with the header, and cells with control characters. Not part of the
+	// `oathpipe validate --json` problem shape.
+	Serial            string `json:"-"`
+	UserPrincipalName string `json:"-"`
 }
 
 func (p Problem) String() string {
