@@ -108,6 +108,19 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if !st.Settled || st.Pending != 0 || st.Counts[pipeline.StatusActivated] != 2 || st.Counts[pipeline.StatusFailed] != 2 || st.Counts[pipeline.StatusRejected] != 3 {
 		t.Errorf("status: settled %v pending %d counts %v", st.Settled, st.Pending, st.Counts)
 	}
+	// Rejected rows carry the serial and UPN the reader saw (the duplicate: the repeated serial).
+	wantNamed := map[int][2]string{7: {"TK-6", alan}, 8: {"TK-1", alan}, 9: {"TK-8", alan}}
+	for _, tl := range st.Tokens {
+		if w, ok := wantNamed[tl.Line]; ok && (tl.SerialNumber != w[0] || tl.UserPrincipalName != w[1]) {
+			t.Errorf("rejected line %d: serial %q upn %q, want %q %q", tl.Line, tl.SerialNumber, tl.UserPrincipalName, w[0], w[1])
+		}
+	}
+	if r, err := l.GetToken(ctx, res.ImportID, 8); err != nil || r.Serial != "TK-1" || r.UserPrincipalName != alan {
+		t.Errorf("ledger row of line 8 = %+v, %v", r, err)
+	}
+	if r, err := l.TokenBySerial(ctx, "TK-1"); err != nil || r.Line != 2 {
+		t.Errorf("TokenBySerial(TK-1) = line %d, %v; want the valid line 2, not the rejected duplicate", r.Line, err)
+	}
 	for _, tl := range st.Tokens {
 		if tl.Line == 5 && !strings.Contains(tl.Reason, "guest") {
 			t.Errorf("guest row reason %q", tl.Reason)
@@ -133,7 +146,8 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if strings.Contains(string(csv), ",@TK") || !strings.Contains(string(csv), ",'@TK(5)") {
 		t.Errorf("formula not neutralised:\n%s", csv)
 	}
-	for _, want := range []string{"serial.duplicate", "secret.not-base32", "interval.unsupported", "TK-4", "guest", "disabled"} {
+	for _, want := range []string{"serial.duplicate", "secret.not-base32", "interval.unsupported", "TK-4", "guest", "disabled",
+		"7,TK-6," + alan + ",rejected,secret key,secret.not-base32", "8,TK-1," + alan + ",rejected,serial number,serial.duplicate"} {
 		if !strings.Contains(string(csv), want) {
 			t.Errorf("failures csv lacks %q:\n%s", want, csv)
 		}
@@ -206,8 +220,11 @@ func TestImportUnreadableFile(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	st, err := p.ImportStatus(ctx, "notes.txt")
-	if err != nil || !st.Settled || len(st.Problems) == 0 {
-		t.Fatalf("%+v %v", st, err)
+	if err != nil || !st.Settled || len(st.Problems) != 1 || st.Problems[0].Code != "file.no-header" {
+		t.Fatalf("%+v %v; want exactly one file.no-header problem", st, err)
+	}
+	if len(res.Problems) != 1 {
+		t.Errorf("result problems %+v; want one", res.Problems)
 	}
 	if csv, ok := b.Report("notes.txt.failures.csv"); !ok || !strings.Contains(string(csv), "file.") {
 		t.Errorf("failures csv: %q", csv)
@@ -328,5 +345,52 @@ func TestRecordPoisoned(t *testing.T) {
 	}
 	if csv, ok := b.Report("poison.csv.failures.csv"); !ok || !strings.Contains(string(csv), poisoned.SerialNumber) {
 		t.Errorf("failures csv: %q", csv)
+	}
+}
+
+// Blob metadata hints: spellings of a hash Entra takes are accepted (the file is read with
+// them); a value oathpipe does not take is one file-level problem naming the key, never ignored.
+func TestImportMetadataHints(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	hexRow := func(serial string) pipelinetest.Row {
+		return pipelinetest.Row{UPN: ada, Serial: serial, Secret: "3132333435363738393031323334353637383930", Interval: "30", Manufacturer: "Token2", Model: "C202"}
+	}
+	tests := []struct {
+		md        map[string]string
+		wantField string // "" for a clean import
+	}{
+		{map[string]string{"hash": "sha256", "secretencoding": "hex"}, ""},
+		{map[string]string{"Hash": " HMAC-SHA1 ", "SecretEncoding": "HEX", "format": "entra-csv"}, ""},
+		{map[string]string{"hash": "md5", "secretencoding": "hex"}, "metadata hash"},
+		{map[string]string{"hash": "sha512", "secretencoding": "hex"}, "metadata hash"},
+		{map[string]string{"secretencoding": "base64"}, "metadata secretencoding"},
+		{map[string]string{"format": "xlsx", "secretencoding": "hex"}, "metadata format"},
+	}
+	for i, tt := range tests {
+		t.Run(fmt.Sprint(tt.md), func(t *testing.T) {
+			l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+			p := s.Pipeline(l, q, b, nil)
+			name := fmt.Sprintf("hints-%d.csv", i)
+			f := b.Upload(name, pipelinetest.EntraCSV([]pipelinetest.Row{hexRow(fmt.Sprintf("H-%d", i))}))
+			f.Metadata = tt.md
+			res, err := p.Import(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantField == "" {
+				if len(res.Problems) != 0 || res.Valid != 1 || res.Queued != 1 || res.Disposition != pipeline.DispositionDeleted {
+					t.Fatalf("clean import with hints: %+v", res)
+				}
+				return
+			}
+			if len(res.Problems) != 1 || res.Problems[0].Code != pipeline.CodeFileBadHint || res.Problems[0].Field != tt.wantField ||
+				res.Queued != 0 || res.Disposition != pipeline.DispositionRejected {
+				t.Fatalf("bad hint: %+v; want one %s problem on %q", res, pipeline.CodeFileBadHint, tt.wantField)
+			}
+			if v := tt.md[strings.TrimPrefix(tt.wantField, "metadata ")]; !strings.Contains(res.Problems[0].Message, v) {
+				t.Errorf("message %q does not name the value %q", res.Problems[0].Message, v)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -234,8 +235,13 @@ func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportR
 		for i, pr := range prs {
 			msgs[i] = pr.Field + ": " + pr.Message
 		}
-		rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: line, Status: StatusRejected, Problems: prs,
-			Reason: strings.Join(msgs, "; "), Updated: p.now()})
+		// The reader names the row by its serial and UPN cells when it knows them.
+		var serial, upn string
+		for _, pr := range prs {
+			serial, upn = cmp.Or(serial, pr.Serial), cmp.Or(upn, pr.UserPrincipalName)
+		}
+		rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: line, Serial: serial, UserPrincipalName: upn,
+			Status: StatusRejected, Problems: prs, Reason: strings.Join(msgs, "; "), Updated: p.now()})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Line < rows[j].Line })
 	imp.Pending = len(records)
@@ -360,40 +366,90 @@ feed:
 }
 
 // readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
-// PSKC key, ...) becomes a Line 0 problem: it is the file's outcome, not a reason to retry.
+// PSKC key, a bad metadata hint, ...) becomes a Line 0 problem: it is the file's outcome, not a
+// reason to retry.
 func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary) {
-	opts := optionsFor(p.d.ReadOptions, f.Metadata)
+	opts, bad := optionsFor(p.d.ReadOptions, f.Metadata)
+	if len(bad) > 0 {
+		// The file is not read with a hint it did not mean: it is rejected whole.
+		return nil, bad, seedfile.Summary{Format: opts.Format}
+	}
 	var records []seedfile.Record
 	var problems []seedfile.Problem
 	sum, err := seedfile.Read(bytes.NewReader(f.Content), opts,
 		func(r seedfile.Record) error { records = append(records, r); return nil },
 		func(pr seedfile.Problem) { problems = append(problems, pr) })
-	if err != nil {
-		var fe *seedfile.FileError
-		if errors.As(err, &fe) {
-			problems = append(problems, fe.Problem)
-		} else {
-			problems = append(problems, seedfile.Problem{Field: "file", Code: "file.unreadable", Message: err.Error()})
-		}
+	var fe *seedfile.FileError
+	if err != nil && !errors.As(err, &fe) {
+		// A *FileError's problem was already delivered through onProblem.
+		problems = append(problems, seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
 	}
 	return records, problems, sum
 }
 
+// File-level problem codes the pipeline adds to seedfile's.
+const (
+	CodeFileUnreadable = "file.unreadable" // the reader failed for another reason than the file's content
+	CodeFileBadHint    = "file.bad-hint"   // a blob metadata hint (format, secretencoding, hash) has a value oathpipe does not take
+)
+
 // optionsFor applies per-file hints from the blob's user metadata (format, secretencoding, hash)
 // over the configured options, so a vendor's hex CSV can be dropped with x-ms-meta-secretencoding=hex.
-func optionsFor(base seedfile.Options, md map[string]string) seedfile.Options {
-	for k, v := range md {
-		v = strings.TrimSpace(v)
-		switch strings.ToLower(k) {
+// A hint with a value oathpipe does not take is a file-level problem (never ignored: reading
+// the file another way than the uploader said could mis-decode its seeds).
+func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, []seedfile.Problem) {
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // problems in a stable order
+	var bad []seedfile.Problem
+	hint := func(key, value, want string) {
+		bad = append(bad, seedfile.Problem{Field: "metadata " + key, Code: CodeFileBadHint,
+			Message: fmt.Sprintf("blob metadata %s=%q is not a value oathpipe takes (%s)", key, clipHint(value), want)})
+	}
+	for _, k := range keys {
+		v := strings.TrimSpace(md[k])
+		switch key := strings.ToLower(k); key {
 		case "format":
-			base.Format = seedfile.Format(strings.ToLower(v))
+			switch f := seedfile.Format(strings.ToLower(v)); f {
+			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC:
+				base.Format = f
+			case seedfile.FormatAuto:
+				// An empty hint: detect from the content.
+			default:
+				hint(key, v, "entra-csv, graph-csv or pskc")
+			}
 		case "secretencoding":
-			base.SecretEncoding = strings.ToLower(v)
+			switch e := strings.ToLower(v); e {
+			case "base32", "hex":
+				base.SecretEncoding = e
+			case "":
+			default:
+				hint(key, v, "base32 or hex")
+			}
 		case "hash":
-			base.Hash = token.Hash(strings.ToLower(v))
+			if v == "" {
+				continue
+			}
+			h, ok := seedfile.ParseHash(v)
+			if !ok || (h != token.SHA1 && h != token.SHA256) {
+				hint(key, v, "sha1 or sha256; Entra ID takes no other")
+				continue
+			}
+			base.Hash = h
 		}
 	}
-	return base
+	return base, bad
+}
+
+// clipHint keeps a metadata value short in a problem message (metadata is small and holds no
+// seed, but a message is not the place for a long value).
+func clipHint(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return s
 }
 
 // wait blocks until gate is closed (true) or ctx is done (false).
