@@ -586,3 +586,56 @@ func TestBatches(t *testing.T) {
 		t.Fatalf("no rows: %d batches", len(got))
 	}
 }
+
+// A rejected row now carries the serial the reader saw (a duplicate, a bad secret): it is kept
+// and listed with that serial, but it never becomes the serial's latest token — neither within
+// its import (a duplicate after the valid line) nor from a later import of only rejected rows.
+func TestRejectedRowsWithSerialAreNotIndexed(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	imp := begin(t, l, "imp-aaaaaaaaaaaaaaaaaaaaaaaa", "first.csv", t0)
+	rows := vaultedRows(imp.ImportID, 1)
+	serial := rows[0].Serial
+	dup := pipeline.TokenRecord{
+		ImportID: imp.ImportID, Line: 3, Serial: serial, UserPrincipalName: "other@contoso.com", Status: pipeline.StatusRejected,
+		Reason:   "serial number: this serial number already appears on line 2",
+		Problems: []seedfile.Problem{{Line: 3, Field: "serial number", Code: "serial.duplicate", Message: "already on line 2", Serial: serial}},
+	}
+	imp.Rows, imp.Valid, imp.Invalid = 2, 1, 1
+	if err := l.PutTokens(ctx, imp, append(rows, dup)); err != nil {
+		t.Fatal(err)
+	}
+	later := begin(t, l, "imp-bbbbbbbbbbbbbbbbbbbbbbbb", "second.csv", t0.Add(time.Hour))
+	bad := dup
+	bad.ImportID, bad.Line, bad.Reason = later.ImportID, 2, "secret key: not Base32"
+	bad.Problems = []seedfile.Problem{{Line: 2, Field: "secret key", Code: "secret.not-base32", Message: "not Base32"}}
+	later.Rows, later.Invalid = 1, 1
+	if err := l.PutTokens(ctx, later, []pipeline.TokenRecord{bad}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := l.TokenBySerial(ctx, serial)
+	if err != nil || got.ImportID != imp.ImportID || got.Line != 2 || got.Status != pipeline.StatusVaulted {
+		t.Fatalf("TokenBySerial = %+v, %v; want line 2 of %s (the valid row)", got, err, imp.ImportID)
+	}
+	for _, c := range []struct {
+		id   string
+		line int
+	}{{imp.ImportID, 3}, {later.ImportID, 2}} {
+		r, err := l.GetToken(ctx, c.id, c.line)
+		if err != nil || r.Status != pipeline.StatusRejected || r.Serial != serial || r.UserPrincipalName != "other@contoso.com" {
+			t.Errorf("rejected row %s/%d = %+v, %v; want it kept with its serial and UPN", c.id, c.line, r, err)
+		}
+	}
+	// A serial seen only on rejected rows is not a token the ledger knows.
+	only := begin(t, l, "imp-cccccccccccccccccccccccc", "third.csv", t0.Add(2*time.Hour))
+	lone := bad
+	lone.ImportID, lone.Serial = only.ImportID, "REJECTED-ONLY"
+	only.Rows, only.Invalid = 1, 1
+	if err := l.PutTokens(ctx, only, []pipeline.TokenRecord{lone}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TokenBySerial(ctx, "REJECTED-ONLY"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("TokenBySerial of a rejected-only serial: %v, want not found", err)
+	}
+}
