@@ -497,7 +497,15 @@ func retryable(err error) bool {
 func reasonOf(err error) string {
 	var te *token.Error
 	if errors.As(err, &te) {
-		return te.Error()
+		if te.Message == "" {
+			return te.Error()
+		}
+		// The message is already a sentence naming the user or token; the operation prefix
+		// would only repeat it.
+		if te.RequestID != "" {
+			return te.Message + " (request-id " + te.RequestID + ")"
+		}
+		return te.Message
 	}
 	return err.Error()
 }
