@@ -17,15 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oathpipe/oathpipe/internal/buildtest"
 	"github.com/oathpipe/oathpipe/internal/devstack"
 )
 
 var (
-	root      string // the checkout
-	buildOnce sync.Once
-	buildDir  string
-	devBin    string // oathpipe-dev, built on first use next to oathpipe, as `make build` does
-	buildErr  error
+	root string        // the checkout
+	bins buildtest.Set // oathpipe and oathpipe-dev side by side, as `make build` puts them
 )
 
 // TestMain removes the binaries the tests built. Building is lazy (dev), so `go test -list` and
@@ -36,35 +34,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	bins = buildtest.Set{Root: root, Pkgs: map[string]string{"oathpipe": ".", "oathpipe-dev": "./cmd/oathpipe-dev"}}
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
+	bins.Remove()
 	os.Exit(code)
 }
 
 // dev builds oathpipe and oathpipe-dev once, side by side, and returns oathpipe-dev's path.
-func dev(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "oathpipe-dev-test-"); buildErr != nil {
-			return
-		}
-		devBin = filepath.Join(buildDir, "oathpipe-dev")
-		for _, b := range []struct{ out, pkg string }{{filepath.Join(buildDir, "oathpipe"), "."}, {devBin, "./cmd/oathpipe-dev"}} {
-			build := exec.Command("go", "build", "-o", b.out, b.pkg)
-			build.Dir = root
-			if out, err := build.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return devBin
-}
+func dev(t *testing.T) string { return bins.Path(t, "oathpipe-dev") }
 
 func TestUsage(t *testing.T) {
 	tests := []struct {

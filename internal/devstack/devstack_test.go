@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"github.com/oathpipe/oathpipe/internal/buildtest"
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/internal/runner"
@@ -29,11 +29,8 @@ import (
 )
 
 var (
-	root      string // the checkout
-	buildOnce sync.Once
-	buildDir  string
-	appPath   string // oathpipe, built on first use
-	buildErr  error
+	root string        // the checkout
+	bins buildtest.Set // oathpipe, built on first use
 )
 
 // TestMain removes the binary the tests built. Building is lazy (app), so `go test -list` and
@@ -44,32 +41,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	bins = buildtest.Set{Root: root, Pkgs: map[string]string{"oathpipe": "."}}
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
+	bins.Remove()
 	os.Exit(code)
 }
 
-// app builds the oathpipe binary once with go build and returns its path.
-func app(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "devstack-test-"); buildErr != nil {
-			return
-		}
-		appPath = filepath.Join(buildDir, "oathpipe")
-		build := exec.Command("go", "build", "-o", appPath, ".")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build oathpipe: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return appPath
-}
+// app builds the oathpipe binary once and returns its path.
+func app(t *testing.T) string { return bins.Path(t, "oathpipe") }
 
 // testLogger sends the stack's log to the test log, so a failure shows what the runner did.
 func testLogger(t *testing.T) *slog.Logger {
