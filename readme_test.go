@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -28,6 +29,11 @@ func TestReadmeIsTrue(t *testing.T) {
 		config.ProvisionQueue, config.PoisonQueue, config.LedgerTable, config.AuditTable} {
 		if !strings.Contains(readme, "`"+name+"`") {
 			t.Errorf("README does not name %s", name)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\]\(((?:docs|infra)/[^)#]+)`).FindAllStringSubmatch(readme, -1) {
+		if _, err := os.Stat(m[1]); err != nil {
+			t.Errorf("README links to %s, which does not exist", m[1])
 		}
 	}
 	entries, err := os.ReadDir("functions")
