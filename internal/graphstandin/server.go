@@ -43,8 +43,12 @@ type Options struct {
 	// SparsePages cuts device listings into pages before $filter applies, as some directory
 	// queries do: a filtered answer can then span several pages, some of them empty.
 	SparsePages bool
-	Token       string           // accepted bearer token; default DefaultToken
-	Now         func() time.Time // default time.Now
+	// AllowReactivation lets an already activated method be activated again. By default the
+	// stand-in refuses it (400, "already activated"), as Entra may: its behaviour is undocumented,
+	// and a client that resends an activation whose answer was lost must not count on either.
+	AllowReactivation bool
+	Token             string           // accepted bearer token; default DefaultToken
+	Now               func() time.Time // default time.Now
 }
 
 // Stats counts what the stand-in has seen.
@@ -941,6 +945,9 @@ func (s *Server) activate(userKey, methodID string, body []byte) (answer, *apiEr
 	var code string
 	if err := json.Unmarshal(in.VerificationCode, &code); err != nil {
 		return answer{}, errf(400, "BadRequest", "verificationCode must be a string of 6 digits.")
+	}
+	if d.Status == "activated" && !s.opts.AllowReactivation {
+		return answer{}, errf(400, "badRequest", "The hardware OATH token is already activated.")
 	}
 	if !verifyCode(d, code, s.now()) {
 		d.Status = "failedActivation"

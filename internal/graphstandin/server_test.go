@@ -194,6 +194,26 @@ func TestStateMachine(t *testing.T) {
 	if d, _ := h.r.Server.DeviceBySerial("S1"); d.Status != "activated" || d.Activations != 1 {
 		t.Fatalf("%+v", d)
 	}
+	// Activating an activated method again is refused (Entra's behaviour is undocumented; the
+	// client must look before resending), even with a right code, and counts nothing.
+	if r := h.do("POST", act, map[string]any{"verificationCode": "081804"}, true, true); r.status != 400 || r.errMessage() != "The hardware OATH token is already activated." {
+		t.Fatalf("reactivation: %d %v", r.status, r.body)
+	}
+	if d, _ := h.r.Server.DeviceBySerial("S1"); d.Status != "activated" || d.Activations != 1 {
+		t.Fatalf("after refused reactivation %+v", d)
+	}
+	h.r.Server.mu.Lock()
+	h.r.Server.opts.AllowReactivation = true
+	h.r.Server.mu.Unlock()
+	if r := h.do("POST", act, map[string]any{"verificationCode": "081804"}, true, true); r.status != 204 {
+		t.Fatalf("reactivation allowed: %d %v", r.status, r.body)
+	}
+	if d, _ := h.r.Server.DeviceBySerial("S1"); d.Activations != 2 {
+		t.Fatalf("allowed reactivation counts: %+v", d)
+	}
+	h.r.Server.mu.Lock()
+	h.r.Server.opts.AllowReactivation = false
+	h.r.Server.mu.Unlock()
 	if r := h.do("DELETE", methods(adaID)+"/"+mid, nil, false, true); r.status != 204 {
 		t.Fatalf("unassign: %d", r.status)
 	}

@@ -388,9 +388,12 @@ func TestActivateRetryUsesFreshCode(t *testing.T) {
 		t.Fatalf("status %s", st.Status)
 	}
 
-	// Beyond the tries, throttling is returned with its Retry-After.
+	// Beyond the tries, throttling is returned with its Retry-After (on a method not yet
+	// activated: an activated one is found by the look before the second try).
+	seed2 := seedFor("5002", 30, token.SHA1)
+	uid2, mid2 := activationTarget(t, e, "5002", seed2)
 	e.gs.AddFault(graphstandin.Fault{PathContains: "/activate", Status: 429, Count: maxActivateTries})
-	err = e.c.Activate(e.ctx, u.ID, mid, seed)
+	err = e.c.Activate(e.ctx, uid2, mid2, seed2)
 	if te := wantKind(t, err, token.KindThrottled); te.RetryAfter != time.Second {
 		t.Fatalf("RetryAfter %v", te.RetryAfter)
 	}

@@ -128,10 +128,12 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 
 // Activate activates the user's method with a code computed from seed right before sending.
 // With fewer than MinCodeLife left in the time step it waits for the next step. Graph's retry
-// middleware is off for this call: on throttling or a 5xx it waits (Retry-After) and tries
-// again with a fresh code, up to maxActivateTries times, unless the wait would end after ctx's
-// deadline: then Graph's answer is returned (KindThrottled with RetryAfter for a 429). A
-// rejected code is KindBadCode.
+// middleware is off for this call; Activate retries itself (activateLoop): after an ambiguous
+// failure (throttling, 5xx, timeout: Graph may have applied the activation and lost the answer)
+// it waits (Retry-After), looks at the user's method and, if it is already activated, returns
+// success without sending again; otherwise it sends a fresh code, up to maxActivateTries times,
+// unless the wait would end after ctx's deadline: then Graph's answer is returned
+// (KindThrottled with RetryAfter for a 429). A rejected code is KindBadCode.
 func (c *Client) Activate(ctx context.Context, userID, methodID string, seed token.Seed) error {
 	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
 	// Entra's defaults for what a seed leaves unset: 30 s, hmacsha1, 6 digits.
@@ -145,26 +147,80 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		seed.Digits = 6
 	}
 	step := time.Duration(seed.Period) * time.Second
-	for try := 1; ; try++ {
+	code := func() (string, error) {
 		t := c.now()
 		// Time left in t's step, to the nanosecond.
 		left := step - time.Duration(t.UnixNano()%int64(step))
 		if left < MinCodeLife {
 			if err := c.sleep(ctx, left); err != nil {
-				return &token.Error{Kind: token.KindTransient, Op: op, Message: "cancelled while waiting for the next time step.", Err: err}
+				return "", &token.Error{Kind: token.KindTransient, Op: op, Message: "cancelled while waiting for the next time step.", Err: err}
 			}
 			t = t.Add(left)
 		}
 		code, err := otp.Code(seed, t)
 		if err != nil {
-			return fmt.Errorf("%s: compute code: %w", op, err)
+			return "", fmt.Errorf("%s: compute code: %w", op, err)
 		}
-		err = c.postActivate(ctx, op, userID, methodID, code, noRetry)
+		return code, nil
+	}
+	return c.activateLoop(ctx, op, userID, methodID, "seed", code)
+}
+
+// ActivateWithCode activates with a code read from the device, sent as is (a string: leading
+// zeros matter). It retries like Activate (look first, then resend), with the same code: the
+// caller has no other.
+func (c *Client) ActivateWithCode(ctx context.Context, userID, methodID, code string) error {
+	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
+	code = strings.TrimSpace(code)
+	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+		return &token.Error{Kind: token.KindInvalid, Op: op, Message: "the verification code must be the 6 digits shown on the token."}
+	}
+	return c.activateLoop(ctx, op, userID, methodID, "verificationCode", func() (string, error) { return code, nil })
+}
+
+// activateLoop sends activations (code gives each try's code) with Graph's retry middleware
+// off. After an ambiguous failure it never resends blindly: it waits (Retry-After, else
+// 1 s·2ⁿ⁻¹, not past ctx's deadline), reads the user's method and returns success if Graph
+// already activated it. A refusal (400) that follows an ambiguous failure, or that says the
+// method is already activated, is checked the same way before it is reported.
+func (c *Client) activateLoop(ctx context.Context, op, userID, methodID, with string, code func() (string, error)) error {
+	for try := 1; ; try++ {
+		var err error
+		if try > 1 {
+			activated, lerr := c.methodActivated(ctx, userID, methodID)
+			switch {
+			case lerr == nil && activated:
+				c.log.InfoContext(ctx, "token found activated after an ambiguous failure; not sent again",
+					"user_id", userID, "method_id", methodID, "with", with, "tries", try-1)
+				return nil
+			case lerr != nil && !token.IsTransient(lerr):
+				return lerr
+			case lerr != nil:
+				err = lerr // the look failed too: this try fails without sending
+			}
+		}
 		if err == nil {
-			c.log.InfoContext(ctx, "token activated", "user_id", userID, "method_id", methodID, "tries", try)
-			return nil
+			cd, cerr := code()
+			if cerr != nil {
+				return cerr
+			}
+			err = c.postActivate(ctx, op, userID, methodID, cd, noRetry)
+			if err == nil {
+				c.log.InfoContext(ctx, "token activated", "user_id", userID, "method_id", methodID, "with", with, "tries", try)
+				return nil
+			}
+			if !token.IsTransient(err) {
+				k := token.KindOf(err)
+				if k == token.KindConflict || (try > 1 && k == token.KindBadCode) {
+					// An earlier try may have activated it (its answer lost, the look too early).
+					if activated, lerr := c.methodActivated(ctx, userID, methodID); lerr == nil && activated {
+						return nil
+					}
+				}
+				return err
+			}
 		}
-		if !token.IsTransient(err) || try >= maxActivateTries {
+		if try >= maxActivateTries {
 			return err
 		}
 		wait := token.RetryAfterOf(err)
@@ -176,26 +232,26 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 			// with its Retry-After and request-id) instead of a cancelled wait.
 			return err
 		}
-		c.log.InfoContext(ctx, "activation will be retried with a fresh code", "user_id", userID, "method_id", methodID, "wait", wait, "request_id", token.RequestIDOf(err))
+		c.log.InfoContext(ctx, "activation will be retried after looking at the method", "user_id", userID,
+			"method_id", methodID, "with", with, "wait", wait, "request_id", token.RequestIDOf(err))
 		if err := c.sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
 }
 
-// ActivateWithCode activates with a code read from the device, sent as is (a string: leading
-// zeros matter). Graph's retry middleware may resend the same code after a short Retry-After.
-func (c *Client) ActivateWithCode(ctx context.Context, userID, methodID, code string) error {
-	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
-	code = strings.TrimSpace(code)
-	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
-		return &token.Error{Kind: token.KindInvalid, Op: op, Message: "the verification code must be the 6 digits shown on the token."}
+// methodActivated reads the user's methods and reports whether methodID is activated.
+func (c *Client) methodActivated(ctx context.Context, userID, methodID string) (bool, error) {
+	methods, err := c.ListUserMethods(ctx, userID)
+	if err != nil {
+		return false, err
 	}
-	if err := c.postActivate(ctx, op, userID, methodID, code); err != nil {
-		return err
+	for _, m := range methods {
+		if m.ID == methodID {
+			return m.Status == token.StatusActivated, nil
+		}
 	}
-	c.log.InfoContext(ctx, "token activated with a device code", "user_id", userID, "method_id", methodID)
-	return nil
+	return false, nil
 }
 
 func (c *Client) postActivate(ctx context.Context, op, userID, methodID, code string, opts ...abs.RequestOption) error {

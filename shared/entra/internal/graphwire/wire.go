@@ -172,6 +172,8 @@ func Classify(a Area, f Failure) (token.Kind, string) {
 		return token.KindTooManyMethods, "the user already holds 5 OATH methods (hardware tokens and authenticator apps together); remove one before assigning another." + graphSays
 	case strings.Contains(msg, "another user") || strings.Contains(msg, "assigned to a different"):
 		return token.KindAssignedElsewhere, "the token is assigned to another user; unassign it there first (or use the reassignment API)." + graphSays
+	case a == AreaActivate && f.Status == 400 && strings.Contains(msg, "already activated"):
+		return token.KindConflict, "the token is already activated for this user." + graphSays
 	case a == AreaActivate && f.Status == 400:
 		return token.KindBadCode, "Entra ID rejected the verification code (wrong or expired); activate again with a fresh code, or check the token's clock." + graphSays
 	case f.Status == 409:

@@ -73,6 +73,7 @@ func TestKindOf(t *testing.T) {
 		{AreaMethods, 400, "The user already has the maximum number of 5 OATH authentication methods.", token.KindTooManyMethods},
 		{AreaMethods, 400, "The hardware OATH token is already assigned to another user.", token.KindAssignedElsewhere},
 		{AreaActivate, 400, "The verification code is invalid or has expired.", token.KindBadCode},
+		{AreaActivate, 400, "The hardware OATH token is already activated.", token.KindConflict},
 		{AreaInventory, 409, "exists", token.KindConflict},
 		{AreaInventory, 400, "unassign it before deleting it", token.KindConflict},
 		{AreaInventory, 400, "bad property", token.KindInvalid},
