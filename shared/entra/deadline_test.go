@@ -60,7 +60,7 @@ var throttleCases = []throttleCase{
 		},
 	},
 	{
-		name:  "activation with a device code through the retry middleware",
+		name:  "activation with a device code retrying itself with the same code",
 		fault: graphstandin.Fault{Method: "POST", PathContains: "/activate"},
 		prepare: func(t *testing.T, e *env, clk *fakeClock) func(context.Context) error {
 			seed := seedFor("6003", 30, token.SHA1)
