@@ -126,17 +126,20 @@ func alive(p proc) bool {
 }
 
 // watch records every descendant of pid until stop is closed.
-func watch(pid int, stop <-chan struct{}) func() []proc {
-	var mu sync.Mutex
-	seen := map[string]proc{}
-	done := make(chan struct{})
+func watch(pid int, stop <-chan struct{}) *watcher {
+	w := &watcher{seen: map[string]proc{}, done: make(chan struct{})}
 	go func() {
-		defer close(done)
+		defer close(w.done)
 		for {
 			for _, p := range descendants(pid) {
-				mu.Lock()
-				seen[strconv.Itoa(p.pid)+"/"+p.start] = p
-				mu.Unlock()
+				key := strconv.Itoa(p.pid) + "/" + p.start
+				w.mu.Lock()
+				// A process caught between fork and exec has no command line yet; keep the
+				// one seen after exec.
+				if old, ok := w.seen[key]; !ok || p.cmd != "" || old.cmd == "" {
+					w.seen[key] = p
+				}
+				w.mu.Unlock()
 			}
 			select {
 			case <-stop:
@@ -145,15 +148,58 @@ func watch(pid int, stop <-chan struct{}) func() []proc {
 			}
 		}
 	}()
-	return func() []proc {
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		var out []proc
-		for _, p := range seen {
-			out = append(out, p)
+	return w
+}
+
+// watcher records every process seen under a root process.
+type watcher struct {
+	mu   sync.Mutex
+	seen map[string]proc
+	done chan struct{}
+}
+
+// snapshot returns the processes seen so far.
+func (w *watcher) snapshot() []proc {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]proc, 0, len(w.seen))
+	for _, p := range w.seen {
+		out = append(out, p)
+	}
+	return out
+}
+
+// finish waits for the watch to stop (close its stop channel first) and returns all it saw.
+func (w *watcher) finish() []proc {
+	<-w.done
+	return w.snapshot()
+}
+
+// waitSeen waits until the watcher has seen a process whose command line holds each substr,
+// so a test signals the stack only after the watcher knows every process it must check.
+func (w *watcher) waitSeen(t *testing.T, substrs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := ""
+		procs := w.snapshot()
+		for _, sub := range substrs {
+			found := false
+			for _, p := range procs {
+				found = found || strings.Contains(p.cmd, sub)
+			}
+			if !found {
+				missing = sub
+				break
+			}
 		}
-		return out
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw a %q process under oathpipe-dev; saw %v", missing, procs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -170,16 +216,6 @@ func checkNoneAlive(t *testing.T, procs []proc) {
 			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
-}
-
-func wantSeen(t *testing.T, procs []proc, substr string) {
-	t.Helper()
-	for _, p := range procs {
-		if strings.Contains(p.cmd, substr) {
-			return
-		}
-	}
-	t.Errorf("never saw a %q process under oathpipe-dev; saw %v", substr, procs)
 }
 
 // TestUpStopsEverything runs `oathpipe-dev up`, checks the endpoints line and that the stack
@@ -251,6 +287,7 @@ func TestUpStopsEverything(t *testing.T) {
 				t.Errorf("GET an unknown import = %d; want 404", resp.StatusCode)
 			}
 
+			seen.waitSeen(t, "azurite", "oathpipe serve")
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
@@ -263,10 +300,7 @@ func TestUpStopsEverything(t *testing.T) {
 				t.Fatalf("oathpipe-dev did not stop within 30s of %v", sig)
 			}
 			close(stop)
-			procs := seen()
-			wantSeen(t, procs, "azurite")
-			wantSeen(t, procs, "oathpipe serve")
-			checkNoneAlive(t, procs)
+			checkNoneAlive(t, seen.finish())
 			if sig == syscall.SIGKILL {
 				_ = os.RemoveAll(filepath.Dir(ep.CAFile)) // no one left to remove it
 			} else if _, err := os.Stat(ep.CAFile); err == nil {
@@ -318,7 +352,7 @@ func TestDemoCommand(t *testing.T) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
-	checkNoneAlive(t, seen())
+	checkNoneAlive(t, seen.finish())
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
