@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -85,7 +86,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		}
 	}
 	handlerMethods := map[string][]string{"/" + TokenAssignmentRoute: tokenAssignmentMethods, "/" + ImportStatusRoute: importStatusMethods}
-	if got, want := sortedKeys(doc.Paths), sortedKeys(handlerMethods); !slices.Equal(got, want) {
+	if got, want := slices.Sorted(maps.Keys(doc.Paths)), slices.Sorted(maps.Keys(handlerMethods)); !slices.Equal(got, want) {
 		t.Fatalf("paths %v, handlers serve %v", got, want)
 	}
 	for path, item := range doc.Paths {
@@ -110,7 +111,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 				s := strconv.Itoa(c.Status)
 				wantStatus[s] = append(wantStatus[s], c.Code)
 			}
-			if got, w := sortedKeys(op.Responses), sortedKeys(wantStatus); !slices.Equal(got, w) {
+			if got, w := slices.Sorted(maps.Keys(op.Responses)), slices.Sorted(maps.Keys(wantStatus)); !slices.Equal(got, w) {
 				t.Errorf("%s %s: response statuses %v, want %v", m, path, got, w)
 			}
 			for status, codes := range wantStatus {
@@ -154,7 +155,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 			t.Errorf("schema %s missing", name)
 			continue
 		}
-		if got, want := sortedKeys(s.Properties), jsonFields(reflect.TypeOf(v)); !slices.Equal(got, want) {
+		if got, want := slices.Sorted(maps.Keys(s.Properties)), jsonFields(reflect.TypeOf(v)); !slices.Equal(got, want) {
 			t.Errorf("schema %s properties %v, Go type answers %v", name, got, want)
 		}
 	}
@@ -194,15 +195,6 @@ func jsonFields(t reflect.Type) []string {
 			name = t.Field(i).Name
 		}
 		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out

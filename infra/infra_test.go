@@ -7,11 +7,11 @@ package infra
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -230,7 +230,7 @@ func (e *estate) checkSettings(settings []config.Setting) []string {
 			}
 		}
 	}
-	for _, c := range sortedKeys(conns) {
+	for _, c := range slices.Sorted(maps.Keys(conns)) {
 		if _, set := app[c]; set && c != "AzureWebJobsStorage" && c != config.StorageConnection {
 			p = append(p, fmt.Sprintf("connection %s is set as a connection string in %s; use %s__* with the managed identity", c, file, c))
 		}
@@ -304,7 +304,7 @@ func (e *estate) checkStorage() []string {
 		{"table", "Microsoft.Storage/storageAccounts/tableServices/tables", tables},
 	} {
 		have := e.createdNames(kind.typ)
-		for _, name := range sortedKeys(kind.need) {
+		for _, name := range slices.Sorted(maps.Keys(kind.need)) {
 			if !have[name] {
 				p = append(p, fmt.Sprintf("%s %s (needed by %s) is not created in infra/ (a %s resource with name: '%s')", kind.what, name, kind.need[name], kind.typ, name))
 			}
@@ -628,7 +628,7 @@ func (e *estate) checkNoSecrets() []string {
 	for _, f := range e.Bicep {
 		texts[f.Path] = f.Text
 	}
-	for _, name := range sortedKeys(texts) {
+	for _, name := range slices.Sorted(maps.Keys(texts)) {
 		for _, sp := range secretPatterns {
 			if m := regexp.MustCompile(sp.re).FindString(texts[name]); m != "" {
 				p = append(p, fmt.Sprintf("%s contains %s: %.20q", name, sp.what, m))
@@ -671,15 +671,6 @@ func (e *estate) checkNoSecrets() []string {
 		}
 	}
 	return p
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // TestInfraAgreesWithCode is the check that matters: the templates as committed create every
@@ -909,7 +900,7 @@ func (e *estate) checkWiring() []string {
 	}
 	if err := json.Unmarshal([]byte(e.Params), &params); err == nil {
 		declared := main.params()
-		for _, name := range sortedKeys(params.Parameters) {
+		for _, name := range slices.Sorted(maps.Keys(params.Parameters)) {
 			if _, ok := declared[name]; !ok {
 				p = append(p, fmt.Sprintf("main.parameters.json sets %s, which main.bicep does not declare", name))
 			}
