@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
@@ -175,56 +173,6 @@ func settled(ctx context.Context, l pipeline.Ledger, ids ...string) func() bool 
 	}
 }
 
-// everythingStored reads every entity of the ledger and audit tables and every report blob raw,
-// for the leak scan.
-func everythingStored(tb testing.TB, ctx context.Context) string {
-	tb.Helper()
-	var sb strings.Builder
-	svc, err := aztables.NewServiceClientFromConnectionString(azServer.ConnectionString(), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, table := range []string{config.LedgerTable, config.AuditTable} {
-		pager := svc.NewClient(table).NewListEntitiesPager(nil)
-		for pager.More() {
-			page, err := pager.NextPage(ctx)
-			if err != nil {
-				tb.Fatalf("list %s: %v", table, err)
-			}
-			for _, e := range page.Entities {
-				sb.Write(e)
-				sb.WriteByte('\n')
-			}
-		}
-	}
-	bc, err := azblob.NewClientFromConnectionString(azServer.ConnectionString(), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pager := bc.NewListBlobsFlatPager(config.ReportsContainer, nil)
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for _, item := range page.Segment.BlobItems {
-			resp, err := bc.DownloadStream(ctx, config.ReportsContainer, *item.Name, nil)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				tb.Fatal(err)
-			}
-			sb.WriteString(*item.Name + "\n")
-			sb.Write(b)
-			sb.WriteByte('\n')
-		}
-	}
-	return sb.String()
-}
-
 // TestEndToEndOnAzurite plays the host end to end on E's real storage adapters: upload to the
 // Azurite inbox, Import with what the blob trigger passes (twice), drain the Azurite queue into
 // Provision calls (each message twice), then check Entra (the Graph stand-in), the ledger, the
@@ -326,7 +274,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 		t.Errorf("ledger after PUT: %+v %v", row, err)
 	}
 
-	stored := everythingStored(t, ctx)
+	stored := pipelinetest.StoredOutsideVault(t, ctx, azServer.ConnectionString())
 	var leaks []string
 	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
 	leaks = append(leaks, ss.Leaks("queue messages", strings.Join(h.texts, "\n"))...)

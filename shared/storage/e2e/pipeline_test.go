@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
-	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
@@ -155,46 +154,9 @@ func TestPipelineOnStorage(t *testing.T) {
 	}
 
 	// Nothing stored anywhere but the vault and seed-rejected holds a seed.
-	var stored []string
-	stored = append(stored, texts...)
-	blobs, err := azblob.NewClientFromConnectionString(server.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []string{config.ReportsContainer, config.InboxContainer} {
-		pager := blobs.NewListBlobsFlatPager(c, nil)
-		for pager.More() {
-			page, err := pager.NextPage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, it := range page.Segment.BlobItems {
-				b, err := a.Blobs.Read(ctx, c, *it.Name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				stored = append(stored, string(b))
-			}
-		}
-	}
-	tables, err := aztables.NewServiceClientFromConnectionString(server.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{config.LedgerTable, config.AuditTable} {
-		pager := tables.NewClient(name).NewListEntitiesPager(nil)
-		for pager.More() {
-			page, err := pager.NextPage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range page.Entities {
-				stored = append(stored, string(e))
-			}
-		}
-	}
-	if len(stored) < 20 {
-		t.Fatalf("scanned only %d stored items", len(stored))
+	stored := append(append([]string{}, texts...), pipelinetest.StoredOutsideVault(t, ctx, server.ConnectionString()))
+	if n := strings.Count(stored[len(stored)-1], "\n"); n < 20 {
+		t.Fatalf("scanned only %d stored lines", n)
 	}
 	for i, text := range stored {
 		for _, leak := range seeds.Leaks(fmt.Sprintf("stored item %d", i), text) {
