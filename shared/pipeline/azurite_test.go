@@ -69,6 +69,20 @@ type host struct {
 	poisoned int
 }
 
+// upload drops content into the Azurite inbox and returns what the blob trigger passes the
+// import: name, ETag and bytes.
+func upload(tb testing.TB, ctx context.Context, a *storage.Account, name string, content []byte) pipeline.InboxFile {
+	tb.Helper()
+	if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := a.Blobs.ReadInbox(ctx, name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
+
 func (h *host) drain(tb testing.TB, ctx context.Context, until func() bool) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -190,13 +204,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 	}
 	results := map[string]*pipeline.ImportResult{}
 	for name, content := range files {
-		if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
-			t.Fatal(err)
-		}
-		f, err := a.Blobs.ReadInbox(ctx, name) // what the blob trigger passes: name, ETag, bytes
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := upload(t, ctx, a, name, content)
 		for i := range 2 {
 			res, err := p.Import(ctx, f)
 			if err != nil {
@@ -315,14 +323,9 @@ func TestCrashesOnAzurite(t *testing.T) {
 			}
 			var ids []string
 			for j, name := range names {
-				if _, err := a.Blobs.PutInbox(ctx, name, contents[j], nil); err != nil {
-					t.Fatal(err)
-				}
-				f, err := a.Blobs.ReadInbox(ctx, name)
-				if err != nil {
-					t.Fatal(err)
-				}
+				f := upload(t, ctx, a, name, contents[j])
 				var res *pipeline.ImportResult
+				var err error
 				for attempt := 0; attempt < 3; attempt++ {
 					if res, err = p.Import(ctx, f); err == nil {
 						break
@@ -377,13 +380,7 @@ func TestConcurrentSettlementOnAzurite(t *testing.T) {
 		rows[i] = ss.Row(fmt.Sprintf("CS-%03d", i), fmt.Sprintf("user%04d@contoso.example", i/4+1))
 	}
 	name := "concurrent/settle.csv"
-	if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
-		t.Fatal(err)
-	}
-	f, err := a.Blobs.ReadInbox(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := upload(t, ctx, a, name, pipelinetest.EntraCSV(rows))
 	res, err := p1.Import(ctx, f)
 	if err != nil {
 		t.Fatal(err)
@@ -428,13 +425,7 @@ func TestAPIOnAzurite(t *testing.T) {
 		rows = append(rows, ss.Row(ser, ""))
 	}
 	name := "api/awkward.csv"
-	if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
-		t.Fatal(err)
-	}
-	f, err := a.Blobs.ReadInbox(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := upload(t, ctx, a, name, pipelinetest.EntraCSV(rows))
 	res, err := p.Import(ctx, f)
 	if err != nil || res.Valid != len(serials) {
 		t.Fatalf("import: %+v %v", res, err)
