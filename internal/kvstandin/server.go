@@ -514,17 +514,27 @@ func notFound(w http.ResponseWriter, name string) {
 		"A secret with (name/id) %s was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182", name), "")
 }
 
-func (s *Server) getSecret(w http.ResponseWriter, base, name, ver string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// lookup finds version ver ("" for the current one) of the active secret name, answering 404
+// itself when either is missing. The caller holds s.mu.
+func (s *Server) lookup(w http.ResponseWriter, name, ver string) (*secret, *version) {
 	sec := s.active[strings.ToLower(name)]
 	if sec == nil {
 		notFound(w, name)
-		return
+		return nil, nil
 	}
 	v := sec.find(ver)
 	if v == nil {
 		notFound(w, name+"/"+ver)
+		return nil, nil
+	}
+	return sec, v
+}
+
+func (s *Server) getSecret(w http.ResponseWriter, base, name, ver string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec, v := s.lookup(w, name, ver)
+	if v == nil {
 		return
 	}
 	if !v.enabled {
@@ -557,14 +567,8 @@ func (s *Server) updateSecret(w http.ResponseWriter, r *http.Request, base, name
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sec := s.active[strings.ToLower(name)]
-	if sec == nil {
-		notFound(w, name)
-		return
-	}
-	v := sec.find(ver)
+	sec, v := s.lookup(w, name, ver)
 	if v == nil {
-		notFound(w, name+"/"+ver)
 		return
 	}
 	if p.Tags != nil {
