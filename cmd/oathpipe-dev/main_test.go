@@ -316,19 +316,6 @@ func TestDemoCommand(t *testing.T) {
 		t.Skip("reads /proc")
 	}
 	args := []string{"demo", "--api", "127.0.0.1:0"}
-	if !fileExists(filepath.Join(root, "testdata", "demo", "token2-batch-clean.csv")) {
-		t.Log("testdata/demo not there yet: demo with generated files")
-		dir := t.TempDir()
-		clean, mistakes := filepath.Join(dir, "token2-batch-clean.csv"), filepath.Join(dir, "token2-batch-mistakes.csv")
-		const header = "upn,serial number,secret key,time interval,manufacturer,model\n"
-		_ = os.WriteFile(clean, []byte(header+
-			"ada.lovelace@contoso.example,GEN0001,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,30,Token2,C202\n"+
-			"grace.hopper@contoso.example,GEN0002,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,30,Token2,C202\n"), 0o600)
-		_ = os.WriteFile(mistakes, []byte(header+
-			"nobody@contoso.example,GEN0003,KRSXG5BAMJQXIY3IEBSGK3LPEBZWKZLE,30,Token2,C202\n"+
-			"alan.turing@contoso.example,GEN0004,not base32!,30,Token2,C202\n"), 0o600)
-		args = append(args, "--files", clean+","+mistakes)
-	}
 	cmd := exec.Command(dev(t), args...)
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
@@ -354,5 +341,3 @@ func TestDemoCommand(t *testing.T) {
 	}
 	checkNoneAlive(t, seen.finish())
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
