@@ -58,7 +58,7 @@ func TestServeBadSettingsExitNamingTheSetting(t *testing.T) {
 				}
 			}
 			var stderr bytes.Buffer
-			code := serve(context.Background(), func(k string) string { return env[k] }, &stderr, nil)
+			code := serve(context.Background(), func(k string) string { return env[k] }, io.Discard, &stderr, nil)
 			if code != exitUsage {
 				t.Errorf("exit %d, want %d", code, exitUsage)
 			}
@@ -79,8 +79,8 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 	defer cancel()
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	var stderr syncBuffer
-	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stderr, ready) }()
+	var stdout, stderr syncBuffer
+	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stdout, &stderr, ready) }()
 	var addr string
 	select {
 	case addr = <-ready:
@@ -132,8 +132,8 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	if !strings.Contains(stderr.String(), `"msg":"oathpipe serve listening"`) {
-		t.Errorf("no JSON start log line:\n%s", stderr.String())
+	if !strings.Contains(stdout.String(), `"msg":"oathpipe serve listening"`) {
+		t.Errorf("no JSON start log line on stdout:\n%s", stdout.String())
 	}
 }
 
@@ -157,7 +157,7 @@ func BenchmarkServeStart(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan string, 1)
 		done := make(chan int, 1)
-		go func() { done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, ready) }()
+		go func() { done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, io.Discard, ready) }()
 		select {
 		case <-ready:
 		case code := <-done:
