@@ -51,8 +51,8 @@ type Pipeline struct {
 	now         func() time.Time
 }
 
-// New returns a Pipeline over d, filling in defaults.
-func New(d Deps) *Pipeline {
+// WithDefaults returns d with every unset tunable at its default.
+func (d Deps) WithDefaults() Deps {
 	if d.Activation == "" {
 		d.Activation = config.ActivationAuto
 	}
@@ -68,6 +68,12 @@ func New(d Deps) *Pipeline {
 	if d.OutageWindow <= 0 {
 		d.OutageWindow = 2 * time.Minute
 	}
+	return d
+}
+
+// New returns a Pipeline over d, filling in defaults.
+func New(d Deps) *Pipeline {
+	d = d.WithDefaults()
 	p := &Pipeline{d: d, log: d.Logger, now: d.Now}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
