@@ -30,6 +30,7 @@ type resource struct {
 	Symbol   string
 	Type     string
 	Existing bool
+	Cond     string // the condition of `= if (cond) {`, or ""
 	Body     string // between the braces
 	Line     int    // 1-based line of the declaration
 	Comment  string // the // comment lines directly above the declaration, without the slashes
@@ -133,7 +134,7 @@ func stripComments(s string) string {
 }
 
 var (
-	resourceDecl = regexp.MustCompile(`(?m)^[ \t]*resource[ \t]+(\w+)[ \t]+'([^'@]+)@[^']+'[ \t]+(existing[ \t]+)?=[ \t]*(?:if[ \t]*\([^\n]*\)[ \t]*)?\{`)
+	resourceDecl = regexp.MustCompile(`(?m)^[ \t]*resource[ \t]+(\w+)[ \t]+'([^'@]+)@[^']+'[ \t]+(existing[ \t]+)?=[ \t]*(?:if[ \t]*\(([^\n]*)\)[ \t]*)?\{`)
 	keyValue     = regexp.MustCompile(`(?s)^\s*(?:'([^']*)'|([A-Za-z_][A-Za-z0-9_]*))\s*:\s*(.*?)\s*$`)
 	outputDecl   = regexp.MustCompile(`(?m)^[ \t]*output[ \t]+(\w+)[ \t]+(\w+)[ \t]*=[ \t]*(.+)$`)
 )
@@ -149,12 +150,53 @@ func (f bicepFile) resources() []resource {
 			Symbol:   f.Stripped[m[2]:m[3]],
 			Type:     f.Stripped[m[4]:m[5]],
 			Existing: m[6] >= 0,
+			Cond:     submatch(f.Stripped, m, 4),
 			Body:     f.Stripped[open+1 : max(open+1, end-1)],
 			Line:     1 + strings.Count(f.Stripped[:m[0]], "\n"),
 		}
 		r.Comment = commentAbove(f.Text, r.Line)
 		out = append(out, r)
 	}
+	return out
+}
+
+func submatch(s string, m []int, n int) string {
+	if m[2*n] < 0 {
+		return ""
+	}
+	return s[m[2*n]:m[2*n+1]]
+}
+
+// elements splits an array literal ([...]) into its top-level elements, which end at a newline
+// or a comma outside any bracket or string.
+func elements(v string) []string {
+	v = strings.TrimSpace(v)
+	if !strings.HasPrefix(v, "[") {
+		return nil
+	}
+	body := v[1 : skipBalanced(v, 0)-1]
+	var out []string
+	start := 0
+	add := func(t string) {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	for i := 0; i < len(body); {
+		switch body[i] {
+		case '\'':
+			i = skipString(body, i)
+			continue
+		case '{', '[', '(':
+			i = skipBalanced(body, i)
+			continue
+		case '\n', ',':
+			add(body[start:i])
+			start = i + 1
+		}
+		i++
+	}
+	add(body[start:])
 	return out
 }
 
