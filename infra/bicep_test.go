@@ -426,6 +426,9 @@ func FuzzBicepReader(f *testing.F) {
 	}
 	f.Add("resource x 'a@b' = {\n name: '${'\n}")
 	f.Add("var v = {\n a: '''\nmulti\n'''\n b: /* c */ 1\n}")
+	f.Add("[\n  'a'\n  {\n b: [1, 2]\n }, 'c,d'\n]")
+	f.Add("@minValue(40)\n@maxValue(1000)\nparam namePrefix int")
+	f.Add("take('st${prefix}${token}', 24)")
 	f.Fuzz(func(t *testing.T, s string) {
 		st := stripComments(s)
 		if len(st) != len(s) || strings.Count(st, "\n") != strings.Count(s, "\n") {
@@ -438,6 +441,11 @@ func FuzzBicepReader(f *testing.F) {
 		}
 		bf.outputs()
 		bf.variable("role")
+		bf.decorators("namePrefix")
+		for _, el := range elements(s) {
+			literal(el)
+		}
+		_, _ = evalName(s, "p", "t")
 		literal(s)
 	})
 }
