@@ -180,6 +180,10 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(requi
       }
     }
   }
+  // One config write at a time on the site.
+  dependsOn: [
+    siteAppSettings
+  ]
 }
 
 resource siteAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
