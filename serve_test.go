@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -184,4 +185,29 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestLogStreams: the host records every stderr line of a custom handler as an Error (unless it
+// says "warn"), so records below WARN go to stdout and only WARN and ERROR to stderr.
+func TestLogStreams(t *testing.T) {
+	var out, errOut bytes.Buffer
+	log := newLogger(&out, &errOut, "debug").With("function", "ImportSeeds")
+	log.Debug("d")
+	log.Info("i")
+	log.Warn("w")
+	log.Error("e")
+	if o := out.String(); !strings.Contains(o, `"msg":"d"`) || !strings.Contains(o, `"msg":"i"`) || strings.Contains(o, `"msg":"w"`) || strings.Contains(o, `"msg":"e"`) {
+		t.Errorf("stdout:\n%s", o)
+	}
+	e := errOut.String()
+	if strings.Contains(e, `"msg":"i"`) || strings.Contains(e, `"msg":"d"`) || !strings.Contains(e, `"level":"WARN"`) || !strings.Contains(e, `"msg":"e"`) {
+		t.Errorf("stderr:\n%s", e)
+	}
+	if !strings.Contains(e, `"function":"ImportSeeds"`) || !strings.Contains(out.String(), `"function":"ImportSeeds"`) {
+		t.Errorf("attributes lost on one stream")
+	}
+	quiet := newLogger(&out, &errOut, "warn")
+	if quiet.Enabled(context.Background(), slog.LevelInfo) || !quiet.Enabled(context.Background(), slog.LevelWarn) {
+		t.Errorf("level not honoured")
+	}
 }

@@ -139,3 +139,28 @@ func FuzzClientPrincipal(f *testing.F) {
 		}
 	})
 }
+
+// FuzzImportRequests: any seed-imports message text decodes to requests or an error, never a
+// panic, and every request names a blob.
+func FuzzImportRequests(f *testing.F) {
+	for _, name := range []string{"queue-eventgrid-blobcreated.json", "queue-cloudevent-blobcreated.json", "queue-import-continuation.json"} {
+		var in Invocation
+		if err := json.Unmarshal(fixture(f, name), &in); err != nil {
+			f.Fatal(err)
+		}
+		text, _ := in.DataString("event")
+		f.Add(text)
+	}
+	f.Add(`[{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/seed-inbox/blobs/"}]`)
+	f.Fuzz(func(t *testing.T, text string) {
+		reqs, _, err := importRequests(text)
+		if err != nil {
+			return
+		}
+		for _, r := range reqs {
+			if r.Name == "" {
+				t.Fatalf("a request without a blob name from %q", text)
+			}
+		}
+	})
+}

@@ -67,6 +67,7 @@ type Options struct {
 	KVRate     int                 // Key Vault transactions per KVPer; 0 = Key Vault's default limit
 	KVPer      time.Duration       // with KVRate
 	Users      []graphstandin.User // default testdata/users.json
+	Quiet      bool                // log at Info, not Debug (benchmarks of big files)
 }
 
 // NewStack starts the Key Vault and Graph stand-ins over TLS and builds the real vault and
@@ -74,7 +75,11 @@ type Options struct {
 func NewStack(t testing.TB, o Options) *Stack {
 	t.Helper()
 	s := &Stack{Logs: &SyncBuffer{}}
-	s.Logger = slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if o.Quiet {
+		level = slog.LevelInfo
+	}
+	s.Logger = slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: level}))
 	var err error
 	s.KV, err = kvstandin.StartTLS(kvstandin.Options{Latency: o.Latency, Rate: o.KVRate, Per: o.KVPer})
 	if err != nil {
