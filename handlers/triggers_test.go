@@ -329,3 +329,22 @@ func noSecret(t *testing.T, texts ...string) {
 		}
 	}
 }
+
+// TestMessageFieldsAvoidHostMetadata: the host copies a queue message's top-level fields into
+// Metadata over its own keys (Utility.ApplyBindingData; compared without case here, the least
+// convenient reading), so no message oathpipe writes may use a name the host sets.
+func TestMessageFieldsAvoidHostMetadata(t *testing.T) {
+	host := []string{"Id", "DequeueCount", "PopReceipt", "InsertionTime", "ExpirationTime", "NextVisibleTime", "QueueTrigger", "sys", "RetryContext"}
+	for _, v := range []any{pipeline.ProvisionMessage{}, pipeline.ImportContinuation{}} {
+		b, _ := json.Marshal(v)
+		var fields map[string]any
+		_ = json.Unmarshal(b, &fields)
+		for f := range fields {
+			for _, h := range host {
+				if strings.EqualFold(f, h) {
+					t.Errorf("%T field %q collides with the host's Metadata.%s", v, f, h)
+				}
+			}
+		}
+	}
+}

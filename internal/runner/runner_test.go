@@ -532,8 +532,11 @@ func TestQueueTriggerRetriesThenPoison(t *testing.T) {
 		}
 		return http.StatusOK, `{"Outputs":{}}`
 	}}
-	_, _ = startRunner(t, h)
-	waitFor(t, "ProvisionFailed invocation", 20*time.Second, func() bool { return len(h.callsTo("ProvisionFailed")) == 1 })
+	var seen delivered
+	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Observe = seen.add })
+	// Wait on the runner's own reports (deliveries finished, messages deleted), not on a sleep.
+	waitFor(t, "ProvisionFailed delivered", 20*time.Second, func() bool { return len(seen.keys("ProvisionFailed")) == 1 })
+	waitFor(t, "six ProvisionToken deliveries", 5*time.Second, func() bool { return len(seen.keys("ProvisionToken")) == 6 })
 
 	var goodTries, badCounts []int
 	for _, c := range h.callsTo("ProvisionToken") {
@@ -562,7 +565,6 @@ func TestQueueTriggerRetriesThenPoison(t *testing.T) {
 	if job, _ := h.callsTo("ProvisionFailed")[0].inv.DataString("job"); job != bad {
 		t.Errorf("ProvisionFailed got %q; want the poisoned message", job)
 	}
-	time.Sleep(200 * time.Millisecond)
 	for _, name := range []string{"token-provisioning", "token-provisioning-poison"} {
 		props, err := qc.NewQueueClient(name).GetProperties(ctx, nil)
 		if err != nil {
