@@ -20,6 +20,7 @@ const (
 	// Row-level.
 	CodeRowColumns          = "row.columns"           // the row has a different number of columns than the header
 	CodeRowTooLong          = "row.too-long"          // a line longer than 64 KiB
+	CodeRowShifted          = "row.columns-shifted"   // a serial, manufacturer or model that decodes (Base32, hex, base64) to 16 bytes or more: a seed in the wrong column
 	CodeFieldNotText        = "field.not-text"        // a serial, manufacturer, model or UPN with control characters or bytes that are not UTF-8
 	CodeSerialMissing       = "serial.missing"        // empty serial number
 	CodeSerialDuplicate     = "serial.duplicate"      // the serial already appeared on an earlier line
