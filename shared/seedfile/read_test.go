@@ -675,3 +675,28 @@ func TestSeedInPublicColumn(t *testing.T) {
 		}
 	}
 }
+
+// TestLongHeader: a header over 64 KiB (thousands of extra columns) is read, the extra columns
+// ignored; one over 1 MiB is a file problem that says why.
+func TestLongHeader(t *testing.T) {
+	var h, pad strings.Builder
+	h.WriteString("upn,serial number,secret key,time interval,manufacturer,model")
+	for i := range 5000 {
+		fmt.Fprintf(&h, ",vendor extra column %04d", i)
+		pad.WriteString(",")
+	}
+	if h.Len() <= 64<<10 {
+		t.Fatalf("header is only %d bytes", h.Len())
+	}
+	input := h.String() + "\r\nada@contoso.example,SN-1," + seedA + ",30,Token2,C202" + pad.String() + "\r\n"
+	r := read(input, Options{})
+	if r.err != nil || len(r.recs) != 1 || r.recs[0].Token.Serial != "SN-1" || len(r.probs) != 0 {
+		t.Fatalf("long header: err %v, %d records, problems %v", r.err, len(r.recs), r.probs)
+	}
+	huge := strings.Repeat("x,", 600<<10) + "\nada@contoso.example,SN-1," + seedA + ",30,Token2,C202\n"
+	r = read(huge, Options{})
+	var fe *FileError
+	if !errors.As(r.err, &fe) || fe.Problem.Code != CodeFileHeaderTooLong || !strings.Contains(fe.Problem.Message, "1 MiB") {
+		t.Fatalf("huge header: %v", r.err)
+	}
+}
