@@ -316,3 +316,38 @@ func TestConcurrentAssign(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditOfRefusedAndObjectIDRequests: a refused PUT's audit record names the holder at the
+// time (FromUser), and a PUT that names the user by object id is audited with the UPN it
+// resolved to (and the id).
+func TestAuditOfRefusedAndObjectIDRequests(t *testing.T) {
+	ctx := context.Background()
+	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+		return []pipelinetest.Row{ss.Row("AU-1", ada)}
+	})
+	for _, upn := range []string{"nobody@contoso.example", guest, gone} {
+		if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "AU-1", UserPrincipalName: upn, Activate: true, Caller: "hr"}); err == nil {
+			t.Fatalf("PUT to %s was not refused", upn)
+		}
+	}
+	g, err := s.Dir.ResolveUser(ctx, grace)
+	if err != nil || g.ID == "" {
+		t.Fatalf("grace: %+v %v", g, err)
+	}
+	if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "AU-1", UserPrincipalName: g.ID, Activate: true, Caller: "hr"}); err != nil {
+		t.Fatal(err)
+	}
+	audits := l.AuditLog()
+	if len(audits) != 4 {
+		t.Fatalf("%d audit records, want 4: %+v", len(audits), audits)
+	}
+	for i, a := range audits[:3] {
+		if !strings.EqualFold(a.FromUser, ada) || a.Outcome == "changed" || a.Outcome == "unchanged" {
+			t.Errorf("refused PUT %d: FromUser %q outcome %q, want the holder %s and the failure", i, a.FromUser, a.Outcome, ada)
+		}
+	}
+	last := audits[3]
+	if !strings.EqualFold(last.ToUser, grace) || last.ToUserID != g.ID || !strings.EqualFold(last.FromUser, ada) || last.Outcome != "changed" {
+		t.Errorf("object-id PUT audited as %+v, want ToUser %s (id %s)", last, grace, g.ID)
+	}
+}
