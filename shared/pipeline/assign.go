@@ -64,6 +64,11 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	}
 	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
 	if err != nil {
+		if token.KindOf(err) == token.KindNotFound {
+			// Said for the caller of the API, not for a file's uploader.
+			err = &token.Error{Kind: token.KindNotFound, Op: "assign " + r.Serial, RequestID: token.RequestIDOf(err), Err: err,
+				Message: fmt.Sprintf("there is no user %s in Entra ID; check userPrincipalName in the request", r.UserPrincipalName)}
+		}
 		return fail(fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err))
 	}
 	a.UserPrincipalName = user.UserPrincipalName

@@ -384,7 +384,7 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 				} else {
 					secretBuf, ok = decodeBase32(secretBuf[:0], v)
 					if !ok {
-						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v))
+						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v, c.opts.Advice))
 					}
 				}
 				if ok {
@@ -529,7 +529,7 @@ func fromHex(c byte) (byte, bool) {
 }
 
 // notBase32Message explains why s is not Base32 without quoting any of it.
-func notBase32Message(s []byte) string {
+func notBase32Message(s []byte, adv Advice) string {
 	msg := "the secret key is not Base32 (letters A-Z and digits 2-7 only)"
 	hexLike := len(s)%2 == 0
 	for _, c := range s {
@@ -554,7 +554,8 @@ func notBase32Message(s []byte) string {
 		msg += ": its last character carries bits no encoder writes, so it is not the encoding of a whole seed (a made-up example?)"
 	}
 	if hexLike {
-		msg += "; if the vendor's seeds are hex, read the file with --secret-encoding hex"
+		msg += adv.advise("; if the vendor's seeds are hex, read the file with --secret-encoding hex",
+			"; if the vendor's seeds are hex, upload the file again with blob metadata secretencoding=hex (az storage blob upload ... --metadata secretencoding=hex)")
 	}
 	return msg
 }

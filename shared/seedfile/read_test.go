@@ -700,3 +700,28 @@ func TestLongHeader(t *testing.T) {
 		t.Fatalf("huge header: %v", r.err)
 	}
 }
+
+// TestAdviceForItsReader: a hex seed read as Base32 tells the CLI user the flag and the blob
+// uploader the metadata hint; an encrypted PSKC without its key tells each what to set.
+func TestAdviceForItsReader(t *testing.T) {
+	input := entraHeader + "ada@contoso.example,SN-1,1234567890abcdef1234567890abcdef,30,Token2,C202\n"
+	for adv, want := range map[Advice][2]string{
+		AdviceCLI:    {"--secret-encoding hex", "--metadata"},
+		AdviceUpload: {"--metadata secretencoding=hex", "--secret-encoding"},
+	} {
+		r := read(input, Options{Advice: adv})
+		if len(r.probs) != 1 || !strings.Contains(r.probs[0].Message, want[0]) || strings.Contains(r.probs[0].Message, want[1]) {
+			t.Errorf("advice %d: %v, want %q and not %q", adv, r.probs, want[0], want[1])
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "seedfiles", "pythonpskc-pbkdf2.xml"))
+	if err != nil {
+		t.Skip(err)
+	}
+	r := read(string(b), Options{Advice: AdviceUpload})
+	var fe *FileError
+	if !errors.As(r.err, &fe) || fe.Problem.Code != CodePSKCKeyMissing || strings.Contains(fe.Problem.Message, "--pskc") ||
+		!strings.Contains(fe.Problem.Message, "OATHPIPE_PSKC_PASSWORD") {
+		t.Errorf("upload advice for a PSKC password: %v", r.err)
+	}
+}
