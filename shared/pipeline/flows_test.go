@@ -454,3 +454,49 @@ func TestSeedInTheWrongColumnLeaksNowhere(t *testing.T) {
 		t.Fatal("the leak scan did not see the data")
 	}
 }
+
+// TestEarlierImportStaysReachable: a second upload under a name is a new import; the first
+// import's record is still answered by its import id, the name alone answers the latest, and
+// the answer is live (it follows a later reassignment) while the report is the import's record.
+func TestEarlierImportStaysReachable(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	first, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-1", ada)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	second, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-2", grace)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	if first.ImportID == second.ImportID {
+		t.Fatalf("both uploads got import id %s", first.ImportID)
+	}
+	latest, err := p.ImportStatus(ctx, "batch.csv")
+	if err != nil || latest.ImportID != second.ImportID {
+		t.Fatalf("latest: %+v %v", latest, err)
+	}
+	old, err := p.ImportStatusByID(ctx, "batch.csv", first.ImportID)
+	if err != nil || old.ImportID != first.ImportID || len(old.Tokens) != 1 || old.Tokens[0].SerialNumber != "ER-1" {
+		t.Fatalf("first import by id: %+v %v", old, err)
+	}
+	if _, err := p.ImportStatusByID(ctx, "other.csv", first.ImportID); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("an id under another name: %v", err)
+	}
+	if _, err := p.ImportStatusByID(ctx, "batch.csv", "imp-000000000000000000000000"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("an unknown id: %v", err)
+	}
+	// Live: a reassignment shows in the API answer; the report keeps the import's outcome.
+	if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "ER-2", UserPrincipalName: alan, Activate: true, Caller: "hr"}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := p.ImportStatus(ctx, "batch.csv")
+	if err != nil || !strings.EqualFold(live.Tokens[0].UserPrincipalName, alan) {
+		t.Errorf("live answer after a reassignment: %+v %v", live, err)
+	}
+}
