@@ -112,10 +112,15 @@ func (b *Blobs) read(ctx context.Context, container, name string, limit int64) (
 	}
 	body := resp.NewRetryReader(ctx, nil)
 	defer body.Close()
-	content, err := io.ReadAll(io.LimitReader(body, limit+1))
-	if err != nil {
+	// One buffer of the blob's size: io.ReadAll's doubling would peak at twice a big file.
+	var buf bytes.Buffer
+	if resp.ContentLength != nil && *resp.ContentLength >= 0 && *resp.ContentLength <= limit {
+		buf.Grow(int(*resp.ContentLength) + 1)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(body, limit+1)); err != nil {
 		return nil, resp, fmt.Errorf("read body: %w", err)
 	}
+	content := buf.Bytes()
 	if int64(len(content)) > limit {
 		return nil, resp, &token.Error{Kind: token.KindInvalid, Message: fmt.Sprintf("larger than %d bytes", limit)}
 	}
