@@ -602,8 +602,11 @@ func TestQueueMessageReleasedOnShutdown(t *testing.T) {
 	if err != nil || len(resp.Messages) != 1 {
 		t.Fatalf("message not visible after shutdown: %v, %v", resp.Messages, err)
 	}
-	if c := *resp.Messages[0].DequeueCount; c != 2 {
-		t.Fatalf("DequeueCount %d; want 2", c)
+	// 2: delivered once, then dequeued by the test. A poll already in flight when the runner
+	// stopped may have received the released message too and released it again (3): the host
+	// does the same, and the message is still visible at once.
+	if c := *resp.Messages[0].DequeueCount; c != 2 && c != 3 {
+		t.Fatalf("DequeueCount %d; want 2 (or 3 after a poll in flight at shutdown)", c)
 	}
 }
 
