@@ -17,6 +17,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -145,6 +146,7 @@ type summaryEntity struct {
 	Invalid      int
 	Pending      int
 	Checkpoint   int    // the import's resume point: every row up to this line is stored and queued
+	Refused      int    // rows the vault refused, up to Checkpoint
 	Problems     string // JSON []seedfile.Problem, file-level
 	Disposition  string
 	Created      string
@@ -154,7 +156,7 @@ type summaryEntity struct {
 func (e *summaryEntity) record() pipeline.ImportRecord {
 	return pipeline.ImportRecord{
 		ImportID: e.ImportID, FileName: e.FileName, ETag: e.BlobETag, Stage: e.Stage, Format: e.Format,
-		Rows: e.Rows, Valid: e.Valid, Invalid: e.Invalid, Pending: e.Pending, Checkpoint: e.Checkpoint,
+		Rows: e.Rows, Valid: e.Valid, Invalid: e.Invalid, Pending: e.Pending, Checkpoint: e.Checkpoint, Refused: e.Refused,
 		Problems: decodeProblems(e.Problems), Disposition: e.Disposition,
 		Created: parseTime(e.Created), Updated: parseTime(e.Updated),
 	}
@@ -439,9 +441,11 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID, stage, dispositio
 }
 
 // SetImportCheckpoint records that every row of the import up to line is stored in the vault
-// and queued, so a continuation resumes after it. The checkpoint never moves back (a conditional
-// update, retried on conflict).
-func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line int) error {
+// and queued, so a continuation resumes after it, and adds refused (the rows the vault refused
+// since the last checkpoint) to the import's Refused count in the same update. The checkpoint
+// never moves back, and a line not past it changes nothing, so a repeated chunk is never
+// counted twice (a conditional update, retried on conflict).
+func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line, refused int) error {
 	op := fmt.Sprintf("ledger: checkpoint import %s at line %d", importID, line)
 	err := l.retryRace(ctx, op, func() error {
 		var e summaryEntity
@@ -456,6 +460,7 @@ func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line 
 			return nil
 		}
 		e.Checkpoint = line
+		e.Refused += refused
 		e.Updated = formatTime(l.now())
 		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
 		return err
@@ -567,6 +572,161 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 		return err
 	}
 	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows), "new", len(fresh))
+	return nil
+}
+
+// AddTokens writes one chunk of the rows of imp's file (in transactions of up to 100 rows)
+// and points the serial index at its non-rejected rows; it leaves the summary alone (SealImport
+// ends the recording). Rows already stored are left as they are: a transaction that meets one
+// (a repeat after a crash part way) reads back the lines of its own range, one query, and
+// writes only the missing rows. Nothing is read of the rest of the import, so recording a big
+// file in chunks costs the same per chunk from its first line to its last.
+func (l *Ledger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
+	op := fmt.Sprintf("ledger: write %d rows of import %s", len(rows), imp.ImportID)
+	pk := keyFor(imp.ImportID)
+	if len(rows) == 0 {
+		return nil
+	}
+	fresh := make([]pipeline.TokenRecord, 0, len(rows))
+	seen := make(map[int]bool, len(rows))
+	for _, r := range rows {
+		if r.Line < 0 || r.Status == "" {
+			return &token.Error{Kind: token.KindInvalid, Op: op, Message: fmt.Sprintf("row with line %d and status %q", r.Line, r.Status)}
+		}
+		if seen[r.Line] {
+			continue
+		}
+		seen[r.Line] = true
+		r.ImportID = imp.ImportID
+		if r.Updated.IsZero() {
+			r.Updated = l.now()
+		}
+		fresh = append(fresh, r)
+	}
+	created := imp.Created
+	if created.IsZero() {
+		cur, err := l.GetImport(ctx, imp.ImportID)
+		if err != nil {
+			return err
+		}
+		created = cur.Created
+	}
+	for _, part := range batches(fresh, func(r pipeline.TokenRecord) int { return len(mustJSON(newRowEntity(pk, r))) }) {
+		err := l.retryRace(ctx, op, func() error {
+			acts := make([]aztables.TransactionAction, 0, len(part))
+			for _, r := range part {
+				acts = append(acts, aztables.TransactionAction{ActionType: aztables.TransactionTypeAdd, Entity: mustJSON(newRowEntity(pk, r))})
+			}
+			if len(acts) == 0 {
+				return nil
+			}
+			_, err := l.table.SubmitTransaction(ctx, acts, nil)
+			if err != nil && isLostRace(err) {
+				// Some of these rows are stored already: keep only the missing ones and try again.
+				have := map[int]bool{}
+				if err := l.eachRow(ctx, imp.ImportID, part[0].Line, part[len(part)-1].Line, func(r pipeline.TokenRecord) error {
+					have[r.Line] = true
+					return nil
+				}); err != nil {
+					return err
+				}
+				var still []pipeline.TokenRecord
+				for _, r := range part {
+					if !have[r.Line] {
+						still = append(still, r)
+					}
+				}
+				part = still
+				if len(part) == 0 {
+					return nil
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return classify(op, err)
+		}
+	}
+	if err := l.indexSerials(ctx, imp.ImportID, created, rows); err != nil {
+		return err
+	}
+	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows))
+	return nil
+}
+
+// SealImport records imp's file facts (Format, Rows, Valid, Invalid, Problems, and Disposition
+// when set) on its summary and — only while the import is still at StageStarted — sets Pending
+// to imp.Pending and moves it to StageVaulted. The pipeline writes every row with AddTokens
+// first and queues no message before this, so no row can have settled yet and imp.Pending (the
+// valid rows) is the count; a repeat after the stage moved changes no count.
+func (l *Ledger) SealImport(ctx context.Context, imp pipeline.ImportRecord) error {
+	op := "ledger: record the facts of import " + imp.ImportID
+	pk := keyFor(imp.ImportID)
+	err := l.retryRace(ctx, op, func() error {
+		var e summaryEntity
+		etag, err := get(ctx, l.table, pk, summaryRow, &e)
+		if err != nil {
+			if isNotFound(err) {
+				return notFound(op, "no such import (BeginImport first)", err)
+			}
+			return err
+		}
+		e.Format, e.Rows, e.Valid, e.Invalid = imp.Format, imp.Rows, imp.Valid, imp.Invalid
+		e.Problems = encodeProblems(imp.Problems)
+		if imp.Disposition != "" {
+			e.Disposition = imp.Disposition
+		}
+		if e.Stage == pipeline.StageStarted {
+			e.Pending = max(imp.Pending, 0)
+			e.Stage = pipeline.StageVaulted
+		}
+		e.Updated = formatTime(l.now())
+		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
+		return err
+	})
+	return classify(op, err)
+}
+
+// EachToken calls fn with the import's rows whose line is in [from, to] (to <= 0: to the end),
+// in line order, one page of the Table service (up to 1,000 entities) at a time.
+func (l *Ledger) EachToken(ctx context.Context, importID string, from, to int, fn func(pipeline.TokenRecord) error) error {
+	err := l.eachRow(ctx, importID, from, to, fn)
+	var te *token.Error
+	if err != nil && !errors.As(err, &te) {
+		return classify("ledger: list rows of import "+importID, err)
+	}
+	return err
+}
+
+// eachRow lists the row entities of an import with a line in [from, to] (to <= 0: all), in
+// line order (the row keys sort by line).
+func (l *Ledger) eachRow(ctx context.Context, importID string, from, to int, fn func(pipeline.TokenRecord) error) error {
+	lo := odataString(lineRowPrefix)
+	if from > 0 {
+		lo = odataString(lineRowKey(from))
+	}
+	filter := "PartitionKey eq " + odataString(keyFor(importID)) + " and RowKey ge " + lo
+	if to > 0 {
+		filter += " and RowKey le " + odataString(lineRowKey(to))
+	} else {
+		filter += " and RowKey lt " + odataString(lineRowPrefix[:len(lineRowPrefix)-1]+string(lineRowPrefix[len(lineRowPrefix)-1]+1))
+	}
+	pager := l.table.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		for _, raw := range page.Entities {
+			var e rowEntity
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return fmt.Errorf("decode row entity: %w", err)
+			}
+			if err := fn(e.record()); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

@@ -306,7 +306,7 @@ func TestCrashesOnAzurite(t *testing.T) {
 		op    string
 		after bool
 	}{
-		{"ledger.PutTokens", true}, {"queue.Enqueue", true}, {"blobs.PutReport", true}, {"blobs.Reject", true},
+		{"ledger.AddTokens", true}, {"ledger.SealImport", true}, {"queue.Enqueue", true}, {"blobs.PutReport", true}, {"blobs.Reject", true},
 		{"blobs.DeleteInbox", true}, {"ledger.SetImportStage." + pipeline.StageDone, false},
 		{"directory.Assign", true}, {"directory.Activate", true}, {"ledger.SetTokenOutcome", true},
 	} {

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -53,11 +54,20 @@ func (l crashLedger) BeginImport(ctx context.Context, rec pipeline.ImportRecord)
 func (l crashLedger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
 	return l.c.step("ledger.PutTokens", func() error { return l.Ledger.PutTokens(ctx, imp, rows) })
 }
+func (l crashLedger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
+	return l.c.step("ledger.AddTokens", func() error { return l.Ledger.AddTokens(ctx, imp, rows) })
+}
+func (l crashLedger) SealImport(ctx context.Context, imp pipeline.ImportRecord) error {
+	return l.c.step("ledger.SealImport", func() error { return l.Ledger.SealImport(ctx, imp) })
+}
+func (l crashLedger) EachToken(ctx context.Context, id string, from, to int, fn func(pipeline.TokenRecord) error) error {
+	return l.c.step("ledger.EachToken", func() error { return l.Ledger.EachToken(ctx, id, from, to, fn) })
+}
 func (l crashLedger) SetImportStage(ctx context.Context, id, stage, disp string) error {
 	return l.c.step("ledger.SetImportStage."+stage, func() error { return l.Ledger.SetImportStage(ctx, id, stage, disp) })
 }
-func (l crashLedger) SetImportCheckpoint(ctx context.Context, id string, line int) error {
-	return l.c.step("ledger.SetImportCheckpoint", func() error { return l.Ledger.SetImportCheckpoint(ctx, id, line) })
+func (l crashLedger) SetImportCheckpoint(ctx context.Context, id string, line, refused int) error {
+	return l.c.step("ledger.SetImportCheckpoint", func() error { return l.Ledger.SetImportCheckpoint(ctx, id, line, refused) })
 }
 func (l crashLedger) GetToken(ctx context.Context, id string, line int) (r pipeline.TokenRecord, err error) {
 	err = l.c.step("ledger.GetToken", func() (e error) { r, e = l.Ledger.GetToken(ctx, id, line); return })
@@ -82,10 +92,10 @@ type crashBlobs struct {
 	c *crashPlan
 }
 
-func (b crashBlobs) PutReport(ctx context.Context, name string, js, csv []byte) error {
+func (b crashBlobs) PutReport(ctx context.Context, name string, js []byte, csv io.Reader) error {
 	return b.c.step("blobs.PutReport", func() error { return b.Blobs.PutReport(ctx, name, js, csv) })
 }
-func (b crashBlobs) Reject(ctx context.Context, name, etag string, content []byte, target string) error {
+func (b crashBlobs) Reject(ctx context.Context, name, etag string, content io.Reader, target string) error {
 	return b.c.step("blobs.Reject", func() error { return b.Blobs.Reject(ctx, name, etag, content, target) })
 }
 func (b crashBlobs) DeleteInbox(ctx context.Context, name, etag string) error {
@@ -136,7 +146,9 @@ func (d crashDirectory) ListUserMethods(ctx context.Context, userID string) (ms 
 // same as without the crash: nothing lost, nothing done twice.
 func TestCrashBetweenSteps(t *testing.T) {
 	ops := []string{
-		"ledger.BeginImport", "vault.PutSeed", "ledger.PutTokens", "blobs.PutReport", "queue.Enqueue",
+		// The import records its rows with AddTokens and SealImport (it once did with PutTokens),
+		// and reads rows back with EachToken (for the report).
+		"ledger.BeginImport", "vault.PutSeed", "ledger.AddTokens", "ledger.SealImport", "ledger.EachToken", "blobs.PutReport", "queue.Enqueue",
 		"ledger.SetImportCheckpoint", "ledger.SetImportStage." + pipeline.StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + pipeline.StageDone,
 		"ledger.GetToken", "vault.GetSeed", "directory.EnsureDevice", "directory.ResolveUser",
 		"directory.ListUserMethods", "directory.Assign", "directory.Activate", "ledger.SetTokenOutcome",

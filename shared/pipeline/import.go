@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -23,20 +22,32 @@ const (
 	DispositionRejected = "rejected" // a row failed; the whole file was moved to seed-rejected
 )
 
+// ChunkRows is how many rows of a file an import holds at once: the rows are written to the
+// ledger, and the seeds stored and their messages queued, a chunk at a time as the file is
+// read, so memory stays flat in the file's size. The checkpoint moves after each chunk.
+const ChunkRows = 1000
+
+// maxFileProblems is how many file-level (Line 0) problems an import keeps; the rest are counted.
+const maxFileProblems = 100
+
 // RejectedName is the name under which a file with failed rows is kept in seed-rejected: one
 // folder per import, so a later upload under the same name never overwrites it.
 func RejectedName(importID, name string) string { return importID + "/" + name }
 
-// importFile is Import. Each step is safe to repeat; the import's stage in the ledger says which
-// steps a repeated delivery can skip:
+// importFile is Import. The file is streamed twice, never held: each step is safe to repeat,
+// and the import's stage in the ledger says which steps a repeated delivery can skip:
 //
-//	started  → read the file, write every row to the ledger (valid rows "vaulted", Pending
-//	           counted) while the first seeds already go to the vault
-//	vaulted  → write the first report; queue each token's message as soon as its seed is
-//	           confirmed (provisioning starts while later seeds are still being stored); a seed
-//	           the vault refuses fails its row
+//	started  → read the file, writing its rows to the ledger a chunk at a time (valid rows
+//	           "vaulted"); then record the file's facts and Pending (SealImport) and write the
+//	           first report
+//	vaulted  → read the file again from the start, skipping the rows up to the checkpoint; for
+//	           each chunk store the seeds in the vault, queue each token's message as soon as its
+//	           seed is confirmed, and move the checkpoint; a seed the vault refuses fails its row
 //	enqueued → every valid seed is confirmed in the vault: the file leaves the inbox
 //	done
+//
+// Nothing needs the whole file at once: where the file goes comes from the counts on the
+// import's summary (Invalid, Refused, file-level problems), never from reading the rows back.
 func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*ImportResult, error) {
 	if f.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
@@ -62,30 +73,54 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		log.Info("repeated delivery of an import", slog.String("stage", imp.Stage))
 	}
 
-	disposition, failed, queued := DispositionDeleted, 0, 0
-	if stageBefore(imp.Stage, StageEnqueued) {
-		var more bool
-		var checkpoint int
-		if imp, disposition, queued, failed, more, checkpoint, err = p.storeAndQueue(ctx, log, imp, f, deadline); err != nil {
+	fresh := false // this invocation wrote every row: none has settled yet
+	if stageBefore(imp.Stage, StageVaulted) {
+		if imp, err = p.recordFile(ctx, log, imp, f); err != nil {
 			return nil, err
 		}
-		if more {
-			return p.handOn(ctx, log, imp, f, part, queued, checkpoint, !created)
+		fresh = true
+	}
+	disposition := dispositionOf(imp)
+	failed, queued := imp.Refused, 0
+	if stageBefore(imp.Stage, StageEnqueued) {
+		if !fresh && part <= 1 {
+			// A redelivery: the first report may not have been written before the crash. (A
+			// continuation's first part wrote it.)
+			if err := p.writeReport(ctx, id, disposition); err != nil {
+				return nil, err
+			}
 		}
-	} else {
-		// Done by an earlier delivery: read the outcome back for the answer and the disposition.
-		rows, err := p.d.Ledger.ListTokens(ctx, id)
+		r, err := p.storeAndQueue(ctx, log, imp, f, deadline, fresh)
 		if err != nil {
-			return nil, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
+			return nil, err
 		}
-		disposition, failed, _ = dispositionOf(imp, rows)
+		queued = r.queued
+		failed += r.refused
+		if failed > 0 {
+			disposition = DispositionRejected
+		}
+		if r.more {
+			return p.handOn(ctx, log, imp, f, part, queued, r.checkpoint, !created)
+		}
+		if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
+			return nil, fmt.Errorf("import %s: record stage: %w", f.Name, err)
+		}
+		imp.Stage = StageEnqueued
+		log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", failed))
+		// Tokens may all have settled while later seeds were still being queued, before the
+		// import knew its disposition: make sure the report on disk is the final one.
+		if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
+			if err := p.writeReport(ctx, id, disposition); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	if stageBefore(imp.Stage, StageDone) {
 		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
 		if disposition == DispositionRejected {
 			target := RejectedName(id, f.Name)
-			if err := p.d.Blobs.Reject(ctx, f.Name, f.ETag, f.Content, target); err != nil {
+			if err := p.rejectFile(ctx, f, target); err != nil {
 				return nil, fmt.Errorf("import %s: move to seed-rejected/%s: %w", f.Name, target, err)
 			}
 			log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", target))
@@ -110,104 +145,243 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 	return res, nil
 }
 
-// storeAndQueue runs the vaulted and enqueued stages. On the first delivery the seeds start
-// going to the vault while the rows are being written to the ledger; messages wait until the
-// rows and the first report are written (a worker needs the row; the first report must not
-// overwrite a final one).
-func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, deadline time.Time) (_ ImportRecord, disposition string, queued, failed int, more bool, checkpoint int, err error) {
-	id := imp.ImportID
-	records, problems, sum := p.readFile(f)
-	checkpoint = imp.Checkpoint
-	first := stageBefore(imp.Stage, StageVaulted)
-	todo := records
-	if first {
-		imp = p.importFacts(imp, problems, sum)
-		disposition = DispositionDeleted
-		if len(imp.Problems) > 0 || imp.Rows == 0 || imp.Invalid > 0 {
-			disposition = DispositionRejected
-		}
-	} else {
-		// A repeated delivery: rows exist; store and queue what has not settled yet.
-		// Rows up to the checkpoint have their seed stored and their message queued: a
-		// continuation (or a redelivery) never queues them twice.
-		rows, err := p.d.Ledger.ListTokens(ctx, id)
-		if err != nil {
-			return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
-		}
-		var unsettled map[int]bool
-		disposition, failed, unsettled = dispositionOf(imp, rows)
-		todo = nil
-		for _, r := range records {
-			if unsettled[r.Line] && r.Line > imp.Checkpoint {
-				todo = append(todo, r)
-			}
-		}
-		log.Info("resuming the import", slog.Int("checkpoint", imp.Checkpoint), slog.Int("remaining", len(todo)))
-	}
+// rejectFile streams f (pinned to its ETag) into seed-rejected/{target}; the blob adapter
+// verifies the copy before the inbox blob goes.
+func (p *Pipeline) rejectFile(ctx context.Context, f InboxFile, target string) error {
+	body := &lazyBody{open: func() (io.ReadCloser, error) { return f.Open(ctx) }}
+	defer body.Close()
+	// Opened on the first read: when the blob is already gone (an earlier attempt moved it),
+	// the adapter sees the failure there and checks for its copy.
+	return p.d.Blobs.Reject(ctx, f.Name, f.ETag, body, target)
+}
 
-	vctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	gate := make(chan struct{})
-	type result struct {
-		queued, refused int
-		more            bool
-		checkpoint      int
-		err             error
+// lazyBody opens its stream on the first Read.
+type lazyBody struct {
+	open func() (io.ReadCloser, error)
+	rc   io.ReadCloser
+	err  error
+}
+
+func (l *lazyBody) Read(b []byte) (int, error) {
+	if l.rc == nil && l.err == nil {
+		l.rc, l.err = l.open()
 	}
-	done := make(chan result, 1)
-	go func() {
-		q, r, more, cp, err := p.vaultAndQueue(vctx, log, id, f.Name, todo, gate, deadline)
-		done <- result{q, r, more, cp, err}
-	}()
-	prepare := func() error {
-		if first {
-			if err := p.recordRows(ctx, log, imp, records, problems); err != nil {
+	if l.err != nil {
+		return 0, l.err
+	}
+	return l.rc.Read(b)
+}
+
+func (l *lazyBody) Close() error {
+	if l.rc != nil {
+		return l.rc.Close()
+	}
+	return nil
+}
+
+// recordFile is the started stage: it streams the file once, writing its rows to the ledger a
+// chunk of ChunkRows at a time (a crash part way leaves rows that a repeat skips), then records
+// the file's facts and Pending and writes the first report. Seeds are read and dropped: they go
+// to the vault in the next stage, which reads the file again.
+func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (ImportRecord, error) {
+	rows := make([]TokenRecord, 0, ChunkRows+1)
+	var fileProblems []seedfile.Problem
+	omitted, written := 0, 0
+	flush := func() error {
+		if len(rows) == 0 {
+			return nil
+		}
+		if err := p.d.Ledger.AddTokens(ctx, imp, rows); err != nil {
+			return fmt.Errorf("import %s: write %d ledger rows (lines %d-%d): %w", f.Name, len(rows), rows[0].Line, rows[len(rows)-1].Line, err)
+		}
+		written += len(rows)
+		p.chunkHook(len(rows))
+		clear(rows)
+		rows = rows[:0]
+		return nil
+	}
+	// A row's problems arrive together, before the next row (seedfile.Read reports in file
+	// order): a chunk is cut only where a new line begins.
+	next := func() error {
+		if len(rows) >= ChunkRows {
+			return flush()
+		}
+		return nil
+	}
+	sum, err := p.readSeeds(ctx, f,
+		func(r seedfile.Record) error {
+			clear(r.Seed.Secret) // not needed in this stage
+			if err := next(); err != nil {
 				return err
 			}
-			imp.Stage = StageVaulted
+			rows = append(rows, TokenRecord{
+				ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
+				Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
+				SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
+			})
+			return nil
+		},
+		func(pr seedfile.Problem) error {
+			if pr.Line <= 0 {
+				if len(fileProblems) < maxFileProblems {
+					fileProblems = append(fileProblems, pr)
+				} else {
+					omitted++
+				}
+				return nil
+			}
+			if n := len(rows); n > 0 && rows[n-1].Line == pr.Line && rows[n-1].Status == StatusRejected {
+				last := &rows[n-1]
+				last.Problems = append(last.Problems, pr)
+				last.Reason += "; " + pr.Field + ": " + pr.Message
+				// The reader names the row by its serial and UPN cells when it knows them.
+				last.Serial, last.UserPrincipalName = cmp.Or(last.Serial, pr.Serial), cmp.Or(last.UserPrincipalName, pr.UserPrincipalName)
+				return nil
+			}
+			if err := next(); err != nil {
+				return err
+			}
+			rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: pr.Line, Serial: pr.Serial, UserPrincipalName: pr.UserPrincipalName,
+				Status: StatusRejected, Problems: []seedfile.Problem{pr}, Reason: pr.Field + ": " + pr.Message, Updated: p.now()})
+			return nil
+		})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return imp, err
+	}
+	if omitted > 0 {
+		log.Warn("more file-level problems than an import keeps", slog.Int("kept", len(fileProblems)), slog.Int("omitted", omitted))
+	}
+	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
+	imp.Problems, imp.Pending = fileProblems, sum.Valid
+	imp.Disposition = dispositionOf(imp)
+	if err := p.d.Ledger.SealImport(ctx, imp); err != nil {
+		return imp, fmt.Errorf("import %s: record the file's facts: %w", f.Name, err)
+	}
+	imp.Stage = StageVaulted
+	log.Info("file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
+		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)),
+		slog.Int("ledgerRows", written))
+	if err := p.writeReport(ctx, imp.ImportID, imp.Disposition); err != nil {
+		return imp, err
+	}
+	return imp, nil
+}
+
+// stored is what storeAndQueue did in this invocation.
+type stored struct {
+	queued, refused int
+	more            bool // the time budget ended (or the vault stalled until it did): hand on
+	checkpoint      int
+}
+
+// storeAndQueue is the vaulted stage: it reads the file again and, a chunk of ChunkRows valid
+// records at a time, stores their seeds (VaultConcurrency at once), queues their messages and
+// records the checkpoint (with the chunk's refused rows), so a continuation or a redelivery
+// resumes after the last whole chunk (or the last line below which everything is done). Rows up
+// to the checkpoint are skipped unread; past it, unless this invocation wrote the rows (fresh),
+// a chunk's rows are read back from the ledger, one range query a chunk, and only the rows still
+// waiting for their seed and message are done: nothing is queued twice.
+func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, deadline time.Time, fresh bool) (stored, error) {
+	id := imp.ImportID
+	var out stored
+	out.checkpoint = imp.Checkpoint
+	if !fresh {
+		log.Info("resuming the import", slog.Int("checkpoint", imp.Checkpoint))
+	}
+	chunk := make([]seedfile.Record, 0, ChunkRows)
+	errHandOn := errors.New("hand on")
+	run := func() error {
+		defer func() {
+			for i := range chunk {
+				clear(chunk[i].Seed.Secret)
+			}
+			clear(chunk)
+			chunk = chunk[:0]
+		}()
+		if len(chunk) == 0 {
+			return nil
 		}
-		return p.writeReport(ctx, id, disposition)
-	}
-	if err := prepare(); err != nil {
-		cancel()
-		<-done
-		return imp, "", 0, 0, false, 0, err
-	}
-	close(gate)
-	res := <-done
-	if res.checkpoint > checkpoint {
-		checkpoint = res.checkpoint
-		// Best effort on failure too: a retry then queues fewer messages again.
-		if err := p.d.Ledger.SetImportCheckpoint(ctx, id, checkpoint); err != nil && res.err == nil {
-			return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: record checkpoint: %w", f.Name, err)
+		p.chunkHook(len(chunk))
+		todo := chunk
+		var priorRefused []int // lines refused by the vault in an earlier attempt, past the checkpoint
+		if !fresh {
+			status := make(map[int]TokenRecord, len(chunk))
+			err := p.d.Ledger.EachToken(ctx, id, chunk[0].Line, chunk[len(chunk)-1].Line, func(r TokenRecord) error {
+				status[r.Line] = r
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("import %s: read back lines %d-%d: %w", f.Name, chunk[0].Line, chunk[len(chunk)-1].Line, err)
+			}
+			todo = make([]seedfile.Record, 0, len(chunk))
+			for _, r := range chunk {
+				switch row, ok := status[r.Line]; {
+				case !ok || row.Status == StatusVaulted:
+					// Not settled: store (a no-op for a seed already there) and queue.
+					todo = append(todo, r)
+				case row.Status == StatusFailed && strings.HasPrefix(row.Reason, vaultFailurePrefix):
+					priorRefused = append(priorRefused, r.Line)
+				}
+			}
 		}
-	}
-	if res.err != nil {
-		return imp, "", 0, 0, false, 0, res.err
-	}
-	if res.refused > 0 {
-		failed += res.refused
-		disposition = DispositionRejected
-		if res.more {
-			// Recorded in the rows (their reason); the next part reads it back from there.
-			failed -= res.refused
+		q, refusedLines, more, cp, err := p.vaultAndQueue(ctx, log, id, f.Name, todo, deadline)
+		out.queued += q
+		if err == nil && !more {
+			cp = chunk[len(chunk)-1].Line // the whole chunk is done, settled rows included
 		}
-	}
-	if res.more {
-		return imp, disposition, res.queued, failed, true, checkpoint, nil
-	}
-	if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
-		return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: record stage: %w", f.Name, err)
-	}
-	log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", res.queued), slog.Int("vaultRefused", res.refused))
-	// Tokens may all have settled while later seeds were still being queued, before the import
-	// knew its disposition: make sure the report on disk is the final one.
-	if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
-		if err := p.writeReport(ctx, id, disposition); err != nil {
-			return imp, "", 0, 0, false, 0, err
+		if cp > out.checkpoint {
+			n := 0
+			for _, l := range append(refusedLines, priorRefused...) {
+				if l > out.checkpoint && l <= cp {
+					n++
+				}
+			}
+			// Best effort on failure too: a retry then queues fewer messages again.
+			if cerr := p.d.Ledger.SetImportCheckpoint(ctx, id, cp, n); cerr != nil {
+				if err == nil {
+					err = fmt.Errorf("import %s: record checkpoint: %w", f.Name, cerr)
+				}
+			} else {
+				out.checkpoint = cp
+				out.refused += n
+			}
 		}
+		if err != nil {
+			return err
+		}
+		if more {
+			out.more = true
+			return errHandOn
+		}
+		return nil
 	}
-	return imp, disposition, res.queued, failed, false, checkpoint, nil
+	_, err := p.readSeeds(ctx, f,
+		func(r seedfile.Record) error {
+			if r.Line <= out.checkpoint {
+				clear(r.Seed.Secret)
+				return nil
+			}
+			chunk = append(chunk, r)
+			if len(chunk) >= ChunkRows {
+				return run()
+			}
+			return nil
+		}, nil)
+	if err == nil {
+		err = run()
+	}
+	if errors.Is(err, errHandOn) {
+		err = nil
+	}
+	if err != nil {
+		return out, err
+	}
+	log.Debug("seeds stored and messages queued", slog.Int("queued", out.queued), slog.Int("refused", out.refused),
+		slog.Bool("more", out.more), slog.Int("checkpoint", out.checkpoint))
+	return out, nil
 }
 
 // handOn ends an invocation whose time budget ran out: the checkpoint is recorded, and a
@@ -265,83 +439,19 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 	return p.importFile(ctx, f, r.Part)
 }
 
-// dispositionOf works out from the ledger rows where the file goes, how many rows the vault
-// refused, and which lines still wait for their seed and message.
-func dispositionOf(imp ImportRecord, rows []TokenRecord) (disposition string, refused int, unsettled map[int]bool) {
-	disposition = DispositionDeleted
-	if len(imp.Problems) > 0 || imp.Rows == 0 {
-		disposition = DispositionRejected
+// dispositionOf works out from the import's summary where the file goes: rejected when the
+// file has a file-level problem, no rows, a rejected row, or a row the vault refused (counted
+// up to the checkpoint), or when an earlier part already said so.
+func dispositionOf(imp ImportRecord) string {
+	if len(imp.Problems) > 0 || imp.Rows == 0 || imp.Invalid > 0 || imp.Refused > 0 || imp.Disposition == DispositionRejected {
+		return DispositionRejected
 	}
-	unsettled = map[int]bool{}
-	for _, r := range rows {
-		switch {
-		case r.Status == StatusRejected:
-			disposition = DispositionRejected
-		case r.Status == StatusFailed && strings.HasPrefix(r.Reason, vaultFailurePrefix):
-			refused++
-			disposition = DispositionRejected
-		case r.Status == StatusVaulted:
-			unsettled[r.Line] = true
-		}
-	}
-	return disposition, refused, unsettled
+	return DispositionDeleted
 }
 
 // vaultFailurePrefix starts the reason of a valid row the vault refused, so a repeated delivery
 // can tell those rows from tokens that failed later, in provisioning.
 const vaultFailurePrefix = "not stored in the vault: "
-
-// importFacts records the file's summary and file-level problems on imp.
-func (p *Pipeline) importFacts(imp ImportRecord, problems []seedfile.Problem, sum seedfile.Summary) ImportRecord {
-	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
-	imp.Problems = nil
-	for _, pr := range problems {
-		if pr.Line <= 0 {
-			imp.Problems = append(imp.Problems, pr)
-		}
-	}
-	return imp
-}
-
-// recordRows writes every row of the file to the ledger: valid rows "vaulted", rejected rows
-// with their problems. The ledger counts Pending and moves the import to StageVaulted.
-func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportRecord, records []seedfile.Record, problems []seedfile.Problem) error {
-	byLine := map[int][]seedfile.Problem{}
-	for _, pr := range problems {
-		if pr.Line > 0 {
-			byLine[pr.Line] = append(byLine[pr.Line], pr)
-		}
-	}
-	rows := make([]TokenRecord, 0, len(records)+len(byLine))
-	for _, r := range records {
-		rows = append(rows, TokenRecord{
-			ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
-			Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
-			SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
-		})
-	}
-	for line, prs := range byLine {
-		msgs := make([]string, len(prs))
-		for i, pr := range prs {
-			msgs[i] = pr.Field + ": " + pr.Message
-		}
-		// The reader names the row by its serial and UPN cells when it knows them.
-		var serial, upn string
-		for _, pr := range prs {
-			serial, upn = cmp.Or(serial, pr.Serial), cmp.Or(upn, pr.UserPrincipalName)
-		}
-		rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: line, Serial: serial, UserPrincipalName: upn,
-			Status: StatusRejected, Problems: prs, Reason: strings.Join(msgs, "; "), Updated: p.now()})
-	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Line < rows[j].Line })
-	imp.Pending = len(records)
-	if err := p.d.Ledger.PutTokens(ctx, imp, rows); err != nil {
-		return fmt.Errorf("import %s: write %d ledger rows: %w", imp.FileName, len(rows), err)
-	}
-	log.Info("file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
-		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)))
-	return nil
-}
 
 // vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
 // message as soon as its seed is confirmed, in small batches, while later seeds are still being
@@ -349,9 +459,10 @@ func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportR
 // different seed under the serial, ...) fails its row. A transient vault failure is retried
 // with backoff inside the invocation: until the deadline when there is one (then more=true and
 // the import hands itself on), else for OutageWindow before the failure is returned and the
-// whole import retried (storing and queueing are both safe to repeat). records are in line
-// order; checkpoint is the last line up to which every record is stored and queued.
-func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, gate <-chan struct{}, deadline time.Time) (queued, refused int, more bool, checkpoint int, err error) {
+// whole import retried (storing and queueing are both safe to repeat). records (one chunk) are
+// in line order, and their ledger rows exist; checkpoint is the last line up to which every
+// record is stored and queued (0: none); refused are the lines the vault refused.
+func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, deadline time.Time) (queued int, refused []int, more bool, checkpoint int, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	type job struct {
@@ -369,7 +480,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 		writers  sync.WaitGroup
 		senders  sync.WaitGroup
 		nQueued  int
-		nRefused int
+		nRefused []int
 		stalled  bool
 		done     = make([]bool, len(records))
 		low      int // records[:low] are all done
@@ -416,15 +527,12 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 						slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
 						slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
 					o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
-					if !wait(ctx, gate) {
-						return
-					}
 					if err := p.settle(ctx, importID, r.Line, o); err != nil {
 						fail(err)
 						return
 					}
 					mu.Lock()
-					nRefused++
+					nRefused = append(nRefused, r.Line)
 					mu.Unlock()
 					finished(j.i)
 				}
@@ -438,7 +546,6 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 		senders.Add(1)
 		go func() {
 			defer senders.Done()
-			open := wait(ctx, gate) // the rows and the first report come first
 			for m := range out {
 				batch := []ready{m}
 			fill:
@@ -453,7 +560,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 						break fill
 					}
 				}
-				if !open || ctx.Err() != nil {
+				if ctx.Err() != nil {
 					continue // drain: a failure is already recorded
 				}
 				msgs := make([]ProvisionMessage, len(batch))
@@ -502,9 +609,9 @@ feed:
 	}
 	mu.Unlock()
 	if err := context.Cause(ctx); err != nil {
-		return nQueued, nRefused, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
+		return nQueued, nil, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
 	}
-	log.Debug("seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", nRefused),
+	log.Debug("seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", len(nRefused)),
 		slog.Bool("more", more), slog.Int("checkpoint", checkpoint))
 	return nQueued, nRefused, more, checkpoint, nil
 }
@@ -549,37 +656,90 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 	}
 }
 
-// readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
-// PSKC key, a bad metadata hint, ...) becomes a Line 0 problem: it is the file's outcome, not a
-// reason to retry.
-func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary) {
+// readSeeds streams f through seedInput into seedfile.Read, calling onRecord for each valid
+// record and onProblem for each problem, in file order; nothing of the file is held but the
+// reader's buffer and its duplicate indexes. A file-level failure (not a seed file, wrong PSKC
+// key, a bad metadata hint, an envelope that cannot be opened, ...) becomes a Line 0 problem:
+// it is the file's outcome, not a reason to retry. A failure to read the blob from storage,
+// or an error from a callback, is returned (worth a retry).
+func (p *Pipeline) readSeeds(ctx context.Context, f InboxFile, onRecord func(seedfile.Record) error, onProblem func(seedfile.Problem) error) (seedfile.Summary, error) {
+	if onProblem == nil {
+		onProblem = func(seedfile.Problem) error { return nil }
+	}
 	opts, bad := optionsFor(p.d.ReadOptions, f.Metadata)
 	if len(bad) > 0 {
 		// The file is not read with a hint it did not mean: it is rejected whole.
-		return nil, bad, seedfile.Summary{Format: opts.Format}
+		for _, pr := range bad {
+			if err := onProblem(pr); err != nil {
+				return seedfile.Summary{Format: opts.Format}, err
+			}
+		}
+		return seedfile.Summary{Format: opts.Format}, nil
 	}
-	var records []seedfile.Record
-	var problems []seedfile.Problem
-	in, err := p.seedInput(f)
+	body, err := f.Open(ctx)
 	if err != nil {
-		return nil, []seedfile.Problem{{Field: "file", Code: CodeFileUnreadable, Message: err.Error()}}, seedfile.Summary{Format: opts.Format}
+		return seedfile.Summary{Format: opts.Format}, fmt.Errorf("import %s: read the blob: %w", f.Name, err)
 	}
-	sum, err := seedfile.Read(in, opts,
-		func(r seedfile.Record) error { records = append(records, r); return nil },
-		func(pr seedfile.Problem) { problems = append(problems, pr) })
-	var fe *seedfile.FileError
-	if err != nil && !errors.As(err, &fe) {
-		// A *FileError's problem was already delivered through onProblem.
-		problems = append(problems, seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
+	defer body.Close()
+	src := &storageReader{r: body}
+	in, err := p.seedInput(ctx, f, src)
+	if err == nil {
+		var stop error // the first error of a callback: stops the read, returned as is
+		var sum seedfile.Summary
+		sum, err = seedfile.Read(in, opts,
+			func(r seedfile.Record) error {
+				if stop = onRecord(r); stop != nil {
+					clear(r.Seed.Secret)
+				}
+				return stop
+			},
+			func(pr seedfile.Problem) {
+				if stop == nil {
+					stop = onProblem(pr)
+				}
+			})
+		switch {
+		case src.err != nil:
+			return sum, fmt.Errorf("import %s: read the blob: %w", f.Name, src.err)
+		case stop != nil:
+			return sum, stop
+		}
+		var fe *seedfile.FileError
+		if err == nil || errors.As(err, &fe) {
+			// A *FileError's problem was already delivered through onProblem.
+			return sum, nil
+		}
+		return sum, onProblem(seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
 	}
-	return records, problems, sum
+	if src.err != nil {
+		return seedfile.Summary{Format: opts.Format}, fmt.Errorf("import %s: read the blob: %w", f.Name, src.err)
+	}
+	return seedfile.Summary{Format: opts.Format}, onProblem(seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
 }
 
-// seedInput is the one place where the delivered bytes of an inbox blob become the input of the
-// seed-file reader. An envelope (PGP, zip) is unwrapped here, before seedfile.Read sees the
-// content; an envelope that cannot be opened is the file's outcome (a Line 0 problem).
-func (p *Pipeline) seedInput(f InboxFile) (io.Reader, error) {
-	return bytes.NewReader(f.Content), nil
+// storageReader remembers the first failure of the blob download under it, so a storage outage
+// part way through a file is retried instead of being taken for a broken file.
+type storageReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *storageReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// seedInput is the one place where the delivered stream of an inbox blob becomes the input of
+// the seed-file reader. content streams the blob from its start (each call of the import gets a
+// fresh stream); f.ReaderAt(ctx) and f.ContentSize() give random access by ranged reads for a
+// format that needs it (a zip archive's central directory) without holding the file. An
+// envelope (PGP, zip) is unwrapped here, before seedfile.Read sees the content; an envelope
+// that cannot be opened is the file's outcome (a Line 0 problem: return it as an error).
+func (p *Pipeline) seedInput(_ context.Context, _ InboxFile, content io.Reader) (io.Reader, error) {
+	return content, nil
 }
 
 // File-level problem codes the pipeline adds to seedfile's.
@@ -646,16 +806,6 @@ func clipHint(s string) string {
 		return string(r[:40]) + "…"
 	}
 	return s
-}
-
-// wait blocks until gate is closed (true) or ctx is done (false).
-func wait(ctx context.Context, gate <-chan struct{}) bool {
-	select {
-	case <-gate:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // stageBefore reports whether stage a comes before stage b.

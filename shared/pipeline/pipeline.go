@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,6 +50,14 @@ type Pipeline struct {
 	importLocks serialLocks // ledger settlements, by import id
 	log         *slog.Logger
 	now         func() time.Time
+	onChunk     func(n int) // tests: called with the size of each chunk an import holds
+}
+
+// chunkHook tells a test how many rows an import is about to hold at once.
+func (p *Pipeline) chunkHook(n int) {
+	if p.onChunk != nil {
+		p.onChunk(n)
+	}
 }
 
 // WithDefaults returns d with every unset tunable at its default.
@@ -94,13 +103,60 @@ func ImportID(name, etag string) string {
 	return "imp-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-// InboxFile is a seed file dropped in seed-inbox, as read from storage (Inbox.ReadInbox).
+// InboxFile is a seed file dropped in seed-inbox, as read from storage (Inbox.ReadInbox): its
+// name, ETag, size and metadata, and a Blob that reads its content on demand, every read pinned
+// to the ETag. Tests and the CLI may give the whole content in Content instead of a Blob.
 type InboxFile struct {
 	Name     string // blob name inside seed-inbox
 	ETag     string
-	Content  []byte
+	Size     int64             // content length in bytes (len(Content) when Content is set)
+	Content  []byte            // the whole file, when it is held in memory (tests, CLI); nil when Blob reads it
+	Blob     BlobReader        // reads the stored blob (nil when Content holds it)
 	Metadata map[string]string // user metadata (may carry format hints: see docs/pipeline.md)
 }
+
+// BlobReader reads the content of one stored blob. Every request is conditional on the ETag it
+// was opened at (If-Match): a blob replaced since is never read, the read fails instead.
+type BlobReader interface {
+	// Open streams the content from its start.
+	Open(ctx context.Context) (io.ReadCloser, error)
+	// ReadAt reads len(b) bytes at off with one ranged read, with io.ReaderAt's contract.
+	ReadAt(ctx context.Context, b []byte, off int64) (int, error)
+}
+
+// Open streams f's content from its start: Content when set, else a download of the blob
+// (If-Match its ETag).
+func (f InboxFile) Open(ctx context.Context) (io.ReadCloser, error) {
+	if f.Blob == nil {
+		return io.NopCloser(bytes.NewReader(f.Content)), nil
+	}
+	return f.Blob.Open(ctx)
+}
+
+// ReaderAt gives random access to f's content (f.Size bytes, see ContentSize) without holding
+// it: each ReadAt is one ranged read of the blob, If-Match its ETag (a zip archive's central
+// directory, then its entries). With Content set it reads Content.
+func (f InboxFile) ReaderAt(ctx context.Context) io.ReaderAt {
+	if f.Blob == nil {
+		return bytes.NewReader(f.Content)
+	}
+	return blobReaderAt{ctx: ctx, b: f.Blob}
+}
+
+// ContentSize is the size of f's content in bytes.
+func (f InboxFile) ContentSize() int64 {
+	if f.Blob == nil && f.Size == 0 {
+		return int64(len(f.Content))
+	}
+	return f.Size
+}
+
+type blobReaderAt struct {
+	ctx context.Context
+	b   BlobReader
+}
+
+func (r blobReaderAt) ReadAt(b []byte, off int64) (int, error) { return r.b.ReadAt(r.ctx, b, off) }
 
 // ProvisionMessage is one token's provisioning job on the token-provisioning queue. It never
 // holds a seed: the worker reads the seed from the vault.
@@ -206,9 +262,14 @@ type ImportStatus struct {
 	Settled     bool               `json:"settled"` // every token has a final outcome
 	Counts      map[string]int     `json:"counts"`  // tokens per status
 	Disposition string             `json:"disposition,omitempty"`
-	Problems    []seedfile.Problem `json:"problems,omitempty"` // file-level problems
-	Tokens      []TokenLine        `json:"tokens"`
-	Updated     time.Time          `json:"updated"`
+	Problems    []seedfile.Problem `json:"problems,omitempty"` // file-level problems (at most MaxReportProblems)
+	Tokens      []TokenLine        `json:"tokens"`             // in line order, at most MaxReportTokens
+	// Only when the lists above were cut (a big file): how many tokens and file-level problems
+	// were left out, and where the full lists are.
+	TokensOmitted   int       `json:"tokensOmitted,omitempty"`
+	ProblemsOmitted int       `json:"problemsOmitted,omitempty"`
+	FullList        string    `json:"fullList,omitempty"`
+	Updated         time.Time `json:"updated"`
 }
 
 // TokenLine is one line's outcome in an ImportStatus.

@@ -6,6 +6,7 @@ package pipeline
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/seedfile"
@@ -89,7 +90,9 @@ type ImportRecord struct {
 	Pending int
 	// Checkpoint is the line up to which every row's seed is stored and its message queued
 	// (0: none yet). A continuation of the import resumes after it.
-	Checkpoint  int
+	Checkpoint int
+	// Refused counts the valid rows the vault refused (their rows failed), up to Checkpoint.
+	Refused     int
 	Problems    []seedfile.Problem // file-level problems (Line 0)
 	Disposition string             // where the source blob went: "deleted" or "rejected"
 	Created     time.Time
@@ -147,11 +150,25 @@ type Ledger interface {
 	// left as they are, and Pending is set only when the import was still at StageStarted, so a
 	// repeated import never moves a token back or counts it twice.
 	PutTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
+	// AddTokens writes a chunk of rows of imp's file (rows already stored are left as they are)
+	// and points the serial index at its non-rejected rows, like PutTokens, without touching
+	// the import's summary. A big file is recorded in chunks; SealImport ends it.
+	AddTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
+	// SealImport records imp's file facts (Format, Rows, Valid, Invalid, Problems, Disposition)
+	// and — only while the import is still at StageStarted — sets Pending to imp.Pending and moves
+	// it to StageVaulted, after every row was written with AddTokens.
+	SealImport(ctx context.Context, imp ImportRecord) error
+	// EachToken calls fn with the import's rows whose line is in [from, to] (to <= 0: to the
+	// end), in line order, a page at a time: memory stays flat in the import's size. An error
+	// from fn stops the listing and is returned.
+	EachToken(ctx context.Context, importID string, from, to int, fn func(TokenRecord) error) error
 	// SetImportStage moves the import to stage (never back) and records disposition when not
 	// empty. It must not touch Pending.
 	SetImportStage(ctx context.Context, importID, stage, disposition string) error
-	// SetImportCheckpoint moves the import's Checkpoint forward to line (never back).
-	SetImportCheckpoint(ctx context.Context, importID string, line int) error
+	// SetImportCheckpoint moves the import's Checkpoint forward to line (never back) and, in the
+	// same update, adds refused to its Refused count; when line is not past the checkpoint,
+	// nothing changes (so a repeated chunk is never counted twice).
+	SetImportCheckpoint(ctx context.Context, importID string, line, refused int) error
 	// GetImport returns one import (KindNotFound when absent).
 	GetImport(ctx context.Context, importID string) (ImportRecord, error)
 	// ImportByName returns the latest import (by Created) of a file name (KindNotFound when none).
@@ -180,8 +197,9 @@ type Queue interface {
 
 // Inbox reads a seed file from seed-inbox (package storage).
 type Inbox interface {
-	// ReadInbox reads seed-inbox/{name}: its content, ETag and user metadata in one download
-	// (KindNotFound when the blob is gone). Metadata keys come back lower-cased.
+	// ReadInbox reads seed-inbox/{name}: its ETag, size and user metadata, with a Blob that
+	// streams its content pinned to that ETag (KindNotFound when the blob is gone). Metadata keys
+	// come back lower-cased.
 	ReadInbox(ctx context.Context, name string) (InboxFile, error)
 }
 
@@ -194,12 +212,15 @@ type ImportQueue interface {
 // Blobs writes reports and removes a source file from the inbox.
 type Blobs interface {
 	// PutReport writes seed-reports/{name}.json and, when failuresCSV is not nil,
-	// seed-reports/{name}.failures.csv; with failuresCSV nil it deletes any earlier
-	// {name}.failures.csv. Both are overwritten on every call.
-	PutReport(ctx context.Context, name string, reportJSON, failuresCSV []byte) error
-	// Reject stores content whole as seed-rejected/{target}, then deletes seed-inbox/{name} if
-	// its ETag is still etag. Safe to repeat: an inbox blob that is already gone is fine.
-	Reject(ctx context.Context, name, etag string, content []byte, target string) error
+	// seed-reports/{name}.failures.csv from what failuresCSV streams (to its end; it may be
+	// long); with failuresCSV nil it deletes any earlier {name}.failures.csv. Both are
+	// overwritten on every call.
+	PutReport(ctx context.Context, name string, reportJSON []byte, failuresCSV io.Reader) error
+	// Reject stores the bytes read from content (to its end) as seed-rejected/{target}, checks
+	// the stored copy against them, then deletes seed-inbox/{name} if its ETag is still etag.
+	// Memory stays flat in the file's size. Safe to repeat: a copy with the same content is
+	// accepted as done, and an inbox blob that is already gone is fine.
+	Reject(ctx context.Context, name, etag string, content io.Reader, target string) error
 	// DeleteInbox deletes seed-inbox/{name} if its ETag is still etag. A blob that is already
 	// gone, or that was replaced by a new upload (another ETag: a new import), is left alone
 	// and is not an error.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +25,16 @@ import (
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
-// MaxInboxFile is the largest seed file ReadInbox reads (a file of 1,000,000 tokens is ~90 MB).
-const MaxInboxFile = 512 << 20
+// MaxReadBlob is the largest blob Read returns whole (reports and tests). Seed files are never
+// read whole: ReadInbox streams them.
+const MaxReadBlob = 512 << 20
+
+// streamBlock is the block size of a streamed upload (a rejected file, a failures CSV); with
+// streamConcurrency blocks in flight it bounds the memory of the upload.
+const (
+	streamBlock       = 4 << 20
+	streamConcurrency = 2
+)
 
 // Report blob name suffixes in seed-reports.
 const (
@@ -82,27 +91,104 @@ func (b *Blobs) PutInbox(ctx context.Context, name string, content []byte, metad
 	return string(*resp.ETag), nil
 }
 
-// ReadInbox reads seed-inbox/{name} whole, with its ETag and metadata, in one download
-// (KindNotFound when gone): the ETag and metadata are those of the bytes read. It implements
-// pipeline.Inbox.
+// ReadInbox reads the properties of seed-inbox/{name} — ETag, size and user metadata — and
+// returns them with a Blob that streams the content pinned to that ETag (every download and
+// ranged read carries If-Match, the SDK's retry reader included): the content read is always the
+// bytes those properties describe, and a blob replaced since fails the read instead of mixing
+// two uploads (KindNotFound when the blob is gone). It implements pipeline.Inbox.
 // Metadata keys are case-insensitive in Blob storage and come back lower-cased.
 func (b *Blobs) ReadInbox(ctx context.Context, name string) (pipeline.InboxFile, error) {
 	op := "storage: read " + config.InboxContainer + "/" + name
-	content, props, err := b.read(ctx, config.InboxContainer, name, MaxInboxFile)
+	props, err := b.client.ServiceClient().NewContainerClient(config.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
 	if err != nil {
 		return pipeline.InboxFile{}, classify(op, err)
 	}
-	f := pipeline.InboxFile{Name: name, Content: content, Metadata: map[string]string{}}
+	f := pipeline.InboxFile{Name: name, Metadata: map[string]string{}}
 	if props.ETag != nil {
 		f.ETag = string(*props.ETag)
+	}
+	if props.ContentLength != nil {
+		f.Size = *props.ContentLength
 	}
 	for k, v := range props.Metadata {
 		if v != nil {
 			f.Metadata[strings.ToLower(k)] = *v
 		}
 	}
+	f.Blob = &blobReader{b: b, container: config.InboxContainer, name: name, etag: azcore.ETag(f.ETag), size: f.Size}
 	return f, nil
 }
+
+// blobReader reads one blob pinned to its ETag: pipeline.BlobReader.
+type blobReader struct {
+	b               *Blobs
+	container, name string
+	etag            azcore.ETag
+	size            int64
+}
+
+func (r *blobReader) op() string { return "storage: read " + r.container + "/" + r.name }
+
+func (r *blobReader) conditions() *blob.AccessConditions {
+	e := r.etag
+	return &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &e}}
+}
+
+// Open streams the blob from its start; a broken connection is resumed by the SDK's retry
+// reader with a ranged read, If-Match the same ETag.
+func (r *blobReader) Open(ctx context.Context) (io.ReadCloser, error) {
+	resp, err := r.b.client.DownloadStream(ctx, r.container, r.name, &azblob.DownloadStreamOptions{AccessConditions: r.conditions()})
+	if err != nil {
+		return nil, classify(r.op(), err)
+	}
+	return &classifiedBody{rc: resp.NewRetryReader(ctx, &azblob.RetryReaderOptions{MaxRetries: 5}), op: r.op()}, nil
+}
+
+// ReadAt reads len(p) bytes at off with one ranged download (io.ReaderAt's contract: fewer
+// bytes only at the end of the blob, with io.EOF).
+func (r *blobReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, &token.Error{Kind: token.KindInvalid, Op: r.op(), Message: "negative offset"}
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	count := min(int64(len(p)), r.size-off)
+	if count == 0 {
+		return 0, nil
+	}
+	resp, err := r.b.client.DownloadStream(ctx, r.container, r.name, &azblob.DownloadStreamOptions{
+		Range: blob.HTTPRange{Offset: off, Count: count}, AccessConditions: r.conditions()})
+	if err != nil {
+		return 0, classify(r.op(), err)
+	}
+	body := resp.NewRetryReader(ctx, &azblob.RetryReaderOptions{MaxRetries: 5})
+	defer body.Close()
+	n, err := io.ReadFull(body, p[:count])
+	if err != nil {
+		return n, classify(r.op(), err)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// classifiedBody classifies a failure of a download body (io.EOF passes as is).
+type classifiedBody struct {
+	rc io.ReadCloser
+	op string
+}
+
+func (c *classifiedBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	if err != nil && err != io.EOF {
+		err = classify(c.op, err)
+	}
+	return n, err
+}
+
+func (c *classifiedBody) Close() error { return c.rc.Close() }
 
 // read downloads one blob whole (at most limit bytes).
 func (b *Blobs) read(ctx context.Context, container, name string, limit int64) ([]byte, azblob.DownloadStreamResponse, error) {
@@ -129,7 +215,7 @@ func (b *Blobs) read(ctx context.Context, container, name string, limit int64) (
 
 // Read returns the content of container/name (KindNotFound when absent). For reports and tests.
 func (b *Blobs) Read(ctx context.Context, container, name string) ([]byte, error) {
-	content, _, err := b.read(ctx, container, name, MaxInboxFile)
+	content, _, err := b.read(ctx, container, name, MaxReadBlob)
 	if err != nil {
 		return nil, classify("storage: read "+container+"/"+name, err)
 	}
@@ -152,7 +238,7 @@ func (b *Blobs) Park(ctx context.Context, name string, content []byte, metadata 
 // PutReport writes seed-reports/{name}.json and, when failuresCSV is not nil,
 // seed-reports/{name}.failures.csv; with failuresCSV nil it deletes any earlier failures file.
 // Both are overwritten on every call (the final report replaces the first one).
-func (b *Blobs) PutReport(ctx context.Context, name string, reportJSON, failuresCSV []byte) error {
+func (b *Blobs) PutReport(ctx context.Context, name string, reportJSON []byte, failuresCSV io.Reader) error {
 	if err := b.upload(ctx, config.ReportsContainer, name+ReportSuffix, reportJSON, "application/json", nil); err != nil {
 		return classify("storage: write report "+name+ReportSuffix, err)
 	}
@@ -163,7 +249,7 @@ func (b *Blobs) PutReport(ctx context.Context, name string, reportJSON, failures
 		}
 		return nil
 	}
-	if err := b.upload(ctx, config.ReportsContainer, name+FailuresSuffix, failuresCSV, "text/csv; charset=utf-8", nil); err != nil {
+	if _, err := b.uploadStream(ctx, config.ReportsContainer, name+FailuresSuffix, failuresCSV, "text/csv; charset=utf-8", nil); err != nil {
 		return classify("storage: write report "+name+FailuresSuffix, err)
 	}
 	return nil
@@ -193,31 +279,113 @@ func (readSeekNopCloser) Close() error { return nil }
 
 func streamingBody(b []byte) io.ReadSeekCloser { return readSeekNopCloser{bytes.NewReader(b)} }
 
+// uploadStream writes what r streams (to its end) as one block blob, in blocks of streamBlock,
+// and returns the SHA-256 of every byte read from r (all of r is read, even when the upload
+// fails, so the hash is the content's). A failure to read r is returned as a *sourceError, not
+// classified as storage's.
+func (b *Blobs) uploadStream(ctx context.Context, container, name string, r io.Reader, contentType string, cond *blob.AccessConditions, metadata ...string) (sum []byte, err error) {
+	md := map[string]*string{}
+	for i := 0; i+1 < len(metadata); i += 2 {
+		md[metadata[i]] = to.Ptr(metadata[i+1])
+	}
+	h := sha256.New()
+	src := &sourceReader{r: io.TeeReader(r, h)}
+	bc := b.client.ServiceClient().NewContainerClient(container).NewBlockBlobClient(name)
+	_, err = bc.UploadStream(ctx, src, &blockblob.UploadStreamOptions{
+		BlockSize: streamBlock, Concurrency: streamConcurrency,
+		HTTPHeaders:      &blob.HTTPHeaders{BlobContentType: to.Ptr(contentType)},
+		Metadata:         md,
+		AccessConditions: cond,
+	})
+	if src.err != nil {
+		return nil, &sourceError{err: src.err}
+	}
+	if _, cerr := io.Copy(io.Discard, src); cerr != nil {
+		return nil, &sourceError{err: cerr}
+	}
+	return h.Sum(nil), err
+}
+
+// sourceReader remembers the first failure of the reader an upload streams from.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// sourceError is a failure to read what was being uploaded (not the upload's).
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return "read the content: " + e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// hashBlob streams container/name and returns its SHA-256 and size.
+func (b *Blobs) hashBlob(ctx context.Context, container, name string) ([]byte, int64, error) {
+	resp, err := b.client.DownloadStream(ctx, container, name, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	body := resp.NewRetryReader(ctx, &azblob.RetryReaderOptions{MaxRetries: 5})
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, body)
+	if err != nil {
+		return nil, n, fmt.Errorf("read body: %w", err)
+	}
+	return h.Sum(nil), n, nil
+}
+
 // Reject keeps a file whole in the private seed-rejected container as {target}, then deletes
 // seed-inbox/{name} if its ETag is still etag. The order is the point — the file holds seeds and
-// must never be lost: the copy is written (never over a different existing blob), read back and
-// compared byte for byte, and only then is the inbox blob deleted. A failure at any step leaves
+// must never be lost: the copy is streamed from content (the inbox blob's download, pinned to its
+// ETag) block by block, never over a different existing blob, then read back and compared by
+// SHA-256 with the bytes streamed, and only then is the inbox blob deleted. Memory stays flat
+// in the file's size (streamConcurrency blocks of streamBlock). A failure at any step leaves
 // the inbox blob in place, and the call is safe to repeat: a rejected copy with the same
 // content is accepted as done, and an inbox blob that is already gone is fine.
-func (b *Blobs) Reject(ctx context.Context, name, etag string, content []byte, target string) error {
+func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader, target string) error {
 	op := fmt.Sprintf("storage: move %s/%s to %s/%s", config.InboxContainer, name, config.RejectedContainer, target)
-	err := b.upload(ctx, config.RejectedContainer, target, content, "application/octet-stream",
+	want, err := b.uploadStream(ctx, config.RejectedContainer, target, content, "application/octet-stream",
 		&blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
 		"sourcename", url.PathEscape(name), "sourceetag", etag, "rejectedat", time.Now().UTC().Format(time.RFC3339))
-	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
+	var se *sourceError
+	switch {
+	case errors.As(err, &se) && bloberror.HasCode(se.err, bloberror.BlobNotFound, bloberror.ConditionNotMet):
+		// The inbox blob is gone or replaced: an earlier attempt may have moved it (the copy is
+		// verified before the inbox blob is deleted). Done when that copy is there.
+		props, perr := b.client.ServiceClient().NewContainerClient(config.RejectedContainer).NewBlobClient(target).GetProperties(ctx, nil)
+		if perr == nil && props.Metadata != nil {
+			for k, v := range props.Metadata {
+				if strings.EqualFold(k, "sourceetag") && v != nil && *v == etag {
+					b.log.InfoContext(ctx, "seed file already moved to the rejected container", "file", name, "target", target)
+					return nil
+				}
+			}
+		}
+		return classify(op+": read the inbox blob", se.err)
+	case errors.As(err, &se):
+		var te *token.Error
+		if errors.As(se.err, &te) {
+			return fmt.Errorf("%s: read the inbox blob: %w", op, se.err)
+		}
+		return classify(op+": read the inbox blob", se.err)
+	case err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet):
 		return classify(op+": store the copy", err)
 	}
 	// Read the copy back: whether just written or left by an earlier attempt, it must be this
 	// file, byte for byte, before the inbox blob may go.
-	stored, _, err := b.read(ctx, config.RejectedContainer, target, int64(len(content)))
+	got, size, err := b.hashBlob(ctx, config.RejectedContainer, target)
 	if err != nil {
-		var te *token.Error
-		if errors.As(err, &te) && te.Kind == token.KindInvalid { // longer than content
-			return &token.Error{Kind: token.KindConflict, Op: op, Message: "a different file is already stored under this name; the inbox blob is kept"}
-		}
 		return classify(op+": verify the copy", err)
 	}
-	if !bytes.Equal(stored, content) {
+	if !bytes.Equal(got, want) {
 		return &token.Error{Kind: token.KindConflict, Op: op, Message: "a different file is already stored under this name; the inbox blob is kept"}
 	}
 	if b.afterStore != nil {
@@ -228,7 +396,7 @@ func (b *Blobs) Reject(ctx context.Context, name, etag string, content []byte, t
 	if err := b.DeleteInbox(ctx, name, etag); err != nil {
 		return err
 	}
-	b.log.InfoContext(ctx, "seed file moved to the rejected container", "file", name, "target", target, "bytes", len(content))
+	b.log.InfoContext(ctx, "seed file moved to the rejected container", "file", name, "target", target, "bytes", size)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -86,7 +87,7 @@ func TestReports(t *testing.T) {
 	a := account(t)
 	ctx := context.Background()
 	for _, name := range []string{"tokens.csv", "vendor/2026/batch 7 (Ω) #1?.csv", "100% sure; ü.xml"} {
-		if err := a.Blobs.PutReport(ctx, name, []byte(`{"first":true}`), []byte("line,field\n3,upn\n")); err != nil {
+		if err := a.Blobs.PutReport(ctx, name, []byte(`{"first":true}`), strings.NewReader("line,field\n3,upn\n")); err != nil {
 			t.Fatalf("%q: %v", name, err)
 		}
 		if err := a.Blobs.PutReport(ctx, name, []byte(`{"final":true}`), nil); err != nil {
@@ -99,7 +100,7 @@ func TestReports(t *testing.T) {
 		if _, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); token.KindOf(err) != token.KindNotFound {
 			t.Errorf("%q failures file after a report without failures: %v, want not found", name, err)
 		}
-		if err := a.Blobs.PutReport(ctx, name, []byte(`{}`), []byte("x\n")); err != nil {
+		if err := a.Blobs.PutReport(ctx, name, []byte(`{}`), strings.NewReader("x\n")); err != nil {
 			t.Fatal(err)
 		}
 		if csv, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); err != nil || string(csv) != "x\n" {
@@ -117,9 +118,10 @@ func TestInboxReadAndDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err := a.Blobs.ReadInbox(ctx, name)
-	if err != nil || string(f.Content) != "v1" || f.ETag != etag || f.Metadata["format"] != "entra-csv" {
+	if err != nil || f.Content != nil || f.Size != 2 || inboxContent(t, f) != "v1" || f.ETag != etag || f.Metadata["format"] != "entra-csv" {
 		t.Fatalf("ReadInbox = %+v, %v", f, err)
 	}
+	old := f
 	// A new upload under the same name: deleting with the old ETag leaves the new file alone.
 	etag2, err := a.Blobs.PutInbox(ctx, name, []byte("v2"), nil)
 	if err != nil {
@@ -128,8 +130,15 @@ func TestInboxReadAndDelete(t *testing.T) {
 	if err := a.Blobs.DeleteInbox(ctx, name, etag); err != nil {
 		t.Fatalf("DeleteInbox with a stale ETag: %v, want nil", err)
 	}
-	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || string(f.Content) != "v2" {
-		t.Fatalf("after a stale delete: %q, %v; want v2 kept", f.Content, err)
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, f) != "v2" {
+		t.Fatalf("after a stale delete: %+v, %v; want v2 kept", f, err)
+	}
+	// The old file's reader is pinned to its ETag: it never reads the new upload.
+	if _, err := old.Open(ctx); err == nil {
+		t.Errorf("Open of a replaced blob succeeded; want If-Match to fail it")
+	}
+	if _, err := old.ReaderAt(ctx).ReadAt(make([]byte, 1), 0); err == nil || err == io.EOF {
+		t.Errorf("ReadAt of a replaced blob = %v; want If-Match to fail it", err)
 	}
 	if err := a.Blobs.DeleteInbox(ctx, name, etag2); err != nil {
 		t.Fatal(err)
@@ -157,10 +166,10 @@ func TestRejectNeverLosesFile(t *testing.T) {
 
 	boom := errors.New("injected: the instance died between copy and delete")
 	a.Blobs.afterStore = func(context.Context) error { return boom }
-	if err := a.Blobs.Reject(ctx, name, etag, content, target); !errors.Is(err, boom) {
+	if err := a.Blobs.Reject(ctx, name, etag, bytes.NewReader(content), target); !errors.Is(err, boom) {
 		t.Fatalf("Reject with a failure after the copy = %v, want the injected failure", err)
 	}
-	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || !bytes.Equal(f.Content, content) {
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, f) != string(content) {
 		t.Fatalf("inbox after a failed move: %v; the file must still be there", err)
 	}
 	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
@@ -168,7 +177,7 @@ func TestRejectNeverLosesFile(t *testing.T) {
 	}
 
 	a.Blobs.afterStore = nil
-	if err := a.Blobs.Reject(ctx, name, etag, content, target); err != nil {
+	if err := a.Blobs.Reject(ctx, name, etag, bytes.NewReader(content), target); err != nil {
 		t.Fatalf("repeated Reject: %v", err)
 	}
 	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
@@ -177,7 +186,7 @@ func TestRejectNeverLosesFile(t *testing.T) {
 	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("rejected copy: %q, %v", got, err)
 	}
-	if err := a.Blobs.Reject(ctx, name, etag, content, target); err != nil {
+	if err := a.Blobs.Reject(ctx, name, etag, bytes.NewReader(content), target); err != nil {
 		t.Fatalf("Reject once more after done: %v", err)
 	}
 }
@@ -196,14 +205,14 @@ func TestRejectRefusesToOverwrite(t *testing.T) {
 		if err := a.Blobs.upload(ctx, config.RejectedContainer, target, other, "text/plain", nil); err != nil {
 			t.Fatal(err)
 		}
-		err := a.Blobs.Reject(ctx, name, f.ETag, content, target)
+		err := a.Blobs.Reject(ctx, name, f.ETag, bytes.NewReader(content), target)
 		if token.KindOf(err) != token.KindConflict {
 			t.Errorf("Reject onto a different file = %v, want KindConflict", err)
 		}
 		if got, _ := a.Blobs.Read(ctx, config.RejectedContainer, target); !bytes.Equal(got, other) {
 			t.Errorf("the earlier rejected file was overwritten")
 		}
-		if g, err := a.Blobs.ReadInbox(ctx, name); err != nil || !bytes.Equal(g.Content, content) {
+		if g, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, g) != string(content) {
 			t.Errorf("inbox blob gone after a refused move: %v", err)
 		}
 	}
@@ -226,10 +235,10 @@ func TestRejectFailureBeforeCopyKeepsInbox(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	if err := a.Blobs.Reject(ctx, name, etag, []byte("seeds"), "t/"+name); err == nil {
+	if err := a.Blobs.Reject(ctx, name, etag, strings.NewReader("seeds"), "t/"+name); err == nil {
 		t.Fatal("Reject without a rejected container succeeded")
 	}
-	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || string(f.Content) != "seeds" {
+	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, f) != "seeds" {
 		t.Fatalf("inbox after a failed copy: %v", err)
 	}
 }
@@ -305,5 +314,54 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.ResetTimer()
 	if err := q.Enqueue(ctx, msgs); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// inboxContent streams an inbox file's content.
+func inboxContent(t *testing.T, f pipeline.InboxFile) string {
+	t.Helper()
+	body, err := f.Open(context.Background())
+	if err != nil {
+		t.Fatalf("open %s: %v", f.Name, err)
+	}
+	defer body.Close()
+	b, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatalf("read %s: %v", f.Name, err)
+	}
+	return string(b)
+}
+
+// TestInboxRangedReads reads an inbox blob by ranges, as a zip reader does (its central
+// directory at the end first), and checks io.ReaderAt's contract at the end of the blob.
+func TestInboxRangedReads(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	name := "in/ranged.bin"
+	content := make([]byte, 3<<20+17) // beyond one download chunk
+	for i := range content {
+		content[i] = byte(i * 7)
+	}
+	if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Blobs.ReadInbox(ctx, name)
+	if err != nil || f.ContentSize() != int64(len(content)) {
+		t.Fatalf("ReadInbox = %+v, %v", f, err)
+	}
+	ra := f.ReaderAt(ctx)
+	for _, c := range []struct {
+		off, n int
+		eof    bool
+	}{{0, 10, false}, {len(content) - 22, 22, false}, {1 << 20, 1 << 20, false}, {len(content) - 5, 10, true}, {len(content), 4, true}} {
+		buf := make([]byte, c.n)
+		n, err := ra.ReadAt(buf, int64(c.off))
+		want := content[c.off:min(c.off+c.n, len(content))]
+		if !bytes.Equal(buf[:n], want) || (err == io.EOF) != c.eof || (err != nil && err != io.EOF) {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; want %d bytes, EOF %v", c.n, c.off, n, err, len(want), c.eof)
+		}
+	}
+	if s := inboxContent(t, f); s != string(content) {
+		t.Errorf("streamed %d bytes, want %d", len(s), len(content))
 	}
 }

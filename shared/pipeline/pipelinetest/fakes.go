@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -71,6 +72,66 @@ func (l *MemLedger) PutTokens(_ context.Context, imp pipeline.ImportRecord, rows
 	return nil
 }
 
+// AddTokens implements pipeline.Ledger.
+func (l *MemLedger) AddTokens(_ context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.imports[imp.ImportID]; !ok {
+		return notFound("import " + imp.ImportID)
+	}
+	m := l.rows[imp.ImportID]
+	if m == nil {
+		m = map[int]*pipeline.TokenRecord{}
+		l.rows[imp.ImportID] = m
+	}
+	for _, r := range rows {
+		if _, ok := m[r.Line]; !ok {
+			r := r
+			r.ImportID = imp.ImportID
+			m[r.Line] = &r
+		}
+	}
+	return nil
+}
+
+// SealImport implements pipeline.Ledger.
+func (l *MemLedger) SealImport(_ context.Context, imp pipeline.ImportRecord) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur, ok := l.imports[imp.ImportID]
+	if !ok {
+		return notFound("import " + imp.ImportID)
+	}
+	cur.Format, cur.Rows, cur.Valid, cur.Invalid, cur.Problems = imp.Format, imp.Rows, imp.Valid, imp.Invalid, imp.Problems
+	if imp.Disposition != "" {
+		cur.Disposition = imp.Disposition
+	}
+	if cur.Stage == pipeline.StageStarted {
+		cur.Pending = imp.Pending
+		cur.Stage = pipeline.StageVaulted
+	}
+	return nil
+}
+
+// EachToken implements pipeline.Ledger.
+func (l *MemLedger) EachToken(_ context.Context, id string, from, to int, fn func(pipeline.TokenRecord) error) error {
+	l.mu.Lock()
+	var out []pipeline.TokenRecord
+	for _, r := range l.rows[id] {
+		if r.Line >= from && (to <= 0 || r.Line <= to) {
+			out = append(out, *r)
+		}
+	}
+	l.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Line < out[j].Line })
+	for _, r := range out {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SetImportStage implements pipeline.Ledger.
 func (l *MemLedger) SetImportStage(_ context.Context, id, stage, disposition string) error {
 	l.mu.Lock()
@@ -89,14 +150,17 @@ func (l *MemLedger) SetImportStage(_ context.Context, id, stage, disposition str
 }
 
 // SetImportCheckpoint implements pipeline.Ledger.
-func (l *MemLedger) SetImportCheckpoint(_ context.Context, id string, line int) error {
+func (l *MemLedger) SetImportCheckpoint(_ context.Context, id string, line, refused int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur, ok := l.imports[id]
 	if !ok {
 		return notFound("import " + id)
 	}
-	cur.Checkpoint = max(cur.Checkpoint, line)
+	if line > cur.Checkpoint {
+		cur.Checkpoint = line
+		cur.Refused += refused
+	}
 	return nil
 }
 
@@ -279,12 +343,19 @@ func (b *MemBlobs) Upload(name string, content []byte) pipeline.InboxFile {
 }
 
 // PutReport implements pipeline.Blobs.
-func (b *MemBlobs) PutReport(_ context.Context, name string, js, csv []byte) error {
+func (b *MemBlobs) PutReport(_ context.Context, name string, js []byte, csv io.Reader) error {
+	var fails []byte
+	if csv != nil {
+		var err error
+		if fails, err = io.ReadAll(csv); err != nil {
+			return err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.Reports[name+".json"] = append([]byte(nil), js...)
 	if csv != nil {
-		b.Reports[name+".failures.csv"] = append([]byte(nil), csv...)
+		b.Reports[name+".failures.csv"] = fails
 	} else {
 		delete(b.Reports, name+".failures.csv")
 	}
@@ -292,10 +363,17 @@ func (b *MemBlobs) PutReport(_ context.Context, name string, js, csv []byte) err
 }
 
 // Reject implements pipeline.Blobs.
-func (b *MemBlobs) Reject(_ context.Context, name, etag string, content []byte, target string) error {
+func (b *MemBlobs) Reject(_ context.Context, name, etag string, content io.Reader, target string) error {
+	data, err := io.ReadAll(content)
+	if err != nil {
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.Rejected[target] = append([]byte(nil), content...)
+	if cur, ok := b.Rejected[target]; ok && string(cur) != string(data) {
+		return token.Errorf(token.KindConflict, "a different file is already stored as seed-rejected/%s", target)
+	}
+	b.Rejected[target] = data
 	if cur, ok := b.Inbox[name]; ok && cur.ETag == etag {
 		delete(b.Inbox, name)
 	}
