@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -637,5 +638,82 @@ func TestRejectedRowsWithSerialAreNotIndexed(t *testing.T) {
 	}
 	if _, err := l.TokenBySerial(ctx, "REJECTED-ONLY"); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("TokenBySerial of a rejected-only serial: %v, want not found", err)
+	}
+}
+
+// TestChunkedRecording records an import the way the pipeline does for a big file: rows a
+// chunk at a time (a repeated chunk after a crash part way writes only what is missing), then
+// SealImport; rows are read back by line range a page at a time; the checkpoint carries the
+// refused count and never counts a chunk twice.
+func TestChunkedRecording(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	imp := begin(t, l, "imp-chunked0000000000000000", "chunked.csv", t0)
+	rows := vaultedRows(imp.ImportID, 1250) // lines 2..1251: more than one page of 1,000
+	for i := range rows {
+		rows[i].Serial = fmt.Sprintf("CHUNK-%05d", i)
+	}
+	if err := l.AddTokens(ctx, imp, rows[:300]); err != nil {
+		t.Fatal(err)
+	}
+	// A crash after the first 300 rows; the repeat writes an overlapping chunk, then the rest.
+	if err := l.AddTokens(ctx, imp, rows[250:700]); err != nil {
+		t.Fatalf("repeated chunk: %v", err)
+	}
+	if err := l.AddTokens(ctx, imp, rows[700:]); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.GetImport(ctx, imp.ImportID); got.Stage != pipeline.StageStarted || got.Pending != 0 {
+		t.Fatalf("AddTokens touched the summary: %+v", got)
+	}
+	imp.Format, imp.Rows, imp.Valid, imp.Pending, imp.Disposition = "entra-csv", 1250, 1250, 1250, pipeline.DispositionDeleted
+	if err := l.SealImport(ctx, imp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SetTokenOutcome(ctx, imp.ImportID, 2, pipeline.Outcome{Status: pipeline.StatusAvailable}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SealImport(ctx, imp); err != nil { // a repeat after the stage moved counts nothing again
+		t.Fatal(err)
+	}
+	got, err := l.GetImport(ctx, imp.ImportID)
+	if err != nil || got.Stage != pipeline.StageVaulted || got.Pending != 1249 || got.Rows != 1250 || got.Disposition != pipeline.DispositionDeleted {
+		t.Fatalf("after SealImport: %+v, %v", got, err)
+	}
+	var all []int
+	if err := l.EachToken(ctx, imp.ImportID, 0, 0, func(r pipeline.TokenRecord) error { all = append(all, r.Line); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1250 || all[0] != 2 || all[1249] != 1251 {
+		t.Fatalf("EachToken saw %d rows", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i] != all[i-1]+1 {
+			t.Fatalf("EachToken out of line order at %d: %d after %d", i, all[i], all[i-1])
+		}
+	}
+	var some []int
+	if err := l.EachToken(ctx, imp.ImportID, 998, 1003, func(r pipeline.TokenRecord) error { some = append(some, r.Line); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(some) != "[998 999 1000 1001 1002 1003]" {
+		t.Errorf("EachToken(998, 1003) = %v", some)
+	}
+	stop := fmt.Errorf("enough")
+	n := 0
+	if err := l.EachToken(ctx, imp.ImportID, 0, 0, func(pipeline.TokenRecord) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Errorf("EachToken with a failing callback = %v after %d rows; want the callback's error after 1", err, n)
+	}
+	if r, err := l.TokenBySerial(ctx, "CHUNK-01000"); err != nil || r.Line != 1002 {
+		t.Errorf("serial index of a later chunk: %+v, %v", r, err)
+	}
+
+	for _, c := range []struct{ line, refused, want, cp int }{{500, 2, 2, 500}, {500, 2, 2, 500}, {400, 5, 2, 500}, {900, 1, 3, 900}} {
+		if err := l.SetImportCheckpoint(ctx, imp.ImportID, c.line, c.refused); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := l.GetImport(ctx, imp.ImportID); got.Refused != c.want || got.Checkpoint != c.cp {
+			t.Errorf("after checkpoint %d (+%d refused): checkpoint %d, refused %d; want refused %d", c.line, c.refused, got.Checkpoint, got.Refused, c.want)
+		}
 	}
 }
