@@ -220,3 +220,65 @@ func TestImportHoldsAChunkAtATime(t *testing.T) {
 		t.Errorf("seed-rejected holds %d bytes; want the file whole (%d)", len(kept), len(content))
 	}
 }
+
+// failingBlob streams content but fails after cut bytes on its first open, like a connection
+// dropped for longer than the SDK's retry reader rides out.
+type failingBlob struct {
+	streamBlob
+	cut   int
+	fired atomic.Bool
+}
+
+type cutReader struct {
+	r   io.Reader
+	n   int
+	err error
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, c.err
+	}
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= n
+	return n, err
+}
+
+func (b *failingBlob) Open(ctx context.Context) (io.ReadCloser, error) {
+	rc, _ := b.streamBlob.Open(ctx)
+	if b.fired.CompareAndSwap(false, true) {
+		return io.NopCloser(&cutReader{r: rc, n: b.cut, err: token.Errorf(token.KindTransient, "storage: connection reset")}), nil
+	}
+	return rc, nil
+}
+
+// A storage failure part way through the stream fails the invocation (a retry), never the file:
+// no file-level problem is recorded and the redelivery imports every row.
+func TestImportStreamFailureIsRetried(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{Quiet: true})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	var rows []pipelinetest.Row
+	for i := range 300 {
+		rows = append(rows, ss.Row(fmt.Sprintf("CUT-%03d", i), ""))
+	}
+	content := pipelinetest.EntraCSV(rows)
+	up := b.Upload("cut.csv", content)
+	blob := &failingBlob{streamBlob: streamBlob{content: content}, cut: len(content) / 2}
+	f := pipeline.InboxFile{Name: up.Name, ETag: up.ETag, Size: int64(len(content)), Blob: blob}
+	if _, err := p.Import(ctx, f); err == nil || token.KindOf(err) != token.KindTransient {
+		t.Fatalf("import over a broken stream = %v; want a transient error (a retry)", err)
+	}
+	if imp, err := l.GetImport(ctx, pipeline.ImportID(f.Name, f.ETag)); err != nil || len(imp.Problems) != 0 || imp.Stage != pipeline.StageStarted {
+		t.Fatalf("after the broken stream: %+v, %v; want no file-level problem, still started", imp, err)
+	}
+	res, err := p.Import(ctx, f)
+	if err != nil || res.Rows != 300 || res.Valid != 300 || res.Queued != 300 || res.Disposition != pipeline.DispositionDeleted {
+		t.Fatalf("redelivery = %+v, %v", res, err)
+	}
+}

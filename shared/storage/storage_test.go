@@ -365,3 +365,45 @@ func TestInboxRangedReads(t *testing.T) {
 		t.Errorf("streamed %d bytes, want %d", len(s), len(content))
 	}
 }
+
+// A repeated Reject after the move finished (the inbox blob is gone, so its content cannot be
+// streamed again) accepts the copy whose sourceetag is the file's ETag; another ETag's copy is
+// not taken for it.
+func TestRejectRepeatAfterInboxGone(t *testing.T) {
+	a := account(t)
+	ctx := context.Background()
+	name := "gone/after-move.csv"
+	content := []byte("serial,secret\nG-1,JBSWY3DPEHPK3PXP\n")
+	etag, err := a.Blobs.PutInbox(ctx, name, content, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Blobs.ReadInbox(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() io.Reader {
+		body, err := f.Open(ctx)
+		if err != nil {
+			return &failReader{err}
+		}
+		return body
+	}
+	target := "imp-gone/" + name
+	if err := a.Blobs.Reject(ctx, name, etag, open(), target); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Blobs.Reject(ctx, name, etag, open(), target); err != nil {
+		t.Fatalf("repeated Reject after the move: %v", err)
+	}
+	if err := a.Blobs.Reject(ctx, name, `"0xOTHER"`, open(), target); err == nil {
+		t.Fatal("Reject of another upload whose blob is gone took the earlier copy for its own")
+	}
+	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("rejected copy: %q, %v", got, err)
+	}
+}
+
+type failReader struct{ err error }
+
+func (r *failReader) Read([]byte) (int, error) { return 0, r.err }
