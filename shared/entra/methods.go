@@ -182,6 +182,19 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		return code, nil
 	}
 	err := c.activateLoop(ctx, op, userID, methodID, "seed", code)
+	if token.KindOf(err) == token.KindBadCode && !used.IsZero() {
+		// A code computed from the seed was refused. Its step may have been used already by an
+		// activation this client did not know of (another instance moved the token in the same
+		// step): try once more from the next step, if that fits in the deadline. A device whose
+		// seed differs is refused again.
+		wait := StepWait(c.now(), used, seed.Period) + MinCodeLife
+		if !waitOutlastsDeadline(ctx, wait) {
+			c.log.InfoContext(ctx, "computed code refused; trying once more from the next time step",
+				"user_id", userID, "method_id", methodID, "wait", wait, "request_id", token.RequestIDOf(err))
+			after = used
+			err = c.activateLoop(ctx, op, userID, methodID, "seed", code)
+		}
+	}
 	if err != nil {
 		return time.Time{}, err
 	}

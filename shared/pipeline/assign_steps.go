@@ -95,3 +95,23 @@ func (p *Pipeline) usedCode(ctx context.Context, dev token.Device, code string, 
 	}
 	return &token.Error{Kind: token.KindBadCode, Op: "activate " + dev.Serial, Message: msg, RequestID: token.RequestIDOf(refusal), Err: refusal}
 }
+
+// codeTime is the time of the step a caller's accepted code belongs to. Entra accepts a code
+// of the step before or after now too, so without the seed to tell which, the next step is
+// counted as used (the later bound: a give-back then waits one step more than it might need).
+func (p *Pipeline) codeTime(ctx context.Context, dev token.Device, a activation, now time.Time) time.Time {
+	period := time.Duration(periodOf(dev)) * time.Second
+	seed, ok := a.seed, a.auto
+	if !ok {
+		s, err := p.d.Vault.GetSeed(ctx, dev.Manufacturer, dev.Serial)
+		seed, ok = s, err == nil
+	}
+	if ok {
+		for _, t := range []time.Time{now, now.Add(-period), now.Add(period)} {
+			if c, err := otp.Code(seed, t); err == nil && c == a.code {
+				return t
+			}
+		}
+	}
+	return now.Add(period)
+}

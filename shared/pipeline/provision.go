@@ -245,8 +245,7 @@ func (p *Pipeline) assignActivate(ctx context.Context, dev token.Device, user to
 			err = p.d.Directory.ActivateWithCode(ctx, user.ID, method.ID, a.code)
 			res.activatedWith = "verificationCode"
 			if err == nil {
-				// The device's code may be of the next step (±1 step is accepted): count that one as used.
-				p.activations.record(dev.ID, p.now().Add(time.Duration(periodOf(dev))*time.Second))
+				p.activations.record(dev.ID, p.codeTime(ctx, dev, a, p.now()))
 			} else if token.KindOf(err) == token.KindBadCode {
 				err = p.usedCode(ctx, dev, a.code, after, err)
 			}
