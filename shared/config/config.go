@@ -61,6 +61,8 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_HTTP_BUDGET", Default: "60s", Meaning: "Time budget of one HTTP API request (well inside the host's 230 s limit)."},
 	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared AES-128 key for encrypted PSKC files dropped in the inbox (use a Key Vault reference)."},
 	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
+	{Name: "OATHPIPE_PGP_KEY_SECRET", Default: "oathpipe-pgp-key", Meaning: "Key Vault secret holding the ASCII-armored OpenPGP private key for `.pgp` seed files; older enabled versions are tried too."},
+	{Name: "OATHPIPE_ZIP_PASSWORDS_SECRET", Default: "oathpipe-zip-passwords", Meaning: "Key Vault secret holding the zip passwords to try, as a JSON array of strings."},
 	{Name: "OATHPIPE_LOG_LEVEL", Default: "info", Meaning: "`debug`, `info`, `warn` or `error`."},
 	{Name: "OATHPIPE_CA_FILE", DevOnly: true, Meaning: "Extra PEM CA bundle to trust (the local stand-ins' TLS certificate). Development only."},
 	{Name: "OATHPIPE_OFFLINE_TOKEN", DevOnly: true, Meaning: "Static bearer token for the local stand-ins. Refused unless every endpoint is on loopback. Development only."},
