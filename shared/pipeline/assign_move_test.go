@@ -82,3 +82,33 @@ func TestMoveNeverStrandsAToken(t *testing.T) {
 		t.Errorf("a 429 answer promises a retry nothing performs: %v", err)
 	}
 }
+
+// TestFoundWithAnotherSeed (issue 12 item 7): a serial already in Entra with another seed (the
+// same maker, model and period, so nothing tells it apart before activation) is reported as
+// such, not as a wrong or expired code; and the serial matches whatever its case (item 6).
+func TestFoundWithAnotherSeed(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	other := token.Seed{Secret: []byte("another seed, twenty"), Hash: token.SHA1, Digits: 6, Period: 30}
+	if _, err := s.Dir.CreateDevice(ctx, token.Token{Serial: "AS-1", Manufacturer: "Token2", Model: "C202"}, other); err != nil {
+		t.Fatal(err)
+	}
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	res, err := p.Import(ctx, b.Upload("tokens.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("as-1", ada)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	rows, err := l.ListTokens(ctx, res.ImportID)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("%+v %v", rows, err)
+	}
+	if r := rows[0]; r.Status != pipeline.StatusFailed || !strings.Contains(r.Reason, "this serial is already in Entra with another seed") {
+		t.Fatalf("row %+v: want the other seed named", r)
+	}
+	if n := len(s.Graph.Server.Devices()); n != 1 {
+		t.Fatalf("%d devices: as-1 must be found as AS-1, not created again", n)
+	}
+}
