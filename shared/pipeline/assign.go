@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,11 +69,23 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	// Report the serial as the tenant spells it (Entra may match gp7001 to GP7001).
 	r.Serial, a.SerialNumber, audit.Serial = dev.Serial, dev.Serial, dev.Serial
 	a.Manufacturer, a.Model = dev.Manufacturer, dev.Model
+	holder := "" // the holder at the time, for the audit record of a refused request too
+	if dev.AssignedToID != "" {
+		holder = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+		audit.FromUser = holder
+	}
 	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
 	if err != nil {
+		if token.KindOf(err) == token.KindNotFound {
+			// Said for the caller of the API, not for a file's uploader.
+			err = &token.Error{Kind: token.KindNotFound, Op: "assign " + r.Serial, RequestID: token.RequestIDOf(err), Err: err,
+				Message: fmt.Sprintf("there is no user %s in Entra ID; check userPrincipalName in the request", r.UserPrincipalName)}
+		}
 		return fail(fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err))
 	}
 	a.UserPrincipalName = user.UserPrincipalName
+	// An object-id request is audited with the UPN it resolved to (and the id).
+	audit.ToUser, audit.ToUserID = cmp.Or(user.UserPrincipalName, r.UserPrincipalName), user.ID
 
 	row, rowErr := p.d.Ledger.TokenBySerial(ctx, r.Serial)
 	if rowErr != nil && token.KindOf(rowErr) != token.KindNotFound {
@@ -104,8 +117,8 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 				Message: fmt.Sprintf("%s already holds %d OATH methods (hardware tokens and authenticator apps together; Entra allows %d), so the token was left with its current holder; remove one of the user's methods first", user.UserPrincipalName, n, maxOathMethods)})
 		}
 		before = dev
-		prev := p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
-		a.PreviousUserPrincipalName, audit.FromUser = prev, prev
+		prev := holder
+		a.PreviousUserPrincipalName = prev
 		if err := p.unassign(ctx, dev); err != nil {
 			return fail(fmt.Errorf("unassign %s from %s: %w", r.Serial, prev, err))
 		}

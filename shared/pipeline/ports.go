@@ -133,7 +133,8 @@ type AuditRecord struct {
 	Action   string // "assign" or "unassign"
 	Serial   string
 	FromUser string // UPN the token was assigned to before ("" when none)
-	ToUser   string // UPN it is assigned to after ("" when none)
+	ToUser   string // UPN it is assigned to after ("" when none); for an object-id request, the UPN it resolved to
+	ToUserID string // the object id of ToUser, once resolved ("" when the user was not found)
 	// HeldBy and TokenStatus say who holds the token after the request and in what Entra
 	// status, read back from Entra on a failed change ("" HeldBy: nobody, in the inventory).
 	HeldBy      string

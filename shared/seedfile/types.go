@@ -29,6 +29,27 @@ type Options struct {
 	Hash           token.Hash // overrides the hash inferred from the seed length when the file has no hash column
 	PSKCKey        []byte     // pre-shared AES-128 transport key
 	PSKCPassword   string     // password for PBKDF2-derived transport keys
+	// Advice says who reads the problems' advice: AdviceCLI (the default) names
+	// `oathpipe validate` flags, AdviceUpload the blob metadata hints and app settings that
+	// the person who uploaded a file to seed-inbox can use.
+	Advice Advice
+}
+
+// Advice is the reader of a problem's advice.
+type Advice int
+
+// The readers of advice.
+const (
+	AdviceCLI    Advice = iota // `oathpipe validate`: flags
+	AdviceUpload               // an import from seed-inbox: blob metadata hints, app settings
+)
+
+// advise picks the sentence for the reader.
+func (a Advice) advise(cli, upload string) string {
+	if a == AdviceUpload {
+		return upload
+	}
+	return cli
 }
 
 // Record is one valid token read from a file. Seed holds the raw secret: keep it in memory only.
