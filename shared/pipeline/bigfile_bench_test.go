@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,8 +49,10 @@ func (q *countQueue) Enqueue(_ context.Context, msgs []pipeline.ProvisionMessage
 //
 // It reports the wall time, the parts, and two memory figures of this process during the
 // import only (the file is generated and uploaded streaming, before): peak-RSS-MB, the peak
-// resident set (VmHWM, reset through /proc/self/clear_refs just before the import), and
-// peak-heap-MB, the Go heap in use sampled every 20 ms.
+// resident set (VmHWM, reset through /proc/self/clear_refs just before the import), and the Go
+// heap sampled every 20 ms: peak-heap-MB in use (garbage not yet swept included), peak-live-MB
+// live (reachable at the last GC). reader-live-MB is the seed reader alone over the same stream,
+// beyond-reader-MB the import's live heap beyond it.
 func BenchmarkImportBigFile(b *testing.B) {
 	rows := 20_000
 	if v := os.Getenv("OATHPIPE_BENCH_ROWS"); v != "" {
@@ -80,7 +83,7 @@ func BenchmarkImportBigFile(b *testing.B) {
 		// The baseline: the seed reader alone over the same stream. Its duplicate indexes (two
 		// maps of 64-bit hashes of every serial and seed) are the one part of the import's memory
 		// that grows with the file; the rest must not.
-		readerHeap := readerOnlyHeap(b, ctx, a, name)
+		reader := readerOnlyHeap(b, ctx, a, name)
 		runtime.GC()
 		resetPeakRSS()
 		peakHeap := sampleHeap()
@@ -112,11 +115,14 @@ func BenchmarkImportBigFile(b *testing.B) {
 		b.ReportMetric(float64(parts), "parts")
 		b.ReportMetric(float64(gen.size.Load())/1e6, "file-MB")
 		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MB")
-		b.ReportMetric(float64(heap)/(1<<20), "peak-heap-MB")
-		b.ReportMetric(float64(readerHeap)/(1<<20), "reader-heap-MB")
-		b.ReportMetric((float64(heap)-float64(readerHeap))/(1<<20), "beyond-reader-MB")
-		b.Logf("%d rows, %.1f MB, %v, %d parts, peak RSS %d MB, peak Go heap in use %d MB (the seed reader alone: %d MB)", rows,
-			float64(gen.size.Load())/1e6, wall.Round(time.Millisecond), parts, rss>>20, heap>>20, readerHeap>>20)
+		mb := func(n uint64) float64 { return float64(n) / (1 << 20) }
+		b.ReportMetric(mb(heap.inUse), "peak-heap-MB")
+		b.ReportMetric(mb(heap.live), "peak-live-MB")
+		b.ReportMetric(mb(reader.live), "reader-live-MB")
+		b.ReportMetric(mb(heap.live)-mb(reader.live), "beyond-reader-MB")
+		b.Logf("%d rows, %.1f MB, %v, %d parts, peak RSS %.0f MB, peak Go heap in use %.0f MB, live %.1f MB "+
+			"(the seed reader alone: in use %.0f MB, live %.1f MB)", rows, float64(gen.size.Load())/1e6,
+			wall.Round(time.Millisecond), parts, mb(uint64(rss)), mb(heap.inUse), mb(heap.live), mb(reader.inUse), mb(reader.live))
 	}
 }
 
@@ -210,10 +216,15 @@ func peakRSS() int64 {
 	return 0
 }
 
-// sampleHeap samples the Go heap in use every 20 ms until the returned func is called, which
-// answers the peak.
-func sampleHeap() func() uint64 {
-	var peak atomic.Uint64
+// heapPeaks are the peaks sampleHeap saw: the Go heap in use (spans holding objects, garbage
+// not yet swept included) and the live heap (what the last GC found reachable: what is held).
+type heapPeaks struct{ inUse, live uint64 }
+
+// sampleHeap samples the Go heap every 20 ms until the returned func is called, which answers
+// the peaks.
+func sampleHeap() func() heapPeaks {
+	var mu sync.Mutex
+	var peak heapPeaks
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -221,11 +232,16 @@ func sampleHeap() func() uint64 {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		var ms runtime.MemStats
+		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		for {
 			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
+			metrics.Read(live)
+			mu.Lock()
+			peak.inUse = max(peak.inUse, ms.HeapInuse)
+			if live[0].Value.Kind() == metrics.KindUint64 {
+				peak.live = max(peak.live, live[0].Value.Uint64())
 			}
+			mu.Unlock()
 			select {
 			case <-stop:
 				return
@@ -233,10 +249,12 @@ func sampleHeap() func() uint64 {
 			}
 		}
 	}()
-	return func() uint64 {
+	return func() heapPeaks {
 		close(stop)
 		<-done
-		return peak.Load()
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
 	}
 }
 
@@ -382,8 +400,8 @@ func (l *benchLedger) SetTokenOutcome(_ context.Context, id string, line int, o 
 }
 
 // readerOnlyHeap streams the blob through seedfile.Read alone (records dropped) and answers the
-// peak Go heap in use meanwhile.
-func readerOnlyHeap(b *testing.B, ctx context.Context, a *storage.Account, name string) uint64 {
+// heap's peaks meanwhile.
+func readerOnlyHeap(b *testing.B, ctx context.Context, a *storage.Account, name string) heapPeaks {
 	b.Helper()
 	f, err := a.Blobs.ReadInbox(ctx, name)
 	if err != nil {
