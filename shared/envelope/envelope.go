@@ -93,7 +93,7 @@ func (l Limits) withDefaults() Limits {
 
 // Source is a delivered file. R is read as a stream; At and Size, when set, let a zip archive
 // be read in place (archive/zip needs random access to find the central directory). Without At
-// a zip is refused as file.zip-unsupported rather than buffered.
+// a zip is held in memory (compressed) up to Limits.MaxInMemory.
 type Source struct {
 	Name string
 	R    io.Reader
@@ -137,7 +137,9 @@ func Open(src Source, keys Keys, lim Limits, each func(Inner) error) error {
 		return openPGP(src.Name, br, keys, lim, each)
 	default:
 		if src.At == nil {
-			return &Error{Name: src.Name, Code: CodeZipUnsupported, Message: "a zip archive read from a stream cannot be opened (it needs random access)"}
+			// archive/zip needs random access: an archive read from a stream (standard input) is
+			// held in memory, still compressed and encrypted.
+			return zipInMemory(src.Name, br, nil, keys, lim, each)
 		}
 		return openZip(src.Name, src.At, src.Size, nil, keys, lim, each)
 	}
@@ -162,14 +164,18 @@ func openPGP(name string, r io.Reader, keys Keys, lim Limits, each func(Inner) e
 	}
 	// A zip inside the message: archive/zip needs random access, so the archive (still
 	// compressed and, when its entries are encrypted, still encrypted) is held in memory.
-	buf, err := io.ReadAll(io.LimitReader(br, lim.MaxInMemory+1))
+	return zipInMemory(name, br, []Kind{KindPGP}, keys, lim, each)
+}
+
+func zipInMemory(name string, r io.Reader, outer []Kind, keys Keys, lim Limits, each func(Inner) error) error {
+	buf, err := io.ReadAll(io.LimitReader(r, lim.MaxInMemory+1))
 	if err != nil {
 		return err
 	}
 	if int64(len(buf)) > lim.MaxInMemory {
-		return &Error{Name: name, Code: CodeTooLarge, Message: fmt.Sprintf("the zip archive inside the PGP message is over %d MiB", lim.MaxInMemory>>20)}
+		return &Error{Name: name, Code: CodeTooLarge, Message: fmt.Sprintf("the zip archive is over %d MiB and cannot be read in place", lim.MaxInMemory>>20)}
 	}
-	return openZip(name, bytes.NewReader(buf), int64(len(buf)), []Kind{KindPGP}, keys, lim, each)
+	return openZip(name, bytes.NewReader(buf), int64(len(buf)), outer, keys, lim, each)
 }
 
 // capReader fails once more than max bytes came through: a compression bomb inside a PGP

@@ -201,10 +201,18 @@ func TestOpenCaps(t *testing.T) {
 			}
 		})
 	}
-	// A zip read from a stream only cannot be opened in place.
-	err := Open(Source{Name: "s.zip", R: bytes.NewReader(bomb)}, Keys{}, Limits{}, func(Inner) error { return nil })
-	if c := codeOf(err); c != CodeZipUnsupported {
+	// A zip read from a stream only is held in memory, within its cap.
+	err := Open(Source{Name: "s.zip", R: bytes.NewReader(bomb)}, Keys{}, Limits{MaxInMemory: 1 << 10}, func(Inner) error { return nil })
+	if c := codeOf(err); c != CodeTooLarge {
 		t.Fatalf("stream zip: %q", c)
+	}
+	zc := read(t, "zipcrypto.zip")
+	err = Open(Source{Name: "s.zip", R: bytes.NewReader(zc)}, Keys{ZipPasswords: []string{zipPassword}}, Limits{}, func(in Inner) error {
+		_, err := io.Copy(io.Discard, in.R)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("stream zip: %v", err)
 	}
 }
 

@@ -41,3 +41,12 @@ const (
 	CodeAlgorithmHOTP       = "algorithm.hotp"        // PSKC HOTP key: Entra takes TOTP only
 	CodeAlgorithmUnknown    = "algorithm.unsupported" // PSKC key that is neither TOTP nor HOTP
 )
+
+// Row warnings (Record.Warnings): the row is valid and imported.
+const (
+	WarnManufacturerHint = "manufacturer.from-hint" // no manufacturer in the file: the manufacturer hint is used
+	WarnModelHint        = "model.from-hint"        // no model in the file: the model hint is used
+	WarnModelFallback    = "model.fallback"         // no model in the file nor a hint: FallbackModel is used
+	WarnKeyExpired       = "key.expired"            // PSKC <Policy><ExpiryDate> has passed
+	WarnKeyExpiring      = "key.expiring"           // PSKC <Policy><ExpiryDate> falls within 90 days
+)

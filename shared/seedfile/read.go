@@ -3,11 +3,13 @@ package seedfile
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -85,10 +87,41 @@ func checkOptions(o Options) error {
 	default:
 		return token.Errorf(token.KindInvalid, "hash %q not accepted by Entra ID (sha1 or sha256)", string(o.Hash))
 	}
-	if o.PSKCKey != nil && len(o.PSKCKey) != 16 && len(o.PSKCKey) != 24 && len(o.PSKCKey) != 32 {
-		return token.Errorf(token.KindInvalid, "PSKC key is %d bytes; an AES key is 16 (AES-128), 24 or 32", len(o.PSKCKey))
+	if o.PSKCKey != nil {
+		if err := checkPSKCKey(o.PSKCKey); err != nil {
+			return token.Errorf(token.KindInvalid, "%v", err)
+		}
+	}
+	for _, h := range []struct{ name, v string }{{"manufacturer", o.Manufacturer}, {"model", o.Model}} {
+		if !plainText([]byte(h.v)) || len(h.v) > 256 || strings.TrimSpace(h.v) != h.v {
+			return token.Errorf(token.KindInvalid, "the %s hint must be plain text of at most 256 characters without surrounding spaces", h.name)
+		}
 	}
 	return nil
+}
+
+// ParsePSKCKey reads a pre-shared PSKC transport key as settings and flags give it: hex
+// (optionally 0x-prefixed, spaces ignored) of 16, 24 or 32 bytes (AES-128/192/256; 24 bytes
+// is also a TripleDES key). The one rule for OATHPIPE_PSKC_KEY and --pskc-key.
+func ParsePSKCKey(s string) ([]byte, error) {
+	s = strings.Join(strings.Fields(s), "")
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	key, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("not hex: want 32, 48 or 64 hex digits (an AES-128, AES-192/TripleDES or AES-256 key)")
+	}
+	if err := checkPSKCKey(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func checkPSKCKey(key []byte) error {
+	switch len(key) {
+	case 16, 24, 32:
+		return nil
+	}
+	return fmt.Errorf("PSKC key is %d bytes; want 16 (AES-128), 24 (AES-192 or TripleDES) or 32 (AES-256)", len(key))
 }
 
 // ParseHash reads a hash name as files and flags spell it: "sha1", "SHA-256", "HMAC-SHA1",
@@ -197,6 +230,7 @@ type candidate struct {
 	digits                           int
 	// The format already reported a problem with this value: finish does not repeat it.
 	intervalReported, digitsReported, hashReported bool
+	warnings                                       []Problem // found by the format (a PSKC expiry date)
 }
 
 // checker applies the rules every format shares and keeps the duplicate indexes.
@@ -256,12 +290,32 @@ func (c *checker) finish(k *candidate) error {
 	} else if first, dup := c.seen(&c.serials, c.serialKey, k.serial, k.line); dup {
 		c.problem(k.line, f.serial, CodeSerialDuplicate, fmt.Sprintf("this serial number already appears on line %d", first))
 	}
+	var warnings []Problem
+	warn := func(field, code, msg string) {
+		warnings = append(warnings, Problem{Line: k.line, Field: field, Code: code, Message: msg, Serial: cellText(k.serial), UserPrincipalName: cellText(k.upn)})
+	}
 	if len(k.manufacturer) == 0 {
-		c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty")
+		if c.opts.Manufacturer == "" {
+			c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty (give a manufacturer hint: blob metadata manufacturer or --manufacturer)")
+		} else {
+			k.manufacturer = []byte(c.opts.Manufacturer)
+			warn(f.manufacturer, WarnManufacturerHint, "no manufacturer in the file: the manufacturer hint is used")
+		}
 	}
 	if len(k.model) == 0 {
-		c.problem(k.line, f.model, CodeModelMissing, "the model is empty")
+		switch {
+		case c.opts.Model != "":
+			k.model = []byte(c.opts.Model)
+			warn(f.model, WarnModelHint, "no model in the file: the model hint is used")
+		case c.sum.Format == FormatPSKC:
+			// PSKC's <Model> is optional (RFC 6030 §4.3.1) and Feitian leaves it out.
+			k.model = []byte(FallbackModel)
+			warn(f.model, WarnModelFallback, "no <Model> in the file nor a model hint: the model is "+FallbackModel)
+		default:
+			c.problem(k.line, f.model, CodeModelMissing, "the model is empty (give a model hint: blob metadata model or --model)")
+		}
 	}
+	warnings = append(warnings, k.warnings...)
 	if len(k.upn) > 0 && !ValidUPN(k.upn) {
 		c.problem(k.line, f.upn, CodeUPNMalformed, "not a user principal name (name@domain.example); leave it empty to put the token in the inventory unassigned")
 	}
@@ -311,6 +365,7 @@ func (c *checker) finish(k *candidate) error {
 		},
 		UserPrincipalName: string(k.upn),
 		Seed:              token.Seed{Secret: bytes.Clone(k.secret), Hash: h, Digits: k.digits, Period: k.interval},
+		Warnings:          warnings,
 	}
 	if err := c.onRecord(rec); err != nil {
 		return fmt.Errorf("seed file line %d, serial %s: %w", k.line, rec.Token.Serial, err)

@@ -6,6 +6,7 @@ package seedfile
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -27,9 +28,22 @@ type Options struct {
 	Format         Format
 	SecretEncoding string     // "base32" (default) or "hex"; CSV only, never detected
 	Hash           token.Hash // overrides the hash inferred from the seed length when the file has no hash column
-	PSKCKey        []byte     // pre-shared AES-128 transport key
+	PSKCKey        []byte     // pre-shared transport key: AES-128/192/256 or TripleDES (see ParsePSKCKey)
 	PSKCPassword   string     // password for PBKDF2-derived transport keys
+	// Manufacturer and Model are hints (blob metadata, --manufacturer/--model) for rows whose
+	// file gives none: Feitian's PSKC has no <Model>. A row that uses one gets a warning.
+	// Without a model hint a PSKC key's model is FallbackModel (a CSV row's empty model cell
+	// stays a problem); a manufacturer has no fallback.
+	Manufacturer string
+	Model        string
+	Now          func() time.Time // for PSKC expiry warnings; default time.Now
 }
+
+// FallbackModel is the model of a token whose file and hints name none.
+const FallbackModel = "OATH-TOTP"
+
+// ExpiryWarning is how close a PSKC key's <Policy><ExpiryDate> may come before a row warning.
+const ExpiryWarning = 90 * 24 * time.Hour
 
 // Record is one valid token read from a file. Seed holds the raw secret: keep it in memory only.
 type Record struct {
@@ -37,6 +51,9 @@ type Record struct {
 	Token             token.Token
 	UserPrincipalName string // empty: the token goes to the inventory unassigned
 	Seed              token.Seed
+	// Warnings are things worth knowing about a valid row (a hinted model, a key near its
+	// expiry): reported, never a reason to refuse the row.
+	Warnings []Problem
 }
 
 // Problem is one thing wrong with a file. Line 0 and Field "file" mark a file-level problem.
