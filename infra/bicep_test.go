@@ -30,6 +30,7 @@ type resource struct {
 	Symbol   string
 	Type     string
 	Existing bool
+	Cond     string // the condition of `= if (cond) {`, or ""
 	Body     string // between the braces
 	Line     int    // 1-based line of the declaration
 	Comment  string // the // comment lines directly above the declaration, without the slashes
@@ -133,7 +134,7 @@ func stripComments(s string) string {
 }
 
 var (
-	resourceDecl = regexp.MustCompile(`(?m)^[ \t]*resource[ \t]+(\w+)[ \t]+'([^'@]+)@[^']+'[ \t]+(existing[ \t]+)?=[ \t]*(?:if[ \t]*\([^\n]*\)[ \t]*)?\{`)
+	resourceDecl = regexp.MustCompile(`(?m)^[ \t]*resource[ \t]+(\w+)[ \t]+'([^'@]+)@[^']+'[ \t]+(existing[ \t]+)?=[ \t]*(?:if[ \t]*\(([^\n]*)\)[ \t]*)?\{`)
 	keyValue     = regexp.MustCompile(`(?s)^\s*(?:'([^']*)'|([A-Za-z_][A-Za-z0-9_]*))\s*:\s*(.*?)\s*$`)
 	outputDecl   = regexp.MustCompile(`(?m)^[ \t]*output[ \t]+(\w+)[ \t]+(\w+)[ \t]*=[ \t]*(.+)$`)
 )
@@ -149,12 +150,53 @@ func (f bicepFile) resources() []resource {
 			Symbol:   f.Stripped[m[2]:m[3]],
 			Type:     f.Stripped[m[4]:m[5]],
 			Existing: m[6] >= 0,
+			Cond:     submatch(f.Stripped, m, 4),
 			Body:     f.Stripped[open+1 : max(open+1, end-1)],
 			Line:     1 + strings.Count(f.Stripped[:m[0]], "\n"),
 		}
 		r.Comment = commentAbove(f.Text, r.Line)
 		out = append(out, r)
 	}
+	return out
+}
+
+func submatch(s string, m []int, n int) string {
+	if m[2*n] < 0 {
+		return ""
+	}
+	return s[m[2*n]:m[2*n+1]]
+}
+
+// elements splits an array literal ([...]) into its top-level elements, which end at a newline
+// or a comma outside any bracket or string.
+func elements(v string) []string {
+	v = strings.TrimSpace(v)
+	if !strings.HasPrefix(v, "[") {
+		return nil
+	}
+	body := v[1 : skipBalanced(v, 0)-1]
+	var out []string
+	start := 0
+	add := func(t string) {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	for i := 0; i < len(body); {
+		switch body[i] {
+		case '\'':
+			i = skipString(body, i)
+			continue
+		case '{', '[', '(':
+			i = skipBalanced(body, i)
+			continue
+		case '\n', ',':
+			add(body[start:i])
+			start = i + 1
+		}
+		i++
+	}
+	add(body[start:])
 	return out
 }
 
@@ -384,6 +426,9 @@ func FuzzBicepReader(f *testing.F) {
 	}
 	f.Add("resource x 'a@b' = {\n name: '${'\n}")
 	f.Add("var v = {\n a: '''\nmulti\n'''\n b: /* c */ 1\n}")
+	f.Add("[\n  'a'\n  {\n b: [1, 2]\n }, 'c,d'\n]")
+	f.Add("@minValue(40)\n@maxValue(1000)\nparam namePrefix int")
+	f.Add("take('st${prefix}${token}', 24)")
 	f.Fuzz(func(t *testing.T, s string) {
 		st := stripComments(s)
 		if len(st) != len(s) || strings.Count(st, "\n") != strings.Count(s, "\n") {
@@ -396,6 +441,11 @@ func FuzzBicepReader(f *testing.F) {
 		}
 		bf.outputs()
 		bf.variable("role")
+		bf.decorators("namePrefix")
+		for _, el := range elements(s) {
+			literal(el)
+		}
+		_, _ = evalName(s, "p", "t")
 		literal(s)
 	})
 }

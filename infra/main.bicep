@@ -2,14 +2,14 @@
 //
 //   az group create -n rg-oathpipe -l swedencentral
 //   az deployment group create -g rg-oathpipe -n main -f infra/main.bicep -p @infra/main.parameters.json
-//   make package && infra/post-deploy.sh -g rg-oathpipe
+//   make build package && infra/post-deploy.sh -g rg-oathpipe
 //
 // docs/deploy.md walks through it. Resource names come from namePrefix and a hash of the resource
 // group, so the same template deploys side by side in several groups. Nothing here holds a key or
 // a connection string with a key: every service is reached with the app's user-assigned identity.
 targetScope = 'resourceGroup'
 
-@description('Short lowercase prefix for resource names (letters and digits, at most 9).')
+@description('Short prefix for resource names: 2 to 9 lower-case letters and digits (the deployment refuses anything else, so the storage and vault names derived from it are always legal).')
 @minLength(2)
 @maxLength(9)
 param namePrefix string = 'oathpipe'
@@ -20,10 +20,15 @@ param location string = resourceGroup().location
 @description('Tags put on every resource.')
 param tags object = {}
 
-@description('Days a blob stays in seed-inbox or seed-rejected before the lifecycle rule deletes it. Both can hold seeds, so keep this short.')
+@description('Days a blob left in seed-inbox stays before the lifecycle rule deletes it (and how long an upload event may wait in seed-imports). It can hold seeds, so keep this short.')
 @minValue(1)
 @maxValue(365)
 param seedBlobRetentionDays int = 14
+
+@description('Days a rejected file stays in seed-rejected before the lifecycle rule deletes it. Rejected files hold seeds.')
+@minValue(1)
+@maxValue(365)
+param rejectedRetentionDays int = 30
 
 @description('Days an import report stays in seed-reports before the lifecycle rule deletes it.')
 @minValue(1)
@@ -42,10 +47,17 @@ param blobSoftDeleteDays int = 1
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
-@description('Days a deleted Key Vault secret (a seed) stays recoverable; purge protection keeps it that long.')
+@description('Days a deleted Key Vault secret (a seed) stays recoverable; purge protection keeps it that long. Fixed when the vault is created: a later deployment with another value fails.')
 @minValue(7)
 @maxValue(90)
 param keyVaultSoftDeleteDays int = 90
+
+@description('default: create the vault. recover: the resource group was deleted and re-created with the same name within the retention period, so a soft-deleted vault of the same name exists; recover it (with its seeds) instead. docs/deploy.md, "Roll back".')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
 
 @description('OATHPIPE_ACTIVATION: auto activates with a code computed from the seed; none only assigns.')
 @allowed([
@@ -54,8 +66,11 @@ param keyVaultSoftDeleteDays int = 90
 ])
 param activation string = 'auto'
 
-@description('OATHPIPE_REQUIRED_ROLE: app role HTTP callers must carry (needs App Service authentication); empty for none.')
+@description('OATHPIPE_REQUIRED_ROLE: app role HTTP callers must carry; empty for none. Setting it deploys App Service authentication and needs authClientId.')
 param requiredRole string = ''
+
+@description('Client id of the Entra app registration whose tokens carry requiredRole (App Service authentication validates them); required when requiredRole is set, otherwise unused.')
+param authClientId string = ''
 
 @description('OATHPIPE_GRAPH_URL: Microsoft Graph root; change only for national clouds.')
 param graphUrl string = 'https://graph.microsoft.com'
@@ -83,8 +98,14 @@ param pskcKeySecretName string = ''
 @description('Name of a Key Vault secret (in this deployment\'s vault) holding the PSKC PBKDF2 password; empty when not needed.')
 param pskcPasswordSecretName string = ''
 
-@description('Most instances the function app scales out to. Graph throttles writes per app and tenant, so more rarely helps.')
-@minValue(1)
+@description('OATHPIPE_PGP_KEY_SECRET: Key Vault secret holding the armored OpenPGP private key (post-deploy.sh creates it with `oathpipe pgp-keygen --if-missing`).')
+param pgpKeySecretName string = 'oathpipe-pgp-key'
+
+@description('OATHPIPE_ZIP_PASSWORDS_SECRET: Key Vault secret holding the zip passwords (a JSON array of strings).')
+param zipPasswordsSecretName string = 'oathpipe-zip-passwords'
+
+@description('Most instances the function app scales out to: Flex Consumption accepts 40 to 1000 (flex-consumption-plan.md, "The lowest maximum scale is currently 40"). Graph throttles writes per app and tenant, so more rarely helps.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -101,16 +122,27 @@ param instanceMemoryMB int = 2048
 @maxValue(730)
 param logRetentionDays int = 30
 
-var token = uniqueString(resourceGroup().id, namePrefix)
+// Bicep has no pattern decorator: every character of namePrefix must be one of these, or the
+// deployment stops with fail() before anything is created. With 2-9 such characters and a
+// 13-character uniqueString, 'st…' is 3-24 lower-case letters and digits (storage) and 'kv-…-…'
+// starts with a letter, has no double hyphen and no trailing hyphen (vault).
+var prefixAlphabet = 'abcdefghijklmnopqrstuvwxyz0123456789'
+var prefixBadChars = filter(map(range(0, length(namePrefix)), i => substring(namePrefix, i, 1)), c => !contains(prefixAlphabet, c))
+var prefix = empty(prefixBadChars) ? namePrefix : fail('namePrefix must be lower-case letters and digits only (storage and Key Vault names are built from it); got \'${namePrefix}\'')
+
+// requiredRole is only safe behind App Service authentication, which needs the app registration.
+var authClient = empty(requiredRole) || !empty(authClientId) ? authClientId : fail('requiredRole is set but authClientId is empty: App Service authentication (which makes X-MS-CLIENT-PRINCIPAL trustworthy) needs the app registration\'s client id')
+
+var token = uniqueString(resourceGroup().id, prefix)
 var names = {
-  identity: 'id-${namePrefix}-${token}'
-  storage: take('st${namePrefix}${token}', 24)
-  keyVault: take('kv-${namePrefix}-${token}', 24)
-  logAnalytics: 'log-${namePrefix}-${token}'
-  appInsights: 'appi-${namePrefix}-${token}'
-  plan: 'plan-${namePrefix}-${token}'
-  functionApp: 'func-${namePrefix}-${token}'
-  systemTopic: 'evgt-${namePrefix}-${token}'
+  identity: 'id-${prefix}-${token}'
+  storage: take('st${prefix}${token}', 24)
+  keyVault: take('kv-${prefix}-${token}', 24)
+  logAnalytics: 'log-${prefix}-${token}'
+  appInsights: 'appi-${prefix}-${token}'
+  plan: 'plan-${prefix}-${token}'
+  functionApp: 'func-${prefix}-${token}'
+  systemTopic: 'evgt-${prefix}-${token}'
 }
 
 // The app's only identity: storage (host and app), Key Vault, Application Insights and Graph all
@@ -130,6 +162,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     seedBlobRetentionDays: seedBlobRetentionDays
+    rejectedRetentionDays: rejectedRetentionDays
     reportRetentionDays: reportRetentionDays
     blobSoftDeleteDays: blobSoftDeleteDays
   }
@@ -154,6 +187,7 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     publicNetworkAccess: keyVaultPublicNetworkAccess
     softDeleteRetentionInDays: keyVaultSoftDeleteDays
+    createMode: keyVaultCreateMode
     logAnalyticsId: monitoring.outputs.logAnalyticsId
   }
 }
@@ -184,12 +218,15 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     activation: activation
     requiredRole: requiredRole
+    authClientId: authClient
     graphUrl: graphUrl
     vaultConcurrency: vaultConcurrency
     httpBudget: httpBudget
     logLevel: logLevel
     pskcKeySecretName: pskcKeySecretName
     pskcPasswordSecretName: pskcPasswordSecretName
+    pgpKeySecretName: pgpKeySecretName
+    zipPasswordsSecretName: zipPasswordsSecretName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }
@@ -211,7 +248,11 @@ output IDENTITY_CLIENT_ID string = identity.properties.clientId
 output IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output INBOX_CONTAINER string = storage.outputs.inboxContainerName
+output IMPORT_QUEUE string = storage.outputs.importQueueName
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = storage.outputs.systemTopicName
+output EVENT_GRID_SUBSCRIPTION_NAME string = storage.outputs.importSubscriptionName
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
+// A secret's name, not its value: post-deploy.sh passes it to `oathpipe pgp-keygen --secret`.
+output PGP_KEY_SECRET_NAME string = pgpKeySecretName
 output APP_INSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -28,6 +28,11 @@ param httpBudget string
 param logLevel string
 param pskcKeySecretName string
 param pskcPasswordSecretName string
+param pgpKeySecretName string
+param zipPasswordsSecretName string
+
+@description('Client id of the app registration App Service authentication validates tokens for; set exactly when requiredRole is.')
+param authClientId string
 param maximumInstanceCount int
 param instanceMemoryMB int
 
@@ -75,6 +80,8 @@ var appSettings = {
   OATHPIPE_HTTP_BUDGET: httpBudget
   OATHPIPE_PSKC_KEY: pskcKeyReference
   OATHPIPE_PSKC_PASSWORD: pskcPasswordReference
+  OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName
+  OATHPIPE_ZIP_PASSWORDS_SECRET: zipPasswordsSecretName
   OATHPIPE_LOG_LEVEL: logLevel
 }
 
@@ -107,10 +114,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identityId
+    // Only what Microsoft's Flex samples set. Flex rejects ftpsState, use32BitWorkerProcess,
+    // netFrameworkVersion, preWarmedInstanceCount, functionsRuntimeScaleMonitoringEnabled,
+    // linuxFxVersion and functionAppScaleLimit (ARM 51021; infra_test.go refuses them). FTP is
+    // off anyway: Flex has none, and the ftp publishing credentials below are disabled.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: true
     }
     functionAppConfig: {
       deployment: {
@@ -133,6 +142,48 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
+
+// App Service authentication, deployed exactly when requiredRole is set: only then does the app
+// trust X-MS-CLIENT-PRINCIPAL (handlers/auth.go), and only App Service authentication strips a
+// caller's own copy of that header and puts the validated one in. Unauthenticated requests are
+// let through (the function key still guards every route, and the app refuses a request without
+// the role); a request with a bad token is refused by the platform. main.bicep refuses
+// requiredRole without authClientId.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(requiredRole)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            authClientId
+            'api://${authClientId}'
+          ]
+        }
+      }
+    }
+  }
+  // One config write at a time on the site.
+  dependsOn: [
+    siteAppSettings
+  ]
 }
 
 resource siteAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -11,8 +11,11 @@ param tags object
 @description('Enabled or Disabled.')
 param publicNetworkAccess string
 
-@description('Soft delete retention in days (7-90).')
+@description('Soft delete retention in days (7-90). Fixed once the vault exists: Key Vault refuses a change.')
 param softDeleteRetentionInDays int
+
+@description('default creates the vault; recover brings back a soft-deleted vault of the same name (after the resource group was deleted).')
+param createMode string
 
 @description('Log Analytics workspace that receives the vault\'s audit log (who read or wrote which secret).')
 param logAnalyticsId string
@@ -22,6 +25,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   location: location
   tags: tags
   properties: {
+    // 'default' fails while a soft-deleted vault holds this name; 'recover' restores it with its
+    // secrets (bicep-types-az keyvault/2023-07-01: createMode 'default' | 'recover').
+    createMode: createMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'

@@ -15,7 +15,6 @@ var role = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
@@ -31,10 +30,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// Blob trigger and host storage: the Functions documentation names Blob Data Owner for a blob
-// trigger's connection and for AzureWebJobsStorage (receipts, leases and keys in the
-// azure-webjobs-* containers the host creates; the Flex deployment package). The app itself
-// reads seed-inbox, writes seed-reports and seed-rejected and deletes imported files.
+// Host storage: the Functions documentation names Blob Data Owner for AzureWebJobsStorage (leases
+// and keys in the azure-webjobs-* containers the host creates; the Flex deployment package),
+// which is this account. The app itself reads seed-inbox, writes seed-reports, seed-rejected and
+// token-parked, and deletes imported files.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, role.storageBlobDataOwner)
   scope: storage
@@ -45,8 +44,8 @@ resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Queue trigger and output (token-provisioning and its poison queue), and the blob trigger's
-// own queue (webjobs-blobtrigger-poison) which the host uses for failed blobs.
+// Queue triggers and output: seed-imports (ImportSeeds reads it and enqueues its own
+// continuations), token-provisioning and the poison queues the host moves messages to.
 resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, role.storageQueueDataContributor)
   scope: storage
@@ -57,8 +56,9 @@ resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// The ledger and audit tables (read and write entities). Granted on the account because table
-// creation at start is an account-level operation.
+// The ledger and audit tables (read and write entities; infra/ creates both tables, the app
+// never does in Azure). On the account because the host keeps its own tables in the same account
+// (AzureWebJobsStorage: diagnostic events), not for anything the app does.
 resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, role.storageTableDataContributor)
   scope: storage
@@ -69,13 +69,48 @@ resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// Writes each seed as a secret at import and reads it back to compute activation codes; Secrets
-// User would not allow the write. Scoped to this vault only.
-resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, principalId, role.keyVaultSecretsOfficer)
+// The secrets the app uses, and nothing more: Key Vault Secrets Officer would also allow delete,
+// purge, backup and restore (secrets/*), which no code path needs. Custom role names are unique
+// per tenant, hence the vault's name in it. assignableScopes cannot be narrower than a resource
+// group (role-definitions.md, AssignableScopes); the assignment below is on the vault only.
+resource secretsRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, vault.id, 'oathpipe-secrets')
+  properties: {
+    roleName: 'oathpipe secrets (${keyVaultName})'
+    description: 'What the oathpipe app does with secrets in its vault: read, write, list versions, recover. No delete, purge, backup or restore.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          // Read a seed to compute its activation code; read the PGP key and zip password
+          // secrets (every enabled version of the PGP key is tried); resolve Key Vault references.
+          'Microsoft.KeyVault/vaults/secrets/getSecret/action'
+          // Store each seed at import; `oathpipe pgp-keygen` stores a new version of the PGP key.
+          'Microsoft.KeyVault/vaults/secrets/setSecret/action'
+          // List a secret's versions and read their attributes (enabled, dates) without values:
+          // the PGP key's older versions and the check for an existing seed.
+          'Microsoft.KeyVault/vaults/secrets/readMetadata/action'
+          // A seed secret soft-deleted earlier blocks setSecret (409); recover it instead.
+          'Microsoft.KeyVault/vaults/secrets/recover/action'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// Writes each seed as a secret at import and reads it back to compute activation codes; reads
+// the PGP key and zip password secrets. The custom role above, scoped to this vault only.
+resource secretsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, principalId, secretsRole.id)
   scope: vault
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role.keyVaultSecretsOfficer)
+    roleDefinitionId: secretsRole.id
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
