@@ -3,6 +3,10 @@ package envelope
 import (
 	"bufio"
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -262,4 +266,94 @@ func (b *pgpBody) Read(p []byte) (int, error) {
 		return n, e
 	}
 	return n, err
+}
+
+// Encrypt returns a writer that encrypts what is written to it to the newest key of keys (the
+// deployment's own public key) as a binary OpenPGP message on w; Close finishes the message.
+// It is how a rejected plain seed file is kept: never in plaintext.
+//
+// With a non-empty nonce the message is the same for the same key, nonce and content: its
+// random bytes (session key, ephemeral key) come from AES-CTR keyed with HMAC-SHA256(secret
+// key material, nonce). The pipeline passes the import id, so a repeated delivery stores the
+// very same blob (storage refuses to overwrite a blob with different content), while nobody
+// without the private key can predict or reproduce the session key. That holds for Curve25519
+// keys (what `oathpipe pgp-keygen` makes); Go's RSA encryption draws its own randomness.
+func Encrypt(w io.Writer, keys *PGPKeys, name string, nonce []byte) (io.WriteCloser, error) {
+	if keys.Len() == 0 {
+		return nil, errors.New("no PGP key to encrypt to")
+	}
+	cfg := &packet.Config{}
+	if len(nonce) > 0 {
+		r, err := keys.deterministic(nonce)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Rand = r
+	}
+	return openpgp.Encrypt(w, keys.list[:1], nil, &openpgp.FileHints{IsBinary: true, FileName: name}, cfg)
+}
+
+func (k *PGPKeys) deterministic(nonce []byte) (io.Reader, error) {
+	var secret bytes.Buffer
+	if err := k.list[0].SerializePrivateWithoutSigning(&secret, nil); err != nil {
+		return nil, fmt.Errorf("derive the encryption nonce: %w", err)
+	}
+	m := hmac.New(sha256.New, secret.Bytes())
+	clear(secret.Bytes())
+	m.Write([]byte("oathpipe rejected-file encryption v1\x00"))
+	m.Write(nonce)
+	block, err := aes.NewCipher(m.Sum(nil))
+	if err != nil {
+		return nil, err
+	}
+	return cipher.StreamReader{S: cipher.NewCTR(block, make([]byte, aes.BlockSize)), R: zeros{}}, nil
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// PublicKey returns the armored public key of the newest key: what a vendor encrypts to.
+func (k *PGPKeys) PublicKey() (string, error) {
+	if k.Len() == 0 {
+		return "", errors.New("no PGP key")
+	}
+	return ArmorPublic(k.list[0])
+}
+
+// ArmorPublic armors e's public key.
+func ArmorPublic(e *openpgp.Entity) (string, error) {
+	var b bytes.Buffer
+	w, err := armor.Encode(&b, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := e.Serialize(w); err != nil {
+		return "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	b.WriteByte('\n')
+	return b.String(), nil
+}
+
+// Fingerprint is the newest key's fingerprint in upper-case hex.
+func (k *PGPKeys) Fingerprint() string {
+	if k.Len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%X", k.list[0].PrimaryKey.Fingerprint)
+}
+
+// Append returns the keys of k followed by those of more.
+func (k *PGPKeys) Append(more *PGPKeys) *PGPKeys {
+	out := &PGPKeys{}
+	if k != nil {
+		out.list = append(out.list, k.list...)
+	}
+	if more != nil {
+		out.list = append(out.list, more.list...)
+	}
+	return out
 }

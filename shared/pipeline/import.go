@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -68,12 +67,12 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 
 	if stageBefore(imp.Stage, StageDone) {
 		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
-		if disposition == DispositionRejected {
-			target := RejectedName(id, f.Name)
-			if err := p.d.Blobs.Reject(ctx, f.Name, f.ETag, f.Content, target); err != nil {
-				return nil, fmt.Errorf("import %s: move to seed-rejected/%s: %w", f.Name, target, err)
+		if f.outer != "" {
+			// A file inside an archive: the archive leaves the inbox once, after all its files.
+		} else if disposition == DispositionRejected {
+			if err := p.reject(ctx, log, f, RejectedName(id, f.Name)); err != nil {
+				return nil, err
 			}
-			log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", target))
 		} else {
 			if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
 				return nil, fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
@@ -101,7 +100,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 // overwrite a final one).
 func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (_ ImportRecord, disposition string, queued, failed int, err error) {
 	id := imp.ImportID
-	records, problems, sum := p.readFile(f)
+	records, problems, sum := f.part.records, f.part.problems, f.part.sum
 	first := stageBefore(imp.Stage, StageVaulted)
 	todo := records
 	if first {
@@ -365,28 +364,6 @@ feed:
 	return nQueued, nRefused, nil
 }
 
-// readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
-// PSKC key, a bad metadata hint, ...) becomes a Line 0 problem: it is the file's outcome, not a
-// reason to retry.
-func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary) {
-	opts, bad := optionsFor(p.d.ReadOptions, f.Metadata)
-	if len(bad) > 0 {
-		// The file is not read with a hint it did not mean: it is rejected whole.
-		return nil, bad, seedfile.Summary{Format: opts.Format}
-	}
-	var records []seedfile.Record
-	var problems []seedfile.Problem
-	sum, err := seedfile.Read(bytes.NewReader(f.Content), opts,
-		func(r seedfile.Record) error { records = append(records, r); return nil },
-		func(pr seedfile.Problem) { problems = append(problems, pr) })
-	var fe *seedfile.FileError
-	if err != nil && !errors.As(err, &fe) {
-		// A *FileError's problem was already delivered through onProblem.
-		problems = append(problems, seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
-	}
-	return records, problems, sum
-}
-
 // File-level problem codes the pipeline adds to seedfile's.
 const (
 	CodeFileUnreadable = "file.unreadable" // the reader failed for another reason than the file's content
@@ -427,6 +404,15 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 			case "":
 			default:
 				hint(key, v, "base32 or hex")
+			}
+		case "model", "manufacturer":
+			// Used for rows whose file names none (Feitian's PSKC has no <Model>).
+			if !seedfile.ValidHint(v) {
+				hint(key, v, "plain text of at most 256 characters")
+			} else if key == "model" {
+				base.Model = v
+			} else {
+				base.Manufacturer = v
 			}
 		case "hash":
 			if v == "" {

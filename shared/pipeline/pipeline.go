@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/envelope"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
@@ -23,6 +24,8 @@ type Deps struct {
 	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
 	VaultConcurrency int              // seeds written to the vault at once (default 16)
 	ReadOptions      seedfile.Options // PSKC key/password from settings
+	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
+	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }
@@ -70,6 +73,10 @@ type InboxFile struct {
 	ETag     string
 	Content  []byte
 	Metadata map[string]string // user metadata (may carry format hints: see docs/pipeline.md)
+
+	part      *seedPart // what Import read from the file (set by importDelivered)
+	delivered bool      // the blob is an envelope (PGP, zip): rejected, it is kept as delivered
+	outer     string    // for a file inside an archive: the archive's blob name
 }
 
 // ProvisionMessage is one token's provisioning job on the token-provisioning queue. It never
@@ -96,6 +103,9 @@ type ImportResult struct {
 	Disposition string             `json:"disposition"` // "deleted" or "rejected" (moved to seed-rejected)
 	Repeat      bool               `json:"repeat"`      // the import had been started before (a repeated delivery)
 	Problems    []seedfile.Problem `json:"problems,omitempty"`
+	// Parts are the imports of the files inside a zip archive, one per file (named
+	// "archive.zip!inner.csv"); the counts above are their sums.
+	Parts []ImportResult `json:"parts,omitempty"`
 }
 
 // TokenOutcome is what one Provision call left a token at.
@@ -168,7 +178,7 @@ type TokenLine struct {
 // error is worth retrying (the handler answers 500 and the host redelivers); a repeated delivery
 // of the same upload does nothing twice.
 func (p *Pipeline) Import(ctx context.Context, f InboxFile) (*ImportResult, error) {
-	return p.importFile(ctx, f)
+	return p.importDelivered(ctx, f)
 }
 
 // Provision takes one token from the vault to Entra: ensure the device, resolve the user,

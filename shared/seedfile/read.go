@@ -93,11 +93,17 @@ func checkOptions(o Options) error {
 		}
 	}
 	for _, h := range []struct{ name, v string }{{"manufacturer", o.Manufacturer}, {"model", o.Model}} {
-		if !plainText([]byte(h.v)) || len(h.v) > 256 || strings.TrimSpace(h.v) != h.v {
+		if h.v != "" && !ValidHint(h.v) {
 			return token.Errorf(token.KindInvalid, "the %s hint must be plain text of at most 256 characters without surrounding spaces", h.name)
 		}
 	}
 	return nil
+}
+
+// ValidHint reports whether s may be a manufacturer or model hint: plain text of at most 256
+// characters without surrounding spaces.
+func ValidHint(s string) bool {
+	return s != "" && plainText([]byte(s)) && len(s) <= 256 && strings.TrimSpace(s) == s
 }
 
 // ParsePSKCKey reads a pre-shared PSKC transport key as settings and flags give it: hex

@@ -119,3 +119,38 @@ func (v *Vault) ZipPasswords(ctx context.Context, name string) ([]string, error)
 	}
 	return slices.DeleteFunc(pw, func(s string) bool { return s == "" }), nil
 }
+
+// PutZipPasswords stores the accepted zip passwords as a new version of the secret name.
+func (v *Vault) PutZipPasswords(ctx context.Context, name string, passwords []string) error {
+	b, err := json.Marshal(passwords)
+	if err != nil {
+		return err
+	}
+	value := string(b)
+	if _, err := v.client.SetSecret(ctx, name, azsecrets.SetSecretParameters{
+		Value: &value, ContentType: ptr(ZipPasswordsContentType),
+		Tags: map[string]*string{TagApp: ptr("zip-passwords-v1")},
+	}, nil); err != nil {
+		return classify("store the zip passwords in secret "+name, err)
+	}
+	v.log.Info("zip passwords stored as a new secret version", "secret", name, "count", len(passwords))
+	return nil
+}
+
+// EnvelopeSecrets reads the PGP keys and zip passwords from the two named secrets: the
+// pipeline's EnvelopeKeys.
+type EnvelopeSecrets struct {
+	Vault        *Vault
+	PGPKeySecret string // default DefaultPGPKeySecret
+	ZipSecret    string // default DefaultZipPasswordsSecret
+}
+
+// PGPKeys implements pipeline.EnvelopeKeys.
+func (s EnvelopeSecrets) PGPKeys(ctx context.Context) ([][]byte, error) {
+	return s.Vault.PGPKeys(ctx, cmp.Or(s.PGPKeySecret, DefaultPGPKeySecret))
+}
+
+// ZipPasswords implements pipeline.EnvelopeKeys.
+func (s EnvelopeSecrets) ZipPasswords(ctx context.Context) ([]string, error) {
+	return s.Vault.ZipPasswords(ctx, cmp.Or(s.ZipSecret, DefaultZipPasswordsSecret))
+}
