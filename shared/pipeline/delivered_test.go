@@ -1,0 +1,146 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
+	"github.com/oathpipe/oathpipe/shared/storage"
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// TestDeliveredFilesOnAzurite drops files as vendors send them — PGP-encrypted by GnuPG
+// (binary and armored), a WinZip AES-256 zip of two files made by 7-Zip, a file encrypted to a
+// key the vault does not hold, a zip under a password the vault does not hold — into the
+// Azurite inbox; imports each twice; drains the queue; then checks every token, the reports,
+// seed-rejected (files kept exactly as delivered), and scans all storage and logs for seeds.
+func TestDeliveredFilesOnAzurite(t *testing.T) {
+	ctx := context.Background()
+	a := storageAccount(t)
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
+	ss := &pipelinetest.SeedSet{}
+	csv := func(rows ...pipelinetest.Row) []byte { return pipelinetest.EntraCSV(rows) }
+
+	unknown := pipelinetest.GPGEncrypt(t, csv(ss.Row("DLX-1", ada)), "key-other.asc", false)
+	wrongPassword := pipelinetest.SevenZipAES(t, map[string][]byte{"x.csv": csv(ss.Row("DLX-2", ada))}, "a password nobody configured")
+	files := []struct {
+		name    string
+		content []byte
+	}{
+		{"dl/token2.csv.gpg", pipelinetest.GPGEncrypt(t, csv(ss.Row("DLG-1", ada), ss.Row("DLG-2", "")), "key-cv25519.pub.asc", false)},
+		{"dl/token2 armored.asc", pipelinetest.GPGEncrypt(t, csv(ss.Row("DLA-1", grace)), "key-cv25519.pub.asc", true)},
+		{"dl/batch.zip", pipelinetest.SevenZipAES(t, map[string][]byte{
+			"a.csv": csv(ss.Row("DLZ-1", alan), ss.Row("DLZ-2", "")),
+			"b.csv": csv(ss.Row("DLZ-3", "")),
+		}, pipelinetest.ZipPassword)},
+		{"dl/unknown.csv.gpg", unknown},
+		{"dl/wrong.zip", wrongPassword},
+	}
+	results := map[string]*pipeline.ImportResult{}
+	var ids []string
+	for _, f := range files {
+		in := upload(t, ctx, a, f.name, f.content)
+		for i := range 2 {
+			res, err := p.Import(ctx, in)
+			if err != nil {
+				t.Fatalf("Import %s #%d: %v", f.name, i+1, err)
+			}
+			if i == 1 && (!res.Repeat || res.Queued != 0) {
+				t.Fatalf("repeated Import %s: %+v", f.name, res)
+			}
+			if i == 0 {
+				results[f.name] = res
+			}
+		}
+		if _, err := a.Blobs.ReadInbox(ctx, f.name); token.KindOf(err) != token.KindNotFound {
+			t.Errorf("%s is still in the inbox: %v", f.name, err)
+		}
+		res := results[f.name]
+		if len(res.Parts) == 0 {
+			ids = append(ids, res.ImportID)
+		}
+		for _, pt := range res.Parts {
+			ids = append(ids, pt.ImportID)
+		}
+	}
+	h := &host{p: p, q: a.Provision.Client(), workers: 4, twice: true}
+	h.drain(t, ctx, settled(ctx, a.Ledger, ids...))
+
+	want := map[string]struct{ status, upn string }{
+		"DLG-1": {"activated", ada}, "DLG-2": {"available", ""}, "DLA-1": {"activated", grace},
+		"DLZ-1": {"activated", alan}, "DLZ-2": {"available", ""}, "DLZ-3": {"available", ""},
+	}
+	devs := s.Graph.Server.Devices()
+	if len(devs) != len(want) {
+		t.Errorf("Graph holds %d devices, want %d", len(devs), len(want))
+	}
+	for _, d := range devs {
+		w := want[d.Serial]
+		if d.Status != w.status || !strings.EqualFold(d.AssignedUPN, w.upn) || d.Activations > 1 {
+			t.Errorf("%s: %s for %q (%d activations), want %+v", d.Serial, d.Status, d.AssignedUPN, d.Activations, w)
+		}
+	}
+
+	// Each file of the archive is an import of its own, with its own report.
+	zr := results["dl/batch.zip"]
+	if len(zr.Parts) != 2 || zr.Parts[0].FileName != "dl/batch.zip!a.csv" || zr.Parts[1].FileName != "dl/batch.zip!b.csv" || zr.Valid != 3 || zr.Disposition != pipeline.DispositionDeleted {
+		t.Errorf("archive import: %+v", zr)
+	}
+	for name, valid := range map[string]int{"dl/token2.csv.gpg": 2, "dl/token2 armored.asc": 1, "dl/batch.zip!a.csv": 2, "dl/batch.zip!b.csv": 1} {
+		rep := report(t, ctx, a, name)
+		if !rep.Settled || rep.Valid != valid || len(rep.Problems) != 0 || rep.Disposition != pipeline.DispositionDeleted {
+			t.Errorf("report %s: %+v", name, rep)
+		}
+	}
+
+	// Files that cannot be opened: rejected whole, kept exactly as delivered, with a report
+	// that says why.
+	for name, c := range map[string]struct {
+		code    string
+		content []byte
+	}{"dl/unknown.csv.gpg": {"file.pgp-no-key", unknown}, "dl/wrong.zip": {"file.zip-password", wrongPassword}} {
+		res := results[name]
+		if res.Disposition != pipeline.DispositionRejected || len(res.Problems) != 1 || res.Problems[0].Code != c.code {
+			t.Errorf("%s: %+v", name, res)
+		}
+		rep := report(t, ctx, a, name)
+		if len(rep.Problems) != 1 || rep.Problems[0].Code != c.code || rep.Disposition != pipeline.DispositionRejected {
+			t.Errorf("report %s: %+v", name, rep)
+		}
+		kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(res.ImportID, name))
+		if err != nil || !bytes.Equal(kept, c.content) {
+			t.Errorf("%s was not kept in seed-rejected exactly as delivered: %v", name, err)
+		}
+	}
+
+	stored := pipelinetest.StoredOutsideVault(t, ctx, azServer.ConnectionString())
+	var leaks []string
+	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
+	leaks = append(leaks, ss.Leaks("queue messages", strings.Join(h.texts, "\n"))...)
+	leaks = append(leaks, ss.Leaks("storage", stored)...)
+	for _, lk := range leaks {
+		t.Error("seed leaked: " + lk)
+	}
+	if !strings.Contains(stored, "DLZ-3") || !strings.Contains(stored, "seed-rejected/") {
+		t.Fatal("the leak scan did not see the stored data")
+	}
+}
+
+func report(t *testing.T, ctx context.Context, a *storage.Account, name string) pipeline.ImportStatus {
+	t.Helper()
+	js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+".json")
+	if err != nil {
+		t.Fatalf("report %s: %v", name, err)
+	}
+	var rep pipeline.ImportStatus
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
