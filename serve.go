@@ -157,6 +157,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 	})
 	return handlers.New(handlers.Options{
 		Pipeline:     p,
+		PGPKey:       p,
 		RequiredRole: cfg.RequiredRole,
 		HTTPBudget:   cfg.HTTPBudget,
 		Logger:       log.With("component", "handlers"),

@@ -29,6 +29,9 @@ var docOperations = map[string]map[string][]problemCode{
 	"/" + ImportStatusRoute: {
 		"get": {codeInvalidName, codeNotFound},
 	},
+	"/" + PGPKeyRoute: {
+		"get": {codeNotFound},
+	},
 }
 
 // commonCodes can come back from every operation: an undecodable invocation, the role check,
@@ -85,7 +88,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			t.Errorf("server %s: the Functions route prefix is /api", s.URL)
 		}
 	}
-	handlerMethods := map[string][]string{"/" + TokenAssignmentRoute: tokenAssignmentMethods, "/" + ImportStatusRoute: importStatusMethods}
+	handlerMethods := map[string][]string{"/" + TokenAssignmentRoute: tokenAssignmentMethods, "/" + ImportStatusRoute: importStatusMethods, "/" + PGPKeyRoute: pgpKeyMethods}
 	if got, want := slices.Sorted(maps.Keys(doc.Paths)), slices.Sorted(maps.Keys(handlerMethods)); !slices.Equal(got, want) {
 		t.Fatalf("paths %v, handlers serve %v", got, want)
 	}

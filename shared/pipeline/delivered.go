@@ -248,3 +248,16 @@ func (p *Pipeline) reject(ctx context.Context, log *slog.Logger, f InboxFile, ta
 	log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", name), slog.Bool("asDelivered", f.delivered))
 	return nil
 }
+
+// PGPPublicKey returns the ASCII-armored public key of the newest PGP key in the vault: what a
+// vendor encrypts seed files to (GET /api/pgp-key). KindNotFound when there is none.
+func (p *Pipeline) PGPPublicKey(ctx context.Context) (string, error) {
+	k, err := p.envelopeKeys(ctx)
+	if err != nil {
+		return "", err
+	}
+	if k.PGP.Len() == 0 {
+		return "", token.Errorf(token.KindNotFound, "no PGP key in the vault; run oathpipe pgp-keygen")
+	}
+	return k.PGP.PublicKey()
+}

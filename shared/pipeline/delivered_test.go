@@ -144,3 +144,18 @@ func report(t *testing.T, ctx context.Context, a *storage.Account, name string) 
 	}
 	return rep
 }
+
+func TestPGPPublicKey(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	p := s.Pipeline(pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), nil)
+	key, err := p.PGPPublicKey(ctx)
+	if err != nil || !strings.HasPrefix(key, "-----BEGIN PGP PUBLIC KEY BLOCK-----") || strings.Contains(key, "PRIVATE") {
+		t.Fatalf("public key %q, %v", key, err)
+	}
+	// Without a key source, there is no key.
+	none := s.Pipeline(pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), func(d *pipeline.Deps) { d.Envelope = nil })
+	if _, err := none.PGPPublicKey(ctx); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("no key: %v, want not found", err)
+	}
+}
