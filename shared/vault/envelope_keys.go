@@ -24,6 +24,7 @@ const (
 	ZipPasswordsContentType   = "application/json"
 	tagPGPKeyValue            = "pgp-key-v1"
 	maxPGPKeyVersions         = 25
+	tagKeyCreated             = "keyCreated"
 )
 
 // PGPKeys returns the value of every enabled version of the secret name, newest first: the
@@ -53,9 +54,14 @@ func (v *Vault) PGPKeys(ctx context.Context, name string) ([][]byte, error) {
 			if a.Expires != nil && a.Expires.Before(time.Now()) {
 				continue // Key Vault refuses to read an expired version
 			}
+			// Key Vault's created time has whole seconds: PutPGPKey's tag orders keys made
+			// within one second.
 			var created time.Time
 			if a.Created != nil {
 				created = *a.Created
+			}
+			if t, err := time.Parse(time.RFC3339Nano, tag(p.Tags, tagKeyCreated)); err == nil {
+				created = t
 			}
 			vers = append(vers, ver{p.ID.Version(), created})
 		}
@@ -89,7 +95,8 @@ func (v *Vault) PutPGPKey(ctx context.Context, name, armored, fingerprint string
 	_, err := v.client.SetSecret(ctx, name, azsecrets.SetSecretParameters{
 		Value:       &armored,
 		ContentType: ptr(PGPKeyContentType),
-		Tags:        map[string]*string{TagApp: ptr(tagPGPKeyValue), TagFingerprint: ptr(fingerprint)},
+		Tags: map[string]*string{TagApp: ptr(tagPGPKeyValue), TagFingerprint: ptr(fingerprint),
+			tagKeyCreated: ptr(time.Now().UTC().Format(time.RFC3339Nano))},
 	}, nil)
 	if err != nil {
 		return classify("store the PGP key in secret "+name, err)

@@ -3,7 +3,6 @@ package vault_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
@@ -21,7 +20,6 @@ func TestPGPKeysEveryEnabledVersionNewestFirst(t *testing.T) {
 		if err := e.vault.PutPGPKey(ctx, name, fmt.Sprintf("key %d", i), fmt.Sprintf("FPR%d", i)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1100 * time.Millisecond) // Key Vault's created time has whole seconds
 		resp, err := e.raw.GetSecret(ctx, name, "", nil)
 		if err != nil {
 			t.Fatal(err)
