@@ -15,7 +15,9 @@ const (
 	CodePSKCKeyMissing    = "pskc.key-missing"    // encrypted secrets but no usable --pskc-key / --pskc-password
 	CodePSKCBadKey        = "pskc.bad-key"        // the key or password does not decrypt the file (MAC mismatch or bad padding)
 	CodePSKCMACMissing    = "pskc.mac-missing"    // encrypted secrets without a MAC to verify them
-	CodePSKCUnsupported   = "pskc.unsupported"    // an encryption, key derivation or MAC algorithm not supported
+	CodePSKCUnsupported   = "pskc.unsupported"    // X.509 key transport: encrypted to a certificate
+
+	CodePSKCUnsupportedAlgorithm = "pskc.unsupported-algorithm" // an encryption, key derivation, PRF or MAC algorithm oathpipe does not implement (named in the message)
 
 	// Row-level.
 	CodeRowColumns          = "row.columns"           // the row has a different number of columns than the header
