@@ -20,7 +20,7 @@ const validateUsage = `usage: oathpipe validate [--json] [--format F] [--secret-
                          [--pskc-key HEX] [--pskc-password P] [--model M] [--manufacturer M]
                          [--pgp-key FILE [--pgp-passphrase P]] [--zip-password P ...] FILE
 
-Checks a vendor seed file (Entra CSV, Graph-shaped CSV, PSKC) and reports every problem by
+Checks a vendor seed file (Entra CSV, Graph-shaped CSV, PSKC, OATH CSV) and reports every problem by
 line, field and code. It never prints a seed. FILE "-" reads standard input. A file as the
 vendor delivered it (PGP-encrypted, or a zip archive with or without a password) is opened in
 memory and judged exactly as the seed file inside; each file of an archive is judged on its own.
@@ -56,7 +56,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	format := fs.String("format", "", "entra-csv, graph-csv, pskc or auto (default: detected from the content)")
+	format := fs.String("format", "", "entra-csv, graph-csv, pskc, oath-csv or auto (default: detected from the content)")
 	encoding := fs.String("secret-encoding", "base32", "how CSV secrets are written: base32 or hex (never guessed)")
 	hashFlag := fs.String("hash", "", "sha1 or sha256 for files without a hash column (default: from the seed length, 32 bytes SHA-256, else SHA-1)")
 	pskcKey := fs.String("pskc-key", "", "hex AES key for PSKC files encrypted with a pre-shared key (default $OATHPIPE_PSKC_KEY)")
@@ -82,9 +82,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	switch *format {
 	case "auto":
 		*format = ""
-	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC):
+	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC), string(seedfile.FormatOATHCSV):
 	default:
-		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc or auto\n", *format)
+		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc, oath-csv or auto\n", *format)
 		return exitUsage
 	}
 	if *encoding != "base32" && *encoding != "hex" {

@@ -390,12 +390,12 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 		switch key := strings.ToLower(k); key {
 		case "format":
 			switch f := seedfile.Format(strings.ToLower(v)); f {
-			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC:
+			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC, seedfile.FormatOATHCSV:
 				base.Format = f
 			case seedfile.FormatAuto:
 				// An empty hint: detect from the content.
 			default:
-				hint(key, v, "entra-csv, graph-csv or pskc")
+				hint(key, v, "entra-csv, graph-csv, pskc or oath-csv")
 			}
 		case "secretencoding":
 			switch e := strings.ToLower(v); e {

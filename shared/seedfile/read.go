@@ -73,9 +73,9 @@ func Read(r io.Reader, opts Options, onRecord func(Record) error, onProblem func
 
 func checkOptions(o Options) error {
 	switch o.Format {
-	case FormatAuto, FormatEntraCSV, FormatGraphCSV, FormatPSKC:
+	case FormatAuto, FormatEntraCSV, FormatGraphCSV, FormatPSKC, FormatOATHCSV:
 	default:
-		return token.Errorf(token.KindInvalid, "unknown format %q (entra-csv, graph-csv or pskc)", string(o.Format))
+		return token.Errorf(token.KindInvalid, "unknown format %q (entra-csv, graph-csv, pskc or oath-csv)", string(o.Format))
 	}
 	switch o.SecretEncoding {
 	case "", "base32", "hex":
@@ -187,6 +187,8 @@ func (c *checker) read(br *bufio.Reader) error {
 	case c.opts.Format == FormatPSKC, c.opts.Format == FormatAuto && isXML:
 		c.sum.Format = FormatPSKC
 		return c.readPSKC(br)
+	case c.opts.Format == FormatOATHCSV, c.opts.Format == FormatAuto && looksOATHCSV(head):
+		return c.readOATHCSV(br)
 	}
 	return c.readCSV(br)
 }
@@ -313,10 +315,11 @@ func (c *checker) finish(k *candidate) error {
 		case c.opts.Model != "":
 			k.model = []byte(c.opts.Model)
 			warn(f.model, WarnModelHint, "no model in the file: the model hint is used")
-		case c.sum.Format == FormatPSKC:
-			// PSKC's <Model> is optional (RFC 6030 §4.3.1) and Feitian leaves it out.
+		case c.sum.Format == FormatPSKC, c.sum.Format == FormatOATHCSV:
+			// PSKC's <Model> is optional (RFC 6030 §4.3.1) and Feitian leaves it out; OATH CSV
+			// has no model column.
 			k.model = []byte(FallbackModel)
-			warn(f.model, WarnModelFallback, "no <Model> in the file nor a model hint: the model is "+FallbackModel)
+			warn(f.model, WarnModelFallback, "no model in the file nor a model hint: the model is "+FallbackModel)
 		default:
 			c.problem(k.line, f.model, CodeModelMissing, "the model is empty (give a model hint: blob metadata model or --model)")
 		}

@@ -21,6 +21,7 @@ const (
 	FormatEntraCSV Format = "entra-csv" // upn,serial number,secret key,time interval,manufacturer,model
 	FormatGraphCSV Format = "graph-csv" // serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction[,upn]
 	FormatPSKC     Format = "pskc"      // RFC 6030 XML
+	FormatOATHCSV  Format = "oath-csv"  // serial, key, type[, digits[, period[, hash]]]: hex keys, no header (LinOTP, privacyIDEA, multiOTP)
 )
 
 // Options chooses how a file is read. The zero value reads any format with Base32 secrets.
