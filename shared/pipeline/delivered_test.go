@@ -3,13 +3,17 @@ package pipeline_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
+	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -157,5 +161,46 @@ func TestPGPPublicKey(t *testing.T) {
 	none := s.Pipeline(pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), func(d *pipeline.Deps) { d.Envelope = nil })
 	if _, err := none.PGPPublicKey(ctx); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("no key: %v, want not found", err)
+	}
+}
+
+// Feitian's PSKC has no <Model>: the blob metadata hint fills it in, and each row carries a
+// warning in the report, not a problem; without a hint the model is the fallback.
+func TestFeitianImportWithHints(t *testing.T) {
+	ctx := context.Background()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "seedfiles", "feitian-no-model.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := hex.DecodeString("00112233445566778899aabbccddeeff")
+	for _, tc := range []struct {
+		name, model, warning string
+		metadata             map[string]string
+	}{
+		{"feitian-hinted.xml", "c200", seedfile.WarnModelHint, map[string]string{"model": "c200"}},
+		{"feitian-plain.xml", seedfile.FallbackModel, seedfile.WarnModelFallback, nil},
+	} {
+		s := pipelinetest.NewStack(t, pipelinetest.Options{})
+		l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+		p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.ReadOptions.PSKCKey = key })
+		f := b.Upload(tc.name, raw)
+		f.Metadata = tc.metadata
+		res, err := p.Import(ctx, f)
+		if err != nil || res.Valid != 3 || res.Disposition != pipeline.DispositionDeleted {
+			t.Fatalf("%s: %+v %v", tc.name, res, err)
+		}
+		pipelinetest.Drain(t, ctx, p, q)
+		var rep pipeline.ImportStatus
+		if err := json.Unmarshal(b.Reports[tc.name+".json"], &rep); err != nil {
+			t.Fatal(err)
+		}
+		for _, tl := range rep.Tokens {
+			if tl.Model != tc.model || len(tl.Problems) != 0 || len(tl.Warnings) == 0 || tl.Warnings[0].Code != tc.warning || tl.Status != pipeline.StatusAvailable {
+				t.Errorf("%s line %d: %+v", tc.name, tl.Line, tl)
+			}
+		}
+		if d, ok := s.Graph.Server.DeviceBySerial("2600000001"); !ok || d.Model != tc.model {
+			t.Errorf("%s: device %+v", tc.name, d)
+		}
 	}
 }

@@ -170,6 +170,7 @@ type TokenLine struct {
 	Status            string             `json:"status"`
 	Reason            string             `json:"reason,omitempty"`
 	Problems          []seedfile.Problem `json:"problems,omitempty"`
+	Warnings          []seedfile.Problem `json:"warnings,omitempty"` // a valid row's warnings: model from a hint or the fallback, a key near its expiry
 }
 
 // Import reads and validates f, puts every valid seed in the vault, writes the ledger rows,
