@@ -152,8 +152,9 @@ func openPGP(name string, r io.Reader, keys Keys, lim Limits, each func(Inner) e
 	if err != nil {
 		return err
 	}
-	capped := &capReader{r: plain, name: name, max: lim.MaxExpanded}
-	br := bufio.NewReaderSize(capped, 64<<10)
+	ahead := readAhead(&capReader{r: plain, name: name, max: lim.MaxExpanded})
+	defer ahead.Close()
+	br := bufio.NewReaderSize(ahead, 64<<10)
 	head, _ := br.Peek(64)
 	kind, ok := Detect(head)
 	switch {

@@ -51,16 +51,7 @@ func openZip(name string, ra io.ReaderAt, size int64, outer []Kind, keys Keys, l
 			return &Error{Name: name, Code: CodeTooLarge, Message: fmt.Sprintf("the archive holds more than %d files", lim.MaxEntries)}
 		}
 		inner := name + "!" + f.Name
-		r, err := openEntry(inner, f, keys.ZipPasswords, lim)
-		if err != nil {
-			return err
-		}
-		br := bufio.NewReaderSize(r, 64<<10)
-		head, _ := br.Peek(64)
-		if k, ok := Detect(head); ok {
-			return &Error{Name: inner, Code: CodeNested, Message: fmt.Sprintf("the archive holds a %s inside; send the seed file itself in the archive (one level)", k)}
-		}
-		if err := each(Inner{Name: inner, Layers: layers, R: br}); err != nil {
+		if err := openFile(inner, f, layers, keys, lim, each); err != nil {
 			return err
 		}
 	}
@@ -68,6 +59,21 @@ func openZip(name string, ra io.ReaderAt, size int64, outer []Kind, keys Keys, l
 		return &Error{Name: name, Code: CodeZipEmpty, Message: "the zip archive holds no file"}
 	}
 	return nil
+}
+
+func openFile(inner string, f *zip.File, layers []Kind, keys Keys, lim Limits, each func(Inner) error) error {
+	r, err := openEntry(inner, f, keys.ZipPasswords, lim)
+	if err != nil {
+		return err
+	}
+	ahead := readAhead(r)
+	defer ahead.Close()
+	br := bufio.NewReaderSize(ahead, 64<<10)
+	head, _ := br.Peek(64)
+	if k, ok := Detect(head); ok {
+		return &Error{Name: inner, Code: CodeNested, Message: fmt.Sprintf("the archive holds a %s inside; send the seed file itself in the archive (one level)", k)}
+	}
+	return each(Inner{Name: inner, Layers: layers, R: br})
 }
 
 // openEntry returns f's plaintext as a stream that checks the CRC (or WinZip's authentication
