@@ -27,6 +27,16 @@ type aheadChunk struct {
 
 var errClosed = errors.New("envelope: read after the seed file was handed back")
 
+// aheadPool keeps the buffers between seed files (an archive of many small files must not cost
+// a megabyte each).
+var aheadPool = sync.Pool{New: func() any { return new([aheadSize]byte) }}
+
+func putAhead(b []byte) {
+	b = b[:cap(b)]
+	clear(b)
+	aheadPool.Put((*[aheadSize]byte)(b))
+}
+
 const (
 	aheadSize    = 256 << 10
 	aheadBuffers = 4
@@ -38,7 +48,7 @@ func readAhead(r io.Reader) *aheadReader {
 		done: make(chan struct{}), finished: make(chan struct{}),
 	}
 	for range aheadBuffers {
-		a.free <- make([]byte, aheadSize)
+		a.free <- aheadPool.Get().(*[aheadSize]byte)[:]
 	}
 	go a.fill(r)
 	return a
@@ -64,6 +74,7 @@ func (a *aheadReader) fill(r io.Reader) {
 		select {
 		case a.ch <- aheadChunk{buf[:n], err}:
 		case <-a.done:
+			putAhead(buf)
 			return
 		}
 		if err != nil {
@@ -99,22 +110,15 @@ func (a *aheadReader) Close() {
 	a.once.Do(func() {
 		a.cur, a.err = nil, errClosed
 		close(a.done)
-		<-a.finished
-		clear(a.held)
-		for {
-			select {
-			case c, ok := <-a.ch:
-				if !ok {
-					a.ch = nil
-				}
-				clear(c.b)
-				continue
-			case b := <-a.free:
-				clear(b[:cap(b)])
-				continue
-			default:
-			}
-			break
+		<-a.finished // fill has returned: every buffer is in a.ch, a.free or a.held
+		if a.held != nil {
+			putAhead(a.held)
+		}
+		for c := range a.ch {
+			putAhead(c.b)
+		}
+		for len(a.free) > 0 {
+			putAhead(<-a.free)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -201,6 +202,20 @@ func TestOpenCaps(t *testing.T) {
 			}
 		})
 	}
+	// The caps hold for the archive as a whole: four files of 1 MiB under a 3 MiB cap.
+	var four bytes.Buffer
+	zw = zip.NewWriter(&four)
+	for i := range 4 {
+		w, _ := zw.Create(fmt.Sprintf("part%d.csv", i))
+		w.Write(zeros)
+	}
+	zw.Close()
+	if _, err := open(four.Bytes(), "four.zip", Keys{}, Limits{MaxExpanded: 3 << 20, MaxRatio: 1 << 30}); codeOf(err) != CodeTooLarge {
+		t.Errorf("archive total: %v", err)
+	}
+	if _, err := open(four.Bytes(), "four.zip", Keys{}, Limits{MaxExpanded: 8 << 20, MaxRatio: 1 << 30}); err != nil {
+		t.Errorf("archive within its total: %v", err)
+	}
 	// A zip read from a stream only is held in memory, within its cap.
 	err := Open(Source{Name: "s.zip", R: bytes.NewReader(bomb)}, Keys{}, Limits{MaxInMemory: 1 << 10}, func(Inner) error { return nil })
 	if c := codeOf(err); c != CodeTooLarge {
@@ -307,4 +322,31 @@ func TestEncryptRoundTripAndDeterminism(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzZip(f *testing.F) {
+	for _, n := range []string{"aes256.zip", "aes128.zip", "aes256-stored.zip", "zipcrypto.zip", "plain.zip", "nested.zip"} {
+		f.Add(read(f, n))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := open(data, "fuzz.zip", Keys{ZipPasswords: []string{"wrong", zipPassword}}, Limits{MaxExpanded: 4 << 20, MaxInMemory: 1 << 20})
+		var e *Error
+		if err != nil && !errors.As(err, &e) {
+			t.Fatalf("not an *Error: %v", err)
+		}
+	})
+}
+
+func FuzzPGP(f *testing.F) {
+	for _, n := range []string{"clean.csv.cv25519.gpg", "clean.csv.cv25519.asc", "clean.csv.other.gpg", "aes256.zip.gpg"} {
+		f.Add(read(f, n))
+	}
+	k := keys(f, "", "cv25519")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := open(data, "fuzz.gpg", Keys{PGP: k, ZipPasswords: []string{zipPassword}}, Limits{MaxExpanded: 4 << 20, MaxInMemory: 1 << 20})
+		var e *Error
+		if err != nil && !errors.As(err, &e) {
+			t.Fatalf("not an *Error: %v", err)
+		}
+	})
 }

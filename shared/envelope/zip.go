@@ -42,6 +42,9 @@ func openZip(name string, ra io.ReaderAt, size int64, outer []Kind, keys Keys, l
 		return &Error{Name: name, Code: CodeZipCorrupt, Message: "the zip archive is damaged or cut short (its central directory cannot be read)", Err: err}
 	}
 	layers := append(append([]Kind(nil), outer...), KindZip)
+	// The caps hold for the archive as a whole too: entries may overlap (a directory can point
+	// many entries at the same compressed bytes, Fifield's "non-recursive zip bomb").
+	tot := &total{size: size}
 	n := 0
 	for _, f := range zr.File {
 		if !f.Mode().IsRegular() || strings.HasPrefix(f.Name, "__MACOSX/") {
@@ -51,7 +54,7 @@ func openZip(name string, ra io.ReaderAt, size int64, outer []Kind, keys Keys, l
 			return &Error{Name: name, Code: CodeTooLarge, Message: fmt.Sprintf("the archive holds more than %d files", lim.MaxEntries)}
 		}
 		inner := name + "!" + f.Name
-		if err := openFile(inner, f, layers, keys, lim, each); err != nil {
+		if err := openFile(inner, f, layers, keys, lim, tot, each); err != nil {
 			return err
 		}
 	}
@@ -61,8 +64,8 @@ func openZip(name string, ra io.ReaderAt, size int64, outer []Kind, keys Keys, l
 	return nil
 }
 
-func openFile(inner string, f *zip.File, layers []Kind, keys Keys, lim Limits, each func(Inner) error) error {
-	r, err := openEntry(inner, f, keys.ZipPasswords, lim)
+func openFile(inner string, f *zip.File, layers []Kind, keys Keys, lim Limits, tot *total, each func(Inner) error) error {
+	r, err := openEntry(inner, f, keys.ZipPasswords, lim, tot)
 	if err != nil {
 		return err
 	}
@@ -78,7 +81,7 @@ func openFile(inner string, f *zip.File, layers []Kind, keys Keys, lim Limits, e
 
 // openEntry returns f's plaintext as a stream that checks the CRC (or WinZip's authentication
 // code) and the caps as it goes.
-func openEntry(name string, f *zip.File, passwords []string, lim Limits) (io.Reader, error) {
+func openEntry(name string, f *zip.File, passwords []string, lim Limits, tot *total) (io.Reader, error) {
 	if f.UncompressedSize64 > uint64(lim.MaxExpanded) {
 		return nil, &Error{Name: name, Code: CodeTooLarge, Message: fmt.Sprintf("the file expands to more than %d MiB", lim.MaxExpanded>>20)}
 	}
@@ -91,7 +94,7 @@ func openEntry(name string, f *zip.File, passwords []string, lim Limits) (io.Rea
 		if err != nil {
 			return nil, &Error{Name: name, Code: CodeZipCorrupt, Message: "the zip entry cannot be read", Err: err}
 		}
-		return checked(name, f, decompress(method, raw), lim, true), nil
+		return checked(name, f, decompress(method, raw), lim, tot, true), nil
 	}
 	if len(passwords) == 0 {
 		return nil, &Error{Name: name, Code: CodeZipPassword, Message: "the file is password-protected and no zip password is configured"}
@@ -111,7 +114,7 @@ func openEntry(name string, f *zip.File, passwords []string, lim Limits) (io.Rea
 		if err != nil {
 			continue
 		}
-		return checked(name, f, decompress(method, r), lim, !ae2), nil
+		return checked(name, f, decompress(method, r), lim, tot, !ae2), nil
 	}
 	if passedCheck {
 		return nil, &Error{Name: name, Code: CodeZipCorrupt, Message: "a password passes the file's check but its content does not decompress: the file is damaged"}
@@ -176,20 +179,24 @@ func decompress(method uint16, r io.Reader) io.Reader {
 	return r
 }
 
+// total is what all entries of one archive expanded to so far, and the archive's size.
+type total struct{ n, size int64 }
+
 // checkedReader enforces the caps and, at the end, the length and CRC-32 of the entry.
 type checkedReader struct {
 	r        io.Reader
 	f        *zip.File
 	name     string
 	lim      Limits
+	tot      *total
 	crc      hash.Hash32
 	checkCRC bool
 	n        int64
 	err      error
 }
 
-func checked(name string, f *zip.File, r io.Reader, lim Limits, checkCRC bool) io.Reader {
-	return &checkedReader{r: r, f: f, name: name, lim: lim, crc: crc32.NewIEEE(), checkCRC: checkCRC}
+func checked(name string, f *zip.File, r io.Reader, lim Limits, tot *total, checkCRC bool) io.Reader {
+	return &checkedReader{r: r, f: f, name: name, lim: lim, tot: tot, crc: crc32.NewIEEE(), checkCRC: checkCRC}
 }
 
 func (c *checkedReader) Read(p []byte) (int, error) {
@@ -199,12 +206,13 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.crc.Write(p[:n])
 	c.n += int64(n)
-	comp := int64(c.f.CompressedSize64)
+	c.tot.n += int64(n)
+	comp := min(int64(c.f.CompressedSize64), c.tot.size)
 	switch {
-	case c.n > c.lim.MaxExpanded:
-		c.err = &Error{Name: c.name, Code: CodeTooLarge, Message: fmt.Sprintf("the file expands beyond %d MiB", c.lim.MaxExpanded>>20)}
-	case c.n > 1<<20 && c.n > c.lim.MaxRatio*max(comp, 1):
-		c.err = &Error{Name: c.name, Code: CodeTooLarge, Message: fmt.Sprintf("the file expands more than %d times its compressed size (a zip bomb?)", c.lim.MaxRatio)}
+	case c.n > c.lim.MaxExpanded || c.tot.n > c.lim.MaxExpanded:
+		c.err = &Error{Name: c.name, Code: CodeTooLarge, Message: fmt.Sprintf("the archive expands beyond %d MiB", c.lim.MaxExpanded>>20)}
+	case c.n > 1<<20 && c.n > c.lim.MaxRatio*max(comp, 1), c.tot.n > 1<<20 && c.tot.n > c.lim.MaxRatio*max(c.tot.size, 1):
+		c.err = &Error{Name: c.name, Code: CodeTooLarge, Message: fmt.Sprintf("the archive expands more than %d times its size (a zip bomb?)", c.lim.MaxRatio)}
 	case err == io.EOF:
 		if uint64(c.n) != c.f.UncompressedSize64 {
 			c.err = &Error{Name: c.name, Code: CodeZipCorrupt, Message: "the file's length does not match the archive's directory: damaged"}
