@@ -226,7 +226,7 @@ func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportR
 		rows = append(rows, TokenRecord{
 			ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
 			Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
-			Problems: r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
+			Problems:        r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
 			SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
 		})
 	}
