@@ -34,6 +34,9 @@ import (
 // a typical provisioning call.
 const shutdownGrace = 25 * time.Second
 
+// listenAddr is where `oathpipe serve` listens: the loopback address the Functions host dials.
+func listenAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
 // runServe is `oathpipe serve`: the Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
 func runServe(args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -74,9 +77,10 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer, re
 		log.Error("cannot start", "err", err)
 		return exitUsage
 	}
-	// All interfaces, as Microsoft's Go custom handler samples do: the host reaches the handler
-	// over loopback, and the sandbox exposes no other port.
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	// Loopback only: the host connects to http://127.0.0.1:{port} (WorkerConstants.HostName in
+	// azure-functions-host, src/WebJobs.Script/Workers/WorkerConstants.cs), and nothing else
+	// should reach the worker.
+	ln, err := net.Listen("tcp", listenAddr(cfg.Port))
 	if err != nil {
 		log.Error("cannot listen", "port", cfg.Port, "err", err)
 		return exitProblem

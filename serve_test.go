@@ -90,8 +90,8 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 		t.Fatal("serve did not start")
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	if !strings.HasSuffix(addr, ":"+strconv.Itoa(port)) {
-		t.Errorf("listening on %s, want port %d", addr, port)
+	if want := "127.0.0.1:" + strconv.Itoa(port); addr != want {
+		t.Errorf("listening on %s, want %s (loopback only: the host dials 127.0.0.1)", addr, want)
 	}
 
 	resp, err := http.Get(base + "/")

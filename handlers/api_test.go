@@ -106,7 +106,7 @@ func TestAssignmentErrors(t *testing.T) {
 		{name: "body not an object", method: "PUT", body: `["grace@contoso.com"]`, wantStatus: 400, wantCode: "malformed-body"},
 		{name: "two objects", method: "PUT", body: okBody + okBody, wantStatus: 400, wantCode: "malformed-body"},
 		{name: "wrong type", method: "PUT", body: `{"userPrincipalName":"grace@contoso.com","activate":"yes"}`, wantStatus: 400, wantCode: "malformed-body"},
-		{name: "empty body", method: "PUT", body: "", wantStatus: 400, wantCode: "malformed-body"},
+		{name: "empty body", method: "PUT", body: "", headers: map[string][]string{"Content-Length": {"0"}, "Content-Type": {"application/json"}}, wantStatus: 400, wantCode: "malformed-body"},
 		{name: "unknown field", method: "PUT", body: `{"userPrincipalName":"grace@contoso.com","secretKey":"X"}`, wantStatus: 400, wantCode: "unknown-field",
 			check: func(t *testing.T, _ HTTPResponse, p Problem) {
 				if !strings.Contains(p.Detail, "secretKey") {

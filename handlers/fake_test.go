@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -30,6 +31,7 @@ type fakePipeline struct {
 	unassigns   []string // serial + " by " + caller
 	states      []string
 	statuses    []string
+	importIDs   []string
 
 	err       error // returned by every method but RecordPoisoned when set
 	recordErr error // returned by RecordPoisoned
@@ -131,6 +133,18 @@ func (f *fakePipeline) ImportStatus(_ context.Context, name string) (*pipeline.I
 		Disposition: "deleted", Tokens: []pipeline.TokenLine{{Line: 2, SerialNumber: "1000001", Status: pipeline.StatusActivated}}}, nil
 }
 
+func (f *fakePipeline) ImportStatusByID(ctx context.Context, name, id string) (*pipeline.ImportStatus, error) {
+	st, err := f.ImportStatus(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.importIDs = append(f.importIDs, id)
+	f.mu.Unlock()
+	st.ImportID = id
+	return st, nil
+}
+
 // hostAnswer is the handler's answer to the host, decoded strictly enough to check the shape.
 type hostAnswer struct {
 	Status      int
@@ -190,6 +204,15 @@ func fixture(t testing.TB, name string) []byte {
 
 // httpPayload builds an HTTP trigger invocation like the host's.
 func httpPayload(method, url string, params map[string]string, headers map[string][]string, body any) []byte {
+	if text, ok := body.(string); ok && text != "" {
+		// What the host passes for a body a client sent with Content-Length (curl -d does):
+		// the request's headers, and Body only when Content-Length > 0.
+		h := map[string][]string{"Content-Type": {"application/json"}, "Content-Length": {strconv.Itoa(len(text))}}
+		for k, v := range headers {
+			h[k] = v
+		}
+		headers = h
+	}
 	req := map[string]any{"Url": url, "Method": method, "Query": map[string]string{}, "Headers": headers, "Params": params}
 	if body != nil {
 		req["Body"] = body

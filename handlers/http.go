@@ -3,9 +3,9 @@ package handlers
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,6 +20,13 @@ import (
 
 // maxHTTPBody bounds an HTTP API request body; the largest valid one is well under 1 KiB.
 const maxHTTPBody = 8 << 10
+
+// hostRoutedMethods are the methods each HTTP function's function.json lists: every method, so
+// that the host hands every request to the handler (the host answers a method a function does
+// not list with its own plain 404) and the handler answers one its route does not serve with
+// 405 method-not-allowed and an Allow header.
+var hostRoutedMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions, http.MethodTrace}
 
 // apiCall is one HTTP API request after decoding and the role check.
 type apiCall struct {
@@ -70,9 +77,6 @@ func (s *Server) serveAPI(ctx context.Context, c *apiCall, in *Invocation, route
 		c.log.Warn("caller refused", "code", p.Code)
 		return problemResponse(p)
 	}
-	if c.method == http.MethodPut && len(req.Body) > maxHTTPBody {
-		return problemResponse(newProblem(codeBodyTooLarge, "The body must be at most 8 KiB."))
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.budget)
 	defer cancel()
 	return h(ctx, c)
@@ -105,44 +109,94 @@ func (c *apiCall) fail(err error) HTTPResponse {
 	return problemResponse(p)
 }
 
-// param returns the route parameter name, from Params or, failing that, from the URL path
-// segment that follows after in the route (tokens/{serial}/..., imports/{name}).
-func (r *HTTPRequest) param(name, after string) string {
+// routeValue returns the route parameter name as the caller sent it. The host's route values
+// come from ASP.NET Core routing, where Kestrel decodes every percent-escape except %2F
+// (dotnet/aspnetcore#30655), so Params may hold "a%2Fb" for the serial "a/b": %2F (either case)
+// is decoded here, and nothing else (a "%" in Params is already the caller's own). Without
+// Params, the value comes from the URL path: the segment after the one named after (or, with
+// rest, every segment after it), percent-decoded. Nothing is trimmed: validation refuses white
+// space at either end instead of looking up something the caller did not send.
+func (r *HTTPRequest) routeValue(name, after string, rest bool) string {
 	for k, v := range r.Params {
 		if strings.EqualFold(k, name) {
-			return v
+			return decodeSlash(v)
 		}
 	}
 	u, err := url.Parse(r.URL)
 	if err != nil {
 		return ""
 	}
-	segs := strings.Split(strings.Trim(u.EscapedPath(), "/"), "/")
+	segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
 	for i, s := range segs {
-		if s == after && i+1 < len(segs) {
-			v, err := url.PathUnescape(segs[i+1])
-			if err != nil {
-				return ""
-			}
-			return v
+		if s != after || i+1 >= len(segs) {
+			continue
 		}
+		raw := segs[i+1]
+		if rest {
+			raw = strings.Join(segs[i+1:], "/")
+		}
+		v, err := url.PathUnescape(raw)
+		if err != nil {
+			return ""
+		}
+		return v
 	}
 	return ""
 }
 
-// jsonBody returns the request body as JSON text: the host may hand over text, a JSON value,
-// or base64 (for binary content types).
-func (r *HTTPRequest) jsonBody() []byte {
-	b := bytes.TrimSpace([]byte(r.Body))
-	if len(b) == 0 || b[0] == '{' || b[0] == '[' {
-		return b
+// decodeSlash turns the %2F escapes Kestrel leaves in route values into "/".
+func decodeSlash(v string) string {
+	if !strings.Contains(v, "%") {
+		return v
 	}
-	if dec, err := base64.StdEncoding.DecodeString(string(b)); err == nil {
-		if d := bytes.TrimSpace(dec); len(d) > 0 && d[0] == '{' {
-			return d
+	return strings.NewReplacer("%2F", "/", "%2f", "/").Replace(v)
+}
+
+// requestBody returns a PUT's JSON body, or the problem that refuses it: no body because the
+// request had no Content-Length (the host passes Body only when Content-Length > 0, so a
+// chunked body never arrives), a Content-Type other than application/json, an empty or
+// oversized body, or text that is not UTF-8. The body is read one way only: as the text the
+// host hands over (a JSON value the host parsed is kept as its JSON text).
+func (r *HTTPRequest) requestBody() ([]byte, *Problem) {
+	b := []byte(r.Body)
+	if len(bytes.TrimSpace(b)) == 0 {
+		cl := strings.TrimSpace(r.Header("Content-Length"))
+		chunked := strings.Contains(strings.ToLower(r.Header("Transfer-Encoding")), "chunked")
+		if len(b) == 0 && (cl == "" || chunked || cl != "0") {
+			return nil, newProblem(codeLengthRequired, "PUT needs a JSON body sent with a Content-Length header; "+
+				"the Functions host passes no body without one (a chunked body, Transfer-Encoding: chunked, arrives empty).")
+		}
+		return nil, newProblem(codeMalformedBody, `PUT needs a JSON body: {"userPrincipalName": "..."}.`)
+	}
+	if p := jsonContentType(r.Header("Content-Type")); p != nil {
+		return nil, p
+	}
+	if len(b) > maxHTTPBody {
+		return nil, newProblem(codeBodyTooLarge, "The request body must be at most 8 KiB.")
+	}
+	if !utf8.Valid(b) {
+		return nil, newProblem(codeMalformedBody, "The request body is not UTF-8 text.")
+	}
+	return b, nil
+}
+
+// jsonContentType refuses a Content-Type that is not application/json (charset, when given,
+// utf-8): a body is only ever read as the JSON its type says it is.
+func jsonContentType(ct string) *Problem {
+	const want = "The request's Content-Type must be application/json"
+	if strings.TrimSpace(ct) == "" {
+		return newProblem(codeUnsupportedMediaType, want+"; the request has none.")
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return newProblem(codeUnsupportedMediaType, want+".")
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return newProblem(codeUnsupportedMediaType, want+" (with charset=utf-8 or no parameter).")
 		}
 	}
-	return b
+	return nil
 }
 
 // maxSerialBytes bounds a serial number in the path.
@@ -159,50 +213,31 @@ var (
 // quotes, slashes and any unicode, and the seed file reader accepts them, so the API does too:
 // only empty, oversized, invalid UTF-8 and control characters are refused (URL-encode the rest).
 func validSerial(s string) bool {
-	if s == "" || len(s) > maxSerialBytes || !utf8.ValidString(s) || strings.TrimSpace(s) != s {
+	return len(s) <= maxSerialBytes && printablePathValue(s)
+}
+
+// printablePathValue reports whether s is a non-empty path value oathpipe looks up as sent:
+// valid UTF-8 (no U+FFFD, which stands for bytes that were not), no control characters, and
+// no white space at either end (never trimmed: " SN-1" is not "SN-1").
+func printablePathValue(s string) bool {
+	if s == "" || !utf8.ValidString(s) || strings.TrimSpace(s) != s {
 		return false
 	}
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || r == utf8.RuneError {
 			return false
 		}
 	}
 	return true
 }
 
-// validUser reports whether s is a user principal name (local@domain.tld) or an object id.
+// validUser reports whether s is a user principal name (token.ValidUPN, the rule the seed
+// file reader applies too) or a user object id.
 func validUser(s string) bool {
-	if objectIDPattern.MatchString(s) {
-		return true
-	}
-	if len(s) < 3 || len(s) > 256 || !utf8.ValidString(s) {
-		return false
-	}
-	at := strings.LastIndexByte(s, '@')
-	if at <= 0 || at == len(s)-1 || strings.Count(s, "@") != 1 {
-		return false
-	}
-	domain := s[at+1:]
-	if !strings.Contains(domain, ".") || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune(`"\<>()[],;:/`, r) {
-			return false
-		}
-	}
-	return true
+	return objectIDPattern.MatchString(s) || token.ValidUPN(s)
 }
 
 // validImportName reports whether s can be a blob name in the inbox.
 func validImportName(s string) bool {
-	if s == "" || len(s) > 1024 || !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 1024 && printablePathValue(s)
 }

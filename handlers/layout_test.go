@@ -38,10 +38,10 @@ func TestFunctionJSONMatchesHandlers(t *testing.T) {
 		FuncProvisionToken:  {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.ProvisionQueue, Connection: config.StorageConnection}},
 		FuncProvisionFailed: {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.PoisonQueue, Connection: config.StorageConnection}},
 		FuncTokenAssignment: {
-			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokenAssignmentRoute, Methods: lower(tokenAssignmentMethods)},
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokenAssignmentRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
 		FuncImportStatus: {
-			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: ImportStatusRoute, Methods: lower(importStatusMethods)},
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: ImportStatusRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
 		FuncPgpKey: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: PGPKeyRoute, Methods: lower(pgpKeyMethods)},

@@ -37,35 +37,37 @@ type problemCode struct {
 
 // Problem codes. docs/api.md and docs/openapi.yaml list the same set; a test keeps them in step.
 var (
-	codeMalformedBody       = problemCode{"malformed-body", http.StatusBadRequest, "The request body is not valid JSON of the expected shape"}
-	codeUnknownField        = problemCode{"unknown-field", http.StatusBadRequest, "The request body has a field this API does not know"}
-	codeInvalidUPN          = problemCode{"invalid-upn", http.StatusBadRequest, "userPrincipalName is missing or malformed"}
-	codeInvalidSerial       = problemCode{"invalid-serial", http.StatusBadRequest, "The serial number in the path is malformed"}
-	codeInvalidCode         = problemCode{"invalid-verification-code", http.StatusBadRequest, "verificationCode must be 6 digits"}
-	codeInvalidName         = problemCode{"invalid-import-name", http.StatusBadRequest, "The import (file) name in the path is malformed"}
-	codeInvalidRequest      = problemCode{"invalid-request", http.StatusBadRequest, "The request is not valid"}
-	codeNoPrincipal         = problemCode{"caller-unauthenticated", http.StatusForbidden, "The caller carries no App Service authentication principal"}
-	codeRoleMissing         = problemCode{"role-missing", http.StatusForbidden, "The caller lacks the app role this API requires"}
-	codeNotFound            = problemCode{"not-found", http.StatusNotFound, "The token, user or import does not exist"}
-	codeMethodNotAllowed    = problemCode{"method-not-allowed", http.StatusMethodNotAllowed, "The method is not allowed on this route"}
-	codeBodyTooLarge        = problemCode{"body-too-large", http.StatusRequestEntityTooLarge, "The request body is too large"}
-	codeGuest               = problemCode{"guest-user", http.StatusConflict, "Tokens cannot be assigned to guest users"}
-	codeDisabled            = problemCode{"disabled-user", http.StatusConflict, "The user account is disabled"}
-	codeTooManyMethods      = problemCode{"too-many-methods", http.StatusConflict, "The user already holds five OATH methods"}
-	codeBadCode             = problemCode{"code-rejected", http.StatusConflict, "Entra ID rejected the verification code"}
-	codeAssignedElsewhere   = problemCode{"assigned-elsewhere", http.StatusConflict, "The token is assigned to another user"}
-	codeConflict            = problemCode{"conflict", http.StatusConflict, "The request conflicts with the token's current state"}
-	codeThrottled           = problemCode{"throttled", http.StatusTooManyRequests, "Microsoft Graph is throttling; retry after the given time"}
-	codeUpstreamForbidden   = problemCode{"upstream-forbidden", http.StatusBadGateway, "oathpipe lacks a permission in Entra ID or Key Vault"}
-	codeUpstreamUnavailable = problemCode{"upstream-unavailable", http.StatusServiceUnavailable, "Microsoft Graph or Key Vault failed or did not answer in time"}
-	codeInternal            = problemCode{"internal", http.StatusInternalServerError, "oathpipe failed unexpectedly"}
+	codeMalformedBody        = problemCode{"malformed-body", http.StatusBadRequest, "The request body is not valid JSON of the expected shape"}
+	codeUnknownField         = problemCode{"unknown-field", http.StatusBadRequest, "The request body has a field this API does not know"}
+	codeInvalidUPN           = problemCode{"invalid-upn", http.StatusBadRequest, "userPrincipalName is missing or malformed"}
+	codeInvalidSerial        = problemCode{"invalid-serial", http.StatusBadRequest, "The serial number in the path is malformed"}
+	codeInvalidCode          = problemCode{"invalid-verification-code", http.StatusBadRequest, "verificationCode must be 6 digits"}
+	codeInvalidName          = problemCode{"invalid-import-name", http.StatusBadRequest, "The import (file) name in the path is malformed"}
+	codeInvalidRequest       = problemCode{"invalid-request", http.StatusBadRequest, "The request is not valid"}
+	codeNoPrincipal          = problemCode{"caller-unauthenticated", http.StatusForbidden, "The caller carries no App Service authentication principal"}
+	codeRoleMissing          = problemCode{"role-missing", http.StatusForbidden, "The caller lacks the app role this API requires"}
+	codeNotFound             = problemCode{"not-found", http.StatusNotFound, "The token, user or import does not exist"}
+	codeMethodNotAllowed     = problemCode{"method-not-allowed", http.StatusMethodNotAllowed, "The method is not allowed on this route"}
+	codeBodyTooLarge         = problemCode{"body-too-large", http.StatusRequestEntityTooLarge, "The request body is too large"}
+	codeLengthRequired       = problemCode{"length-required", http.StatusLengthRequired, "The request body must be sent with a Content-Length"}
+	codeUnsupportedMediaType = problemCode{"unsupported-media-type", http.StatusUnsupportedMediaType, "The request body must be application/json"}
+	codeGuest                = problemCode{"guest-user", http.StatusConflict, "Tokens cannot be assigned to guest users"}
+	codeDisabled             = problemCode{"disabled-user", http.StatusConflict, "The user account is disabled"}
+	codeTooManyMethods       = problemCode{"too-many-methods", http.StatusConflict, "The user already holds five OATH methods"}
+	codeBadCode              = problemCode{"code-rejected", http.StatusConflict, "Entra ID rejected the verification code"}
+	codeAssignedElsewhere    = problemCode{"assigned-elsewhere", http.StatusConflict, "The token is assigned to another user"}
+	codeConflict             = problemCode{"conflict", http.StatusConflict, "The request conflicts with the token's current state"}
+	codeThrottled            = problemCode{"throttled", http.StatusTooManyRequests, "Microsoft Graph is throttling; retry after the given time"}
+	codeUpstreamForbidden    = problemCode{"upstream-forbidden", http.StatusBadGateway, "oathpipe lacks a permission in Entra ID or Key Vault"}
+	codeUpstreamUnavailable  = problemCode{"upstream-unavailable", http.StatusServiceUnavailable, "Microsoft Graph or Key Vault failed or did not answer in time"}
+	codeInternal             = problemCode{"internal", http.StatusInternalServerError, "oathpipe failed unexpectedly"}
 )
 
 // problemCodes lists every code the HTTP API answers with.
 var problemCodes = []problemCode{
 	codeMalformedBody, codeUnknownField, codeInvalidUPN, codeInvalidSerial, codeInvalidCode,
 	codeInvalidName, codeInvalidRequest, codeNoPrincipal, codeRoleMissing, codeNotFound,
-	codeMethodNotAllowed, codeBodyTooLarge, codeGuest, codeDisabled, codeTooManyMethods,
+	codeMethodNotAllowed, codeBodyTooLarge, codeLengthRequired, codeUnsupportedMediaType, codeGuest, codeDisabled, codeTooManyMethods,
 	codeBadCode, codeAssignedElsewhere, codeConflict, codeThrottled, codeUpstreamForbidden,
 	codeUpstreamUnavailable, codeInternal,
 }

@@ -37,6 +37,7 @@ type Assigner interface {
 // StatusReader reads an import's status (ImportStatus).
 type StatusReader interface {
 	ImportStatus(ctx context.Context, fileName string) (*pipeline.ImportStatus, error)
+	ImportStatusByID(ctx context.Context, fileName, importID string) (*pipeline.ImportStatus, error)
 }
 
 // Pipeline is everything the handlers call; *pipeline.Pipeline implements it.

@@ -28,9 +28,10 @@ type AssignBody struct {
 
 // assignmentAPI answers GET/PUT/DELETE /api/tokens/{serial}/assignment (function TokenAssignment).
 func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
-	serial := strings.TrimSpace(c.req.param("serial", "tokens"))
+	serial := c.req.routeValue("serial", "tokens", false)
 	if !validSerial(serial) {
-		return problemResponse(newProblem(codeInvalidSerial, "The serial number must be 1 to 128 bytes of printable UTF-8 (URL-encoded in the path)."))
+		return problemResponse(newProblem(codeInvalidSerial, "The serial number in the request path must be 1 to 128 bytes of printable UTF-8, "+
+			"with no white space at either end (URL-encode it, \"/\" as %2F)."))
 	}
 	c.log = c.log.With("serial", serial)
 	switch c.method {
@@ -48,7 +49,11 @@ func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		c.log.Info("token unassigned", "previousUser", a.PreviousUserPrincipalName, "changed", a.Changed)
 		return jsonResponse(http.StatusOK, a)
 	default: // PUT
-		r, p := decodeAssignBody(c.req.jsonBody())
+		body, p := c.req.requestBody()
+		if p != nil {
+			return problemResponse(p)
+		}
+		r, p := decodeAssignBody(body)
 		if p != nil {
 			return problemResponse(p)
 		}
@@ -63,23 +68,75 @@ func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 	}
 }
 
-// decodeAssignBody strictly decodes and validates a PUT body.
+// assignFields are the PUT body's fields, spelled exactly so.
+var assignFields = []string{"userPrincipalName", "verificationCode", "activate"}
+
+// decodeAssignBody strictly decodes and validates a PUT body: one JSON object whose keys are
+// exactly the documented names (case-sensitive, each at most once) with values of the documented
+// JSON types. A proxy and oathpipe can never read one body two ways: a repeated key, a key in
+// another case or a null is refused, never resolved by a rule of encoding/json.
 func decodeAssignBody(body []byte) (pipeline.AssignRequest, *Problem) {
 	var r pipeline.AssignRequest
-	if len(body) == 0 {
-		return r, newProblem(codeMalformedBody, `PUT needs a JSON body: {"userPrincipalName": "..."}.`)
+	const shape = `{"userPrincipalName": "...", "verificationCode": "123456", "activate": true}`
+	if len(bytes.TrimSpace(body)) == 0 {
+		return r, newProblem(codeMalformedBody, "PUT needs a JSON body: "+shape+".")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	first, err := dec.Token()
+	if err != nil {
+		return r, newProblem(codeMalformedBody, "The request body must be a JSON object: "+jsonProblem(err))
+	}
+	if d, ok := first.(json.Delim); !ok || d != '{' {
+		return r, newProblem(codeMalformedBody, "The request body must be a JSON object like "+shape+", not "+jsonKind(first)+".")
+	}
 	var b AssignBody
-	if err := dec.Decode(&b); err != nil {
-		if f, ok := unknownField(err); ok {
-			return r, newProblem(codeUnknownField, "Unknown field "+f+"; allowed: userPrincipalName, verificationCode, activate.")
+	seen := map[string]bool{}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return r, newProblem(codeMalformedBody, "The request body must be a JSON object: "+jsonProblem(err))
 		}
-		return r, newProblem(codeMalformedBody, "The body must be a JSON object: "+jsonProblem(err))
+		key, _ := kt.(string)
+		if seen[key] {
+			return r, newProblem(codeMalformedBody, "The request body names "+strconv.Quote(key)+" twice; send each field once.")
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return r, newProblem(codeMalformedBody, "The request body must be a JSON object: "+jsonProblem(err))
+		}
+		switch key {
+		case "userPrincipalName":
+			if !json.Valid(raw) || raw[0] != '"' || json.Unmarshal(raw, &b.UserPrincipalName) != nil {
+				return r, typeProblem(key, "a string: the user's principal name (name@domain) or object id", raw)
+			}
+		case "verificationCode":
+			var code string
+			if raw[0] != '"' || json.Unmarshal(raw, &code) != nil {
+				return r, typeProblem(key, `a string of the 6 digits shown on the token, such as "012345"`, raw)
+			}
+			b.VerificationCode = &code
+		case "activate":
+			var on bool
+			if (string(raw) != "true" && string(raw) != "false") || json.Unmarshal(raw, &on) != nil {
+				return r, typeProblem(key, "true or false (a JSON boolean, without quotes)", raw)
+			}
+			b.Activate = &on
+		default:
+			for _, f := range assignFields {
+				if strings.EqualFold(f, key) {
+					return r, newProblem(codeMalformedBody, "Field names are case-sensitive: write "+f+", not "+strconv.Quote(key)+".")
+				}
+			}
+			return r, newProblem(codeUnknownField, "Unknown field "+strconv.Quote(key)+"; allowed: userPrincipalName, verificationCode, activate.")
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return r, newProblem(codeMalformedBody, "The request body must be a JSON object: "+jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return r, newProblem(codeMalformedBody, "The body must hold exactly one JSON object.")
+		return r, newProblem(codeMalformedBody, "The request body must hold exactly one JSON object.")
 	}
 	upn := strings.TrimSpace(b.UserPrincipalName)
 	if !validUser(upn) {
@@ -100,24 +157,58 @@ func decodeAssignBody(body []byte) (pipeline.AssignRequest, *Problem) {
 	return r, nil
 }
 
-// unknownField recognises encoding/json's DisallowUnknownFields error.
-func unknownField(err error) (string, bool) {
-	const prefix = "json: unknown field "
-	if s := err.Error(); strings.HasPrefix(s, prefix) {
-		return strings.TrimPrefix(s, prefix), true
+// typeProblem refuses a field whose value has the wrong JSON type, naming the field and the
+// expected shape in words (never quoting the value).
+func typeProblem(field, want string, raw json.RawMessage) *Problem {
+	return newProblem(codeMalformedBody, field+" must be "+want+", not "+rawKind(raw)+".")
+}
+
+// rawKind names the JSON type of a value in words.
+func rawKind(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
 	}
-	return "", false
+	switch raw[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null (leave the field out instead)"
+	}
+	return "a number"
+}
+
+// jsonKind names the JSON type of a decoder token in words.
+func jsonKind(tok json.Token) string {
+	switch v := tok.(type) {
+	case nil:
+		return "null"
+	case json.Delim:
+		if v == '[' {
+			return "an array"
+		}
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	}
+	return "that"
 }
 
 // jsonProblem describes a JSON decoding error without echoing the body.
 func jsonProblem(err error) string {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
 		return "syntax error at byte " + strconv.FormatInt(syn.Offset, 10) + "."
-	case errors.As(err, &typ):
-		return "field " + typ.Field + " must be a " + typ.Type.String() + "."
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return "the body ends too early."
 	}

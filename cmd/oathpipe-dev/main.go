@@ -69,6 +69,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	settingsOut := fs.String("local-settings", "", "up: write a local.settings.json for `func start` pointing at this stack")
 	files := fs.String("files", "", "demo: comma-separated vendor files; default ROOT/testdata/demo/token2-batch-{clean,mistakes}.csv")
 	timeout := fs.Duration("timeout", 2*time.Minute, "demo: give up when the imports have not settled by then")
+	var sec secretFlags
+	fs.StringVar(&sec.pskcKey, "pskc-key", "", "hex pre-shared key for encrypted PSKC files: the app's OATHPIPE_PSKC_KEY")
+	fs.StringVar(&sec.pskcPassword, "pskc-password", "", "password for PBKDF2-protected PSKC files: the app's OATHPIPE_PSKC_PASSWORD")
+	fs.StringVar(&sec.pgpKeyFile, "pgp-key", "", "FILE: an ASCII-armored OpenPGP private key, put in the stand-in vault for PGP-encrypted seed files")
+	fs.Func("zip-password", "a password for password-protected zip files (repeatable), put in the stand-in vault", func(v string) error {
+		sec.zipPasswords = append(sec.zipPasswords, v)
+		return nil
+	})
 	fs.Usage = func() { usage(stderr); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,15 +108,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	opts := devstack.Options{Root: *root, UsersFile: *users, APIAddr: *api, RetryDelay: *retry, NoApp: *noApp,
-		Logger: log, AppOutput: stderr, Settings: map[string]string{}}
-	if *appLevel == "" {
+		Logger: log, AppOutput: stderr}
+	if opts.Settings, opts.VaultSecrets, err = sec.apply(os.Getenv); err != nil {
+		fmt.Fprintln(stderr, "oathpipe-dev:", err)
+		return exitUsage
+	}
+	if *appLevel == "" && os.Getenv("OATHPIPE_LOG_LEVEL") == "" {
 		*appLevel = "info"
 		if cmd == "demo" {
 			// The demo's mistakes are expected and shown in its tables; the app logs them at warn.
 			*appLevel = "error"
 		}
 	}
-	opts.Settings["OATHPIPE_LOG_LEVEL"] = *appLevel
+	if *appLevel != "" {
+		opts.Settings["OATHPIPE_LOG_LEVEL"] = *appLevel
+	}
 	if !*noApp {
 		var cleanup func()
 		opts.AppPath, cleanup, err = findApp(ctx, *app, *root, log)

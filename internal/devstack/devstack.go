@@ -5,13 +5,17 @@
 package devstack
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,8 +47,13 @@ type Options struct {
 	// RetryDelay is how long a failed queue message or blob waits before its next try.
 	// host.json says 30s; the local default is 2s so retries show up while you watch.
 	RetryDelay time.Duration
-	// Settings are extra app settings for the child (e.g. OATHPIPE_LOG_LEVEL=debug).
+	// Settings are extra app settings for the child (e.g. OATHPIPE_LOG_LEVEL=debug). They win
+	// over the app settings found in the environment (see Stack.Settings).
 	Settings map[string]string
+	// VaultSecrets are put into the Key Vault stand-in before the app starts, name → value:
+	// the PGP private key (PGPKeySecret) and the zip passwords (ZipPasswordsSecret) the app
+	// reads at import time.
+	VaultSecrets map[string]string
 	// Graph tunes the Graph stand-in (latency, throttling); Users is filled from UsersFile.
 	Graph graphstandin.Options
 	// Vault tunes the Key Vault stand-in.
@@ -182,6 +191,12 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		return fmt.Errorf("devstack: graph stand-in: %w", err)
 	}
 	s.log.Info("stand-ins started", "vault", s.Vault.URL, "graph", s.Graph.URL, "users", len(gopts.Users))
+	for name, value := range o.VaultSecrets {
+		if err = putSecret(s.Vault.Server, name, value); err != nil {
+			return fmt.Errorf("devstack: key vault stand-in: %w", err)
+		}
+		s.log.Info("secret put in the key vault stand-in", "secret", name, "bytes", len(value))
+	}
 
 	caFile := filepath.Join(s.dir, "ca.pem")
 	bundle := append(append([]byte{}, s.Vault.CAPEM...), s.Graph.CAPEM...)
@@ -220,8 +235,18 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	return nil
 }
 
+// stackOwned are the settings only the stack sets: they point the app at Azurite and the
+// stand-ins, so an environment that names a real vault or tenant never reaches the child.
+var stackOwned = map[string]bool{
+	"FUNCTIONS_CUSTOMHANDLER_PORT": true, "FUNCTIONS_WORKER_RUNTIME": true, config.StorageConnection: true,
+	"AzureWebJobsStorage": true, "OATHPIPE_KEYVAULT_URL": true, "OATHPIPE_GRAPH_URL": true, "OATHPIPE_CA_FILE": true,
+	"OATHPIPE_OFFLINE_TOKEN": true, "OATHPIPE_MANAGED_IDENTITY_CLIENT_ID": true,
+}
+
 // Settings returns the app settings the child gets, as the host would pass them (the shape
-// of local.settings.sample.json's Values), for a handler on port.
+// of local.settings.sample.json's Values), for a handler on port: the stack's own, then every
+// other setting the app reads (config.Settings) that the environment has — OATHPIPE_PSKC_KEY,
+// OATHPIPE_ACTIVATION, OATHPIPE_PGP_KEY_SECRET, ... — then Options.Settings.
 func (s *Stack) Settings(port int) map[string]string {
 	m := map[string]string{
 		"FUNCTIONS_CUSTOMHANDLER_PORT": strconv.Itoa(port),
@@ -234,6 +259,11 @@ func (s *Stack) Settings(port int) map[string]string {
 		"OATHPIPE_OFFLINE_TOKEN":       OfflineToken,
 		"OATHPIPE_ACTIVATION":          config.ActivationAuto,
 		"OATHPIPE_LOG_LEVEL":           "info",
+	}
+	for _, set := range config.Settings {
+		if v, ok := os.LookupEnv(set.Name); ok && !stackOwned[set.Name] && !strings.HasPrefix(set.Name, "SeedStorage") {
+			m[set.Name] = v
+		}
 	}
 	for k, v := range s.opts.Settings {
 		m[k] = v
@@ -451,7 +481,8 @@ func (s *Stack) serveFront(w http.ResponseWriter, r *http.Request) {
 	a.runner.ServeHTTP(w, r)
 }
 
-// appEnv is the child's environment: ours without any setting the app reads, plus settings.
+// appEnv is the child's environment: ours without any setting the app reads, plus settings
+// (which carry the app settings of ours the child should see: Stack.Settings).
 func appEnv(base []string, settings map[string]string) []string {
 	var env []string
 	for _, kv := range base {
@@ -513,4 +544,29 @@ func freePort() (int, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Secret names the app reads from Key Vault unless OATHPIPE_PGP_KEY_SECRET /
+// OATHPIPE_ZIP_PASSWORDS_SECRET name others: an ASCII-armored OpenPGP private key, and a JSON
+// array of zip passwords.
+const (
+	PGPKeySecret       = "oathpipe-pgp-key"
+	ZipPasswordsSecret = "oathpipe-zip-passwords"
+)
+
+// putSecret sets a secret in the stand-in through its Key Vault REST API (in process).
+func putSecret(kv http.Handler, name, value string) error {
+	body, err := json.Marshal(map[string]string{"value": value})
+	if err != nil {
+		return err
+	}
+	req := httptest.NewRequest(http.MethodPut, "https://127.0.0.1/secrets/"+url.PathEscape(name)+"?api-version=7.5", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+OfflineToken)
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	kv.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return fmt.Errorf("put secret %s: %d %s", name, rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	return nil
 }

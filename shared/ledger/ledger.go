@@ -770,6 +770,7 @@ type auditEntity struct {
 	Serial       string
 	FromUser     string
 	ToUser       string
+	ToUserID     string `json:",omitempty"`
 	Outcome      string
 	Reason       string
 }
@@ -786,7 +787,7 @@ func (l *Ledger) Audit(ctx context.Context, a pipeline.AuditRecord) error {
 		PartitionKey: keyFor(a.Serial),
 		RowKey:       fmt.Sprintf("%019d-%s", math.MaxInt64-a.Time.UnixNano(), hex.EncodeToString(rnd[:])),
 		Time:         formatTime(a.Time), Caller: a.Caller, Action: a.Action, Serial: a.Serial,
-		FromUser: a.FromUser, ToUser: a.ToUser, Outcome: a.Outcome, Reason: clip(a.Reason),
+		FromUser: a.FromUser, ToUser: a.ToUser, ToUserID: a.ToUserID, Outcome: a.Outcome, Reason: clip(a.Reason),
 	}
 	if _, err := l.audit.AddEntity(ctx, mustJSON(e), nil); err != nil {
 		return classify("ledger: audit "+a.Action+" of "+a.Serial, err)
@@ -815,7 +816,7 @@ func (l *Ledger) AuditTrail(ctx context.Context, serial string, max int) ([]pipe
 			}
 			out = append(out, pipeline.AuditRecord{
 				Time: parseTime(e.Time), Caller: e.Caller, Action: e.Action, Serial: e.Serial,
-				FromUser: e.FromUser, ToUser: e.ToUser, Outcome: e.Outcome, Reason: e.Reason,
+				FromUser: e.FromUser, ToUser: e.ToUser, ToUserID: e.ToUserID, Outcome: e.Outcome, Reason: e.Reason,
 			})
 			if max > 0 && len(out) == max {
 				return out, nil

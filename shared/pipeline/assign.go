@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
@@ -56,11 +57,23 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 		return fail(fmt.Errorf("find token %s: %w", r.Serial, err))
 	}
 	a.Manufacturer, a.Model = dev.Manufacturer, dev.Model
+	holder := "" // the holder at the time, for the audit record of a refused request too
+	if dev.AssignedToID != "" {
+		holder = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+		audit.FromUser = holder
+	}
 	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
 	if err != nil {
+		if token.KindOf(err) == token.KindNotFound {
+			// Said for the caller of the API, not for a file's uploader.
+			err = &token.Error{Kind: token.KindNotFound, Op: "assign " + r.Serial, RequestID: token.RequestIDOf(err), Err: err,
+				Message: fmt.Sprintf("there is no user %s in Entra ID; check userPrincipalName in the request", r.UserPrincipalName)}
+		}
 		return fail(fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err))
 	}
 	a.UserPrincipalName = user.UserPrincipalName
+	// An object-id request is audited with the UPN it resolved to (and the id).
+	audit.ToUser, audit.ToUserID = cmp.Or(user.UserPrincipalName, r.UserPrincipalName), user.ID
 
 	row, rowErr := p.d.Ledger.TokenBySerial(ctx, r.Serial)
 	if rowErr != nil && token.KindOf(rowErr) != token.KindNotFound {
@@ -84,8 +97,8 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	var before token.Device // the holder to give the token back to if the new assignment fails
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
 		before = dev
-		prev := p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
-		a.PreviousUserPrincipalName, audit.FromUser = prev, prev
+		prev := holder
+		a.PreviousUserPrincipalName = prev
 		if err := p.unassign(ctx, dev); err != nil {
 			return fail(fmt.Errorf("unassign %s from %s: %w", r.Serial, prev, err))
 		}

@@ -316,3 +316,76 @@ func TestConcurrentAssign(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditOfRefusedAndObjectIDRequests: a refused PUT's audit record names the holder at the
+// time (FromUser), and a PUT that names the user by object id is audited with the UPN it
+// resolved to (and the id).
+func TestAuditOfRefusedAndObjectIDRequests(t *testing.T) {
+	ctx := context.Background()
+	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+		return []pipelinetest.Row{ss.Row("AU-1", ada)}
+	})
+	for _, upn := range []string{"nobody@contoso.example", guest, gone} {
+		if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "AU-1", UserPrincipalName: upn, Activate: true, Caller: "hr"}); err == nil {
+			t.Fatalf("PUT to %s was not refused", upn)
+		}
+	}
+	g, err := s.Dir.ResolveUser(ctx, grace)
+	if err != nil || g.ID == "" {
+		t.Fatalf("grace: %+v %v", g, err)
+	}
+	if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "AU-1", UserPrincipalName: g.ID, Activate: true, Caller: "hr"}); err != nil {
+		t.Fatal(err)
+	}
+	audits := l.AuditLog()
+	if len(audits) != 4 {
+		t.Fatalf("%d audit records, want 4: %+v", len(audits), audits)
+	}
+	for i, a := range audits[:3] {
+		if !strings.EqualFold(a.FromUser, ada) || a.Outcome == "changed" || a.Outcome == "unchanged" {
+			t.Errorf("refused PUT %d: FromUser %q outcome %q, want the holder %s and the failure", i, a.FromUser, a.Outcome, ada)
+		}
+	}
+	last := audits[3]
+	if !strings.EqualFold(last.ToUser, grace) || last.ToUserID != g.ID || !strings.EqualFold(last.FromUser, ada) || last.Outcome != "changed" {
+		t.Errorf("object-id PUT audited as %+v, want ToUser %s (id %s)", last, grace, g.ID)
+	}
+}
+
+// TestRefusalsNameSerialAndUPN: a refusal speaks to its reader in names: the API caller hears
+// of the request (not "the file"), and a provisioning refusal names the serial and the holder's
+// UPN, never an object id.
+func TestRefusalsNameSerialAndUPN(t *testing.T) {
+	ctx := context.Background()
+	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+		return []pipelinetest.Row{ss.Row("RN-1", ada)}
+	})
+	_, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RN-1", UserPrincipalName: "nobody@contoso.example", Activate: true})
+	if token.KindOf(err) != token.KindNotFound || !strings.Contains(err.Error(), "in the request") || strings.Contains(err.Error(), "file") {
+		t.Errorf("API refusal: %v", err)
+	}
+	// A second file gives RN-1 (same seed) to grace while Entra has it with ada.
+	seed, err := s.Vault.GetSeed(ctx, "Token2", "RN-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &pipelinetest.MemQueue{}
+	b := pipelinetest.NewMemBlobs()
+	p2 := s.Pipeline(l, q, b, nil)
+	f := b.Upload("second.csv", pipelinetest.EntraCSV([]pipelinetest.Row{{UPN: grace, Serial: "RN-1", Secret: seed.Base32(), Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
+	res, err := p2.Import(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p2, q)
+	st, err := p2.ImportStatus(ctx, f.Name)
+	if err != nil || len(st.Tokens) != 1 {
+		t.Fatalf("status %+v %v (import %+v)", st, err, res)
+	}
+	reason := st.Tokens[0].Reason
+	ada0, _ := s.Dir.ResolveUser(ctx, ada)
+	if st.Tokens[0].Status != pipeline.StatusFailed || !strings.Contains(reason, "RN-1") || !strings.Contains(strings.ToLower(reason), ada) ||
+		strings.Contains(reason, ada0.ID) {
+		t.Errorf("provisioning refusal: %s %q, want serial RN-1 and %s named, no object id", st.Tokens[0].Status, reason, ada)
+	}
+}

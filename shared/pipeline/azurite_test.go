@@ -201,6 +201,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 	files := map[string][]byte{
 		"e2e/clean batch ü.csv": pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("E2E-1", ada), ss.Row("E2E-2", grace), ss.Row("E2E-3", "")}),
 		"e2e/mixed #1.csv":      mixedFileWith(ss, "E2M"),
+		"e2e/misplaced.csv":     pipelinetest.MisplacedSeedsFile(ss, "E2X", ada), // seeds in public columns: issue 18 item 1
 	}
 	results := map[string]*pipeline.ImportResult{}
 	for name, content := range files {
@@ -221,15 +222,16 @@ func TestEndToEndOnAzurite(t *testing.T) {
 		}
 	}
 	h := &host{p: p, q: a.Provision.Client(), workers: 4, twice: true}
-	h.drain(t, ctx, settled(ctx, a.Ledger, results["e2e/clean batch ü.csv"].ImportID, results["e2e/mixed #1.csv"].ImportID))
-	if len(h.texts) != 3+5 {
-		t.Errorf("%d messages received, want 8 (one per valid token, none duplicated by the repeated import)", len(h.texts))
+	h.drain(t, ctx, settled(ctx, a.Ledger, results["e2e/clean batch ü.csv"].ImportID, results["e2e/mixed #1.csv"].ImportID, results["e2e/misplaced.csv"].ImportID))
+	if len(h.texts) != 3+5+1 {
+		t.Errorf("%d messages received, want 9 (one per valid token, none duplicated by the repeated import)", len(h.texts))
 	}
 
 	want := map[string]struct{ status, upn string }{
 		"E2E-1": {"activated", ada}, "E2E-2": {"activated", grace}, "E2E-3": {"available", ""},
 		"E2M-1": {"activated", ada}, "E2M-2": {"activated", grace}, "E2M-3": {"available", ""},
 		"E2M-4": {"available", ""}, "@E2M(5)": {"available", ""},
+		"E2X-OK": {"activated", ada},
 	}
 	devs := s.Graph.Server.Devices()
 	if len(devs) != len(want) {

@@ -397,3 +397,109 @@ func TestImportMetadataHints(t *testing.T) {
 		})
 	}
 }
+
+// TestSeedInTheWrongColumnLeaksNowhere: rows whose seed sits in a public column (swapped,
+// shifted, in the UPN, in the model, lower case, hex, base64) are rejected, never reach Entra,
+// and no output holds a seed: logs, queue messages, ledger, report JSON, failures CSV and the
+// ImportStatus answer. The rejected rows are still findable: line plus a hidden marker.
+func TestSeedInTheWrongColumnLeaksNowhere(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	f := b.Upload("misplaced.csv", pipelinetest.MisplacedSeedsFile(ss, "MS", ada))
+	res, err := p.Import(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Valid != 1 || res.Invalid != len(pipelinetest.MisplacedRejectedLines) {
+		t.Fatalf("import: %+v", res)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	if devs := s.Graph.Server.Devices(); len(devs) != 1 || devs[0].Serial != "MS-OK" || devs[0].Model != "C202" {
+		t.Fatalf("Graph holds %+v, want only MS-OK", devs)
+	}
+	st, err := p.ImportStatus(ctx, f.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden := 0
+	for _, tl := range st.Tokens {
+		if tl.Line == 9 {
+			continue
+		}
+		if tl.Status != pipeline.StatusRejected {
+			t.Errorf("line %d: %s, want rejected", tl.Line, tl.Status)
+		}
+		if token.IsHidden(tl.SerialNumber) || token.IsHidden(tl.UserPrincipalName) {
+			hidden++
+		}
+	}
+	if hidden < 4 {
+		t.Errorf("only %d rejected rows show a hidden marker: %+v", hidden, st.Tokens)
+	}
+	api, _ := json.Marshal(st)
+	csv, _ := b.Report(f.Name + ".failures.csv")
+	if !strings.Contains(string(csv), "row.columns-shifted") {
+		t.Errorf("failures csv lacks row.columns-shifted:\n%s", csv)
+	}
+	var leaks []string
+	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
+	leaks = append(leaks, ss.Leaks("queue", strings.Join(q.Sent, "\n"))...)
+	leaks = append(leaks, ss.Leaks("ledger", string(l.Dump()))...)
+	leaks = append(leaks, ss.Leaks("reports", b.All())...)
+	leaks = append(leaks, ss.Leaks("ImportStatus answer", string(api))...)
+	for _, lk := range leaks {
+		t.Error("seed leaked: " + lk)
+	}
+	if len(ss.Secrets) < 12 || !strings.Contains(b.All(), "MS-OK") {
+		t.Fatal("the leak scan did not see the data")
+	}
+}
+
+// TestEarlierImportStaysReachable: a second upload under a name is a new import; the first
+// import's record is still answered by its import id, the name alone answers the latest, and
+// the answer is live (it follows a later reassignment) while the report is the import's record.
+func TestEarlierImportStaysReachable(t *testing.T) {
+	ctx := context.Background()
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
+	p := s.Pipeline(l, q, b, nil)
+	ss := &pipelinetest.SeedSet{}
+	first, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-1", ada)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	second, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-2", grace)})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Drain(t, ctx, p, q)
+	if first.ImportID == second.ImportID {
+		t.Fatalf("both uploads got import id %s", first.ImportID)
+	}
+	latest, err := p.ImportStatus(ctx, "batch.csv")
+	if err != nil || latest.ImportID != second.ImportID {
+		t.Fatalf("latest: %+v %v", latest, err)
+	}
+	old, err := p.ImportStatusByID(ctx, "batch.csv", first.ImportID)
+	if err != nil || old.ImportID != first.ImportID || len(old.Tokens) != 1 || old.Tokens[0].SerialNumber != "ER-1" {
+		t.Fatalf("first import by id: %+v %v", old, err)
+	}
+	if _, err := p.ImportStatusByID(ctx, "other.csv", first.ImportID); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("an id under another name: %v", err)
+	}
+	if _, err := p.ImportStatusByID(ctx, "batch.csv", "imp-000000000000000000000000"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("an unknown id: %v", err)
+	}
+	// Live: a reassignment shows in the API answer; the report keeps the import's outcome.
+	if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "ER-2", UserPrincipalName: alan, Activate: true, Caller: "hr"}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := p.ImportStatus(ctx, "batch.csv")
+	if err != nil || !strings.EqualFold(live.Tokens[0].UserPrincipalName, alan) {
+		t.Errorf("live answer after a reassignment: %+v %v", live, err)
+	}
+}

@@ -380,7 +380,8 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 	for k := range md {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys) // problems in a stable order
+	sort.Strings(keys)                  // problems in a stable order
+	base.Advice = seedfile.AdviceUpload // the report's reader uploaded a blob: hints, not flags
 	var bad []seedfile.Problem
 	hint := func(key, value, want string) {
 		bad = append(bad, seedfile.Problem{Field: "metadata " + key, Code: CodeFileBadHint,

@@ -214,3 +214,10 @@ func (p *Pipeline) TokenState(ctx context.Context, serial string) (*Assignment, 
 func (p *Pipeline) ImportStatus(ctx context.Context, fileName string) (*ImportStatus, error) {
 	return p.importStatus(ctx, fileName)
 }
+
+// ImportStatusByID is the live ImportStatus of one import of fileName, chosen by its import id:
+// a later upload under the same name (a new import id) leaves an earlier import reachable. An id
+// that is not an import of fileName is KindNotFound.
+func (p *Pipeline) ImportStatusByID(ctx context.Context, fileName, importID string) (*ImportStatus, error) {
+	return p.importStatusByID(ctx, fileName, importID)
+}

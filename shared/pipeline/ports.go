@@ -127,7 +127,8 @@ type AuditRecord struct {
 	Action   string // "assign" or "unassign"
 	Serial   string
 	FromUser string // UPN the token was assigned to before ("" when none)
-	ToUser   string // UPN it is assigned to after ("" when none)
+	ToUser   string // UPN it is assigned to after ("" when none); for an object-id request, the UPN it resolved to
+	ToUserID string // the object id of ToUser, once resolved ("" when the user was not found)
 	Outcome  string // "changed", "unchanged", or the failure kind
 	Reason   string // plain reason on failure
 }

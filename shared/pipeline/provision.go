@@ -80,7 +80,7 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 	if m.UserPrincipalName == "" {
 		if dev.AssignedToID != "" {
 			return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
-				"the file names no user, but the token is assigned to %s in Entra", nameOf(dev))
+				"the file names no user for %s, but the token is assigned to %s in Entra", tok.Serial, p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName))
 		}
 		return Outcome{Status: StatusAvailable, DeviceID: dev.ID}, nil
 	}
@@ -90,7 +90,7 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 	}
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
 		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
-			"the token is assigned to %s; use the reassignment API to move it", nameOf(dev))
+			"token %s is assigned to %s, not %s; use the reassignment API to move it", tok.Serial, p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName), m.UserPrincipalName)
 	}
 	res, err := p.assignActivate(ctx, dev, user, activation{auto: p.d.Activation != config.ActivationNone, seed: seed, fresh: created})
 	if err != nil {
@@ -282,12 +282,4 @@ func (p *Pipeline) readBack(ctx context.Context, userID string, dev token.Device
 		}
 		delay *= 2
 	}
-}
-
-// nameOf names a device's current holder for a message: display name when known, else the id.
-func nameOf(d token.Device) string {
-	if d.AssignedToName != "" {
-		return d.AssignedToName
-	}
-	return "user " + d.AssignedToID
 }

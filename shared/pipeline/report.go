@@ -147,3 +147,19 @@ func (p *Pipeline) importStatus(ctx context.Context, fileName string) (*ImportSt
 	}
 	return p.status(ctx, imp)
 }
+
+// importStatusByID is ImportStatusByID.
+func (p *Pipeline) importStatusByID(ctx context.Context, fileName, importID string) (*ImportStatus, error) {
+	if strings.TrimSpace(fileName) == "" || strings.TrimSpace(importID) == "" {
+		return nil, token.Errorf(token.KindInvalid, "import status: the file name and import id must not be empty")
+	}
+	imp, err := p.d.Ledger.GetImport(ctx, importID)
+	if err != nil {
+		return nil, fmt.Errorf("import status of %s, import %s: %w", fileName, importID, err)
+	}
+	if imp.FileName != fileName {
+		return nil, &token.Error{Kind: token.KindNotFound, Op: "import status of " + fileName,
+			Message: "import " + importID + " is not an import of this file name"}
+	}
+	return p.status(ctx, imp)
+}

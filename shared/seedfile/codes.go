@@ -5,23 +5,25 @@ package seedfile
 // shifted column could put a seed anywhere.
 const (
 	// File-level (Line 0, Field "file").
-	CodeFileEmpty         = "file.empty"          // zero bytes, or only blank lines
-	CodeFileNotText       = "file.not-text"       // binary, UTF-16 or not UTF-8
-	CodeFileNoHeader      = "file.no-header"      // the first line is no recognisable seed-file header
-	CodeFileMissingColumn = "file.missing-column" // the header lacks a required column
-	CodeFileNoRows        = "file.no-rows"        // a header but no token rows
-	CodeFileNotPSKC       = "file.not-pskc"       // --format pskc on a file that is not PSKC XML
-	CodePSKCMalformed     = "pskc.malformed"      // XML syntax error or a PSKC element that cannot be read
-	CodePSKCKeyMissing    = "pskc.key-missing"    // encrypted secrets but no usable --pskc-key / --pskc-password
-	CodePSKCBadKey        = "pskc.bad-key"        // the key or password does not decrypt the file (MAC mismatch or bad padding)
-	CodePSKCMACMissing    = "pskc.mac-missing"    // encrypted secrets without a MAC to verify them
-	CodePSKCUnsupported   = "pskc.unsupported"    // X.509 key transport: encrypted to a certificate
+	CodeFileEmpty         = "file.empty"           // zero bytes, or only blank lines
+	CodeFileNotText       = "file.not-text"        // binary, UTF-16 or not UTF-8
+	CodeFileNoHeader      = "file.no-header"       // the first line is no recognisable seed-file header
+	CodeFileMissingColumn = "file.missing-column"  // the header lacks a required column
+	CodeFileHeaderTooLong = "file.header-too-long" // a header line over 1 MiB (headers up to 1 MiB are read; extra columns are ignored)
+	CodeFileNoRows        = "file.no-rows"         // a header but no token rows
+	CodeFileNotPSKC       = "file.not-pskc"        // --format pskc on a file that is not PSKC XML
+	CodePSKCMalformed     = "pskc.malformed"       // XML syntax error or a PSKC element that cannot be read
+	CodePSKCKeyMissing    = "pskc.key-missing"     // encrypted secrets but no usable --pskc-key / --pskc-password
+	CodePSKCBadKey        = "pskc.bad-key"         // the key or password does not decrypt the file (MAC mismatch or bad padding)
+	CodePSKCMACMissing    = "pskc.mac-missing"     // encrypted secrets without a MAC to verify them
+	CodePSKCUnsupported   = "pskc.unsupported"     // X.509 key transport: encrypted to a certificate
 
 	CodePSKCUnsupportedAlgorithm = "pskc.unsupported-algorithm" // an encryption, key derivation, PRF or MAC algorithm oathpipe does not implement (named in the message)
 
 	// Row-level.
 	CodeRowColumns          = "row.columns"           // the row has a different number of columns than the header
 	CodeRowTooLong          = "row.too-long"          // a line longer than 64 KiB
+	CodeRowShifted          = "row.columns-shifted"   // a serial, manufacturer or model that decodes (Base32, hex, base64) to 16 bytes or more: a seed in the wrong column
 	CodeFieldNotText        = "field.not-text"        // a serial, manufacturer, model or UPN with control characters or bytes that are not UTF-8
 	CodeSerialMissing       = "serial.missing"        // empty serial number
 	CodeSerialDuplicate     = "serial.duplicate"      // the serial already appeared on an earlier line

@@ -88,6 +88,51 @@ func (r *csvReader) next() (fields [][]byte, start int, err error) {
 	return fields, start, nil
 }
 
+// maxHeader bounds the header line: it may name thousands of columns (the extra ones are
+// ignored), longer than a row's 64 KiB; held once, so memory stays flat.
+const maxHeader = 1 << 20
+
+// readLongLine returns the next physical line without its line end, like readLine, but up to
+// limit bytes (beyond the reader's 64 KiB buffer). A longer line is skipped: errLineTooLong.
+func (r *csvReader) readLongLine(limit int) ([]byte, error) {
+	var buf []byte
+	for {
+		b, err := r.br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if len(buf)+len(b) > limit {
+				r.line++
+				for errors.Is(err, bufio.ErrBufferFull) {
+					_, err = r.br.ReadSlice('\n')
+				}
+				if err != nil && !errors.Is(err, io.EOF) {
+					return nil, err
+				}
+				return nil, errLineTooLong
+			}
+			buf = append(buf, b...)
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if errors.Is(err, io.EOF) && len(b) == 0 && len(buf) == 0 {
+			return nil, io.EOF
+		}
+		if buf == nil {
+			buf = b // one buffer's worth: valid until the next read, as readLine's
+		} else {
+			buf = append(buf, b...)
+		}
+		if len(buf) > limit+2 {
+			r.line++
+			return nil, errLineTooLong
+		}
+		r.line++
+		buf = bytes.TrimSuffix(buf, []byte("\n"))
+		return bytes.TrimSuffix(buf, []byte("\r")), nil
+	}
+}
+
 // readLine returns the next physical line without its line end. The slice is valid until the
 // next call.
 func (r *csvReader) readLine() ([]byte, error) {
@@ -216,12 +261,13 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 	// Header: the first non-blank line.
 	var header []byte
 	for {
-		line, err := r.readLine()
+		line, err := r.readLongLine(maxHeader)
 		if errors.Is(err, io.EOF) {
 			return c.fileProblem(CodeFileEmpty, "the file has only blank lines")
 		}
 		if errors.Is(err, errLineTooLong) {
-			return c.fileProblem(CodeFileNoHeader, fmt.Sprintf("line %d is over 64 KiB: not a seed-file header", r.line))
+			return c.fileProblem(CodeFileHeaderTooLong, fmt.Sprintf("the header (line %d) is over 1 MiB; oathpipe reads headers up to 1 MiB "+
+				"(thousands of columns: the extra ones are ignored), so this is not a seed-file header", r.line))
 		}
 		if err != nil {
 			return fmt.Errorf("read seed file: %w", err)
@@ -338,7 +384,7 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 				} else {
 					secretBuf, ok = decodeBase32(secretBuf[:0], v)
 					if !ok {
-						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v))
+						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v, c.opts.Advice))
 					}
 				}
 				if ok {
@@ -483,7 +529,7 @@ func fromHex(c byte) (byte, bool) {
 }
 
 // notBase32Message explains why s is not Base32 without quoting any of it.
-func notBase32Message(s []byte) string {
+func notBase32Message(s []byte, adv Advice) string {
 	msg := "the secret key is not Base32 (letters A-Z and digits 2-7 only)"
 	hexLike := len(s)%2 == 0
 	for _, c := range s {
@@ -508,7 +554,8 @@ func notBase32Message(s []byte) string {
 		msg += ": its last character carries bits no encoder writes, so it is not the encoding of a whole seed (a made-up example?)"
 	}
 	if hexLike {
-		msg += "; if the vendor's seeds are hex, read the file with --secret-encoding hex"
+		msg += adv.advise("; if the vendor's seeds are hex, read the file with --secret-encoding hex",
+			"; if the vendor's seeds are hex, upload the file again with blob metadata secretencoding=hex (az storage blob upload ... --metadata secretencoding=hex)")
 	}
 	return msg
 }

@@ -58,7 +58,7 @@ func (c *checker) readOATHCSV(br *bufio.Reader) error {
 	c.f = oathFields
 	c.sum.Format = FormatOATHCSV
 	if c.opts.Manufacturer == "" {
-		return c.fileProblem(CodeFileMissingColumn, "an OATH CSV file names no manufacturer: give the manufacturer hint (blob metadata manufacturer, or --manufacturer)")
+		return c.fileProblem(CodeFileMissingColumn, "an OATH CSV file names no manufacturer: "+c.opts.Advice.advise("give --manufacturer", "give the blob metadata hint manufacturer"))
 	}
 	r := &csvReader{br: br, sep: ','}
 	secretBuf := make([]byte, 0, 128)

@@ -359,7 +359,8 @@ func (st *pskcState) keys(opts Options, ciph pskcCipher) error {
 			return unsupportedAlgorithm("key derivation", m.Algorithm)
 		}
 		if opts.PSKCPassword == "" {
-			return &errFile{CodePSKCKeyMissing, "secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD"}
+			return &errFile{CodePSKCKeyMissing, opts.Advice.advise("secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD",
+				"secrets are protected by a password: an administrator must set the app setting OATHPIPE_PSKC_PASSWORD (a Key Vault reference), then upload the file again")}
 		}
 		salt, err := base64.StdEncoding.DecodeString(strings.TrimSpace(m.Params.Salt))
 		if err != nil || m.Params.IterationCount <= 0 || m.Params.IterationCount > 10_000_000 {
@@ -387,7 +388,8 @@ func (st *pskcState) keys(opts Options, ciph pskcCipher) error {
 		st.transport = key
 	default:
 		if opts.PSKCKey == nil {
-			return &errFile{CodePSKCKeyMissing, "secrets are encrypted with a pre-shared key: give --pskc-key HEX or OATHPIPE_PSKC_KEY"}
+			return &errFile{CodePSKCKeyMissing, opts.Advice.advise("secrets are encrypted with a pre-shared key: give --pskc-key HEX or OATHPIPE_PSKC_KEY",
+				"secrets are encrypted with a pre-shared key: an administrator must set the app setting OATHPIPE_PSKC_KEY (a Key Vault reference), then upload the file again")}
 		}
 		st.transport = opts.PSKCKey
 	}

@@ -17,7 +17,7 @@ import (
 
 // Limits Entra ID puts on a seed, and RFC 4226's floor.
 const (
-	MinSecretBytes   = 16 // 128 bits, RFC 4226 requirement R6
+	MinSecretBytes   = token.MinSecretBytes // 128 bits, RFC 4226 requirement R6
 	MaxSecretBase32  = 128
 	MaxSecretBytes   = MaxSecretBase32 * 5 / 8 // 80
 	maxLine          = 64 << 10
@@ -265,21 +265,11 @@ func (c *checker) fileProblem(code, msg string) error {
 func (c *checker) problem(line int, field, code, msg string) {
 	c.rowBad = true
 	c.onProblem(Problem{Line: line, Field: field, Code: code, Message: msg,
-		Serial: cellText(c.rowSerial), UserPrincipalName: cellText(c.rowUPN)})
+		Serial: token.ShownCell(token.CellSerial, string(c.rowSerial)), UserPrincipalName: token.ShownCell(token.CellUPN, string(c.rowUPN))})
 }
 
 // rowCells names the row whose problems follow (nil, nil: none known).
 func (c *checker) rowCells(serial, upn []byte) { c.rowSerial, c.rowUPN = serial, upn }
-
-// cellText is a serial or UPN cell as a problem carries it: trimmed, and empty when it holds
-// control characters or bytes that are not UTF-8.
-func cellText(b []byte) string {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || !plainText(b) {
-		return ""
-	}
-	return string(b)
-}
 
 // finish applies the shared rules to a row, counts it and hands a valid one to onRecord.
 func (c *checker) finish(k *candidate) error {
@@ -291,6 +281,10 @@ func (c *checker) finish(k *candidate) error {
 	}{{f.serial, k.serial}, {f.manufacturer, k.manufacturer}, {f.model, k.model}} {
 		if !plainText(v.value) {
 			c.problem(k.line, v.field, CodeFieldNotText, "the value has control characters or bytes that are not UTF-8")
+		} else if secret, ok := token.SecretLike(string(v.value)); ok {
+			// A seed where a public value belongs: it must never reach Entra (where every admin
+			// sees a device's model) nor any output. Not quoted; the row is named by its line.
+			c.problem(k.line, v.field, CodeRowShifted, fmt.Sprintf("the %s decodes to %d bytes, like a seed: the columns look shifted (check the row against the header)", v.field, len(secret)))
 		}
 	}
 	if len(k.serial) == 0 {
@@ -300,11 +294,12 @@ func (c *checker) finish(k *candidate) error {
 	}
 	var warnings []Problem
 	warn := func(field, code, msg string) {
-		warnings = append(warnings, Problem{Line: k.line, Field: field, Code: code, Message: msg, Serial: cellText(k.serial), UserPrincipalName: cellText(k.upn)})
+		warnings = append(warnings, Problem{Line: k.line, Field: field, Code: code, Message: msg,
+			Serial: token.ShownCell(token.CellSerial, string(k.serial)), UserPrincipalName: token.ShownCell(token.CellUPN, string(k.upn))})
 	}
 	if len(k.manufacturer) == 0 {
 		if c.opts.Manufacturer == "" {
-			c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty (give a manufacturer hint: blob metadata manufacturer or --manufacturer)")
+			c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty"+c.opts.Advice.advise(" (or give --manufacturer)", " (or give the blob metadata hint manufacturer)"))
 		} else {
 			k.manufacturer = []byte(c.opts.Manufacturer)
 			warn(f.manufacturer, WarnManufacturerHint, "no manufacturer in the file: the manufacturer hint is used")
@@ -321,7 +316,7 @@ func (c *checker) finish(k *candidate) error {
 			k.model = []byte(FallbackModel)
 			warn(f.model, WarnModelFallback, "no model in the file nor a model hint: the model is "+FallbackModel)
 		default:
-			c.problem(k.line, f.model, CodeModelMissing, "the model is empty (give a model hint: blob metadata model or --model)")
+			c.problem(k.line, f.model, CodeModelMissing, "the model is empty"+c.opts.Advice.advise(" (or give --model)", " (or give the blob metadata hint model)"))
 		}
 	}
 	warnings = append(warnings, k.warnings...)
@@ -420,51 +415,9 @@ func (c *checker) intern(b []byte) string {
 	return s
 }
 
-// ValidUPN reports whether b is a well-formed user principal name as Entra ID allows them:
-// local@domain, the local part of A–Z a–z 0–9 and ' . - _ ! # ^ ~ (guest UPNs carry #EXT#),
-// at most 64 characters, not starting or ending with a dot nor holding two in a row; the domain
-// made of dot-separated labels of letters, digits and hyphens, with at least one dot.
-func ValidUPN(b []byte) bool {
-	at := bytes.IndexByte(b, '@')
-	if at <= 0 || at > 64 || len(b) > 113 || bytes.IndexByte(b[at+1:], '@') >= 0 {
-		return false
-	}
-	local, domain := b[:at], b[at+1:]
-	if local[0] == '.' || local[len(local)-1] == '.' || bytes.Contains(local, []byte("..")) {
-		return false
-	}
-	for _, ch := range local {
-		switch {
-		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9':
-		case bytes.IndexByte([]byte("'.-_!#^~"), ch) >= 0:
-		default:
-			return false
-		}
-	}
-	if len(domain) < 3 || bytes.IndexByte(domain, '.') < 0 {
-		return false
-	}
-	label := 0
-	for i, ch := range domain {
-		switch {
-		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9':
-			label++
-		case ch == '-':
-			if label == 0 || i == len(domain)-1 || domain[i+1] == '.' {
-				return false
-			}
-			label++
-		case ch == '.':
-			if label == 0 {
-				return false
-			}
-			label = 0
-		default:
-			return false
-		}
-	}
-	return label > 0
-}
+// ValidUPN reports whether b is a well-formed user principal name: token.ValidUPN, the one
+// rule the HTTP API applies too.
+func ValidUPN(b []byte) bool { return token.ValidUPN(string(b)) }
 
 // plainText reports whether b is UTF-8 without control characters.
 func plainText(b []byte) bool {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -547,7 +548,8 @@ func TestReaderFailure(t *testing.T) {
 }
 
 // TestProblemNamesRow: every row problem carries the row's serial and UPN cells (trimmed),
-// whatever column the problem is about, and never when the columns do not line up.
+// whatever column the problem is about, and never when the columns do not line up; a cell that
+// fails its own field's check is a hidden marker with a fingerprint.
 func TestProblemNamesRow(t *testing.T) {
 	const pskcHead = `<?xml version="1.0"?><KeyContainer Version="1.0" xmlns="urn:ietf:params:xml:ns:keyprov:pskc">`
 	tests := []struct {
@@ -560,11 +562,11 @@ func TestProblemNamesRow(t *testing.T) {
 			[]string{"2:secret.not-base32:SN-1:ada@contoso.example"}},
 		{"duplicate serial names the repeated one", entraHeader + "a@b.example,SN-7," + seedA + ",30,T,M\nc@b.example,SN-7," + seedB + ",45,T,M\n",
 			[]string{"3:serial.duplicate:SN-7:c@b.example", "3:interval.unsupported:SN-7:c@b.example"}},
-		{"malformed upn kept", entraHeader + "not an upn,SN-2," + seedA + ",30,T,M\n", []string{"2:upn.malformed:SN-2:not an upn"}},
+		{"malformed upn hidden", entraHeader + "not an upn,SN-2," + seedA + ",30,T,M\n", []string{"2:upn.malformed:SN-2:" + token.HiddenCell("not an upn")}},
 		{"inventory row", entraHeader + ",SN-3,,30,T,M\n", []string{"2:secret.missing:SN-3:"}},
 		{"shifted columns name nothing", entraHeader + "a@b.example,SN-4," + seedA + ",30,T\n", []string{"2:row.columns::"}},
 		{"control characters name nothing", entraHeader + strings.Repeat("\n", 4100) + "a@b.example,SN\x015," + seedA + ",30,T,M\n",
-			[]string{"4102:field.not-text::a@b.example"}},
+			[]string{"4102:field.not-text:" + token.HiddenCell("SN\x015") + ":a@b.example"}},
 		{"next row starts clean", entraHeader + "a@b.example,SN-6,,30,T,M\n,,,,,\nb@b.example,," + seedB + ",30,T,M\n",
 			[]string{"2:secret.missing:SN-6:a@b.example", "4:serial.missing::b@b.example"}},
 		{"pskc", pskcHead + `<KeyPackage><DeviceInfo><SerialNo> P-1 </SerialNo><Manufacturer>T</Manufacturer><Model>M</Model></DeviceInfo>` +
@@ -592,5 +594,134 @@ func TestProblemNamesRow(t *testing.T) {
 	b, err := json.Marshal(Problem{Line: 2, Field: "f", Code: "c", Message: "m", Serial: "s", UserPrincipalName: "u"})
 	if err != nil || string(b) != `{"line":2,"field":"f","code":"c","message":"m"}` {
 		t.Errorf("Problem JSON = %s, %v", b, err)
+	}
+}
+
+// TestSeedInPublicColumn: a seed where a serial, manufacturer or model belongs (columns
+// swapped or shifted, any case, any encoding) rejects the row as row.columns-shifted, and no
+// problem, record or message carries the seed; a seed in the UPN column is hidden too.
+func TestSeedInPublicColumn(t *testing.T) {
+	raw := []byte("0123456789abcdef0123") // 20 bytes
+	hexSeed := fmt.Sprintf("%x", raw)
+	b64Seed := base64.StdEncoding.EncodeToString(raw)
+	lower := strings.ToLower(seedA)
+	tests := []struct {
+		name  string
+		input string
+		want  []string  // "line:code:field"
+		shown [2]string // serial and UPN as problems carry them
+	}{
+		{"swapped serial and secret", entraHeader + "ada@contoso.example," + seedA + ",8659612000101,30,Token2,C202\n",
+			[]string{"2:secret.not-base32:secret key", "2:row.columns-shifted:serial number"},
+			[2]string{token.HiddenCell(seedA), "ada@contoso.example"}},
+		{"shifted left (upn left out)", entraHeader + "8659612000101," + seedA + ",30,Token2,C202,\n",
+			[]string{"2:secret.not-base32:secret key", "2:interval.unsupported:time interval", "2:row.columns-shifted:serial number", "2:model.missing:model", "2:upn.malformed:upn"},
+			[2]string{token.HiddenCell(seedA), token.HiddenCell("8659612000101")}},
+		{"seed in the upn", entraHeader + seedA + ",SN-1," + seedB + ",30,Token2,C202\n",
+			[]string{"2:upn.malformed:upn"},
+			[2]string{"SN-1", token.HiddenCell(seedA)}},
+		{"seed in the model", entraHeader + "ada@contoso.example,SN-1," + seedB + ",30,Token2," + seedA + "\n",
+			[]string{"2:row.columns-shifted:model"},
+			[2]string{"SN-1", "ada@contoso.example"}},
+		{"seed in the manufacturer, hex", entraHeader + "ada@contoso.example,SN-1," + seedB + ",30," + hexSeed + ",C202\n",
+			[]string{"2:row.columns-shifted:manufacturer"},
+			[2]string{"SN-1", "ada@contoso.example"}},
+		{"lower-case seed as serial", entraHeader + "ada@contoso.example," + lower + "," + seedB + ",30,Token2,C202\n",
+			[]string{"2:row.columns-shifted:serial number"},
+			[2]string{token.HiddenCell(lower), "ada@contoso.example"}},
+		{"base64 seed as serial", entraHeader + "ada@contoso.example," + b64Seed + "," + seedB + ",30,Token2,C202\n",
+			[]string{"2:row.columns-shifted:serial number"},
+			[2]string{token.HiddenCell(b64Seed), "ada@contoso.example"}},
+		{"graph csv, seed in the model", "serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction\nSN-1," + seedB + ",30,Token2," + lower + ",hmacsha1\n",
+			[]string{"2:row.columns-shifted:model"},
+			[2]string{"SN-1", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := read(tt.input, Options{})
+			if r.err != nil {
+				t.Fatalf("Read: %v", r.err)
+			}
+			if len(r.recs) != 0 || r.sum.Invalid != 1 {
+				t.Fatalf("the row was accepted: %d records, summary %+v", len(r.recs), r.sum)
+			}
+			var got []string
+			for _, p := range r.probs {
+				got = append(got, fmt.Sprintf("%d:%s:%s", p.Line, p.Code, p.Field))
+				if p.Serial != tt.shown[0] || p.UserPrincipalName != tt.shown[1] {
+					t.Errorf("%s names the row %q / %q, want %q / %q", p.Code, p.Serial, p.UserPrincipalName, tt.shown[0], tt.shown[1])
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems = %q, want %q", got, tt.want)
+			}
+			var texts []string
+			for _, p := range r.probs {
+				texts = append(texts, p.Message, p.String(), p.Serial, p.UserPrincipalName)
+			}
+			all := strings.ToLower(strings.Join(texts, "\n"))
+			for _, seed := range []string{seedA, seedB, hexSeed, b64Seed} {
+				if strings.Contains(all, strings.ToLower(seed)) {
+					t.Errorf("a seed is in the problems: %s", all)
+				}
+			}
+		})
+	}
+	// Real public values pass: serials, models and makers as vendors write them.
+	for _, ok := range []string{"8659612000101", "Token2", "C202", "Feitian Technologies Co., Ltd.", "FT-00001234",
+		"OATH-TOTP", "miniOTP-3", "c200", "YubiKey 5 NFC", "0123456789ABCDEF"} {
+		if _, bad := token.SecretLike(ok); bad {
+			t.Errorf("%q is taken for a seed", ok)
+		}
+	}
+}
+
+// TestLongHeader: a header over 64 KiB (thousands of extra columns) is read, the extra columns
+// ignored; one over 1 MiB is a file problem that says why.
+func TestLongHeader(t *testing.T) {
+	var h, pad strings.Builder
+	h.WriteString("upn,serial number,secret key,time interval,manufacturer,model")
+	for i := range 5000 {
+		fmt.Fprintf(&h, ",vendor extra column %04d", i)
+		pad.WriteString(",")
+	}
+	if h.Len() <= 64<<10 {
+		t.Fatalf("header is only %d bytes", h.Len())
+	}
+	input := h.String() + "\r\nada@contoso.example,SN-1," + seedA + ",30,Token2,C202" + pad.String() + "\r\n"
+	r := read(input, Options{})
+	if r.err != nil || len(r.recs) != 1 || r.recs[0].Token.Serial != "SN-1" || len(r.probs) != 0 {
+		t.Fatalf("long header: err %v, %d records, problems %v", r.err, len(r.recs), r.probs)
+	}
+	huge := strings.Repeat("x,", 600<<10) + "\nada@contoso.example,SN-1," + seedA + ",30,Token2,C202\n"
+	r = read(huge, Options{})
+	var fe *FileError
+	if !errors.As(r.err, &fe) || fe.Problem.Code != CodeFileHeaderTooLong || !strings.Contains(fe.Problem.Message, "1 MiB") {
+		t.Fatalf("huge header: %v", r.err)
+	}
+}
+
+// TestAdviceForItsReader: a hex seed read as Base32 tells the CLI user the flag and the blob
+// uploader the metadata hint; an encrypted PSKC without its key tells each what to set.
+func TestAdviceForItsReader(t *testing.T) {
+	input := entraHeader + "ada@contoso.example,SN-1,1234567890abcdef1234567890abcdef,30,Token2,C202\n"
+	for adv, want := range map[Advice][2]string{
+		AdviceCLI:    {"--secret-encoding hex", "--metadata"},
+		AdviceUpload: {"--metadata secretencoding=hex", "--secret-encoding"},
+	} {
+		r := read(input, Options{Advice: adv})
+		if len(r.probs) != 1 || !strings.Contains(r.probs[0].Message, want[0]) || strings.Contains(r.probs[0].Message, want[1]) {
+			t.Errorf("advice %d: %v, want %q and not %q", adv, r.probs, want[0], want[1])
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "seedfiles", "pythonpskc-pbkdf2.xml"))
+	if err != nil {
+		t.Skip(err)
+	}
+	r := read(string(b), Options{Advice: AdviceUpload})
+	var fe *FileError
+	if !errors.As(r.err, &fe) || fe.Problem.Code != CodePSKCKeyMissing || strings.Contains(fe.Problem.Message, "--pskc") ||
+		!strings.Contains(fe.Problem.Message, "OATHPIPE_PSKC_PASSWORD") {
+		t.Errorf("upload advice for a PSKC password: %v", r.err)
 	}
 }

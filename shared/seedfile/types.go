@@ -38,6 +38,27 @@ type Options struct {
 	Manufacturer string
 	Model        string
 	Now          func() time.Time // for PSKC expiry warnings; default time.Now
+	// Advice says who reads the problems' advice: AdviceCLI (the default) names
+	// `oathpipe validate` flags, AdviceUpload the blob metadata hints and app settings that
+	// the person who uploaded a file to seed-inbox can use.
+	Advice Advice
+}
+
+// Advice is the reader of a problem's advice.
+type Advice int
+
+// The readers of advice.
+const (
+	AdviceCLI    Advice = iota // `oathpipe validate`: flags
+	AdviceUpload               // an import from seed-inbox: blob metadata hints, app settings
+)
+
+// advise picks the sentence for the reader.
+func (a Advice) advise(cli, upload string) string {
+	if a == AdviceUpload {
+		return upload
+	}
+	return cli
 }
 
 // FallbackModel is the model of a token whose file and hints name none.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -252,11 +253,15 @@ func NewMemBlobs() *MemBlobs {
 	return &MemBlobs{Inbox: map[string]InboxBlob{}, Reports: map[string][]byte{}, Rejected: map[string][]byte{}}
 }
 
+// uploads counts MemBlobs uploads, for their ETags.
+var uploads atomic.Int64
+
 // Upload drops a file in the inbox with a fresh ETag and returns it as the blob trigger would.
 func (b *MemBlobs) Upload(name string, content []byte) pipeline.InboxFile {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	etag := fmt.Sprintf("\"0x%X\"", len(b.Inbox)+len(b.Rejected)+len(content)*7919+len(name))
+	// Every upload gets a new ETag, as in Azure (two files of one size under one name too).
+	etag := fmt.Sprintf("\"0x%X\"", uploads.Add(1)*1_000_003+int64(len(content)))
 	b.Inbox[name] = InboxBlob{ETag: etag, Content: content}
 	return pipeline.InboxFile{Name: name, ETag: etag, Content: content}
 }
