@@ -38,6 +38,10 @@ func TestValidateDeliveredFileAsThePlainFileInside(t *testing.T) {
 		t.Fatalf("plain file: exit %d, %d outputs", plainCode, len(plain))
 	}
 	want, _ := json.Marshal(plain[0])
+	plainText, err := os.ReadFile(filepath.Join("testdata", "demo", "token2-batch-clean.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	pw := "zip fixture password"
 	tests := [][]string{
 		{"--pgp-key", fixtureArg("key-rsa.asc"), fixtureArg("clean.csv.rsa.gpg")},
@@ -60,6 +64,11 @@ func TestValidateDeliveredFileAsThePlainFileInside(t *testing.T) {
 			if got, _ := json.Marshal(outs[0]); !bytes.Equal(got, want) {
 				t.Errorf("verdict differs from the plain file's:\n%s\nwant\n%s", got, want)
 			}
+			// Neither output quotes a seed of the plain file inside.
+			var out, errOut bytes.Buffer
+			run(append([]string{"validate"}, args...), &out, &errOut)
+			run(append([]string{"validate", "--json"}, args...), &out, &errOut)
+			assertNoSeed(t, string(plainText), out.String()+errOut.String())
 		})
 	}
 }
