@@ -91,6 +91,18 @@ func clearRecords(rs []seedfile.Record) {
 }
 
 func (p *Pipeline) envelopeKeys(ctx context.Context) (envelope.Keys, error) {
+	k, err := p.pgpKeys(ctx)
+	if err != nil || p.d.Envelope == nil {
+		return k, err
+	}
+	if k.ZipPasswords, err = p.d.Envelope.ZipPasswords(ctx); err != nil {
+		return k, fmt.Errorf("read the zip passwords: %w", err)
+	}
+	return k, nil
+}
+
+// pgpKeys reads the PGP keys only (no zip passwords).
+func (p *Pipeline) pgpKeys(ctx context.Context) (envelope.Keys, error) {
 	var k envelope.Keys
 	if p.d.Envelope == nil {
 		return k, nil
@@ -108,15 +120,8 @@ func (p *Pipeline) envelopeKeys(ctx context.Context) (envelope.Keys, error) {
 				p.log.Warn("a PGP key version in the vault cannot be read; skipped", slog.String("error", err.Error()))
 				continue
 			}
-			if k.PGP == nil {
-				k.PGP = keys
-			} else {
-				k.PGP = k.PGP.Append(keys)
-			}
+			k.PGP = k.PGP.Append(keys)
 		}
-	}
-	if k.ZipPasswords, err = p.d.Envelope.ZipPasswords(ctx); err != nil {
-		return k, fmt.Errorf("read the zip passwords: %w", err)
 	}
 	return k, nil
 }
@@ -152,7 +157,7 @@ func (p *Pipeline) rejectedCopy(ctx context.Context, f InboxFile, delivered bool
 	if delivered {
 		return f.Content, target, true, nil
 	}
-	k, err := p.envelopeKeys(ctx)
+	k, err := p.pgpKeys(ctx)
 	if err != nil {
 		return nil, "", false, err
 	}
@@ -252,7 +257,7 @@ func (p *Pipeline) reject(ctx context.Context, log *slog.Logger, f InboxFile, ta
 // PGPPublicKey returns the ASCII-armored public key of the newest PGP key in the vault: what a
 // vendor encrypts seed files to (GET /api/pgp-key). KindNotFound when there is none.
 func (p *Pipeline) PGPPublicKey(ctx context.Context) (string, error) {
-	k, err := p.envelopeKeys(ctx)
+	k, err := p.pgpKeys(ctx)
 	if err != nil {
 		return "", err
 	}
