@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=../../..
 clean=$root/testdata/demo/token2-batch-clean.csv
-export GNUPGHOME=$(mktemp -d)
+GNUPGHOME=$(mktemp -d)
+export GNUPGHOME
 trap 'rm -rf "$GNUPGHOME" work' EXIT
 g() { gpg --batch --quiet --pinentry-mode loopback --trust-model always "$@"; }
 
@@ -27,7 +28,7 @@ for k in rsa cv25519 protected other; do
 done
 g --armor --export cv25519@fixture.example > key-cv25519.pub.asc
 
-enc() { rm -f "$3"; g -r "$1" ${4:-} --output "$3" --encrypt "$2"; }
+enc() { rm -f "$3"; g -r "$1" "${@:4}" --output "$3" --encrypt "$2"; }
 enc rsa@fixture.example $clean clean.csv.rsa.gpg
 enc rsa@fixture.example $clean clean.csv.rsa.asc --armor
 enc cv25519@fixture.example $clean clean.csv.cv25519.gpg
@@ -36,7 +37,7 @@ enc protected@fixture.example $clean clean.csv.protected.gpg
 enc other@fixture.example $clean clean.csv.other.gpg
 
 mkdir -p work && cp $clean work/batch-a.csv && cp $root/testdata/demo/token2-batch-mistakes.csv work/batch-b.csv
-rm -f *.zip
+rm -f ./*.zip
 (cd work && zip -q -P 'zip fixture password' ../zipcrypto.zip batch-a.csv)
 (cd work && zip -q ../plain.zip batch-a.csv batch-b.csv)
 (cd work && 7zz a -bso0 -tzip -mem=AES256 -p'zip fixture password' ../aes256.zip batch-a.csv)
