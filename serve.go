@@ -56,13 +56,13 @@ func runServe(args []string, _, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return serve(ctx, os.Getenv, stderr, nil)
+	return serve(ctx, os.Getenv, os.Stdout, stderr, nil)
 }
 
 // serve loads the settings, wires the pipeline and serves until ctx ends. It makes no network
 // call before listening, so the host's readiness ping is answered within milliseconds. When
 // ready is not nil it receives the listening address.
-func serve(ctx context.Context, getenv func(string) string, stderr io.Writer, ready chan<- string) int {
+func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "oathpipe serve: bad settings:")
@@ -71,7 +71,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer, re
 		}
 		return exitUsage
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	log := newLogger(stdout, stderr, cfg.LogLevel)
 	srv, err := newHandler(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -115,13 +115,47 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer, re
 	return exitOK
 }
 
-// newLogger logs JSON to stderr (the host forwards it to Application Insights) at level.
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger logs JSON lines at level: records below WARN to stdout, WARN and ERROR to stderr.
+// The Functions host logs a custom handler's stdout lines as Information and every stderr line
+// as an Error (a Warning when the line contains "warn"): HttpWorkerDescription.cs sets
+// UseStdErrorStreamForErrorsOnly, read by WorkerProcess.cs ParseErrorMessageAndLog. So routine
+// lines must never go to stderr. The JSON "level" field is "WARN" for warnings, so the host
+// files them as Warnings.
+func newLogger(stdout, stderr io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("app", "oathpipe")
+	opts := &slog.HandlerOptions{Level: l}
+	return slog.New(splitHandler{
+		low:  slog.NewJSONHandler(stdout, opts),
+		high: slog.NewJSONHandler(stderr, opts),
+	}).With("app", "oathpipe")
+}
+
+// splitHandler sends records below WARN to low and the others to high.
+type splitHandler struct{ low, high slog.Handler }
+
+func (h splitHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if l >= slog.LevelWarn {
+		return h.high.Enabled(ctx, l)
+	}
+	return h.low.Enabled(ctx, l)
+}
+
+func (h splitHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		return h.high.Handle(ctx, r)
+	}
+	return h.low.Handle(ctx, r)
+}
+
+func (h splitHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return splitHandler{low: h.low.WithAttrs(as), high: h.high.WithAttrs(as)}
+}
+
+func (h splitHandler) WithGroup(name string) slog.Handler {
+	return splitHandler{low: h.low.WithGroup(name), high: h.high.WithGroup(name)}
 }
 
 // newHandler wires the pipeline from cfg: credential and transport, Key Vault, Graph, storage
@@ -153,6 +187,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 	}
 	p := pipeline.New(pipeline.Deps{
 		Vault: v, Directory: dir, Ledger: acct.Ledger, Queue: acct.Provision, Blobs: acct.Blobs,
+		Inbox: acct.Blobs, Imports: acct.Imports, ImportBudget: cfg.ImportBudget,
 		Activation:       cfg.Activation,
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
@@ -164,6 +199,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		PGPKey:       p,
 		RequiredRole: cfg.RequiredRole,
 		HTTPBudget:   cfg.HTTPBudget,
+		Parker:       acct.Blobs,
 		Logger:       log.With("component", "handlers"),
 	}), nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -58,7 +59,7 @@ func TestServeBadSettingsExitNamingTheSetting(t *testing.T) {
 				}
 			}
 			var stderr bytes.Buffer
-			code := serve(context.Background(), func(k string) string { return env[k] }, &stderr, nil)
+			code := serve(context.Background(), func(k string) string { return env[k] }, io.Discard, &stderr, nil)
 			if code != exitUsage {
 				t.Errorf("exit %d, want %d", code, exitUsage)
 			}
@@ -79,8 +80,8 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 	defer cancel()
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	var stderr syncBuffer
-	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stderr, ready) }()
+	var stdout, stderr syncBuffer
+	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stdout, &stderr, ready) }()
 	var addr string
 	select {
 	case addr = <-ready:
@@ -132,8 +133,8 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	if !strings.Contains(stderr.String(), `"msg":"oathpipe serve listening"`) {
-		t.Errorf("no JSON start log line:\n%s", stderr.String())
+	if !strings.Contains(stdout.String(), `"msg":"oathpipe serve listening"`) {
+		t.Errorf("no JSON start log line on stdout:\n%s", stdout.String())
 	}
 }
 
@@ -157,7 +158,7 @@ func BenchmarkServeStart(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan string, 1)
 		done := make(chan int, 1)
-		go func() { done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, ready) }()
+		go func() { done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, io.Discard, ready) }()
 		select {
 		case <-ready:
 		case code := <-done:
@@ -184,4 +185,29 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestLogStreams: the host records every stderr line of a custom handler as an Error (unless it
+// says "warn"), so records below WARN go to stdout and only WARN and ERROR to stderr.
+func TestLogStreams(t *testing.T) {
+	var out, errOut bytes.Buffer
+	log := newLogger(&out, &errOut, "debug").With("function", "ImportSeeds")
+	log.Debug("d")
+	log.Info("i")
+	log.Warn("w")
+	log.Error("e")
+	if o := out.String(); !strings.Contains(o, `"msg":"d"`) || !strings.Contains(o, `"msg":"i"`) || strings.Contains(o, `"msg":"w"`) || strings.Contains(o, `"msg":"e"`) {
+		t.Errorf("stdout:\n%s", o)
+	}
+	e := errOut.String()
+	if strings.Contains(e, `"msg":"i"`) || strings.Contains(e, `"msg":"d"`) || !strings.Contains(e, `"level":"WARN"`) || !strings.Contains(e, `"msg":"e"`) {
+		t.Errorf("stderr:\n%s", e)
+	}
+	if !strings.Contains(e, `"function":"ImportSeeds"`) || !strings.Contains(out.String(), `"function":"ImportSeeds"`) {
+		t.Errorf("attributes lost on one stream")
+	}
+	quiet := newLogger(&out, &errOut, "warn")
+	if quiet.Enabled(context.Background(), slog.LevelInfo) || !quiet.Enabled(context.Background(), slog.LevelWarn) {
+		t.Errorf("level not honoured")
+	}
 }

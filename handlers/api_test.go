@@ -29,7 +29,7 @@ func TestHTTPFixtures(t *testing.T) {
 				t.Errorf("answer %v", body)
 			}
 		}},
-		{"http-put-parsed-body.json", FuncTokenAssignment, func(t *testing.T, fp *fakePipeline, body map[string]any) {
+		{"lenient-http-put-parsed-body.json", FuncTokenAssignment, func(t *testing.T, fp *fakePipeline, body map[string]any) {
 			want := pipeline.AssignRequest{Serial: "1000001", UserPrincipalName: "grace@contoso.com", VerificationCode: "012345", Activate: true, Caller: FunctionKeyCaller}
 			if len(fp.assigns) != 1 || fp.assigns[0] != want {
 				t.Errorf("AssignToken got %+v, want %+v", fp.assigns, want)

@@ -22,7 +22,9 @@ import (
 type fakePipeline struct {
 	mu sync.Mutex
 
-	imported    []pipeline.InboxFile
+	imported    []pipeline.ImportRequest
+	parked      map[string][]byte // token-parked blobs by name
+	parkErr     error
 	provisioned []pipeline.ProvisionMessage
 	dequeue     []int
 	poisoned    []pipeline.ProvisionMessage
@@ -39,18 +41,32 @@ type fakePipeline struct {
 	panicky   bool
 }
 
-func (f *fakePipeline) Import(_ context.Context, file pipeline.InboxFile) (*pipeline.ImportResult, error) {
+func (f *fakePipeline) ImportFromInbox(_ context.Context, r pipeline.ImportRequest) (*pipeline.ImportResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.panicky {
 		panic("boom JBSWY3DPEHPK3PXP")
 	}
-	f.imported = append(f.imported, file)
+	f.imported = append(f.imported, r)
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &pipeline.ImportResult{ImportID: pipeline.ImportID(file.Name, file.ETag), FileName: file.Name, Format: "entra-csv",
+	return &pipeline.ImportResult{ImportID: pipeline.ImportID(r.Name, r.ETag), FileName: r.Name, Format: "entra-csv",
 		Rows: 1, Valid: 1, Queued: 1, Disposition: "deleted"}, nil
+}
+
+// Park implements Parker.
+func (f *fakePipeline) Park(_ context.Context, name string, content []byte, _ ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.parkErr != nil {
+		return f.parkErr
+	}
+	if f.parked == nil {
+		f.parked = map[string][]byte{}
+	}
+	f.parked[name] = append([]byte(nil), content...)
+	return nil
 }
 
 func (f *fakePipeline) Provision(_ context.Context, m pipeline.ProvisionMessage, n int) (*pipeline.TokenOutcome, error) {

@@ -44,8 +44,8 @@ func isValidUTF8JSON(s string) bool {
 // FuzzInvocation feeds arbitrary payloads to every function: the handler never panics, always
 // answers JSON of the documented shape, answers HTTP functions 200, and never leaks the seed.
 func FuzzInvocation(f *testing.F) {
-	for _, name := range []string{"blob-plain.json", "blob-double-encoded.json", "blob-uri-only.json", "queue-plain.json",
-		"queue-double-encoded.json", "poison-plain.json", "http-put.json", "http-put-parsed-body.json", "http-get.json",
+	for _, name := range []string{"queue-eventgrid-blobcreated.json", "queue-cloudevent-blobcreated.json", "queue-import-continuation.json", "lenient-queue-plain.json",
+		"queue-double-encoded.json", "lenient-poison-plain.json", "poison-double-encoded.json", "http-put.json", "lenient-http-put-parsed-body.json", "http-get.json",
 		"http-delete.json", "http-import-status.json"} {
 		for fn := range 5 {
 			f.Add(uint8(fn), fixture(f, name))
@@ -135,6 +135,31 @@ func FuzzClientPrincipal(f *testing.F) {
 			}
 			if !found {
 				t.Fatalf("role %q granted without a claim", role)
+			}
+		}
+	})
+}
+
+// FuzzImportRequests: any seed-imports message text decodes to requests or an error, never a
+// panic, and every request names a blob.
+func FuzzImportRequests(f *testing.F) {
+	for _, name := range []string{"queue-eventgrid-blobcreated.json", "queue-cloudevent-blobcreated.json", "queue-import-continuation.json"} {
+		var in Invocation
+		if err := json.Unmarshal(fixture(f, name), &in); err != nil {
+			f.Fatal(err)
+		}
+		text, _ := in.DataString("event")
+		f.Add(text)
+	}
+	f.Add(`[{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/seed-inbox/blobs/"}]`)
+	f.Fuzz(func(t *testing.T, text string) {
+		reqs, _, err := importRequests(text)
+		if err != nil {
+			return
+		}
+		for _, r := range reqs {
+			if r.Name == "" {
+				t.Fatalf("a request without a blob name from %q", text)
 			}
 		}
 	})

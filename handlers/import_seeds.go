@@ -1,7 +1,10 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,86 +15,179 @@ import (
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
-// importSeeds handles the blob trigger on seed-inbox/{name}: Data.seedFile is the file's bytes
-// (base64), Metadata.name its name, Metadata.Properties.ETag its version. The pipeline does the
-// rest, including removing the blob from the inbox once every seed is in the vault. A non-nil
-// error from it is worth retrying: answer 500 and the host redelivers (after 5 tries the blob
-// lands in webjobs-blobtrigger-poison).
+// importSeeds handles a message of the seed-imports queue (queue trigger, Data.event): an Event
+// Grid Microsoft.Storage.BlobCreated event for a blob in seed-inbox, written there by the
+// system topic's subscription (EventGridSchema; CloudEvents 1.0 is accepted too), or a
+// continuation an import left when its time budget ended. The payload only names the blob: the
+// pipeline reads its content, ETag and metadata from storage. A non-nil error from the pipeline
+// is worth retrying: answer 500 and the host makes the message visible again after
+// visibilityTimeout (after maxDequeueCount deliveries it goes to seed-imports-poison).
 func (s *Server) importSeeds(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
-	f, err := inboxFile(in)
-	if err != nil {
-		log.Error("bad blob trigger payload", "err", err)
-		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{err.Error()}}}
+	text, ok := in.DataString("event")
+	if !ok {
+		log.Error("seed-imports message has no Data.event")
+		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"seed-imports message has no Data.event"}}}
 	}
-	log = log.With("file", f.Name, "etag", f.ETag, "bytes", len(f.Content))
-	log.Info("import started")
-	res, err := s.p.Import(ctx, f)
+	reqs, skipped, err := importRequests(text)
 	if err != nil {
-		log.Error("import failed; the host will retry", "importId", pipeline.ImportID(f.Name, f.ETag), "err", err)
-		return outcome{status: http.StatusInternalServerError, resp: Response{
-			Logs: []string{fmt.Sprintf("import of %s failed (will be retried): %v", f.Name, err)},
-		}}
+		// Retrying cannot fix it; the host's poison queue keeps it for an operator.
+		log.Error("undecodable seed-imports message", "err", err)
+		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"undecodable seed-imports message: " + err.Error()}}}
+	}
+	var lines []string
+	for _, sk := range skipped {
+		log.Info("event ignored", "reason", sk)
+		lines = append(lines, "event ignored: "+sk)
+	}
+	for _, r := range reqs {
+		l := log.With("file", r.Name, "continuation", r.Continuation)
+		if r.ImportID != "" {
+			l = l.With("importId", r.ImportID, "part", r.Part)
+		}
+		l.Info("import started")
+		res, err := s.p.ImportFromInbox(ctx, r)
+		if err != nil {
+			l.Error("import failed; the host will retry the message", "err", err)
+			return outcome{status: http.StatusInternalServerError, resp: Response{
+				Logs: append(lines, fmt.Sprintf("import of %s failed (will be retried): %v", r.Name, err)),
+			}}
+		}
+		lines = append(lines, importLine(res))
+		l.Info("import answered", "importId", res.ImportID, "rows", res.Rows, "valid", res.Valid,
+			"invalid", res.Invalid, "queued", res.Queued, "failed", res.Failed, "disposition", res.Disposition,
+			"repeat", res.Repeat, "continued", res.Continued, "checkpoint", res.Checkpoint, "gone", res.Gone, "replaced", res.Replaced)
+	}
+	return outcome{status: http.StatusOK, resp: Response{Logs: lines}}
+}
+
+// importLine is one Logs line for an import's answer.
+func importLine(res *pipeline.ImportResult) string {
+	switch {
+	case res.Gone:
+		return fmt.Sprintf("%s is no longer in %s: nothing to import", res.FileName, config.InboxContainer)
+	case res.Replaced:
+		return fmt.Sprintf("import %s of %s stopped: the file was replaced by a new upload", res.ImportID, res.FileName)
+	case res.Continued:
+		return fmt.Sprintf("import %s of %s: time budget used at line %d; continued in a new message", res.ImportID, res.FileName, res.Checkpoint)
 	}
 	line := fmt.Sprintf("import %s of %s: %d rows, %d valid, %d invalid, %d queued, %d failed, source %s",
 		res.ImportID, res.FileName, res.Rows, res.Valid, res.Invalid, res.Queued, res.Failed, res.Disposition)
 	if res.Repeat {
 		line += " (repeated delivery)"
 	}
-	log.Info("import done", "importId", res.ImportID, "rows", res.Rows, "valid", res.Valid,
-		"invalid", res.Invalid, "queued", res.Queued, "failed", res.Failed, "disposition", res.Disposition, "repeat", res.Repeat)
-	return outcome{status: http.StatusOK, resp: Response{Logs: []string{line}}}
+	return line
 }
 
-// inboxFile decodes the blob trigger's payload into the pipeline's InboxFile.
-func inboxFile(in *Invocation) (pipeline.InboxFile, error) {
-	content, err := in.DataBytes("seedFile")
+// BlobCreatedEvent is the event type an import starts from.
+const BlobCreatedEvent = "Microsoft.Storage.BlobCreated"
+
+// gridEvent is the part of an Event Grid event (EventGridSchema, or CloudEvents 1.0) oathpipe
+// reads, or of an import continuation (field "oathpipe").
+type gridEvent struct {
+	// EventGridSchema
+	EventType string `json:"eventType"`
+	// CloudEvents 1.0
+	SpecVersion string `json:"specversion"`
+	Type        string `json:"type"`
+	// Both
+	ID      string `json:"id"`
+	Subject string `json:"subject"`
+	Data    struct {
+		URL  string `json:"url"`
+		ETag string `json:"eTag"`
+		API  string `json:"api"`
+	} `json:"data"`
+	// An import continuation.
+	pipeline.ImportContinuation
+}
+
+// importRequests decodes a seed-imports message into the imports it asks for. The message is
+// one event as plain JSON (Event Grid writes one event per message); an array of events and a
+// Base64-encoded message are accepted too. Events of another type or container are skipped
+// (with the reason).
+func importRequests(text string) (reqs []pipeline.ImportRequest, skipped []string, err error) {
+	raw := bytes.TrimSpace([]byte(text))
+	if len(raw) > 0 && raw[0] != '{' && raw[0] != '[' {
+		// Lenient: a subscription or tool that Base64-encodes queue messages.
+		dec, derr := base64.StdEncoding.DecodeString(string(raw))
+		if derr != nil {
+			return nil, nil, fmt.Errorf("the message is neither JSON nor Base64-encoded JSON")
+		}
+		raw = bytes.TrimSpace(dec)
+	}
+	var events []gridEvent
+	if len(raw) > 0 && raw[0] == '[' {
+		err = json.Unmarshal(raw, &events)
+	} else {
+		var e gridEvent
+		err = json.Unmarshal(raw, &e)
+		events = []gridEvent{e}
+	}
 	if err != nil {
-		return pipeline.InboxFile{}, fmt.Errorf("blob content: %w", err)
+		return nil, nil, fmt.Errorf("decode the message: %w", err)
 	}
-	name := in.Meta("name")
-	if name == "" {
-		name = blobNameFromURI(in.Meta("Uri"))
+	for _, e := range events {
+		if e.Kind == pipeline.ContinuationKind {
+			if e.BlobName == "" || e.BlobETag == "" {
+				return nil, nil, fmt.Errorf("a continuation without blobName or blobETag")
+			}
+			reqs = append(reqs, pipeline.ImportRequest{Name: e.BlobName, ETag: e.BlobETag, Continuation: true,
+				ImportID: e.ImportID, Part: e.Part})
+			continue
+		}
+		typ := e.EventType
+		if e.SpecVersion != "" {
+			typ = e.Type
+		}
+		if typ == "" {
+			return nil, nil, fmt.Errorf("not an Event Grid event (no eventType or type) and not a continuation")
+		}
+		if typ != BlobCreatedEvent {
+			skipped = append(skipped, fmt.Sprintf("event %s is %s, not %s", e.ID, typ, BlobCreatedEvent))
+			continue
+		}
+		name, ok := blobNameFromSubject(e.Subject)
+		if !ok {
+			name, ok = blobNameFromURL(e.Data.URL)
+		}
+		if !ok {
+			skipped = append(skipped, fmt.Sprintf("event %s is for a blob outside %s (subject %q)", e.ID, config.InboxContainer, e.Subject))
+			continue
+		}
+		reqs = append(reqs, pipeline.ImportRequest{Name: name, ETag: quoteETag(e.Data.ETag)})
 	}
-	if name == "" {
-		name = blobNameFromPath(in.Meta("BlobTrigger"))
-	}
-	if name == "" {
-		return pipeline.InboxFile{}, fmt.Errorf("blob trigger payload names no blob (Metadata.name, Uri, BlobTrigger)")
-	}
-	etag := in.MetaProperty("ETag")
-	if etag == "" {
-		etag = in.Meta("ETag")
-	}
-	etag = quoteETag(etag)
-	var md map[string]string
-	if err := in.MetaObject("Metadata", &md); err != nil {
-		md = nil // user metadata is optional; hints only
-	}
-	return pipeline.InboxFile{Name: name, ETag: etag, Content: content, Metadata: md}, nil
+	return reqs, skipped, nil
 }
 
-// blobNameFromURI returns the blob name inside the inbox container from the blob's URL
+// subjectPrefix starts the subject of a seed-inbox blob event.
+const subjectPrefix = "/blobServices/default/containers/" + config.InboxContainer + "/blobs/"
+
+// blobNameFromSubject returns the blob name of an event subject
+// (/blobServices/default/containers/seed-inbox/blobs/dir/a.csv → dir/a.csv).
+func blobNameFromSubject(subject string) (string, bool) {
+	name, ok := strings.CutPrefix(subject, subjectPrefix)
+	return name, ok && name != ""
+}
+
+// blobNameFromURL returns the blob name inside the inbox container from the blob's URL
 // (https://acct.blob.core.windows.net/seed-inbox/dir/a.csv, or Azurite's /devstoreaccount1/seed-inbox/...).
-func blobNameFromURI(uri string) string {
-	u, err := url.Parse(uri)
+func blobNameFromURL(raw string) (string, bool) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return ""
+		return "", false
 	}
-	return blobNameFromPath(u.Path)
+	segs := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	for i, s := range segs {
+		if s == config.InboxContainer && i+1 < len(segs) {
+			name := strings.Join(segs[i+1:], "/")
+			return name, name != ""
+		}
+	}
+	return "", false
 }
 
-// blobNameFromPath returns what follows "seed-inbox/" in p.
-func blobNameFromPath(p string) string {
-	marker := config.InboxContainer + "/"
-	if i := strings.Index(p, marker); i >= 0 {
-		return p[i+len(marker):]
-	}
-	return ""
-}
-
-// quoteETag returns etag in its HTTP form, "0x8D...", as Azure Storage and azblob report it. The
-// host's payload cannot tell a quoted ETag from a string encoded twice, so the quotes may or may
-// not survive decoding; normalising keeps the import id and the conditional delete stable.
+// quoteETag returns etag in its HTTP form, "0x8D...", as Azure Storage and azblob report it
+// (Event Grid's data.eTag has no quotes).
 func quoteETag(etag string) string {
 	etag = strings.Trim(strings.TrimSpace(etag), `"`)
 	if etag == "" {

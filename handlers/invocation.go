@@ -15,8 +15,9 @@ import (
 	"strings"
 )
 
-// maxInvocationBytes bounds an invocation body. A seed file is carried base64-encoded in the
-// blob trigger's payload, so this is also the largest vendor file accepted (~48 MB raw).
+// maxInvocationBytes bounds an invocation body. No seed file travels in a payload any more
+// (ImportSeeds reads the blob from storage); queue messages are at most 64 KiB and HTTP bodies
+// are bounded again by the HTTP handlers.
 const maxInvocationBytes = 64 << 20
 
 // Invocation is the host's request to a function: {"Data": {...}, "Metadata": {...}}.

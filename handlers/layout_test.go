@@ -33,8 +33,8 @@ func readJSON(t *testing.T, path string, v any) {
 // names the handlers read, and the resource names in shared/config.
 func TestFunctionJSONMatchesHandlers(t *testing.T) {
 	want := map[string][]binding{
-		FuncImportSeeds: {{Name: "seedFile", Type: "blobTrigger", Direction: "in", Path: config.InboxContainer + "/{name}",
-			Source: "EventGrid", Connection: config.StorageConnection, DataType: "binary"}},
+		FuncImportSeeds: {
+			{Name: "event", Type: "queueTrigger", Direction: "in", QueueName: config.ImportsQueue, Connection: config.StorageConnection}},
 		FuncProvisionToken:  {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.ProvisionQueue, Connection: config.StorageConnection}},
 		FuncProvisionFailed: {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.PoisonQueue, Connection: config.StorageConnection}},
 		FuncTokenAssignment: {

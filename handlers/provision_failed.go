@@ -2,32 +2,83 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
 )
 
 // provisionFailed handles a message of token-provisioning-poison: the host gave up on it after
 // maxDequeueCount deliveries. The pipeline records the token as failed, keeping the last error
-// it saw, so the token does not vanish. A failure to record is retried (500).
+// it saw, so the token does not vanish. A failure to record is retried (500) — but the host
+// gives a queue whose name ends in "-poison" no poison queue of its own: past maxDequeueCount it
+// would only skip the message until it expires. So on the last delivery a message that still
+// cannot be recorded (or that does not decode) is parked as a blob in token-parked, and the
+// answer is 200. Only a failure to park is answered 500 then.
 func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
+	dq := in.MetaInt("DequeueCount")
+	text, _ := in.DataString("job")
+	log = log.With("dequeueCount", dq)
 	m, err := provisionMessage(in, "job")
 	if err != nil {
-		log.Error("dropped undecodable poison message", "messageId", in.Meta("Id"), "err", err)
-		return outcome{status: http.StatusOK, resp: Response{Logs: []string{"dropped undecodable poison message " + in.Meta("Id") + ": " + err.Error()}}}
+		// Retrying cannot fix it: park it at once for an operator.
+		log.Error("undecodable poison message; parking it", "err", err)
+		return s.parkPoison(ctx, log, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
-	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "messageId", in.Meta("Id"))
+	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line)
 	reason := fmt.Sprintf("provisioning gave up after %d deliveries; the message was moved to %s", s.maxDQ, config.PoisonQueue)
-	if err := s.p.RecordPoisoned(ctx, m, reason); err != nil {
+	err = s.p.RecordPoisoned(ctx, m, reason)
+	if err == nil {
+		log.Warn("token recorded as failed after exhausting its retries")
+		return outcome{status: http.StatusOK, resp: Response{Logs: []string{
+			fmt.Sprintf("token %s (import %s, line %d) recorded as failed: %s", m.SerialNumber, m.ImportID, m.Line, reason),
+		}}}
+	}
+	if dq < s.maxDQ {
 		log.Error("recording the poisoned token failed; the host will retry", "err", err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{
 			Logs: []string{fmt.Sprintf("record failed token %s (import %s, line %d) failed (will be retried): %v", m.SerialNumber, m.ImportID, m.Line, err)},
 		}}
 	}
-	log.Warn("token recorded as failed after exhausting its retries")
+	log.Error("recording the poisoned token failed on its last delivery; parking the message", "err", err)
+	name := fmt.Sprintf("%s/%010d.json", url.PathEscape(m.ImportID), m.Line)
+	return s.parkPoison(ctx, log, name, text, dq, err.Error())
+}
+
+// parkPoison writes the message text as token-parked/{name} and answers 200, or 500 when even
+// that fails (the host then redelivers it after 10 minutes while its dequeue count allows).
+func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, name, text string, dq int, lastErr string) outcome {
+	if s.park == nil {
+		log.Error("no token-parked container configured; the host will retry the message")
+		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"cannot park the message: no parking configured"}}}
+	}
+	if len(lastErr) > 1000 {
+		lastErr = lastErr[:1000]
+	}
+	err := s.park.Park(ctx, name, []byte(text),
+		"sourcequeue", config.PoisonQueue,
+		"dequeuecount", strconv.Itoa(dq),
+		"lasterror", url.QueryEscape(lastErr), // metadata values are ASCII
+		"parkedat", time.Now().UTC().Format(time.RFC3339))
+	if err != nil {
+		log.Error("parking the message failed; the host will retry it", "blob", config.ParkedContainer+"/"+name, "err", err)
+		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{
+			fmt.Sprintf("park %s/%s failed (will be retried): %v", config.ParkedContainer, name, err)}}}
+	}
+	log.Error("message parked; re-enqueue it to "+config.PoisonQueue+" once the cause is fixed (docs/operations.md)",
+		"blob", config.ParkedContainer+"/"+name)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{
-		fmt.Sprintf("token %s (import %s, line %d) recorded as failed: %s", m.SerialNumber, m.ImportID, m.Line, reason),
-	}}}
+		fmt.Sprintf("message parked as %s/%s: %s", config.ParkedContainer, name, lastErr)}}}
+}
+
+// digest names a message that carries no usable name.
+func digest(text string) string {
+	h := sha256.Sum256([]byte(text))
+	return hex.EncodeToString(h[:12])
 }

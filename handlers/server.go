@@ -12,9 +12,14 @@ import (
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
-// Importer imports a seed file dropped in the inbox (ImportSeeds).
+// Importer imports a seed file dropped in the inbox, reading it from storage (ImportSeeds).
 type Importer interface {
-	Import(ctx context.Context, f pipeline.InboxFile) (*pipeline.ImportResult, error)
+	ImportFromInbox(ctx context.Context, r pipeline.ImportRequest) (*pipeline.ImportResult, error)
+}
+
+// Parker keeps a message ProvisionFailed cannot record, as a blob in token-parked (storage.Blobs).
+type Parker interface {
+	Park(ctx context.Context, name string, content []byte, metadata ...string) error
 }
 
 // Provisioner provisions one token from a queue message (ProvisionToken).
@@ -56,6 +61,7 @@ type Options struct {
 	HTTPBudget   time.Duration // OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request
 	MaxDequeue   int           // host.json maxDequeueCount (default DefaultMaxDequeue)
 	PGPKey       PGPPublicKey  // GET /api/pgp-key; nil answers not-found
+	Parker       Parker        // token-parked; required for ProvisionFailed to never lose a message
 	Logger       *slog.Logger
 }
 
@@ -78,6 +84,7 @@ type Server struct {
 	role   string
 	budget time.Duration
 	maxDQ  int
+	park   Parker
 	pgp    PGPPublicKey
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -85,7 +92,7 @@ type Server struct {
 
 // New returns the handler server.
 func New(o Options) *Server {
-	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, pgp: o.PGPKey, log: o.Logger}
+	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, log: o.Logger}
 	if s.budget <= 0 {
 		s.budget = 60 * time.Second
 	}

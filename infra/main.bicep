@@ -83,6 +83,9 @@ param vaultConcurrency int = 16
 @description('OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request (Go duration, 1s to 200s).')
 param httpBudget string = '60s'
 
+@description('OATHPIPE_IMPORT_BUDGET: how long one ImportSeeds invocation works before it hands the import on to a continuation (Go duration, 1s to 8m; functionTimeout is 10 minutes).')
+param importBudget string = '5m'
+
 @description('OATHPIPE_LOG_LEVEL.')
 @allowed([
   'debug'
@@ -222,6 +225,7 @@ module functionApp 'modules/functionapp.bicep' = {
     graphUrl: graphUrl
     vaultConcurrency: vaultConcurrency
     httpBudget: httpBudget
+    importBudget: importBudget
     logLevel: logLevel
     pskcKeySecretName: pskcKeySecretName
     pskcPasswordSecretName: pskcPasswordSecretName

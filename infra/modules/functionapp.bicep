@@ -25,6 +25,7 @@ param requiredRole string
 param graphUrl string
 param vaultConcurrency int
 param httpBudget string
+param importBudget string
 param logLevel string
 param pskcKeySecretName string
 param pskcPasswordSecretName string
@@ -78,6 +79,7 @@ var appSettings = {
   OATHPIPE_REQUIRED_ROLE: requiredRole
   OATHPIPE_VAULT_CONCURRENCY: string(vaultConcurrency)
   OATHPIPE_HTTP_BUDGET: httpBudget
+  OATHPIPE_IMPORT_BUDGET: importBudget
   OATHPIPE_PSKC_KEY: pskcKeyReference
   OATHPIPE_PSKC_PASSWORD: pskcPasswordReference
   OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName

@@ -102,8 +102,9 @@ type Stack struct {
 	done       context.Context
 	cancel     context.CancelFunc // cancels done: Stop interrupts a restart in progress
 
-	mu  sync.Mutex
-	app *appProcess // nil while the app is stopped
+	mu   sync.Mutex
+	app  *appProcess // nil while the app is stopped
+	down bool        // the app kept crashing and is not restarted
 }
 
 // appProcess is the `oathpipe serve` child and the runner delivering to it.
@@ -310,7 +311,8 @@ func (s *Stack) startApp(ctx context.Context) error {
 	}
 	a := &appProcess{cmd: cmd, exited: make(chan struct{}), handlerURL: "http://127.0.0.1:" + strconv.Itoa(port), started: time.Now()}
 	go func() { _ = cmd.Wait(); close(a.exited) }()
-	if err := waitHandler(ctx, a, 60*time.Second); err != nil {
+	// HttpWorkerOptions.cs InitializationTimeout: the host gives the handler 30 s to answer.
+	if err := waitHandler(ctx, a, 30*time.Second); err != nil {
 		a.kill(syscall.SIGKILL)
 		<-a.exited
 		return fmt.Errorf("devstack: oathpipe serve: %w", err)
@@ -322,6 +324,8 @@ func (s *Stack) startApp(ctx context.Context) error {
 		Functions: s.fns, Host: s.host, HandlerURL: a.handlerURL,
 		Connection: map[string]string{config.StorageConnection: s.Endpoints.StorageConnectionString},
 		Logger:     s.log.With("component", "runner"), PollInterval: 200 * time.Millisecond, Observe: s.opts.Observe,
+		// The Event Grid system-topic subscription infra/ deploys: BlobCreated of seed-inbox into seed-imports.
+		EventGrid: []runner.EventGridSubscription{{Connection: config.StorageConnection, Container: config.InboxContainer, Queue: config.ImportsQueue}},
 	})
 	if err != nil {
 		a.kill(syscall.SIGKILL)
@@ -339,7 +343,8 @@ func (s *Stack) startApp(ctx context.Context) error {
 }
 
 // supervise restarts the app when it exits without being asked to. Three crashes in a row,
-// each within 10 s of its start, leave it stopped (the HTTP front then answers 503).
+// each within 10 s of its start, leave it stopped: the HTTP front then answers 503 saying the
+// app is down. A crash later than 10 s after its start is not counted (it resets the count).
 func (s *Stack) supervise(a *appProcess) {
 	<-a.exited
 	s.life.Lock()
@@ -358,12 +363,15 @@ func (s *Stack) supervise(a *appProcess) {
 	if time.Since(a.started) < 10*time.Second {
 		s.quickFails++
 	} else {
-		s.quickFails = 1
+		s.quickFails = 0
 	}
 	s.log.Error("oathpipe serve exited on its own; restarting it as the Functions host would",
 		"pid", a.cmd.Process.Pid, "state", a.cmd.ProcessState.String(), "crashes", s.quickFails)
 	if s.quickFails >= 3 {
 		s.log.Error("oathpipe serve keeps crashing; not restarting it (see its log above)")
+		s.mu.Lock()
+		s.down = true
+		s.mu.Unlock()
 		return
 	}
 	if !sleepCtx(s.done, time.Duration(s.quickFails)*500*time.Millisecond) {
@@ -382,8 +390,8 @@ func (s *Stack) Restarts() int {
 	return s.restarts
 }
 
-// StopApp stops the runner (queue messages in flight become visible again) and then the app,
-// with SIGTERM and, after 5 s, SIGKILL.
+// StopApp stops the runner (queue messages in flight become visible again) and then the app
+// with SIGKILL, as the Functions host does.
 func (s *Stack) StopApp() { s.stopApp(false) }
 
 // KillApp kills the app with SIGKILL first, as a crashed instance, then stops the runner: the
@@ -412,13 +420,9 @@ func (s *Stack) stopAppLocked(crash bool) {
 	}
 	a.stopRun()
 	<-a.runDone
-	a.kill(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(5 * time.Second):
-		a.kill(syscall.SIGKILL)
-		<-a.exited
-	}
+	// The host stops a worker with Process.Kill() (WorkerProcess.cs): SIGKILL, no grace.
+	a.kill(syscall.SIGKILL)
+	<-a.exited
 	s.log.Info("app stopped", "pid", a.cmd.Process.Pid, "crash", crash)
 }
 
@@ -472,8 +476,12 @@ func (s *Stack) Stop() {
 // serveFront hands /api/... to the current runner; while the app restarts it answers 503.
 func (s *Stack) serveFront(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	a := s.app
+	a, down := s.app, s.down
 	s.mu.Unlock()
+	if a == nil && down {
+		http.Error(w, "the app is down: oathpipe serve crashed 3 times within 10 s of its start and is not restarted; see its log", http.StatusServiceUnavailable)
+		return
+	}
 	if a == nil {
 		http.Error(w, "the app is restarting", http.StatusServiceUnavailable)
 		return

@@ -120,6 +120,7 @@ func (s *secret) find(id string) *version {
 type failure struct {
 	n      int
 	status int
+	until  time.Time // an outage: every request fails with status until then
 }
 
 // Server is the stand-in; it is an http.Handler.
@@ -181,6 +182,14 @@ func (s *Server) FailNext(n, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = failure{n: n, status: status}
+}
+
+// Outage makes every authenticated request fail with 503 (Retry-After: 1) for d from now, as
+// a Key Vault outage does, before it touches any state.
+func (s *Server) Outage(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = failure{status: http.StatusServiceUnavailable, until: time.Now().Add(d)}
 }
 
 // DrainRate empties the rate limiter's bucket, as if other clients had just used the vault's
@@ -269,6 +278,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	inject := 0
 	if s.fail.n > 0 {
 		s.fail.n--
+		inject = s.fail.status
+	} else if time.Now().Before(s.fail.until) {
 		inject = s.fail.status
 	}
 	s.mu.Unlock()

@@ -27,8 +27,12 @@ const (
 )
 
 // blobWatch delivers each new (name, ETag) in one container to one blobTrigger function, once
-// successfully. Success is remembered in a receipt blob, as the host does, so a restarted
-// runner does not deliver the same upload again.
+// successfully, as the Storage 5.x blob trigger does. A failed try is retried at once (the
+// shared blob queue listener's visibility timeout is zero), up to poisonBlobThreshold tries
+// (SharedBlobQueueListenerFactory.cs), then the blob goes to webjobs-blobtrigger-poison. In
+// scan mode success is remembered in a receipt blob (BlobTriggerExecutor.cs), so a restarted
+// runner does not deliver the same upload again; with source EventGrid there are no receipts
+// (BlobListenerFactory.cs), and a restarted runner delivers what it finds again.
 type blobWatch struct {
 	r       *Runner
 	fn      Function
@@ -127,7 +131,7 @@ func (w *blobWatch) claim(ctx context.Context, name, etag string) bool {
 	}
 	w.inflight[k] = true
 	w.mu.Unlock()
-	if w.hasReceipt(ctx, name, etag) {
+	if w.receipts() && w.hasReceipt(ctx, name, etag) {
 		w.mu.Lock()
 		w.done[k] = true
 		delete(w.inflight, k)
@@ -142,6 +146,9 @@ func (w *blobWatch) release(name, etag string) {
 	delete(w.inflight, blobKey(name, etag))
 	w.mu.Unlock()
 }
+
+// receipts reports whether the trigger keeps blob receipts: only in scan mode.
+func (w *blobWatch) receipts() bool { return !strings.EqualFold(w.trig.Source, "EventGrid") }
 
 func (w *blobWatch) receiptName(name, etag string) string {
 	return fmt.Sprintf("blobreceipts/%s/Host.Functions.%s/%s/%s/%s", w.r.hostID, w.fn.Name,
@@ -205,7 +212,7 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	}
 	p.Metadata["Uri"] = hostString(w.blobURL(name))
 	p.Metadata["Properties"] = blobProperties(it, dl, len(content))
-	meta := map[string]string{}
+	meta := map[string]string{} // IDictionary<string,string>: an object
 	for k, v := range it.Metadata {
 		if v != nil {
 			meta[k] = *v
@@ -236,23 +243,25 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 
 	switch {
 	case err == nil:
-		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+		if w.receipts() {
+			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
+				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+			}
 		}
 		w.markDone(k)
-	case tries >= w.r.host.MaxDequeueCount:
+	case tries >= w.r.host.PoisonBlobThreshold:
 		if perr := w.poison(bg, name, etag); perr != nil {
 			w.r.log.Error("blob poison message", "blob", name, "err", perr)
 		}
-		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+		if w.receipts() {
+			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
+				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+			}
 		}
 		w.markDone(k)
 		d.Poisoned = true
 	default:
-		w.mu.Lock()
-		w.notTill[k] = time.Now().Add(w.r.host.VisibilityTimeout)
-		w.mu.Unlock()
+		// Retried at once: host.json's queues.visibilityTimeout does not apply to blob triggers.
 	}
 	d.Duration = time.Since(start)
 	w.r.report(d)
@@ -291,18 +300,14 @@ func (w *blobWatch) blobURL(name string) string {
 	return w.blobs.ServiceClient().NewContainerClient(w.pat.container).URL() + "/" + strings.Join(segs, "/")
 }
 
-// blobProperties is Metadata.Properties as the host sends it (BlobProperties serialised), from
-// the download's headers (the ETag in its quoted header form) and the listing.
+// blobProperties is Metadata.Properties as the host sends it: Azure.Storage.Blobs.Models.
+// BlobProperties (v12, BlobTriggerBinding.cs) through JObject.FromObject
+// (ScriptInvocationContextExtensions.cs). Azure.ETag has only private fields, so ETag is {};
+// BlobType is an enum, written as its number; CreatedOn (not Created); ContentHash base64.
 func blobProperties(it *container.BlobItem, dl azblob.DownloadStreamResponse, size int) map[string]any {
 	pr := it.Properties
-	etag := string(*pr.ETag)
-	if dl.ETag != nil {
-		etag = string(*dl.ETag)
-	}
-	if !strings.HasPrefix(etag, `"`) {
-		etag = `"` + etag + `"`
-	}
-	out := map[string]any{"ContentLength": size, "ETag": etag, "BlobType": "Block"}
+	out := map[string]any{"ContentLength": size, "ETag": map[string]any{}, "BlobType": blobTypeNumber("BlockBlob"),
+		"Metadata": map[string]string{}}
 	if dl.ContentType != nil {
 		out["ContentType"] = *dl.ContentType
 	}
@@ -316,19 +321,25 @@ func blobProperties(it *container.BlobItem, dl azblob.DownloadStreamResponse, si
 		out["ContentHash"] = base64.StdEncoding.EncodeToString(pr.ContentMD5)
 	}
 	if pr.BlobType != nil {
-		out["BlobType"] = blobTypeName(string(*pr.BlobType))
+		out["BlobType"] = blobTypeNumber(string(*pr.BlobType))
 	}
+	md := map[string]string{}
+	for k, v := range it.Metadata {
+		if v != nil {
+			md[k] = *v
+		}
+	}
+	out["Metadata"] = md
 	return out
 }
 
-func blobTypeName(t string) string {
+// blobTypeNumber is Azure.Storage.Blobs.Models.BlobType as a number: Block 0, Page 1, Append 2.
+func blobTypeNumber(t string) int {
 	switch strings.ToLower(t) {
-	case "blockblob":
-		return "Block"
-	case "appendblob":
-		return "Append"
 	case "pageblob":
-		return "Page"
+		return 1
+	case "appendblob":
+		return 2
 	}
-	return t
+	return 0
 }

@@ -152,19 +152,32 @@ func routeOrName(route, name string) string {
 
 // Host is the part of host.json the runner honours.
 type Host struct {
-	RoutePrefix       string        // extensions.http.routePrefix, "api" by default
-	MaxDequeueCount   int           // extensions.queues.maxDequeueCount, 5 by default
-	BatchSize         int           // extensions.queues.batchSize, 16 by default
-	VisibilityTimeout time.Duration // extensions.queues.visibilityTimeout: delay before a failed message is retried
-	MaxPollInterval   time.Duration // extensions.queues.maxPollingInterval, 1 minute by default
-	BlobParallelism   int           // extensions.blobs.maxDegreeOfParallelism, 8 by default
-	FunctionTimeout   time.Duration // functionTimeout, 5 minutes by default
+	RoutePrefix         string        // extensions.http.routePrefix, "api" by default
+	MaxDequeueCount     int           // extensions.queues.maxDequeueCount, 5 by default
+	BatchSize           int           // extensions.queues.batchSize, 16 by default
+	NewBatchThreshold   int           // extensions.queues.newBatchThreshold, batchSize/2 by default (-1: not set)
+	VisibilityTimeout   time.Duration // extensions.queues.visibilityTimeout: delay before a failed message is retried
+	MaxPollInterval     time.Duration // extensions.queues.maxPollingInterval, 1 minute by default
+	BlobParallelism     int           // extensions.blobs.maxDegreeOfParallelism, 8 by default
+	PoisonBlobThreshold int           // extensions.blobs.poisonBlobThreshold, 5 by default
+	FunctionTimeout     time.Duration // functionTimeout, 5 minutes by default
 }
 
 // DefaultHost is host.json's defaults as documented for the Functions host.
 func DefaultHost() Host {
-	return Host{RoutePrefix: "api", MaxDequeueCount: 5, BatchSize: 16, MaxPollInterval: time.Minute,
-		BlobParallelism: 8, FunctionTimeout: 5 * time.Minute}
+	return Host{RoutePrefix: "api", MaxDequeueCount: 5, BatchSize: 16, NewBatchThreshold: -1, MaxPollInterval: time.Minute,
+		BlobParallelism: 8, PoisonBlobThreshold: 5, FunctionTimeout: 5 * time.Minute}
+}
+
+// QueueConcurrency is how many messages of one queue run at once on one instance: batchSize +
+// newBatchThreshold (QueueListener.cs fetches a new batch once no more than newBatchThreshold
+// are running; QueuesOptions.cs defaults newBatchThreshold to batchSize/2).
+func (h Host) QueueConcurrency() int {
+	n := h.NewBatchThreshold
+	if n < 0 {
+		n = h.BatchSize / 2
+	}
+	return h.BatchSize + n
 }
 
 // LoadHost reads host.json at path on top of DefaultHost.
@@ -187,11 +200,13 @@ func ParseHost(raw []byte) (Host, error) {
 			Queues struct {
 				MaxDequeueCount    int    `json:"maxDequeueCount"`
 				BatchSize          int    `json:"batchSize"`
+				NewBatchThreshold  *int   `json:"newBatchThreshold"`
 				VisibilityTimeout  string `json:"visibilityTimeout"`
 				MaxPollingInterval string `json:"maxPollingInterval"`
 			} `json:"queues"`
 			Blobs struct {
 				MaxDegreeOfParallelism int `json:"maxDegreeOfParallelism"`
+				PoisonBlobThreshold    int `json:"poisonBlobThreshold"`
 			} `json:"blobs"`
 		} `json:"extensions"`
 	}
@@ -208,6 +223,9 @@ func ParseHost(raw []byte) (Host, error) {
 	}
 	if q.BatchSize > 0 {
 		h.BatchSize = q.BatchSize
+	}
+	if q.NewBatchThreshold != nil && *q.NewBatchThreshold >= 0 {
+		h.NewBatchThreshold = *q.NewBatchThreshold
 	}
 	for _, d := range []struct {
 		name, val string
@@ -228,6 +246,9 @@ func ParseHost(raw []byte) (Host, error) {
 	}
 	if n := doc.Extensions.Blobs.MaxDegreeOfParallelism; n > 0 {
 		h.BlobParallelism = n
+	}
+	if n := doc.Extensions.Blobs.PoisonBlobThreshold; n > 0 {
+		h.PoisonBlobThreshold = n
 	}
 	return h, nil
 }

@@ -122,7 +122,7 @@ func (r *Runner) httpPayload(req *http.Request, h *httpRoute, params map[string]
 	}
 	headers["Host"] = []string{req.Host}
 	flat["Host"] = req.Host
-	if req.ContentLength > 0 || len(body) > 0 {
+	if req.ContentLength > 0 {
 		headers["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
 	scheme := "http"
@@ -137,7 +137,9 @@ func (r *Runner) httpPayload(req *http.Request, h *httpRoute, params map[string]
 		"Params":     params,
 		"Identities": localIdentity,
 	}
-	if len(body) > 0 {
+	// GetRequestAsJObject sends Body only when ContentLength > 0: a chunked request (no
+	// Content-Length) arrives without one, however much it sent.
+	if req.ContentLength > 0 && len(body) > 0 {
 		if octetOrMultipart(req.Header.Get("Content-Type")) {
 			data["Body"] = base64.StdEncoding.EncodeToString(body)
 		} else {
@@ -178,7 +180,12 @@ func writeHTTPOutput(w http.ResponseWriter, h *httpRoute, res *Result) error {
 		raw = res.ReturnValue
 	}
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
-		return fmt.Errorf("handler set no Outputs.%s", out.Name)
+		// HttpScriptInvocationResultExtensions.cs: a missing http output becomes an empty
+		// 200 response object, which the host answers as 200 with {}.
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "{}")
+		return nil
 	}
 	var o httpOutput
 	if err := json.Unmarshal(raw, &o); err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -39,6 +41,9 @@ type InvokeError struct {
 func (e *InvokeError) Error() string {
 	if e.Status == 0 {
 		return fmt.Sprintf("invoke %s: %v", e.Function, e.Err)
+	}
+	if e.Err != nil {
+		return fmt.Sprintf("invoke %s: handler answered %d: %v: %s", e.Function, e.Status, e.Err, e.Body)
 	}
 	return fmt.Sprintf("invoke %s: handler answered %d: %s", e.Function, e.Status, e.Body)
 }
@@ -76,13 +81,20 @@ func (r *Runner) Invoke(ctx context.Context, fn string, p Payload) (*Result, err
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, &InvokeError{Function: fn, Status: resp.StatusCode, Body: clip(string(raw), 300)}
 	}
+	// DefaultHttpWorkerService.cs reads the answer as JSON: another content type, an empty
+	// body or unreadable JSON fails the invocation (an empty 200 would leave the real host
+	// waiting until functionTimeout; the runner fails it at once).
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
+		return nil, &InvokeError{Function: fn, Status: resp.StatusCode, Body: clip(string(raw), 300),
+			Err: fmt.Errorf("answer has content type %q, not application/json", resp.Header.Get("Content-Type"))}
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, &InvokeError{Function: fn, Status: resp.StatusCode, Err: errors.New("empty answer")}
+	}
 	var res Result
-	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &res); err != nil {
-			// The host fails the invocation when it cannot read the answer.
-			return nil, &InvokeError{Function: fn, Status: resp.StatusCode, Body: clip(string(raw), 300),
-				Err: fmt.Errorf("decode answer: %w", err)}
-		}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return nil, &InvokeError{Function: fn, Status: resp.StatusCode, Body: clip(string(raw), 300),
+			Err: fmt.Errorf("decode answer: %w", err)}
 	}
 	for _, line := range res.Logs {
 		r.log.Info("function log", "function", fn, "invocation", invocationID, "line", line)

@@ -1,9 +1,12 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,22 +15,32 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
 )
 
+// PoisonSuffix ends the name of a queue's poison queue.
+const PoisonSuffix = "-poison"
+
+// PoisonQueueRetry is how long a failed message of a "-poison" queue stays invisible: the
+// listener's own visibility timeout (QueueListener.cs, 10 minutes), as it has no poison queue.
+const PoisonQueueRetry = 10 * time.Minute
+
 // queueWatch delivers the messages of one queue to one queueTrigger function like the host:
-// a message is hidden while its invocation runs, deleted on success, made visible again after
-// Host.VisibilityTimeout on failure, and moved to <queue>-poison once it has been dequeued
-// Host.MaxDequeueCount times without success.
+// at most batchSize + newBatchThreshold at once; a message is hidden while its invocation runs,
+// deleted on success, made visible again after Host.VisibilityTimeout on failure, and moved to
+// <queue>-poison once it has been dequeued Host.MaxDequeueCount times without success. A queue
+// whose name ends in "-poison" has no poison queue (poison is nil): a failed message stays
+// invisible for PoisonQueueRetry, and one dequeued more than MaxDequeueCount times is skipped
+// (left invisible, never invoked) until it expires.
 type queueWatch struct {
 	r      *Runner
 	fn     Function
 	trig   Binding
 	q      *azqueue.QueueClient
-	poison *azqueue.QueueClient
+	poison *azqueue.QueueClient // nil for a "-poison" queue
 }
 
 func (w *queueWatch) run(ctx context.Context) {
-	batch := w.r.host.BatchSize
-	if batch < 1 || batch > 32 {
-		batch = 16
+	batch := w.r.host.QueueConcurrency()
+	if batch < 1 {
+		batch = 1
 	}
 	slots := make(chan struct{}, batch)
 	var wg sync.WaitGroup
@@ -48,7 +61,7 @@ func (w *queueWatch) run(ctx context.Context) {
 		// lose them for the whole lease. What it returns after shutdown is released below.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		resp, err := w.q.DequeueMessages(dctx, &azqueue.DequeueMessagesOptions{
-			NumberOfMessages: to.Ptr(int32(free)), VisibilityTimeout: to.Ptr(lease),
+			NumberOfMessages: to.Ptr(int32(min(free, 32))), VisibilityTimeout: to.Ptr(lease),
 		})
 		cancel()
 		switch {
@@ -100,17 +113,22 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 	}
 	d := Delivery{Function: w.fn.Name, Trigger: QueueTrigger, Key: id, DequeueCount: count}
 	// A message already dequeued more often than allowed (a crash mid-invocation) goes
-	// straight to the poison queue, as the host does.
+	// straight to the poison queue, as the host does (QueueProcessor.cs
+	// BeginProcessingMessageAsync); without a poison queue it is skipped, left invisible.
 	if count > w.r.host.MaxDequeueCount {
 		d.Err = fmt.Errorf("dequeued %d times (max %d)", count, w.r.host.MaxDequeueCount)
-		d.Poisoned = w.moveToPoison(ctx, id, pop, text)
+		if w.poison != nil {
+			d.Poisoned = w.moveToPoison(ctx, id, pop, text)
+		} else {
+			d.Skipped = true
+		}
 		d.Duration = time.Since(start)
 		w.r.report(d)
 		return
 	}
 
 	p := Payload{Data: map[string]any{w.trig.Name: hostString(text)}, Metadata: map[string]any{
-		"DequeueCount": fmt.Sprint(count),
+		"DequeueCount": fmt.Sprint(count), // JsonConvert.SerializeObject of a number: "5"
 		"Id":           hostString(id),
 		"PopReceipt":   hostString(pop),
 		"sys":          sysData(w.fn.Name, time.Now()),
@@ -120,6 +138,7 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 			p.Metadata[key] = hostTime(*t)
 		}
 	}
+	applyBindingData(p.Metadata, text)
 	// The host cancels an invocation at functionTimeout; the lease outlasts it by a minute.
 	ictx, icancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout)
 	_, err := w.r.Invoke(ictx, w.fn.Name, p)
@@ -137,12 +156,15 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
 		}
 		return
-	case count >= w.r.host.MaxDequeueCount:
+	case count >= w.r.host.MaxDequeueCount && w.poison != nil:
 		d.Err = err
 		d.Poisoned = w.moveToPoison(bg, id, pop, text)
 	default:
 		d.Err = err
 		vis := int32(w.r.host.VisibilityTimeout / time.Second)
+		if w.poison == nil {
+			vis = int32(PoisonQueueRetry / time.Second)
+		}
 		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(vis)}); uerr != nil {
 			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
 		}
@@ -184,4 +206,45 @@ func (w *queueWatch) moveToPoison(ctx context.Context, id, pop, text string) boo
 		w.r.log.Warn("delete poisoned message", "queue", w.trig.QueueName, "id", id, "err", err)
 	}
 	return true
+}
+
+// applyBindingData copies the top-level fields of a JSON message into the metadata, as the
+// host's Utility.ApplyBindingData does (called from WorkerFunctionInvoker.cs TransformInput):
+// objects stay objects, arrays are skipped, other values become strings (sent JSON-encoded
+// twice, like every string), and a field replaces a host key of the same name, compared
+// without case (the least convenient reading of the binding data's comparer).
+func applyBindingData(meta map[string]any, text string) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(text), &top); err != nil {
+		return // not a JSON object: nothing to copy
+	}
+	for k, raw := range top {
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 || raw[0] == '[' || string(raw) == "null" {
+			continue
+		}
+		var v any
+		if raw[0] == '{' {
+			var obj map[string]any
+			if json.Unmarshal(raw, &obj) != nil {
+				continue
+			}
+			v = obj
+		} else {
+			var s string
+			if raw[0] == '"' {
+				_ = json.Unmarshal(raw, &s)
+			} else {
+				s = string(raw)
+			}
+			v = hostString(s)
+		}
+		for hk := range meta {
+			if strings.EqualFold(hk, k) {
+				delete(meta, hk)
+				k = hk // the host's key keeps its spelling; the value is the message's
+			}
+		}
+		meta[k] = v
+	}
 }

@@ -134,8 +134,8 @@ func (r *Route) Match(escapedPath string) (map[string]string, bool) {
 		if v == "" {
 			continue // an absent optional parameter is not in the route data
 		}
-		u, err := url.PathUnescape(v)
-		if err != nil {
+		u, ok := unescapeRouteValue(v)
+		if !ok {
 			return nil, false
 		}
 		params[name] = u
@@ -211,4 +211,32 @@ func (p *blobPattern) match(blobName string) (map[string]string, bool) {
 		out[n] = m[i+1]
 	}
 	return out, true
+}
+
+// unescapeRouteValue decodes a route value as ASP.NET Core routing hands it to the host: every
+// escape except %2F, which Kestrel leaves encoded in the path (dotnet/aspnetcore#30655), so a
+// value "a%2Fb" reaches Params as "a%2Fb" and the handler decodes it.
+func unescapeRouteValue(v string) (string, bool) {
+	parts := splitFold(v, "%2F")
+	for i, p := range parts {
+		u, err := url.PathUnescape(p)
+		if err != nil {
+			return "", false
+		}
+		parts[i] = u
+	}
+	return strings.Join(parts, "%2F"), true
+}
+
+// splitFold splits s around each case-insensitive occurrence of sep (ASCII).
+func splitFold(s, sep string) []string {
+	var out []string
+	for {
+		i := strings.Index(strings.ToUpper(s), strings.ToUpper(sep))
+		if i < 0 {
+			return append(out, s)
+		}
+		out = append(out, s[:i])
+		s = s[i+len(sep):]
+	}
 }

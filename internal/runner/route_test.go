@@ -16,7 +16,10 @@ func TestRouteMatch(t *testing.T) {
 	}{
 		{"tokens/{serial}/assignment", "tokens/TK123/assignment", map[string]string{"serial": "TK123"}},
 		{"tokens/{serial}/assignment", "Tokens/TK123/Assignment/", map[string]string{"serial": "TK123"}},
-		{"tokens/{serial}/assignment", "tokens/a%2Fb%20c/assignment", map[string]string{"serial": "a/b c"}},
+		// Kestrel decodes every escape but %2F (dotnet/aspnetcore#30655): the host keeps it in Params.
+		{"tokens/{serial}/assignment", "tokens/a%2Fb%20c/assignment", map[string]string{"serial": "a%2Fb c"}},
+		{"tokens/{serial}/assignment", "tokens/a%2fb/assignment", map[string]string{"serial": "a%2Fb"}},
+		{"imports/{*name}", "imports/dir%2Fa%20b.csv", map[string]string{"name": "dir%2Fa b.csv"}},
 		{"tokens/{serial}/assignment", "tokens//assignment", nil},
 		{"tokens/{serial}/assignment", "tokens/a/b/assignment", nil},
 		{"tokens/{serial}/assignment", "tokens/TK123", nil},
@@ -143,10 +146,21 @@ func TestParseHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Host{RoutePrefix: "", MaxDequeueCount: 3, BatchSize: 4, VisibilityTimeout: 30 * time.Second,
-		MaxPollInterval: 5 * time.Second, BlobParallelism: 2, FunctionTimeout: 10 * time.Minute}
+	want := Host{RoutePrefix: "", MaxDequeueCount: 3, BatchSize: 4, NewBatchThreshold: -1, VisibilityTimeout: 30 * time.Second,
+		MaxPollInterval: 5 * time.Second, BlobParallelism: 2, PoisonBlobThreshold: 5, FunctionTimeout: 10 * time.Minute}
 	if h != want {
 		t.Fatalf("ParseHost = %+v\nwant %+v", h, want)
+	}
+	if h.QueueConcurrency() != 6 {
+		t.Errorf("queue concurrency %d; want batchSize + batchSize/2 = 6", h.QueueConcurrency())
+	}
+	h, _ = ParseHost([]byte(`{"extensions":{"queues":{"batchSize":4,"newBatchThreshold":2},"blobs":{"poisonBlobThreshold":3}}}`))
+	if h.QueueConcurrency() != 6 || h.PoisonBlobThreshold != 3 {
+		t.Errorf("concurrency %d, poisonBlobThreshold %d; want 6 and 3", h.QueueConcurrency(), h.PoisonBlobThreshold)
+	}
+	h, _ = ParseHost([]byte(`{"extensions":{"queues":{"batchSize":4,"newBatchThreshold":0}}}`))
+	if h.QueueConcurrency() != 4 {
+		t.Errorf("newBatchThreshold 0: concurrency %d; want 4", h.QueueConcurrency())
 	}
 	if h, _ := ParseHost([]byte(`{}`)); h != DefaultHost() {
 		t.Fatalf("empty host.json = %+v; want defaults", h)
@@ -172,7 +186,7 @@ func TestProjectFunctions(t *testing.T) {
 		tr, _ := f.Trigger()
 		triggers[f.Name] = tr.Type
 	}
-	want := map[string]string{"ImportSeeds": BlobTrigger, "ProvisionToken": QueueTrigger,
+	want := map[string]string{"ImportSeeds": QueueTrigger, "ProvisionToken": QueueTrigger,
 		"ProvisionFailed": QueueTrigger, "TokenAssignment": HTTPTrigger, "ImportStatus": HTTPTrigger, "PgpKey": HTTPTrigger}
 	if !reflect.DeepEqual(triggers, want) {
 		t.Fatalf("functions = %v; want %v", triggers, want)

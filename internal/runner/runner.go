@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,17 @@ type Options struct {
 	PollInterval time.Duration
 	// Observe, when set, is called after every delivery (from several goroutines).
 	Observe func(Delivery)
+	// EventGrid plays Event Grid system-topic subscriptions: every blob created in Container
+	// becomes a Microsoft.Storage.BlobCreated event message on Queue.
+	EventGrid []EventGridSubscription
+}
+
+// EventGridSubscription is one Event Grid subscription the runner plays: BlobCreated events of
+// a container delivered to a storage queue (StorageQueue destination, EventGridSchema).
+type EventGridSubscription struct {
+	Connection string // connection name ("SeedStorage")
+	Container  string // "seed-inbox"
+	Queue      string // "seed-imports"
 }
 
 // Delivery describes one invocation the runner made.
@@ -37,6 +49,7 @@ type Delivery struct {
 	DequeueCount int    // tries so far, for blob and queue triggers
 	Err          error  // nil when the handler answered 2xx
 	Poisoned     bool   // the item was moved to the poison queue after this delivery
+	Skipped      bool   // a message of a "-poison" queue past maxDequeueCount: not invoked, left invisible
 	Duration     time.Duration
 }
 
@@ -54,6 +67,7 @@ type Runner struct {
 
 	blobs  []*blobWatch
 	queues []*queueWatch
+	grids  []*gridWatch
 	routes []httpRoute
 }
 
@@ -73,6 +87,9 @@ func New(o Options) (*Runner, error) {
 	}
 	if o.Host.BatchSize <= 0 {
 		o.Host.BatchSize = def.BatchSize
+	}
+	if o.Host.PoisonBlobThreshold <= 0 {
+		o.Host.PoisonBlobThreshold = def.PoisonBlobThreshold
 	}
 	if o.Host.BlobParallelism <= 0 {
 		o.Host.BlobParallelism = def.BlobParallelism
@@ -120,6 +137,13 @@ func New(o Options) (*Runner, error) {
 		blobClients[name], queueClients[name] = bc, qc
 		return bc, qc, nil
 	}
+	for _, g := range o.EventGrid {
+		bc, qc, err := conn(g.Connection)
+		if err != nil {
+			return nil, err
+		}
+		r.grids = append(r.grids, newGridWatch(r, g, bc, qc))
+	}
 	for _, fn := range o.Functions {
 		t, ok := fn.Trigger()
 		if !ok {
@@ -141,8 +165,13 @@ func New(o Options) (*Runner, error) {
 			if err != nil {
 				return nil, err
 			}
-			r.queues = append(r.queues, &queueWatch{r: r, fn: fn, trig: t,
-				q: qc.NewQueueClient(t.QueueName), poison: qc.NewQueueClient(t.QueueName + "-poison")})
+			qw := &queueWatch{r: r, fn: fn, trig: t, q: qc.NewQueueClient(t.QueueName)}
+			// QueueListenerFactory.cs CreatePoisonQueueReference: a queue whose name ends in
+			// "-poison" has no poison queue.
+			if !strings.HasSuffix(strings.ToLower(t.QueueName), PoisonSuffix) {
+				qw.poison = qc.NewQueueClient(t.QueueName + PoisonSuffix)
+			}
+			r.queues = append(r.queues, qw)
 		case HTTPTrigger:
 			rt, err := ParseRoute(routeOrName(t.Route, fn.Name))
 			if err != nil {
@@ -169,6 +198,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); q.run(ctx) }()
 	}
+	for _, g := range r.grids {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.run(ctx) }()
+	}
 	wg.Wait()
 	return nil
 }
@@ -186,6 +219,9 @@ func (r *Runner) report(d Delivery) {
 	}
 	if d.Poisoned {
 		lvl, msg = slog.LevelError, "moved to poison queue"
+	}
+	if d.Skipped {
+		lvl, msg = slog.LevelError, "skipped: past maxDequeueCount on a queue without a poison queue; it stays invisible until it expires"
 	}
 	r.log.Log(context.Background(), lvl, msg, attrs...)
 	if r.observe != nil {

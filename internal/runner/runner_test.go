@@ -94,7 +94,11 @@ func (h *fakeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.answer != nil {
 		status, answer = h.answer(r, fn, inv)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	ct := "application/json"
+	if rest, ok := strings.CutPrefix(answer, "text:"); ok {
+		ct, answer = "text/plain", rest
+	}
+	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, answer)
 }
@@ -121,6 +125,16 @@ func startRunner(t *testing.T, h http.Handler) (r *Runner, stop func()) {
 // startRunnerWith is startRunner with host.json settings changed by tune.
 func startRunnerWith(t *testing.T, h http.Handler, tune func(*Host)) (r *Runner, stop func()) {
 	t.Helper()
+	return startRunnerOpts(t, h, func(o *Options) {
+		if tune != nil {
+			tune(&o.Host)
+		}
+	})
+}
+
+// startRunnerOpts is startRunner with the runner's options changed by tune.
+func startRunnerOpts(t *testing.T, h http.Handler, tune func(*Options)) (r *Runner, stop func()) {
+	t.Helper()
 	needStorage(t)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -133,11 +147,12 @@ func startRunnerWith(t *testing.T, h http.Handler, tune func(*Host)) (r *Runner,
 		t.Fatal(err)
 	}
 	host.VisibilityTimeout, host.MaxPollInterval = 0, 100*time.Millisecond
+	o := Options{Functions: fns, Host: host, HandlerURL: srv.URL, Connection: map[string]string{"SeedStorage": storageConn},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PollInterval: 50 * time.Millisecond}
 	if tune != nil {
-		tune(&host)
+		tune(&o)
 	}
-	r, err = New(Options{Functions: fns, Host: host, HandlerURL: srv.URL, Connection: map[string]string{"SeedStorage": storageConn},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PollInterval: 50 * time.Millisecond})
+	r, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +198,7 @@ func resetStorage(t *testing.T) {
 	for _, c := range []string{"seed-inbox", ReceiptsContainer} {
 		_, _ = bc.DeleteContainer(ctx, c, nil)
 	}
-	for _, q := range []string{"token-provisioning", "token-provisioning-poison", "token-provisioning-poison-poison", BlobPoisonQueue} {
+	for _, q := range []string{"token-provisioning", "token-provisioning-poison", "token-provisioning-poison-poison", "seed-imports", BlobPoisonQueue} {
 		_, _ = qc.DeleteQueue(ctx, q, nil)
 	}
 	// Azurite deletes a container asynchronously; wait until it can be created again.
@@ -191,79 +206,138 @@ func resetStorage(t *testing.T) {
 		_, err := bc.CreateContainer(ctx, "seed-inbox", nil)
 		return err == nil
 	})
-	for _, q := range []string{"token-provisioning", "token-provisioning-poison"} {
+	for _, q := range []string{"token-provisioning", "token-provisioning-poison", "seed-imports"} {
 		if _, err := qc.CreateQueue(ctx, q, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
-func TestBlobTriggerDeliversEachUploadOnce(t *testing.T) {
+// blobFunction is a blob-triggered function for the runner's blob-trigger tests (the project
+// has none since ImportSeeds became a queue trigger).
+func blobFunction(source string) Function {
+	return Function{Name: "BlobFn", Bindings: []Binding{{Name: "file", Type: BlobTrigger, Direction: "in",
+		Path: "seed-inbox/{name}", Source: source, Connection: "SeedStorage", DataType: "binary"}}}
+}
+
+// delivered collects the runner's deliveries (Options.Observe) so a test waits on events, not sleeps.
+type delivered struct {
+	mu sync.Mutex
+	ds []Delivery
+}
+
+func (d *delivered) add(x Delivery) { d.mu.Lock(); d.ds = append(d.ds, x); d.mu.Unlock() }
+func (d *delivered) keys(fn string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, x := range d.ds {
+		if x.Function == fn {
+			out = append(out, x.Key)
+		}
+	}
+	return out
+}
+
+// TestBlobTriggerHostShape: Metadata.Properties is the v12 BlobProperties as Newtonsoft writes
+// it (ETag {}, BlobType a number, CreatedOn, ContentHash base64), Metadata an object; with
+// source EventGrid there are no receipts, so a restarted runner delivers the blob again.
+func TestBlobTriggerHostShape(t *testing.T) {
 	resetStorage(t)
 	ctx := context.Background()
 	bc, _ := clients(t)
 	content := []byte("serial,secret\nTK1,hidden\n")
-	up, err := bc.UploadBuffer(ctx, "seed-inbox", "vendor/batch 1.csv", content, &azblob.UploadBufferOptions{
+	if _, err := bc.UploadBuffer(ctx, "seed-inbox", "vendor/batch 1.csv", content, &azblob.UploadBufferOptions{
 		Metadata: map[string]*string{"uploadedby": to.Ptr("ada")},
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	h := &fakeHandler{}
-	_, stop := startRunner(t, h)
-	waitFor(t, "ImportSeeds invocation", 10*time.Second, func() bool { return len(h.callsTo("ImportSeeds")) == 1 })
-	time.Sleep(300 * time.Millisecond) // several more listings
-	calls := h.callsTo("ImportSeeds")
-	if len(calls) != 1 {
-		t.Fatalf("%d invocations; want 1", len(calls))
-	}
-	inv := calls[0].inv
-	got, err := inv.DataBytes("seedFile")
+	_, stop := startRunnerOpts(t, h, func(o *Options) { o.Functions = []Function{blobFunction("EventGrid")} })
+	waitFor(t, "BlobFn invocation", 10*time.Second, func() bool { return len(h.callsTo("BlobFn")) == 1 })
+	inv := h.callsTo("BlobFn")[0].inv
+	got, err := inv.DataBytes("file")
 	if err != nil || string(got) != string(content) {
-		t.Fatalf("Data.seedFile = %q, %v", got, err)
+		t.Fatalf("Data.file = %q, %v", got, err)
 	}
-	if n := inv.Meta("name"); n != "vendor/batch 1.csv" {
-		t.Errorf("Metadata.name = %q", n)
-	}
-	// The host sends primitives JSON-encoded twice.
 	if raw := string(inv.Metadata["name"]); raw != `"\"vendor/batch 1.csv\""` {
 		t.Errorf("raw Metadata.name = %s; want the host's double encoding", raw)
 	}
-	// The handler's lenient decoder unwraps the quoted ETag; compare without quotes.
-	if e := inv.MetaProperty("ETag"); strings.Trim(e, `"`) != strings.Trim(string(*up.ETag), `"`) || e == "" {
-		t.Errorf("Properties.ETag = %q; want %q", e, *up.ETag)
+	var props map[string]json.RawMessage
+	if err := inv.MetaObject("Properties", &props); err != nil {
+		t.Fatal(err)
 	}
-	if l := inv.MetaProperty("ContentLength"); l != fmt.Sprint(len(content)) {
-		t.Errorf("Properties.ContentLength = %q", l)
+	if e := string(props["ETag"]); e != "{}" {
+		t.Errorf("Properties.ETag = %s; want {} (Azure.ETag has no public field)", e)
+	}
+	if bt := string(props["BlobType"]); bt != "0" {
+		t.Errorf("Properties.BlobType = %s; want 0 (BlobType.Block as a number)", bt)
+	}
+	for _, k := range []string{"CreatedOn", "LastModified", "ContentHash"} {
+		if len(props[k]) == 0 {
+			t.Errorf("Properties.%s missing: %s", k, inv.Metadata["Properties"])
+		}
+	}
+	if _, ok := props["Created"]; ok {
+		t.Errorf("Properties.Created is the v11 name; v12 has CreatedOn")
+	}
+	var hash string
+	if err := json.Unmarshal(props["ContentHash"], &hash); err != nil {
+		t.Errorf("ContentHash %s: %v", props["ContentHash"], err)
+	} else if b, err := base64.StdEncoding.DecodeString(hash); err != nil || len(b) != 16 {
+		t.Errorf("ContentHash %q is not a base64 MD5", hash)
+	}
+	if l := string(props["ContentLength"]); l != fmt.Sprint(len(content)) {
+		t.Errorf("Properties.ContentLength = %s", l)
 	}
 	var meta map[string]string
 	if err := inv.MetaObject("Metadata", &meta); err != nil || meta["uploadedby"] != "ada" {
 		t.Errorf("Metadata.Metadata = %v, %v", meta, err)
 	}
-	if u := inv.Meta("Uri"); !strings.HasSuffix(u, "/seed-inbox/vendor/batch%201.csv") {
-		t.Errorf("Metadata.Uri = %q", u)
+	if _, err := bc.ServiceClient().NewContainerClient(ReceiptsContainer).NewBlobClient("x").GetProperties(ctx, nil); err == nil {
+		t.Errorf("a receipt container exists")
 	}
-	var sys map[string]string
-	if err := inv.MetaObject("sys", &sys); err != nil || sys["MethodName"] != "ImportSeeds" || sys["RandGuid"] == "" {
-		t.Errorf("Metadata.sys = %v, %v", sys, err)
+	pager := bc.NewListBlobsFlatPager(ReceiptsContainer, nil)
+	if pager.More() {
+		if page, err := pager.NextPage(ctx); err == nil && len(page.Segment.BlobItems) > 0 {
+			t.Errorf("receipts written with an Event Grid source: %d", len(page.Segment.BlobItems))
+		}
 	}
-
-	// A new runner (a restarted host) finds the receipt and does not deliver it again.
+	// No receipts: a restarted runner delivers the blob again.
 	stop()
 	h2 := &fakeHandler{}
-	_, _ = startRunner(t, h2)
-	time.Sleep(400 * time.Millisecond)
-	if n := len(h2.callsTo("ImportSeeds")); n != 0 {
-		t.Fatalf("restarted runner delivered the same upload %d times", n)
-	}
-	// A new upload under the same name (new ETag) is a new delivery.
-	if _, err := bc.UploadBuffer(ctx, "seed-inbox", "vendor/batch 1.csv", []byte("v2"), nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "second upload delivered", 10*time.Second, func() bool { return len(h2.callsTo("ImportSeeds")) == 1 })
+	_, _ = startRunnerOpts(t, h2, func(o *Options) { o.Functions = []Function{blobFunction("EventGrid")} })
+	waitFor(t, "redelivery after restart", 10*time.Second, func() bool { return len(h2.callsTo("BlobFn")) == 1 })
 }
 
-func TestBlobTriggerPoisonAfterFiveFailures(t *testing.T) {
+// TestBlobTriggerScanReceipts: in scan mode a receipt keeps a restarted runner from delivering
+// the same upload again; the test waits for a sentinel blob to be delivered, then checks.
+func TestBlobTriggerScanReceipts(t *testing.T) {
+	resetStorage(t)
+	ctx := context.Background()
+	bc, _ := clients(t)
+	if _, err := bc.UploadBuffer(ctx, "seed-inbox", "a.csv", []byte("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHandler{}
+	_, stop := startRunnerOpts(t, h, func(o *Options) { o.Functions = []Function{blobFunction("")} })
+	waitFor(t, "first delivery", 10*time.Second, func() bool { return len(h.callsTo("BlobFn")) == 1 })
+	stop()
+	var seen delivered
+	h2 := &fakeHandler{}
+	_, _ = startRunnerOpts(t, h2, func(o *Options) { o.Functions = []Function{blobFunction("")}; o.Observe = seen.add })
+	if _, err := bc.UploadBuffer(ctx, "seed-inbox", "sentinel.csv", []byte("s"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "sentinel delivered", 10*time.Second, func() bool { return len(seen.keys("BlobFn")) >= 1 })
+	if keys := seen.keys("BlobFn"); fmt.Sprint(keys) != "[sentinel.csv]" {
+		t.Fatalf("deliveries after restart %v; want only the sentinel (a.csv has a receipt)", keys)
+	}
+}
+
+// TestBlobTriggerImmediateRetries: a failed blob is retried at once (host.json's
+// visibilityTimeout does not apply), poisonBlobThreshold times, then poisoned.
+func TestBlobTriggerImmediateRetries(t *testing.T) {
 	resetStorage(t)
 	ctx := context.Background()
 	bc, qc := clients(t)
@@ -273,22 +347,170 @@ func TestBlobTriggerPoisonAfterFiveFailures(t *testing.T) {
 	h := &fakeHandler{answer: func(*http.Request, string, *handlers.Invocation) (int, string) {
 		return http.StatusInternalServerError, `{"Outputs":{},"Logs":["worth retrying"]}`
 	}}
-	_, _ = startRunner(t, h)
+	var seen delivered
+	start := time.Now()
+	_, _ = startRunnerOpts(t, h, func(o *Options) {
+		o.Functions = []Function{blobFunction("EventGrid")}
+		o.Host.PoisonBlobThreshold = 3
+		o.Host.VisibilityTimeout = time.Hour // must not delay blob retries
+		o.Observe = seen.add
+	})
 	waitFor(t, "blob poison message", 15*time.Second, func() bool {
 		resp, err := qc.NewQueueClient(BlobPoisonQueue).PeekMessages(ctx, nil)
 		return err == nil && len(resp.Messages) == 1
 	})
-	time.Sleep(300 * time.Millisecond)
-	if n := len(h.callsTo("ImportSeeds")); n != 5 {
-		t.Fatalf("%d tries; want 5", n)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("three tries took %v; want them at once", d)
+	}
+	waitFor(t, "third delivery reported", 5*time.Second, func() bool { return len(seen.keys("BlobFn")) == 3 })
+	if n := len(h.callsTo("BlobFn")); n != 3 {
+		t.Fatalf("%d tries; want poisonBlobThreshold = 3", n)
 	}
 	resp, _ := qc.NewQueueClient(BlobPoisonQueue).PeekMessages(ctx, nil)
 	var msg map[string]string
 	if err := json.Unmarshal([]byte(*resp.Messages[0].MessageText), &msg); err != nil {
 		t.Fatal(err)
 	}
-	if msg["BlobName"] != "bad.csv" || msg["ContainerName"] != "seed-inbox" || msg["FunctionId"] != "Host.Functions.ImportSeeds" || msg["ETag"] == "" {
+	if msg["BlobName"] != "bad.csv" || msg["ContainerName"] != "seed-inbox" || msg["FunctionId"] != "Host.Functions.BlobFn" {
 		t.Fatalf("poison message = %v", msg)
+	}
+}
+
+// TestEventGridBlobCreated: the runner plays the Event Grid subscription: a blob created in
+// seed-inbox becomes one BlobCreated event (EventGridSchema, plain JSON) on seed-imports, and
+// ImportSeeds receives it with the event's top-level fields copied into Metadata.
+func TestEventGridBlobCreated(t *testing.T) {
+	resetStorage(t)
+	ctx := context.Background()
+	bc, _ := clients(t)
+	h := &fakeHandler{}
+	_, _ = startRunnerOpts(t, h, func(o *Options) {
+		o.EventGrid = []EventGridSubscription{{Connection: "SeedStorage", Container: "seed-inbox", Queue: "seed-imports"}}
+	})
+	up, err := bc.UploadBuffer(ctx, "seed-inbox", "dir/a b.csv", []byte("serial\n1\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ImportSeeds invocation", 10*time.Second, func() bool { return len(h.callsTo("ImportSeeds")) == 1 })
+	inv := h.callsTo("ImportSeeds")[0].inv
+	text, ok := inv.DataString("event")
+	if !ok {
+		t.Fatalf("no Data.event: %s", h.callsTo("ImportSeeds")[0].raw["Data"])
+	}
+	var ev GridEvent
+	if err := json.Unmarshal([]byte(text), &ev); err != nil {
+		t.Fatalf("Data.event is not one JSON event: %v: %s", err, text)
+	}
+	if ev.EventType != BlobCreatedType || ev.Subject != "/blobServices/default/containers/seed-inbox/blobs/dir/a b.csv" ||
+		ev.Data["eTag"] != strings.Trim(string(*up.ETag), `"`) || !strings.HasSuffix(fmt.Sprint(ev.Data["url"]), "/seed-inbox/dir/a%20b.csv") {
+		t.Fatalf("event = %+v", ev)
+	}
+	// Utility.ApplyBindingData: strings twice encoded, objects as objects, "id" over "Id".
+	if raw := string(inv.Metadata["subject"]); !strings.HasPrefix(raw, `"\"/blobServices`) {
+		t.Errorf("Metadata.subject = %s", raw)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(inv.Metadata["data"], &data); err != nil || data["eTag"] == nil {
+		t.Errorf("Metadata.data = %s (%v)", inv.Metadata["data"], err)
+	}
+	if inv.Meta("Id") != ev.ID {
+		t.Errorf("Metadata.Id = %q; want the event's id %q (the message field wins)", inv.Meta("Id"), ev.ID)
+	}
+}
+
+// TestPoisonQueueHasNoPoisonQueue: a failing message of token-provisioning-poison is not
+// moved anywhere (no -poison-poison queue): it stays invisible for 10 minutes, and a message
+// already past maxDequeueCount is skipped without an invocation.
+func TestPoisonQueueHasNoPoisonQueue(t *testing.T) {
+	resetStorage(t)
+	ctx := context.Background()
+	_, qc := clients(t)
+	pq := qc.NewQueueClient("token-provisioning-poison")
+	if _, err := pq.EnqueueMessage(ctx, `{"serialNumber":"WORN"}`, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Dequeue it past maxDequeueCount (5) by hand, as earlier instances would have.
+	for range 5 {
+		resp, err := pq.DequeueMessage(ctx, &azqueue.DequeueMessageOptions{VisibilityTimeout: to.Ptr(int32(30))})
+		if err != nil || len(resp.Messages) != 1 {
+			t.Fatalf("dequeue: %v %v", resp, err)
+		}
+		m := resp.Messages[0]
+		if _, err := pq.UpdateMessage(ctx, *m.MessageID, *m.PopReceipt, *m.MessageText,
+			&azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pq.EnqueueMessage(ctx, `{"serialNumber":"FRESH"}`, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHandler{answer: func(*http.Request, string, *handlers.Invocation) (int, string) {
+		return http.StatusInternalServerError, `{}`
+	}}
+	var seen delivered
+	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Observe = seen.add })
+	waitFor(t, "both messages handled", 10*time.Second, func() bool { return len(seen.keys("ProvisionFailed")) == 2 })
+	calls := h.callsTo("ProvisionFailed")
+	if len(calls) != 1 {
+		t.Fatalf("%d invocations; want 1 (the worn message is skipped)", len(calls))
+	}
+	if job, _ := calls[0].inv.DataString("job"); !strings.Contains(job, "FRESH") {
+		t.Fatalf("invoked with %q", job)
+	}
+	seen.mu.Lock()
+	var skipped, poisoned int
+	for _, d := range seen.ds {
+		if d.Skipped {
+			skipped++
+		}
+		if d.Poisoned {
+			poisoned++
+		}
+	}
+	seen.mu.Unlock()
+	if skipped != 1 || poisoned != 0 {
+		t.Errorf("skipped %d, poisoned %d; want 1 and 0", skipped, poisoned)
+	}
+	if _, err := qc.NewQueueClient("token-provisioning-poison-poison").GetProperties(ctx, nil); err == nil {
+		t.Errorf("a -poison-poison queue exists")
+	}
+	// Both stay invisible (failed: 10 minutes; skipped: left hidden).
+	if resp, err := pq.PeekMessages(ctx, nil); err != nil || len(resp.Messages) != 0 {
+		t.Errorf("visible messages %v, %v; want none", resp, err)
+	}
+}
+
+// TestQueueConcurrency: one queue runs at most batchSize + newBatchThreshold invocations at once.
+func TestQueueConcurrency(t *testing.T) {
+	resetStorage(t)
+	ctx := context.Background()
+	_, qc := clients(t)
+	q := qc.NewQueueClient("token-provisioning")
+	for i := range 12 {
+		if _, err := q.EnqueueMessage(ctx, fmt.Sprintf(`{"serialNumber":"C%d"}`, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	running, peak := 0, 0
+	release := make(chan struct{})
+	h := &fakeHandler{answer: func(*http.Request, string, *handlers.Invocation) (int, string) {
+		mu.Lock()
+		running++
+		peak = max(peak, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return http.StatusOK, `{}`
+	}}
+	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Host.BatchSize, o.Host.NewBatchThreshold = 4, 2 })
+	waitFor(t, "six running", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return running == 6 })
+	close(release)
+	waitFor(t, "all twelve", 10*time.Second, func() bool { return len(h.callsTo("ProvisionToken")) == 12 })
+	if peak != 6 {
+		t.Fatalf("peak %d at once; want batchSize + newBatchThreshold = 6", peak)
 	}
 }
 
@@ -310,8 +532,11 @@ func TestQueueTriggerRetriesThenPoison(t *testing.T) {
 		}
 		return http.StatusOK, `{"Outputs":{}}`
 	}}
-	_, _ = startRunner(t, h)
-	waitFor(t, "ProvisionFailed invocation", 20*time.Second, func() bool { return len(h.callsTo("ProvisionFailed")) == 1 })
+	var seen delivered
+	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Observe = seen.add })
+	// Wait on the runner's own reports (deliveries finished, messages deleted), not on a sleep.
+	waitFor(t, "ProvisionFailed delivered", 20*time.Second, func() bool { return len(seen.keys("ProvisionFailed")) == 1 })
+	waitFor(t, "six ProvisionToken deliveries", 5*time.Second, func() bool { return len(seen.keys("ProvisionToken")) == 6 })
 
 	var goodTries, badCounts []int
 	for _, c := range h.callsTo("ProvisionToken") {
@@ -340,7 +565,6 @@ func TestQueueTriggerRetriesThenPoison(t *testing.T) {
 	if job, _ := h.callsTo("ProvisionFailed")[0].inv.DataString("job"); job != bad {
 		t.Errorf("ProvisionFailed got %q; want the poisoned message", job)
 	}
-	time.Sleep(200 * time.Millisecond)
 	for _, name := range []string{"token-provisioning", "token-provisioning-poison"} {
 		props, err := qc.NewQueueClient(name).GetProperties(ctx, nil)
 		if err != nil {
@@ -378,8 +602,11 @@ func TestQueueMessageReleasedOnShutdown(t *testing.T) {
 	if err != nil || len(resp.Messages) != 1 {
 		t.Fatalf("message not visible after shutdown: %v, %v", resp.Messages, err)
 	}
-	if c := *resp.Messages[0].DequeueCount; c != 2 {
-		t.Fatalf("DequeueCount %d; want 2", c)
+	// 2: delivered once, then dequeued by the test. A poll already in flight when the runner
+	// stopped may have received the released message too and released it again (3): the host
+	// does the same, and the message is still visible at once.
+	if c := *resp.Messages[0].DequeueCount; c != 2 && c != 3 {
+		t.Fatalf("DequeueCount %d; want 2 (or 3 after a poll in flight at shutdown)", c)
 	}
 }
 
@@ -419,6 +646,10 @@ func TestHTTPFront(t *testing.T) {
 			return http.StatusInternalServerError, `{}`
 		case "NOOUT":
 			return http.StatusOK, `{"Outputs":{}}`
+		case "EMPTY":
+			return http.StatusOK, ``
+		case "TEXT":
+			return http.StatusOK, `text:{"Outputs":{}}`
 		case "OBJ":
 			return http.StatusOK, `{"Outputs":{"res":{"statusCode":"409","body":{"error":"conflict"}}}}`
 		}
@@ -456,11 +687,25 @@ func TestHTTPFront(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &echo); err != nil {
 		t.Fatalf("echo %q: %v", body, err)
 	}
-	if echo["fn"] != "TokenAssignment" || echo["method"] != "PUT" || echo["serial"] != "TK/1" ||
-		echo["params"].(map[string]any)["serial"] != "TK/1" || echo["query"].(map[string]any)["dryRun"] != "true" ||
+	// Kestrel leaves %2F encoded in route values (dotnet/aspnetcore#30655); the handler decodes it.
+	if echo["fn"] != "TokenAssignment" || echo["method"] != "PUT" || echo["serial"] != "TK%2F1" ||
+		echo["params"].(map[string]any)["serial"] != "TK%2F1" || echo["query"].(map[string]any)["dryRun"] != "true" ||
 		echo["body"] != `{"userPrincipalName":"ada@contoso.example"}` || echo["ct"] != "application/json" ||
 		!strings.HasSuffix(echo["url"].(string), "/api/tokens/TK%2F1/assignment?dryRun=true") {
 		t.Fatalf("invocation as the handler saw it: %v", echo)
+	}
+	// A chunked request has no Content-Length: the host sends no Body (GetRequestAsJObject).
+	creq, _ := http.NewRequest("PUT", front.URL+"/api/tokens/CHUNKED/assignment", io.MultiReader(strings.NewReader(`{"a":1}`)))
+	creq.ContentLength = -1
+	creq.Header.Set("Content-Type", "application/json")
+	cresp, err := http.DefaultClient.Do(creq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, _ := io.ReadAll(cresp.Body)
+	cresp.Body.Close()
+	if !strings.Contains(string(cb), `"body":""`) {
+		t.Errorf("chunked PUT reached the handler with a body: %s", cb)
 	}
 	if status, body, _ := do("GET", "/api/imports/batch.csv", ""); status != 202 || !strings.Contains(body, `"fn":"ImportStatus"`) || !strings.Contains(body, `"name":"batch.csv"`) {
 		t.Fatalf("GET imports = %d %s", status, body)
@@ -476,7 +721,9 @@ func TestHTTPFront(t *testing.T) {
 		{"GET", "/api/nothing", 404, "no function"},
 		{"GET", "/tokens/TK1/assignment", 404, "/api/"},
 		{"GET", "/api/tokens/BROKEN/assignment", 500, "answered 500"},
-		{"GET", "/api/tokens/NOOUT/assignment", 500, "no Outputs.res"},
+		{"GET", "/api/tokens/NOOUT/assignment", 200, "{}"}, // a missing res answers 200 {}
+		{"GET", "/api/tokens/EMPTY/assignment", 500, "empty answer"},
+		{"GET", "/api/tokens/TEXT/assignment", 500, "not application/json"},
 		{"GET", "/api/tokens/OBJ/assignment", 409, `{"error":"conflict"}`},
 	}
 	for _, tt := range tests {

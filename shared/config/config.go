@@ -24,6 +24,9 @@ const (
 	RejectedContainer = "seed-rejected"             // files with any failed row, kept whole (they hold seeds)
 	ProvisionQueue    = "token-provisioning"        // one message per token, never a seed
 	PoisonQueue       = "token-provisioning-poison" // the host moves exhausted messages here
+	ImportsQueue      = "seed-imports"              // Event Grid BlobCreated events of seed-inbox, and import continuations
+	ParkedContainer   = "token-parked"              // ProvisionFailed parks a message it still cannot record here
+	EventsDeadLetter  = "seed-events-deadletter"    // Event Grid dead-letters undeliverable events here (infra/)
 	LedgerTable       = "oathpipeledger"            // one partition per import, one entity per token
 	AuditTable        = "oathpipeaudit"             // one entity per change made through the HTTP API
 	StorageConnection = "SeedStorage"               // the connection (setting prefix) in function.json
@@ -60,6 +63,7 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_ACTIVATION", Default: ActivationAuto, Meaning: "`auto`: activate with a code computed from the seed; `none`: assign only, the user activates in My Sign-ins."},
 	{Name: "OATHPIPE_REQUIRED_ROLE", Meaning: "When set, HTTP callers must also carry this app role in `X-MS-CLIENT-PRINCIPAL` (App Service authentication)."},
 	{Name: "OATHPIPE_VAULT_CONCURRENCY", Default: "16", Meaning: "How many seeds an import writes to Key Vault at once."},
+	{Name: "OATHPIPE_IMPORT_BUDGET", Default: "5m", Meaning: "How long one ImportSeeds invocation works before it records its checkpoint and hands the import on to a continuation message (well inside host.json's `functionTimeout` of 10 minutes)."},
 	{Name: "OATHPIPE_HTTP_BUDGET", Default: "60s", Meaning: "Time budget of one HTTP API request (well inside the host's 230 s limit)."},
 	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared transport key (AES-128/192/256 or TripleDES: 32, 48 or 64 hex digits) for encrypted PSKC files dropped in the inbox (use a Key Vault reference); also read by `oathpipe validate`."},
 	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
@@ -87,6 +91,7 @@ type Config struct {
 	RequiredRole            string
 	VaultConcurrency        int
 	HTTPBudget              time.Duration
+	ImportBudget            time.Duration
 	PSKCKey                 []byte
 	PSKCPassword            string
 	PGPKeySecret            string // OATHPIPE_PGP_KEY_SECRET
@@ -188,6 +193,11 @@ func Load(getenv func(string) string) (*Config, error) {
 		bad("OATHPIPE_HTTP_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 200s", get("OATHPIPE_HTTP_BUDGET")))
 	} else {
 		c.HTTPBudget = d
+	}
+	if d, err := time.ParseDuration(get("OATHPIPE_IMPORT_BUDGET")); err != nil || d < time.Second || d > 8*time.Minute {
+		bad("OATHPIPE_IMPORT_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 8m (functionTimeout is 10 minutes)", get("OATHPIPE_IMPORT_BUDGET")))
+	} else {
+		c.ImportBudget = d
 	}
 	if k := get("OATHPIPE_PSKC_KEY"); k != "" {
 		key, err := seedfile.ParsePSKCKey(k)

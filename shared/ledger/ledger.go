@@ -144,6 +144,7 @@ type summaryEntity struct {
 	Valid        int
 	Invalid      int
 	Pending      int
+	Checkpoint   int    // the import's resume point: every row up to this line is stored and queued
 	Problems     string // JSON []seedfile.Problem, file-level
 	Disposition  string
 	Created      string
@@ -153,7 +154,7 @@ type summaryEntity struct {
 func (e *summaryEntity) record() pipeline.ImportRecord {
 	return pipeline.ImportRecord{
 		ImportID: e.ImportID, FileName: e.FileName, ETag: e.BlobETag, Stage: e.Stage, Format: e.Format,
-		Rows: e.Rows, Valid: e.Valid, Invalid: e.Invalid, Pending: e.Pending,
+		Rows: e.Rows, Valid: e.Valid, Invalid: e.Invalid, Pending: e.Pending, Checkpoint: e.Checkpoint,
 		Problems: decodeProblems(e.Problems), Disposition: e.Disposition,
 		Created: parseTime(e.Created), Updated: parseTime(e.Updated),
 	}
@@ -430,6 +431,31 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID, stage, dispositio
 		if !changed {
 			return nil
 		}
+		e.Updated = formatTime(l.now())
+		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
+		return err
+	})
+	return classify(op, err)
+}
+
+// SetImportCheckpoint records that every row of the import up to line is stored in the vault
+// and queued, so a continuation resumes after it. The checkpoint never moves back (a conditional
+// update, retried on conflict).
+func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line int) error {
+	op := fmt.Sprintf("ledger: checkpoint import %s at line %d", importID, line)
+	err := l.retryRace(ctx, op, func() error {
+		var e summaryEntity
+		etag, err := get(ctx, l.table, keyFor(importID), summaryRow, &e)
+		if err != nil {
+			if isNotFound(err) {
+				return notFound(op, "no such import", err)
+			}
+			return err
+		}
+		if line <= e.Checkpoint {
+			return nil
+		}
+		e.Checkpoint = line
 		e.Updated = formatTime(l.now())
 		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
 		return err

@@ -56,6 +56,9 @@ func (l crashLedger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, r
 func (l crashLedger) SetImportStage(ctx context.Context, id, stage, disp string) error {
 	return l.c.step("ledger.SetImportStage."+stage, func() error { return l.Ledger.SetImportStage(ctx, id, stage, disp) })
 }
+func (l crashLedger) SetImportCheckpoint(ctx context.Context, id string, line int) error {
+	return l.c.step("ledger.SetImportCheckpoint", func() error { return l.Ledger.SetImportCheckpoint(ctx, id, line) })
+}
 func (l crashLedger) GetToken(ctx context.Context, id string, line int) (r pipeline.TokenRecord, err error) {
 	err = l.c.step("ledger.GetToken", func() (e error) { r, e = l.Ledger.GetToken(ctx, id, line); return })
 	return
@@ -134,7 +137,7 @@ func (d crashDirectory) ListUserMethods(ctx context.Context, userID string) (ms 
 func TestCrashBetweenSteps(t *testing.T) {
 	ops := []string{
 		"ledger.BeginImport", "vault.PutSeed", "ledger.PutTokens", "blobs.PutReport", "queue.Enqueue",
-		"ledger.SetImportStage." + pipeline.StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + pipeline.StageDone,
+		"ledger.SetImportCheckpoint", "ledger.SetImportStage." + pipeline.StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + pipeline.StageDone,
 		"ledger.GetToken", "vault.GetSeed", "directory.EnsureDevice", "directory.ResolveUser",
 		"directory.ListUserMethods", "directory.Assign", "directory.Activate", "ledger.SetTokenOutcome",
 	}

@@ -182,7 +182,7 @@ func (p *Pipeline) rejectedCopy(ctx context.Context, f InboxFile, delivered bool
 // one import under the blob's name (as before envelopes existed), each file of a zip archive
 // as an import of its own, after which the archive leaves the inbox once: deleted when every
 // file's rows were imported, else moved to seed-rejected as delivered.
-func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile) (*ImportResult, error) {
+func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (*ImportResult, error) {
 	if f.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
 	}
@@ -197,16 +197,21 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile) (*ImportRes
 	}()
 	if len(parts) == 1 && parts[0].name == f.Name {
 		f.part, f.delivered = &parts[0], delivered
-		return p.importFile(ctx, f)
+		return p.importFile(ctx, f, part)
 	}
 	id := ImportID(f.Name, f.ETag)
 	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
 	all := &ImportResult{ImportID: id, FileName: f.Name, Format: "zip", Disposition: DispositionDeleted, Repeat: true}
 	for i := range parts {
 		res, err := p.importFile(ctx, InboxFile{Name: parts[i].name, ETag: f.ETag, Metadata: f.Metadata,
-			part: &parts[i], delivered: true, outer: f.Name})
+			part: &parts[i], delivered: true, outer: f.Name}, part)
 		if err != nil {
 			return nil, err
+		}
+		if res.Continued {
+			// The time budget ended inside this file: its continuation names the archive, and
+			// the next invocation skips the files already done.
+			return res, nil
 		}
 		all.Rows, all.Valid, all.Invalid = all.Rows+res.Rows, all.Valid+res.Valid, all.Invalid+res.Invalid
 		all.Queued, all.Failed = all.Queued+res.Queued, all.Failed+res.Failed

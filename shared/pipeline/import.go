@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -34,9 +35,17 @@ func RejectedName(importID, name string) string { return importID + "/" + name }
 //	           the vault refuses fails its row
 //	enqueued → every valid seed is confirmed in the vault: the file leaves the inbox
 //	done
-func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, error) {
+func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*ImportResult, error) {
 	if f.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
+	}
+	if f.ETag == "" {
+		// The import id, the repeat check and the conditional delete all hang on the ETag.
+		return nil, token.Errorf(token.KindInvalid, "import %s: the blob has no ETag; refusing to import it", f.Name)
+	}
+	var deadline time.Time
+	if p.d.ImportBudget > 0 && p.d.Imports != nil {
+		deadline = p.now().Add(p.d.ImportBudget)
 	}
 	id := ImportID(f.Name, f.ETag)
 	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
@@ -53,8 +62,13 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 
 	disposition, failed, queued := DispositionDeleted, 0, 0
 	if stageBefore(imp.Stage, StageEnqueued) {
-		if imp, disposition, queued, failed, err = p.storeAndQueue(ctx, log, imp, f); err != nil {
+		var more bool
+		var checkpoint int
+		if imp, disposition, queued, failed, more, checkpoint, err = p.storeAndQueue(ctx, log, imp, f, deadline); err != nil {
 			return nil, err
+		}
+		if more {
+			return p.handOn(ctx, log, imp, f, part, queued, checkpoint, !created)
 		}
 	} else {
 		// Done by an earlier delivery: read the outcome back for the answer and the disposition.
@@ -98,9 +112,10 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile) (*ImportResult, 
 // going to the vault while the rows are being written to the ledger; messages wait until the
 // rows and the first report are written (a worker needs the row; the first report must not
 // overwrite a final one).
-func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (_ ImportRecord, disposition string, queued, failed int, err error) {
+func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, deadline time.Time) (_ ImportRecord, disposition string, queued, failed int, more bool, checkpoint int, err error) {
 	id := imp.ImportID
-	records, problems, sum := f.part.records, f.part.problems, f.part.sum
+	records, problems, sum := f.part.records, f.part.problems, f.part.sum // read by readDelivered
+	checkpoint = imp.Checkpoint
 	first := stageBefore(imp.Stage, StageVaulted)
 	todo := records
 	if first {
@@ -111,18 +126,21 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 		}
 	} else {
 		// A repeated delivery: rows exist; store and queue what has not settled yet.
+		// Rows up to the checkpoint have their seed stored and their message queued: a
+		// continuation (or a redelivery) never queues them twice.
 		rows, err := p.d.Ledger.ListTokens(ctx, id)
 		if err != nil {
-			return imp, "", 0, 0, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
+			return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: list token rows: %w", f.Name, err)
 		}
 		var unsettled map[int]bool
 		disposition, failed, unsettled = dispositionOf(imp, rows)
 		todo = nil
 		for _, r := range records {
-			if unsettled[r.Line] {
+			if unsettled[r.Line] && r.Line > imp.Checkpoint {
 				todo = append(todo, r)
 			}
 		}
+		log.Info("resuming the import", slog.Int("checkpoint", imp.Checkpoint), slog.Int("remaining", len(todo)))
 	}
 
 	vctx, cancel := context.WithCancel(ctx)
@@ -130,12 +148,14 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 	gate := make(chan struct{})
 	type result struct {
 		queued, refused int
+		more            bool
+		checkpoint      int
 		err             error
 	}
 	done := make(chan result, 1)
 	go func() {
-		q, r, err := p.vaultAndQueue(vctx, log, id, f.Name, todo, gate)
-		done <- result{q, r, err}
+		q, r, more, cp, err := p.vaultAndQueue(vctx, log, id, f.Name, todo, gate, deadline)
+		done <- result{q, r, more, cp, err}
 	}()
 	prepare := func() error {
 		if first {
@@ -149,29 +169,99 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 	if err := prepare(); err != nil {
 		cancel()
 		<-done
-		return imp, "", 0, 0, err
+		return imp, "", 0, 0, false, 0, err
 	}
 	close(gate)
 	res := <-done
+	if res.checkpoint > checkpoint {
+		checkpoint = res.checkpoint
+		// Best effort on failure too: a retry then queues fewer messages again.
+		if err := p.d.Ledger.SetImportCheckpoint(ctx, id, checkpoint); err != nil && res.err == nil {
+			return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: record checkpoint: %w", f.Name, err)
+		}
+	}
 	if res.err != nil {
-		return imp, "", 0, 0, res.err
+		return imp, "", 0, 0, false, 0, res.err
 	}
 	if res.refused > 0 {
 		failed += res.refused
 		disposition = DispositionRejected
+		if res.more {
+			// Recorded in the rows (their reason); the next part reads it back from there.
+			failed -= res.refused
+		}
+	}
+	if res.more {
+		return imp, disposition, res.queued, failed, true, checkpoint, nil
 	}
 	if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
-		return imp, "", 0, 0, fmt.Errorf("import %s: record stage: %w", f.Name, err)
+		return imp, "", 0, 0, false, 0, fmt.Errorf("import %s: record stage: %w", f.Name, err)
 	}
 	log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", res.queued), slog.Int("vaultRefused", res.refused))
 	// Tokens may all have settled while later seeds were still being queued, before the import
 	// knew its disposition: make sure the report on disk is the final one.
 	if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
 		if err := p.writeReport(ctx, id, disposition); err != nil {
-			return imp, "", 0, 0, err
+			return imp, "", 0, 0, false, 0, err
 		}
 	}
-	return imp, disposition, res.queued, failed, nil
+	return imp, disposition, res.queued, failed, false, checkpoint, nil
+}
+
+// handOn ends an invocation whose time budget ran out: the checkpoint is recorded, and a
+// continuation goes to the seed-imports queue; the next invocation resumes from the checkpoint.
+func (p *Pipeline) handOn(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, part, queued, checkpoint int, repeat bool) (*ImportResult, error) {
+	// A file inside an archive continues through its archive: the blob the next part reads.
+	c := ImportContinuation{Kind: ContinuationKind, BlobName: cmp.Or(f.outer, f.Name), BlobETag: f.ETag, ImportID: imp.ImportID,
+		Checkpoint: checkpoint, Part: max(part, 1) + 1}
+	if err := p.d.Imports.EnqueueContinuation(ctx, c); err != nil {
+		return nil, fmt.Errorf("import %s: queue its continuation: %w", f.Name, err)
+	}
+	log.Info("time budget used: import handed on to its next part", slog.Int("checkpoint", checkpoint),
+		slog.Int("queued", queued), slog.Int("part", c.Part))
+	return &ImportResult{
+		ImportID: imp.ImportID, FileName: f.Name, Format: imp.Format, Rows: imp.Rows, Valid: imp.Valid,
+		Invalid: imp.Invalid, Queued: queued, Repeat: repeat, Continued: true, Checkpoint: checkpoint,
+		Problems: imp.Problems,
+	}, nil
+}
+
+// importFromInbox is ImportFromInbox.
+func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*ImportResult, error) {
+	if p.d.Inbox == nil {
+		return nil, token.Errorf(token.KindInternal, "import %s: no inbox configured", r.Name)
+	}
+	if r.Name == "" {
+		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
+	}
+	log := p.log.With(slog.String("file", r.Name))
+	if r.ImportID != "" {
+		log = log.With(slog.String("importId", r.ImportID))
+	}
+	f, err := p.d.Inbox.ReadInbox(ctx, r.Name)
+	switch {
+	case token.KindOf(err) == token.KindNotFound:
+		// An earlier delivery finished the import and removed the file, or someone deleted it.
+		log.Info("the blob is no longer in the inbox; nothing to import", slog.Bool("continuation", r.Continuation))
+		return &ImportResult{ImportID: r.ImportID, FileName: r.Name, Gone: true}, nil
+	case err != nil:
+		return nil, fmt.Errorf("import %s: read from the inbox: %w", r.Name, err)
+	}
+	if f.ETag == "" {
+		return nil, token.Errorf(token.KindInvalid, "import %s: storage reported no ETag for the blob; refusing to import it", r.Name)
+	}
+	if r.Continuation && f.ETag != r.ETag {
+		// The file this import was reading was replaced: its remaining rows cannot be read any
+		// more. The new upload is a new import with its own BlobCreated event.
+		log.Warn("the file was replaced before its import finished; the new upload is imported on its own event",
+			slog.String("etag", r.ETag), slog.String("newEtag", f.ETag))
+		return &ImportResult{ImportID: r.ImportID, FileName: r.Name, Replaced: true}, nil
+	}
+	if !r.Continuation && r.ETag != "" && f.ETag != r.ETag {
+		log.Info("the blob changed since its event; importing what it holds now",
+			slog.String("eventEtag", r.ETag), slog.String("etag", f.ETag))
+	}
+	return p.importDelivered(ctx, f, r.Part)
 }
 
 // dispositionOf works out from the ledger rows where the file goes, how many rows the vault
@@ -256,38 +346,68 @@ func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportR
 // vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
 // message as soon as its seed is confirmed, in small batches, while later seeds are still being
 // stored: provisioning of a big file starts within a second. A seed the vault refuses (a
-// different seed under the serial, ...) fails its row; a transient failure stops everything and
-// is returned, and the whole import is retried (storing and queueing are both safe to repeat).
-func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, gate <-chan struct{}) (queued, refused int, err error) {
+// different seed under the serial, ...) fails its row. A transient vault failure is retried
+// with backoff inside the invocation: until the deadline when there is one (then more=true and
+// the import hands itself on), else for OutageWindow before the failure is returned and the
+// whole import retried (storing and queueing are both safe to repeat). records are in line
+// order; checkpoint is the last line up to which every record is stored and queued.
+func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, gate <-chan struct{}, deadline time.Time) (queued, refused int, more bool, checkpoint int, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	work := make(chan seedfile.Record)
-	ready := make(chan ProvisionMessage, 256)
+	type job struct {
+		i int
+		r seedfile.Record
+	}
+	type ready struct {
+		i int
+		m ProvisionMessage
+	}
+	work := make(chan job)
+	out := make(chan ready, 256)
 	var (
 		mu       sync.Mutex
 		writers  sync.WaitGroup
 		senders  sync.WaitGroup
 		nQueued  int
 		nRefused int
+		stalled  bool
+		done     = make([]bool, len(records))
+		low      int // records[:low] are all done
 	)
 	fail := func(err error) { cancel(err) }
+	finished := func(is ...int) {
+		mu.Lock()
+		for _, i := range is {
+			done[i] = true
+		}
+		for low < len(done) && done[low] {
+			low++
+		}
+		mu.Unlock()
+	}
+	pastDeadline := func() bool { return !deadline.IsZero() && !p.now().Before(deadline) }
 
 	for range p.d.VaultConcurrency {
 		writers.Add(1)
 		go func() {
 			defer writers.Done()
-			for r := range work {
-				_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
+			for j := range work {
+				r := j.r
+				err := p.putSeed(ctx, log, importID, r, deadline)
 				switch {
 				case err == nil:
 					select {
-					case ready <- ProvisionMessage{
+					case out <- ready{j.i, ProvisionMessage{
 						ImportID: importID, FileName: name, Line: r.Line, SerialNumber: r.Token.Serial,
 						Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName,
-					}:
+					}}:
 					case <-ctx.Done():
 						return
 					}
+				case errors.Is(err, errStalled):
+					mu.Lock()
+					stalled = true
+					mu.Unlock()
 				case retryable(err):
 					fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
 					return
@@ -306,6 +426,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 					mu.Lock()
 					nRefused++
 					mu.Unlock()
+					finished(j.i)
 				}
 			}
 		}()
@@ -318,12 +439,12 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 		go func() {
 			defer senders.Done()
 			open := wait(ctx, gate) // the rows and the first report come first
-			for m := range ready {
-				batch := []ProvisionMessage{m}
+			for m := range out {
+				batch := []ready{m}
 			fill:
 				for len(batch) < maxBatch {
 					select {
-					case m, ok := <-ready:
+					case m, ok := <-out:
 						if !ok {
 							break fill
 						}
@@ -335,34 +456,97 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 				if !open || ctx.Err() != nil {
 					continue // drain: a failure is already recorded
 				}
-				if err := p.d.Queue.Enqueue(ctx, batch); err != nil {
+				msgs := make([]ProvisionMessage, len(batch))
+				is := make([]int, len(batch))
+				for k, b := range batch {
+					msgs[k], is[k] = b.m, b.i
+				}
+				if err := p.d.Queue.Enqueue(ctx, msgs); err != nil {
 					fail(fmt.Errorf("queue %d provisioning messages: %w", len(batch), err))
 					continue
 				}
 				mu.Lock()
 				nQueued += len(batch)
 				mu.Unlock()
+				finished(is...)
 			}
 		}()
 	}
 
 feed:
-	for _, r := range records {
+	for i, r := range records {
+		mu.Lock()
+		stop := stalled
+		mu.Unlock()
+		if stop || pastDeadline() {
+			more = true
+			break feed
+		}
 		select {
-		case work <- r:
+		case work <- job{i, r}:
 		case <-ctx.Done():
 			break feed
 		}
 	}
 	close(work)
 	writers.Wait()
-	close(ready)
+	close(out)
 	senders.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return nQueued, nRefused, fmt.Errorf("import %s: %w", name, err)
+	mu.Lock()
+	if low > 0 {
+		checkpoint = records[low-1].Line
 	}
-	log.Debug("seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", nRefused))
-	return nQueued, nRefused, nil
+	more = more || stalled
+	if low == len(records) {
+		more = false // everything got done after all
+	}
+	mu.Unlock()
+	if err := context.Cause(ctx); err != nil {
+		return nQueued, nRefused, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
+	}
+	log.Debug("seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", nRefused),
+		slog.Bool("more", more), slog.Int("checkpoint", checkpoint))
+	return nQueued, nRefused, more, checkpoint, nil
+}
+
+// errStalled is a transient vault failure that lasted until the import's deadline: the record
+// is left for the next part of the import.
+var errStalled = errors.New("the vault kept failing until the time budget ended")
+
+// putSeed stores one record's seed, backing off on transient failures (throttling, outages):
+// waits start at RetryWait and double up to MaxRetryWait. With a deadline it keeps trying
+// until the deadline (then errStalled); without one, for OutageWindow (then the last error).
+func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID string, r seedfile.Record, deadline time.Time) error {
+	wait := p.d.RetryWait
+	var since time.Time
+	for {
+		_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		now := p.now()
+		if since.IsZero() {
+			since = now
+		}
+		if !deadline.IsZero() {
+			if !now.Add(wait).Before(deadline) {
+				return errStalled
+			}
+		} else if now.Add(wait).Sub(since) > p.d.OutageWindow {
+			return err
+		}
+		log.Warn("vault unavailable; backing off inside the invocation", slog.String("serial", r.Token.Serial),
+			slog.Int("line", r.Line), slog.Duration("wait", wait), slog.String("kind", string(token.KindOf(err))),
+			slog.String("reason", reasonOf(err)))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, p.d.MaxRetryWait)
+	}
 }
 
 // File-level problem codes the pipeline adds to seedfile's.

@@ -20,6 +20,21 @@ type Deps struct {
 	Ledger    Ledger
 	Queue     Queue
 	Blobs     Blobs
+	Inbox     Inbox       // ImportFromInbox reads the file here (required by ImportFromInbox)
+	Imports   ImportQueue // continuations of long imports; without it an import never hands itself on
+
+	// ImportBudget is how long one import invocation works before it records its checkpoint,
+	// queues a continuation on Imports and returns (0: no budget, the import runs to its end).
+	// Keep it well inside host.json's functionTimeout.
+	ImportBudget time.Duration
+	// RetryWait is the first wait after a transient vault failure during an import; waits
+	// double up to MaxRetryWait (defaults 1 s and 15 s).
+	RetryWait    time.Duration
+	MaxRetryWait time.Duration
+	// OutageWindow is how long an import without a budget keeps retrying a transient vault
+	// failure before it fails the invocation (default 2 minutes). With a budget, it backs off
+	// until the budget ends and hands itself on.
+	OutageWindow time.Duration
 
 	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
 	VaultConcurrency int              // seeds written to the vault at once (default 16)
@@ -39,14 +54,29 @@ type Pipeline struct {
 	now         func() time.Time
 }
 
-// New returns a Pipeline over d, filling in defaults.
-func New(d Deps) *Pipeline {
+// WithDefaults returns d with every unset tunable at its default.
+func (d Deps) WithDefaults() Deps {
 	if d.Activation == "" {
 		d.Activation = config.ActivationAuto
 	}
 	if d.VaultConcurrency < 1 {
 		d.VaultConcurrency = 16
 	}
+	if d.RetryWait <= 0 {
+		d.RetryWait = time.Second
+	}
+	if d.MaxRetryWait <= 0 {
+		d.MaxRetryWait = 15 * time.Second
+	}
+	if d.OutageWindow <= 0 {
+		d.OutageWindow = 2 * time.Minute
+	}
+	return d
+}
+
+// New returns a Pipeline over d, filling in defaults.
+func New(d Deps) *Pipeline {
+	d = d.WithDefaults()
 	p := &Pipeline{d: d, log: d.Logger, now: d.Now}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -67,7 +97,7 @@ func ImportID(name, etag string) string {
 	return "imp-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-// InboxFile is a seed file dropped in seed-inbox, as the blob trigger delivers it.
+// InboxFile is a seed file dropped in seed-inbox, as read from storage (Inbox.ReadInbox).
 type InboxFile struct {
 	Name     string // blob name inside seed-inbox
 	ETag     string
@@ -90,6 +120,33 @@ type ProvisionMessage struct {
 	UserPrincipalName string `json:"userPrincipalName"`
 }
 
+// ImportRequest asks ImportFromInbox to import seed-inbox/{Name}: from a BlobCreated event
+// (ETag is the event's, for the log only: the import takes whatever the blob holds when read),
+// or from a continuation (Continuation set: the import must still find the same ETag).
+type ImportRequest struct {
+	Name         string
+	ETag         string
+	Continuation bool
+	ImportID     string // a continuation's import, for the log
+	Part         int    // a continuation's part (2, 3, ...); 1 or 0 for the event
+}
+
+// ContinuationKind marks a continuation message on the seed-imports queue (field "oathpipe").
+const ContinuationKind = "import-continuation"
+
+// ImportContinuation is the message an import leaves on the seed-imports queue when its time
+// budget ends: the next invocation resumes from the ledger's checkpoint. Its field names never
+// collide with the host's queue-trigger metadata (Id, DequeueCount, PopReceipt, sys, ...), as
+// the host copies a message's top-level fields into Metadata.
+type ImportContinuation struct {
+	Kind       string `json:"oathpipe"` // ContinuationKind
+	BlobName   string `json:"blobName"`
+	BlobETag   string `json:"blobETag"`
+	ImportID   string `json:"importId"`
+	Checkpoint int    `json:"checkpoint"` // for the log; the ledger's checkpoint is the truth
+	Part       int    `json:"part"`       // 2 for the first continuation, 3 for the next, ...
+}
+
 // ImportResult is what one Import call did.
 type ImportResult struct {
 	ImportID    string             `json:"importId"`
@@ -102,6 +159,10 @@ type ImportResult struct {
 	Failed      int                `json:"failed"`      // valid rows refused by the vault (e.g. a different seed under the serial)
 	Disposition string             `json:"disposition"` // "deleted" or "rejected" (moved to seed-rejected)
 	Repeat      bool               `json:"repeat"`      // the import had been started before (a repeated delivery)
+	Continued   bool               `json:"continued"`   // the time budget ended: a continuation is queued
+	Checkpoint  int                `json:"checkpoint"`  // rows up to this line are stored and queued
+	Gone        bool               `json:"gone"`        // the blob was no longer in the inbox: nothing to do
+	Replaced    bool               `json:"replaced"`    // a continuation found another upload under the name
 	Problems    []seedfile.Problem `json:"problems,omitempty"`
 	// Parts are the imports of the files inside a zip archive, one per file (named
 	// "archive.zip!inner.csv"); the counts above are their sums.
@@ -179,7 +240,17 @@ type TokenLine struct {
 // error is worth retrying (the handler answers 500 and the host redelivers); a repeated delivery
 // of the same upload does nothing twice.
 func (p *Pipeline) Import(ctx context.Context, f InboxFile) (*ImportResult, error) {
-	return p.importDelivered(ctx, f)
+	return p.importDelivered(ctx, f, 1)
+}
+
+// ImportFromInbox reads seed-inbox/{r.Name} from storage (content, ETag and metadata in one
+// read) and imports it like Import, within Deps.ImportBudget: when the budget ends it records
+// its checkpoint, queues a continuation and returns with Continued set. A blob that is gone is
+// answered with Gone (an earlier delivery imported it, or someone deleted it); a continuation
+// that finds another ETag under the name answers Replaced (the new upload has its own event).
+// A blob without an ETag is refused.
+func (p *Pipeline) ImportFromInbox(ctx context.Context, r ImportRequest) (*ImportResult, error) {
+	return p.importFromInbox(ctx, r)
 }
 
 // Provision takes one token from the vault to Entra: ensure the device, resolve the user,

@@ -86,7 +86,10 @@ type ImportRecord struct {
 	Invalid  int
 	// Pending counts the tokens queued and not yet settled. The ledger sets it once, when the
 	// import reaches StageVaulted, and SetTokenOutcome decrements it.
-	Pending     int
+	Pending int
+	// Checkpoint is the line up to which every row's seed is stored and its message queued
+	// (0: none yet). A continuation of the import resumes after it.
+	Checkpoint  int
 	Problems    []seedfile.Problem // file-level problems (Line 0)
 	Disposition string             // where the source blob went: "deleted" or "rejected"
 	Created     time.Time
@@ -147,6 +150,8 @@ type Ledger interface {
 	// SetImportStage moves the import to stage (never back) and records disposition when not
 	// empty. It must not touch Pending.
 	SetImportStage(ctx context.Context, importID, stage, disposition string) error
+	// SetImportCheckpoint moves the import's Checkpoint forward to line (never back).
+	SetImportCheckpoint(ctx context.Context, importID string, line int) error
 	// GetImport returns one import (KindNotFound when absent).
 	GetImport(ctx context.Context, importID string) (ImportRecord, error)
 	// ImportByName returns the latest import (by Created) of a file name (KindNotFound when none).
@@ -171,6 +176,19 @@ type Ledger interface {
 // host reads them with messageEncoding "none"). Messages never hold a seed.
 type Queue interface {
 	Enqueue(ctx context.Context, msgs []ProvisionMessage) error
+}
+
+// Inbox reads a seed file from seed-inbox (package storage).
+type Inbox interface {
+	// ReadInbox reads seed-inbox/{name}: its content, ETag and user metadata in one download
+	// (KindNotFound when the blob is gone). Metadata keys come back lower-cased.
+	ReadInbox(ctx context.Context, name string) (InboxFile, error)
+}
+
+// ImportQueue hands a long import on to its next invocation: a continuation message on the
+// seed-imports queue, beside the Event Grid events (package storage).
+type ImportQueue interface {
+	EnqueueContinuation(ctx context.Context, c ImportContinuation) error
 }
 
 // Blobs writes reports and removes a source file from the inbox.

@@ -24,8 +24,8 @@ import (
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
-// MaxInboxFile is the largest seed file ReadInbox reads (a file of 100,000 tokens is ~10 MB).
-const MaxInboxFile = 64 << 20
+// MaxInboxFile is the largest seed file ReadInbox reads (a file of 1,000,000 tokens is ~90 MB).
+const MaxInboxFile = 512 << 20
 
 // Report blob name suffixes in seed-reports.
 const (
@@ -43,7 +43,10 @@ type Blobs struct {
 	afterStore func(ctx context.Context) error
 }
 
-var _ pipeline.Blobs = (*Blobs)(nil)
+var (
+	_ pipeline.Blobs = (*Blobs)(nil)
+	_ pipeline.Inbox = (*Blobs)(nil)
+)
 
 // NewBlobs builds the blob adapter. It makes no request.
 func NewBlobs(o Options) (*Blobs, error) {
@@ -54,9 +57,10 @@ func NewBlobs(o Options) (*Blobs, error) {
 	return &Blobs{client: c, log: logger(o)}, nil
 }
 
-// EnsureContainers creates seed-inbox, seed-reports and seed-rejected (private) when missing.
+// EnsureContainers creates seed-inbox, seed-reports, seed-rejected and token-parked (private)
+// when missing.
 func (b *Blobs) EnsureContainers(ctx context.Context) error {
-	for _, c := range []string{config.InboxContainer, config.ReportsContainer, config.RejectedContainer} {
+	for _, c := range []string{config.InboxContainer, config.ReportsContainer, config.RejectedContainer, config.ParkedContainer} {
 		if _, err := b.client.CreateContainer(ctx, c, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 			return classify("storage: create container "+c, err)
 		}
@@ -78,7 +82,9 @@ func (b *Blobs) PutInbox(ctx context.Context, name string, content []byte, metad
 	return string(*resp.ETag), nil
 }
 
-// ReadInbox reads seed-inbox/{name} whole, with its ETag and metadata (KindNotFound when gone).
+// ReadInbox reads seed-inbox/{name} whole, with its ETag and metadata, in one download
+// (KindNotFound when gone): the ETag and metadata are those of the bytes read. It implements
+// pipeline.Inbox.
 // Metadata keys are case-insensitive in Blob storage and come back lower-cased.
 func (b *Blobs) ReadInbox(ctx context.Context, name string) (pipeline.InboxFile, error) {
 	op := "storage: read " + config.InboxContainer + "/" + name
@@ -106,10 +112,15 @@ func (b *Blobs) read(ctx context.Context, container, name string, limit int64) (
 	}
 	body := resp.NewRetryReader(ctx, nil)
 	defer body.Close()
-	content, err := io.ReadAll(io.LimitReader(body, limit+1))
-	if err != nil {
+	// One buffer of the blob's size: io.ReadAll's doubling would peak at twice a big file.
+	var buf bytes.Buffer
+	if resp.ContentLength != nil && *resp.ContentLength >= 0 && *resp.ContentLength <= limit {
+		buf.Grow(int(*resp.ContentLength) + 1)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(body, limit+1)); err != nil {
 		return nil, resp, fmt.Errorf("read body: %w", err)
 	}
+	content := buf.Bytes()
 	if int64(len(content)) > limit {
 		return nil, resp, &token.Error{Kind: token.KindInvalid, Message: fmt.Sprintf("larger than %d bytes", limit)}
 	}
@@ -123,6 +134,19 @@ func (b *Blobs) Read(ctx context.Context, container, name string) ([]byte, error
 		return nil, classify("storage: read "+container+"/"+name, err)
 	}
 	return content, nil
+}
+
+// Park keeps a queue message that could not be handled as token-parked/{name}, never over an
+// existing blob (If-None-Match: *): an earlier copy under the name is the same message, parked
+// by an earlier delivery, and is fine. metadata pairs are stored as blob metadata.
+func (b *Blobs) Park(ctx context.Context, name string, content []byte, metadata ...string) error {
+	err := b.upload(ctx, config.ParkedContainer, name, content, "application/json",
+		&blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
+		metadata...)
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
+		return classify("storage: park "+config.ParkedContainer+"/"+name, err)
+	}
+	return nil
 }
 
 // PutReport writes seed-reports/{name}.json and, when failuresCSV is not nil,

@@ -31,7 +31,10 @@ type Queue struct {
 	log    *slog.Logger
 }
 
-var _ pipeline.Queue = (*Queue)(nil)
+var (
+	_ pipeline.Queue       = (*Queue)(nil)
+	_ pipeline.ImportQueue = (*Queue)(nil)
+)
 
 // NewQueue builds the adapter for the queue called name. It makes no request.
 func NewQueue(o Options, name string) (*Queue, error) {
@@ -71,6 +74,17 @@ func (q *Queue) Enqueue(ctx context.Context, msgs []pipeline.ProvisionMessage) e
 	}
 	q.log.DebugContext(ctx, "provisioning messages sent", "queue", q.name, "count", len(msgs))
 	return nil
+}
+
+// EnqueueContinuation sends an import's continuation message (to seed-imports), as plain JSON
+// like the Event Grid events beside it. It never expires: a long import must not lose its
+// next part.
+func (q *Queue) EnqueueContinuation(ctx context.Context, c pipeline.ImportContinuation) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("storage: encode continuation of %s: %w", c.BlobName, err)
+	}
+	return q.EnqueueText(ctx, string(b))
 }
 
 // EnqueueText sends each text as one message, as is, several at once.

@@ -39,6 +39,7 @@ type Account struct {
 	Blobs     *Blobs         // seed-inbox, seed-reports, seed-rejected
 	Provision *Queue         // token-provisioning
 	Poison    *Queue         // token-provisioning-poison (the host moves messages there; read by ProvisionFailed)
+	Imports   *Queue         // seed-imports: Event Grid BlobCreated events and import continuations (ImportSeeds)
 	Ledger    *ledger.Ledger // tables oathpipeledger and oathpipeaudit
 }
 
@@ -75,6 +76,10 @@ func OpenWith(o Options) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
+	imports, err := NewQueue(o, config.ImportsQueue)
+	if err != nil {
+		return nil, err
+	}
 	l, err := ledger.New(ledger.Options{
 		ConnectionString: o.ConnectionString, ServiceURL: o.TableServiceURL, Credential: o.Credential,
 		HTTPClient: o.HTTPClient, Logger: o.Logger,
@@ -82,7 +87,7 @@ func OpenWith(o Options) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Account{Blobs: b, Provision: p, Poison: poison, Ledger: l}, nil
+	return &Account{Blobs: b, Provision: p, Poison: poison, Imports: imports, Ledger: l}, nil
 }
 
 // EnsureResources creates the containers, queues and tables oathpipe uses when they do not
@@ -92,7 +97,7 @@ func (a *Account) EnsureResources(ctx context.Context) error {
 	if err := a.Blobs.EnsureContainers(ctx); err != nil {
 		return err
 	}
-	for _, q := range []*Queue{a.Provision, a.Poison} {
+	for _, q := range []*Queue{a.Provision, a.Poison, a.Imports} {
 		if err := q.Ensure(ctx); err != nil {
 			return err
 		}

@@ -88,6 +88,18 @@ func (l *MemLedger) SetImportStage(_ context.Context, id, stage, disposition str
 	return nil
 }
 
+// SetImportCheckpoint implements pipeline.Ledger.
+func (l *MemLedger) SetImportCheckpoint(_ context.Context, id string, line int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur, ok := l.imports[id]
+	if !ok {
+		return notFound("import " + id)
+	}
+	cur.Checkpoint = max(cur.Checkpoint, line)
+	return nil
+}
+
 // GetImport implements pipeline.Ledger.
 func (l *MemLedger) GetImport(_ context.Context, id string) (pipeline.ImportRecord, error) {
 	l.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -60,13 +61,15 @@ type Stack struct {
 // Options configures NewStack. The zero value: no latency, no Graph throttling, Key Vault's
 // default limit, the users of testdata/users.json.
 type Options struct {
-	Latency    time.Duration       // added to every Key Vault and Graph request
-	GraphRate  int                 // Graph writes per GraphPer; 0 = unthrottled
-	GraphPer   time.Duration       // default 1 s
-	GraphBurst int                 // default: one second's worth
-	KVRate     int                 // Key Vault transactions per KVPer; 0 = Key Vault's default limit
-	KVPer      time.Duration       // with KVRate
-	Users      []graphstandin.User // default testdata/users.json
+	Latency    time.Duration        // added to every Key Vault and Graph request
+	GraphRate  int                  // Graph writes per GraphPer; 0 = unthrottled
+	GraphPer   time.Duration        // default 1 s
+	GraphBurst int                  // default: one second's worth
+	KVRate     int                  // Key Vault transactions per KVPer; 0 = Key Vault's default limit
+	KVPer      time.Duration        // with KVRate
+	Users      []graphstandin.User  // default testdata/users.json
+	Quiet      bool                 // log at Info, not Debug (benchmarks of big files)
+	VaultRetry *policy.RetryOptions // the vault client's retries (default vault.DefaultRetry)
 }
 
 // NewStack starts the Key Vault and Graph stand-ins over TLS and builds the real vault and
@@ -74,7 +77,11 @@ type Options struct {
 func NewStack(t testing.TB, o Options) *Stack {
 	t.Helper()
 	s := &Stack{Logs: &SyncBuffer{}}
-	s.Logger = slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if o.Quiet {
+		level = slog.LevelInfo
+	}
+	s.Logger = slog.New(slog.NewJSONHandler(s.Logs, &slog.HandlerOptions{Level: level}))
 	var err error
 	s.KV, err = kvstandin.StartTLS(kvstandin.Options{Latency: o.Latency, Rate: o.KVRate, Per: o.KVPer})
 	if err != nil {
@@ -110,7 +117,7 @@ func NewStack(t testing.TB, o Options) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Vault, err = vault.New(vault.Options{VaultURL: s.KV.URL, Credential: azauth.StaticToken(kvstandin.DefaultToken), HTTPClient: hc, Logger: s.Logger})
+	s.Vault, err = vault.New(vault.Options{VaultURL: s.KV.URL, Credential: azauth.StaticToken(kvstandin.DefaultToken), HTTPClient: hc, Logger: s.Logger, Retry: o.VaultRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
