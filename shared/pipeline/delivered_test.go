@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -203,4 +205,86 @@ func TestFeitianImportWithHints(t *testing.T) {
 			t.Errorf("%s: device %+v", tc.name, d)
 		}
 	}
+}
+
+// TestDeliveredArchiveResumes: an AES zip of two files read from the Azurite inbox under a
+// time budget hands itself on (continuations name the archive), resumes inside the file it was
+// in, skips the file already done, and queues every line exactly once; the archive leaves the
+// inbox after both.
+func TestDeliveredArchiveResumes(t *testing.T) {
+	ctx := context.Background()
+	a := storageAccount(t)
+	s := pipelinetest.NewStack(t, pipelinetest.Options{Latency: 40 * time.Millisecond})
+	q := &pipelinetest.MemQueue{}
+	cq := &contQueue{}
+	p := s.Pipeline(a.Ledger, q, a.Blobs, func(d *pipeline.Deps) {
+		d.Inbox, d.Imports, d.ImportBudget, d.VaultConcurrency = a.Blobs, cq, 400*time.Millisecond, 2
+	})
+	ss := &pipelinetest.SeedSet{}
+	stamp := time.Now().UnixNano() % 1000000
+	file := func(pre string) []byte {
+		var rows []pipelinetest.Row
+		for i := range 25 {
+			rows = append(rows, ss.Row(fmt.Sprintf("%s-%d-%02d", pre, stamp, i), ""))
+		}
+		return pipelinetest.EntraCSV(rows)
+	}
+	name := fmt.Sprintf("resume-%d.zip", stamp)
+	zipped := pipelinetest.SevenZipAES(t, map[string][]byte{"a.csv": file("RZA"), "b.csv": file("RZB")}, pipelinetest.ZipPassword)
+	if _, err := a.Blobs.PutInbox(ctx, name, zipped, nil); err != nil {
+		t.Fatal(err)
+	}
+	req := pipeline.ImportRequest{Name: name}
+	parts := 0
+	var last *pipeline.ImportResult
+	for {
+		parts++
+		res, err := p.ImportFromInbox(ctx, req)
+		if err != nil {
+			t.Fatalf("part %d: %v", parts, err)
+		}
+		last = res
+		if !res.Continued {
+			break
+		}
+		c, ok := cq.take()
+		if !ok || c.BlobName != name {
+			t.Fatalf("part %d: continuation %+v (%v); it must name the archive", parts, c, ok)
+		}
+		req = pipeline.ImportRequest{Name: c.BlobName, ETag: c.BlobETag, Continuation: true, ImportID: c.ImportID, Part: c.Part}
+		if parts > 60 {
+			t.Fatal("the import never finished")
+		}
+	}
+	if parts < 3 {
+		t.Fatalf("finished in %d parts; the budget did not cut it off", parts)
+	}
+	if last.Disposition != pipeline.DispositionDeleted || len(last.Parts) != 2 || last.Valid != 50 {
+		t.Fatalf("final part %+v", last)
+	}
+	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("the archive is still in the inbox: %v", err)
+	}
+	queued := 0
+	for {
+		text, ok := q.Take()
+		if !ok {
+			break
+		}
+		queued++
+		m := pipelinetest.DecodeMessage(t, text)
+		if _, err := p.Provision(ctx, m, 1); err != nil {
+			t.Fatalf("provision %s: %v", m.SerialNumber, err)
+		}
+	}
+	if queued != 50 {
+		t.Errorf("%d messages queued, want 50 (each line once)", queued)
+	}
+	for _, inner := range []string{name + "!a.csv", name + "!b.csv"} {
+		st, err := p.ImportStatus(ctx, inner)
+		if err != nil || !st.Settled || st.Counts[pipeline.StatusAvailable] != 25 {
+			t.Errorf("%s: %+v, %v", inner, st, err)
+		}
+	}
+	t.Logf("imported in %d parts", parts)
 }
