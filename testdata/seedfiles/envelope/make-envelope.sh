@@ -39,6 +39,8 @@ enc other@fixture.example $clean clean.csv.other.gpg
 mkdir -p work && cp $clean work/batch-a.csv && cp $root/testdata/demo/token2-batch-mistakes.csv work/batch-b.csv
 rm -f ./*.zip
 (cd work && zip -q -P 'zip fixture password' ../zipcrypto.zip batch-a.csv)
+(cd work && zip -q -P 'zip fixture password' - batch-a.csv > ../zipcrypto-stream.zip) # streamed: a data descriptor, the check byte is the DOS time's
+(cd work && 7zz a -bso0 -tzip -p'zip fixture password' ../zipcrypto-7z.zip batch-a.csv)
 (cd work && zip -q ../plain.zip batch-a.csv batch-b.csv)
 (cd work && 7zz a -bso0 -tzip -mem=AES256 -p'zip fixture password' ../aes256.zip batch-a.csv)
 (cd work && 7zz a -bso0 -tzip -mem=AES128 -p'zip fixture password' ../aes128.zip batch-a.csv)
