@@ -88,6 +88,7 @@ func TestOpenFixtures(t *testing.T) {
 		{file: "clean.csv.rsa.asc", keys: Keys{PGP: all}, names: []string{"clean.csv.rsa.asc"}, layers: []Kind{KindPGP}, contents: []string{clean}},
 		{file: "clean.csv.cv25519.gpg", keys: Keys{PGP: all}, names: []string{"clean.csv.cv25519.gpg"}, layers: []Kind{KindPGP}, contents: []string{clean}},
 		{file: "clean.csv.cv25519.asc", keys: Keys{PGP: keys(t, "", "cv25519")}, names: []string{"clean.csv.cv25519.asc"}, layers: []Kind{KindPGP}, contents: []string{clean}},
+		{file: "clean.csv.signed.gpg", keys: Keys{PGP: all}, names: []string{"clean.csv.signed.gpg"}, layers: []Kind{KindPGP}, contents: []string{clean}},
 		{file: "clean.csv.rsa.gpg", keys: Keys{PGP: keys(t, "", "cv25519")}, code: CodePGPNoKey},
 		{file: "clean.csv.other.gpg", keys: Keys{PGP: all}, code: CodePGPNoKey},
 		{file: "clean.csv.other.gpg", code: CodePGPNoKey},

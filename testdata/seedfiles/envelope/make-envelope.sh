@@ -35,6 +35,8 @@ enc cv25519@fixture.example $clean clean.csv.cv25519.gpg
 enc cv25519@fixture.example $clean clean.csv.cv25519.asc --armor
 enc protected@fixture.example $clean clean.csv.protected.gpg
 enc other@fixture.example $clean clean.csv.other.gpg
+# Signed by a key the deployment does not know, encrypted to it: read; the signature is not checked.
+enc cv25519@fixture.example $clean clean.csv.signed.gpg --sign --local-user other@fixture.example
 
 mkdir -p work && cp $clean work/batch-a.csv && cp $root/testdata/demo/token2-batch-mistakes.csv work/batch-b.csv
 rm -f ./*.zip
