@@ -126,6 +126,20 @@ func TestAssignmentErrors(t *testing.T) {
 					t.Errorf("Allow = %q", res.Headers["Allow"])
 				}
 			}},
+		{name: "failed move says who holds the token now", method: "PUT", body: okBody,
+			err: &pipeline.StateError{Err: throttled, HeldBy: "ada@contoso.com", TokenStatus: "activated"}, wantStatus: 429, wantCode: "throttled",
+			check: func(t *testing.T, res HTTPResponse, p Problem) {
+				if p.HeldBy == nil || *p.HeldBy != "ada@contoso.com" || p.TokenStatus != "activated" || !strings.Contains(res.Body, `"heldBy":"ada@contoso.com"`) {
+					t.Errorf("heldBy/tokenStatus missing: %s", res.Body)
+				}
+			}},
+		{name: "failed move leaving nobody says so", method: "PUT", body: okBody,
+			err: &pipeline.StateError{Err: throttled, HeldBy: "", TokenStatus: "available"}, wantStatus: 429, wantCode: "throttled",
+			check: func(t *testing.T, res HTTPResponse, _ Problem) {
+				if !strings.Contains(res.Body, `"heldBy":""`) || !strings.Contains(res.Body, `"tokenStatus":"available"`) {
+					t.Errorf("an empty holder must be answered: %s", res.Body)
+				}
+			}},
 		{name: "unknown serial", method: "GET", err: &token.Error{Kind: token.KindNotFound, Message: "no token with serial 1000001"}, wantStatus: 404, wantCode: "not-found"},
 		{name: "unknown user", method: "PUT", body: okBody, err: &token.Error{Kind: token.KindNotFound, Message: "no user grace@contoso.com", RequestID: "graph-rq-1"}, wantStatus: 404, wantCode: "not-found",
 			check: func(t *testing.T, _ HTTPResponse, p Problem) {

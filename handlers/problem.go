@@ -26,6 +26,10 @@ type Problem struct {
 	Code       string `json:"code"`
 	RequestID  string `json:"requestId,omitempty"`  // upstream (Graph / Key Vault) request id, for support cases
 	RetryAfter int    `json:"retryAfter,omitempty"` // seconds, mirrors the Retry-After header
+	// HeldBy and TokenStatus say, on a failed PUT or DELETE of an assignment, who holds the
+	// token now ("" = nobody, in the inventory) and its Entra status, read back after the failure.
+	HeldBy      *string `json:"heldBy,omitempty"`
+	TokenStatus string  `json:"tokenStatus,omitempty"`
 }
 
 // problemCode is one stable error code of the HTTP API with its status and title.

@@ -29,7 +29,7 @@ func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invo
 	if err != nil {
 		// Retrying cannot fix it: park it at once for an operator.
 		log.Error("undecodable poison message; parking it", "err", err)
-		return s.parkPoison(ctx, log, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
+		return s.parkPoison(ctx, log, config.PoisonQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
 	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line)
 	reason := fmt.Sprintf("provisioning gave up after %d deliveries; the message was moved to %s", s.maxDQ, config.PoisonQueue)
@@ -48,12 +48,12 @@ func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invo
 	}
 	log.Error("recording the poisoned token failed on its last delivery; parking the message", "err", err)
 	name := fmt.Sprintf("%s/%010d.json", url.PathEscape(m.ImportID), m.Line)
-	return s.parkPoison(ctx, log, name, text, dq, err.Error())
+	return s.parkPoison(ctx, log, config.PoisonQueue, name, text, dq, err.Error())
 }
 
-// parkPoison writes the message text as token-parked/{name} and answers 200, or 500 when even
-// that fails (the host then redelivers it after 10 minutes while its dequeue count allows).
-func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, name, text string, dq int, lastErr string) outcome {
+// parkPoison writes the message text, read from queue source, as token-parked/{name} and answers
+// 200, or 500 when even that fails (the host then redelivers it while its dequeue count allows).
+func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, source, name, text string, dq int, lastErr string) outcome {
 	if s.park == nil {
 		log.Error("no token-parked container configured; the host will retry the message")
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"cannot park the message: no parking configured"}}}
@@ -62,7 +62,7 @@ func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, name, text st
 		lastErr = lastErr[:1000]
 	}
 	err := s.park.Park(ctx, name, []byte(text),
-		"sourcequeue", config.PoisonQueue,
+		"sourcequeue", source,
 		"dequeuecount", strconv.Itoa(dq),
 		"lasterror", url.QueryEscape(lastErr), // metadata values are ASCII
 		"parkedat", time.Now().UTC().Format(time.RFC3339))
@@ -71,7 +71,7 @@ func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, name, text st
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{
 			fmt.Sprintf("park %s/%s failed (will be retried): %v", config.ParkedContainer, name, err)}}}
 	}
-	log.Error("message parked; re-enqueue it to "+config.PoisonQueue+" once the cause is fixed (docs/operations.md)",
+	log.Error("message parked; re-enqueue it to "+source+" once the cause is fixed (docs/operations.md)",
 		"blob", config.ParkedContainer+"/"+name)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{
 		fmt.Sprintf("message parked as %s/%s: %s", config.ParkedContainer, name, lastErr)}}}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -21,13 +22,15 @@ import (
 // failed with that last error and answered 200; only when even that fails does the message go
 // to the poison queue (see ProvisionFailed).
 func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
+	dq := in.MetaInt("DequeueCount")
 	m, err := provisionMessage(in, "job")
 	if err != nil {
-		// Retrying cannot fix a message that does not decode: log it and let it go.
-		log.Error("dropped undecodable provisioning message", "messageId", in.Meta("Id"), "err", err)
-		return outcome{status: http.StatusOK, resp: Response{Logs: []string{"dropped undecodable provisioning message " + in.Meta("Id") + ": " + err.Error()}}}
+		// Retrying cannot fix a message that does not decode, and dropping it could lose a token
+		// (a message written by a newer or older version): park it at once for an operator.
+		text, _ := in.DataString("job")
+		log.Error("undecodable provisioning message; parking it", "messageId", in.Meta("Id"), "err", err)
+		return s.parkPoison(ctx, log, config.ProvisionQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
-	dq := in.MetaInt("DequeueCount")
 	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "dequeueCount", dq, "messageId", in.Meta("Id"))
 	out, err := s.p.Provision(ctx, m, dq)
 	if err != nil && dq >= s.maxDQ {

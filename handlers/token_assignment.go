@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/token"
 )
 
 // TokenAssignmentRoute is the TokenAssignment function's route (under /api).
@@ -60,7 +61,7 @@ func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		r.Serial, r.Caller = serial, c.caller
 		a, err := s.p.AssignToken(ctx, r)
 		if err != nil {
-			return c.fail(err)
+			return c.failWithState(err)
 		}
 		c.log.Info("token assigned", "user", a.UserPrincipalName, "previousUser", a.PreviousUserPrincipalName,
 			"status", a.Status, "changed", a.Changed, "activatedWith", a.ActivatedWith)
@@ -213,4 +214,19 @@ func jsonProblem(err error) string {
 		return "the body ends too early."
 	}
 	return "not JSON."
+}
+
+// failWithState answers a failed change like fail, adding who holds the token now and its
+// status (heldBy, tokenStatus) when the pipeline read them back (pipeline.StateError).
+func (c *apiCall) failWithState(err error) HTTPResponse {
+	var se *pipeline.StateError
+	if !errors.As(err, &se) {
+		return c.fail(err)
+	}
+	p := problemFor(err)
+	holder := se.HeldBy
+	p.HeldBy, p.TokenStatus = &holder, se.TokenStatus
+	c.log.Info("request failed", "code", p.Code, "status", p.Status, "kind", string(token.KindOf(err)),
+		"requestId", p.RequestID, "heldBy", holder, "tokenStatus", se.TokenStatus, "err", err)
+	return problemResponse(p)
 }

@@ -194,8 +194,8 @@ func TestProvisionTokenRetryVersusPermanent(t *testing.T) {
 		{"throttled retried", payload(msg), &fakePipeline{err: &token.Error{Kind: token.KindThrottled, Message: "graph 429"}}, 500, 1},
 		{"base64 message accepted", payload("eyJpbXBvcnRJZCI6ImltcC0xIiwic2VyaWFsTnVtYmVyIjoiUzEifQ=="), &fakePipeline{}, 200, 1},
 		{"message as JSON object accepted", []byte(`{"Data":{"job":` + msg + `},"Metadata":{}}`), &fakePipeline{}, 200, 1},
-		{"undecodable message dropped", payload("not json"), &fakePipeline{}, 200, 0},
-		{"message without serial dropped", payload(`{"importId":"imp-1"}`), &fakePipeline{}, 200, 0},
+		{"undecodable message parked", payload("not json"), &fakePipeline{}, 200, 0},
+		{"message without serial parked", payload(`{"importId":"imp-1"}`), &fakePipeline{}, 200, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := newTestServer(tc.p, "")
@@ -205,6 +205,10 @@ func TestProvisionTokenRetryVersusPermanent(t *testing.T) {
 			}
 			if len(tc.p.provisioned) != tc.calls {
 				t.Errorf("Provision called %d times, want %d", len(tc.p.provisioned), tc.calls)
+			}
+			// A message that cannot be provisioned is never dropped: it is parked for an operator.
+			if wantParked := tc.calls == 0; (len(tc.p.parked) == 1) != wantParked {
+				t.Errorf("parked %v, want parked=%v", tc.p.parked, wantParked)
 			}
 		})
 	}

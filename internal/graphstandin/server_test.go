@@ -88,6 +88,9 @@ func (h *harness) do(method, path string, body any, zip, auth bool) reply {
 	if zip {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if auth {
 		req.Header.Set("Authorization", "Bearer "+DefaultToken)
 	}
@@ -144,7 +147,7 @@ func TestStateMachine(t *testing.T) {
 		t.Fatal("no request-id header")
 	}
 	id := r.body["id"].(string)
-	if r := h.do("POST", devices, create, false, true); r.status != 409 {
+	if r := h.do("POST", devices, create, false, true); r.status != 400 || !strings.Contains(r.errMessage(), "already exists") {
 		t.Fatalf("duplicate serial: %d", r.status)
 	}
 	if r := h.do("POST", methods(guestID), map[string]any{"device": map[string]string{"id": id}}, true, true); r.status != 400 || !strings.Contains(r.errMessage(), "guest") {
@@ -158,8 +161,8 @@ func TestStateMachine(t *testing.T) {
 		t.Fatalf("assign: %d %v", r.status, r.body)
 	}
 	mid := r.body["id"].(string)
-	if mid == id {
-		t.Fatal("method id equals device id")
+	if mid != id {
+		t.Fatal("by default the method id is the device id, as in the doc examples")
 	}
 	if d, _ := h.r.Server.DeviceBySerial("S1"); d.Status != "assigned" || d.AssignedUserID != adaID {
 		t.Fatalf("%+v", d)
@@ -205,6 +208,14 @@ func TestStateMachine(t *testing.T) {
 	h.r.Server.mu.Lock()
 	h.r.Server.opts.AllowReactivation = true
 	h.r.Server.mu.Unlock()
+	// Reactivation allowed, the code of the step that activated it is still refused (RFC 6238 §5.2)...
+	if r := h.do("POST", act, map[string]any{"verificationCode": "081804"}, true, true); r.status != 400 || h.r.Server.Stats().ReusedCodes != 1 {
+		t.Fatalf("reused code: %d %v", r.status, r.body)
+	}
+	// ... unless Lenient.ReusedCodes.
+	h.r.Server.mu.Lock()
+	h.r.Server.opts.Lenient.ReusedCodes = true
+	h.r.Server.mu.Unlock()
 	if r := h.do("POST", act, map[string]any{"verificationCode": "081804"}, true, true); r.status != 204 {
 		t.Fatalf("reactivation allowed: %d %v", r.status, r.body)
 	}
@@ -237,7 +248,7 @@ func TestStateMachine(t *testing.T) {
 func TestCreateValidation(t *testing.T) {
 	h := newHarness(t, Options{WriteRate: -1})
 	base := func() map[string]any {
-		return map[string]any{"serialNumber": "V1", "manufacturer": "M", "model": "X", "secretKey": secret}
+		return map[string]any{"serialNumber": "V1", "manufacturer": "M", "model": "X", "secretKey": secret, "timeIntervalInSeconds": 30}
 	}
 	for _, tc := range []struct {
 		name string
@@ -245,7 +256,9 @@ func TestCreateValidation(t *testing.T) {
 		want int
 	}{
 		{"defaults", func(map[string]any) {}, 201},
-		{"interval as string", func(m map[string]any) { m["serialNumber"] = "V2"; m["timeIntervalInSeconds"] = "60" }, 201},
+		{"interval as string", func(m map[string]any) { m["serialNumber"] = "V2"; m["timeIntervalInSeconds"] = "60" }, 400},
+		{"no interval", func(m map[string]any) { m["serialNumber"] = "V2"; delete(m, "timeIntervalInSeconds") }, 400},
+		{"interval 60", func(m map[string]any) { m["serialNumber"] = "V2"; m["timeIntervalInSeconds"] = 60 }, 201},
 		{"interval 45", func(m map[string]any) { m["serialNumber"] = "V3"; m["timeIntervalInSeconds"] = 45 }, 400},
 		{"sha512", func(m map[string]any) { m["serialNumber"] = "V4"; m["hashFunction"] = "hmacsha512" }, 400},
 		{"not base32", func(m map[string]any) { m["serialNumber"] = "V5"; m["secretKey"] = "189!" }, 400},
@@ -275,7 +288,7 @@ func TestAuthRequired(t *testing.T) {
 	if st := h.r.Server.Stats(); st.NoAuth != 1 {
 		t.Fatalf("%+v", st)
 	}
-	if r := h.do("GET", "/v1.0/users/"+adaID, nil, false, true); r.status != 200 || r.body["userType"] != "Member" {
+	if r := h.do("GET", "/v1.0/users/"+adaID+"?$select=id,userType", nil, false, true); r.status != 200 || r.body["userType"] != "Member" {
 		t.Fatalf("%d %v", r.status, r.body)
 	}
 	if r := h.do("GET", "/beta/users/nobody@x", nil, false, true); r.status != 404 || r.errCode() != "Request_ResourceNotFound" {
@@ -293,7 +306,7 @@ func TestThrottle(t *testing.T) {
 	bulk := func(prefix string, n int) map[string]any {
 		var items []any
 		for i := range n {
-			items = append(items, map[string]any{"@contentId": prefix + string(rune('a'+i%26)) + strings.Repeat("x", i/26), "serialNumber": prefix + "-" + strings.Repeat("9", i+1), "manufacturer": "M", "model": "X", "secretKey": secret})
+			items = append(items, map[string]any{"@contentId": prefix + string(rune('a'+i%26)) + strings.Repeat("x", i/26), "serialNumber": prefix + "-" + strings.Repeat("9", i+1), "manufacturer": "M", "model": "X", "secretKey": secret, "timeIntervalInSeconds": 30})
 		}
 		return map[string]any{"@context": "#$delta", "value": items}
 	}
@@ -323,7 +336,7 @@ func TestThrottle(t *testing.T) {
 func TestPagingAndFilter(t *testing.T) {
 	h := newHarness(t, Options{WriteRate: -1, PageSize: 2})
 	for _, s := range []string{"P1", "P'2", "P3", "P4", "P5"} {
-		if r := h.do("POST", devices, map[string]any{"serialNumber": s, "manufacturer": "M", "model": "X", "secretKey": secret}, false, true); r.status != 201 {
+		if r := h.do("POST", devices, map[string]any{"serialNumber": s, "manufacturer": "M", "model": "X", "secretKey": secret, "timeIntervalInSeconds": 30}, false, true); r.status != 201 {
 			t.Fatal(r.status)
 		}
 	}
@@ -332,7 +345,7 @@ func TestPagingAndFilter(t *testing.T) {
 	for next != "" {
 		r := h.do("GET", next, nil, false, true)
 		for _, v := range r.body["value"].([]any) {
-			got = append(got, v.(map[string]any)["serialNumber"].(string))
+			got = append(got, v.(map[string]any)["device"].(map[string]any)["serialNumber"].(string))
 		}
 		next, _ = r.body["@odata.nextLink"].(string)
 	}
@@ -340,7 +353,7 @@ func TestPagingAndFilter(t *testing.T) {
 		t.Fatalf("paged: %v", got)
 	}
 	r := h.do("GET", devices+"?$filter=serialNumber%20eq%20'P''2'", nil, false, true)
-	if v := r.body["value"].([]any); len(v) != 1 || v[0].(map[string]any)["serialNumber"] != "P'2" {
+	if v := r.body["value"].([]any); len(v) != 1 || v[0].(map[string]any)["device"].(map[string]any)["serialNumber"] != "P'2" {
 		t.Fatalf("filter: %v", r.body)
 	}
 	if r := h.do("GET", devices+"?$filter=serialNumber%20eq%20'P'2'", nil, false, true); r.status != 400 {

@@ -71,6 +71,9 @@ type DeviceState struct {
 type device struct {
 	DeviceState
 	secret []byte
+	// usedStep is the time step of the code that last activated the device (-1: none). A
+	// later activation must use a later step (RFC 6238 §5.2), whoever holds the device.
+	usedStep int64
 }
 
 // MaxOathMethods is Entra's limit of OATH methods per user (hardware and software together).
@@ -130,10 +133,11 @@ func totp(secret []byte, hashName string, counter uint64) string {
 	return fmt.Sprintf("%06d", v%1000000)
 }
 
-// verifyCode accepts the code for the current step and one step either side.
-func verifyCode(d *device, code string, now time.Time) bool {
+// verifyCode accepts the code for the current step and one step either side, and returns the
+// step it matched.
+func verifyCode(d *device, code string, now time.Time) (int64, bool) {
 	if len(code) != 6 {
-		return false
+		return 0, false
 	}
 	period := int64(d.Period)
 	if period <= 0 {
@@ -142,8 +146,8 @@ func verifyCode(d *device, code string, now time.Time) bool {
 	step := now.Unix() / period
 	for _, s := range []int64{step, step - 1, step + 1} {
 		if s >= 0 && hmac.Equal([]byte(totp(d.secret, d.Hash, uint64(s))), []byte(code)) {
-			return true
+			return s, true
 		}
 	}
-	return false
+	return 0, false
 }

@@ -17,7 +17,7 @@ type activateCall struct {
 
 var activateCalls = []activateCall{
 	{"Activate", func(ctx context.Context, e *env, _ *fakeClock, uid, mid string, seed token.Seed) error {
-		return e.c.Activate(ctx, uid, mid, seed)
+		return activate(e.c, ctx, uid, mid, seed)
 	}},
 	{"ActivateWithCode", func(ctx context.Context, e *env, clk *fakeClock, uid, mid string, seed token.Seed) error {
 		code, err := otp.Code(seed, clk.Now())

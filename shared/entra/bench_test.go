@@ -58,7 +58,7 @@ func provisionOne(ctx context.Context, c *Client, i int) (int, error) {
 			if err != nil {
 				return err
 			}
-			return c.Activate(ctx, u.ID, mid, seed)
+			return activate(c, ctx, u.ID, mid, seed)
 		}()
 		if err == nil || !token.IsTransient(err) || redeliveries >= 10 {
 			return redeliveries, err

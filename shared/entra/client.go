@@ -11,6 +11,7 @@ package entra
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +60,8 @@ type Client struct {
 	log     *slog.Logger
 	now     func() time.Time
 	sleep   func(ctx context.Context, d time.Duration) error
+	// middlewares is the chain every request runs through (tests read its order).
+	middlewares []khttp.Middleware
 }
 
 // New builds a Client. Nothing is sent until the first call.
@@ -93,7 +97,7 @@ func New(opts Options) (*Client, error) {
 	if maxRetries <= 0 {
 		maxRetries = 6
 	}
-	middlewares := graphMiddlewares(maxRetries)
+	middlewares := buildChain(maxRetries)
 	httpClient := &http.Client{
 		Transport: khttp.NewCustomTransportWithParentTransport(base, middlewares...),
 		// The redirect middleware follows redirects itself.
@@ -107,14 +111,15 @@ func New(opts Options) (*Client, error) {
 	adapter.SetBaseUrl(root + "/v1.0")
 
 	c := &Client{
-		adapter: adapter,
-		graph:   msgraphsdk.NewGraphServiceClient(adapter),
-		root:    root,
-		v1:      root + "/v1.0",
-		beta:    root + "/beta",
-		log:     opts.Logger,
-		now:     opts.Now,
-		sleep:   sleepCtx,
+		adapter:     adapter,
+		graph:       msgraphsdk.NewGraphServiceClient(adapter),
+		root:        root,
+		v1:          root + "/v1.0",
+		beta:        root + "/beta",
+		log:         opts.Logger,
+		now:         opts.Now,
+		sleep:       sleepCtx,
+		middlewares: middlewares,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -127,24 +132,55 @@ func New(opts Options) (*Client, error) {
 
 // graphMiddlewares is msgraph-sdk-go's default middleware chain (Graph telemetry, /me
 // replacement, then kiota's retry, redirect, compression, parameter decoding, user agent and
-// header inspection), with the retry handler allowed maxRetries tries, none of them waiting
-// past the request's deadline (retryWithinDeadline).
+// header inspection), in that fixed order, with the retry handler allowed maxRetries tries,
+// none of them waiting past the request's deadline (retryWithinDeadline), and kiota's
+// compression handler replaced by gzipAttempt.
+//
+// The order must be fixed here: kiota-http-go v1.5.4 builds its default chain by ranging over
+// a Go map (getDefaultMiddleWare), so each client gets its own random order. In the orders
+// where compression ran outside the retry handler, a throttled POST or PATCH was resent after
+// Retry-After with the body its first try had consumed: "http: ContentLength=169 with Body
+// length 0" (issue 18 item 2; TestEveryResendCarriesItsBody).
 func graphMiddlewares(maxRetries int) []khttp.Middleware {
 	opts := msgraphsdk.GetDefaultClientOptions()
-	mws := msgraphcore.GetDefaultMiddlewaresWithOptions(&opts)
-	out := make([]khttp.Middleware, 0, len(mws)+1)
-	for _, m := range mws {
+	var graph, retry, redirect, rest []khttp.Middleware
+	for _, m := range msgraphcore.GetDefaultMiddlewaresWithOptions(&opts) {
 		switch m.(type) {
 		case *khttp.RetryHandler:
 			ro := khttp.RetryHandlerOptions{MaxRetries: maxRetries}
 			ro.ShouldRetry = retryWithinDeadline(ro.GetDelaySeconds())
-			m = khttp.NewRetryHandlerWithOptions(ro)
+			retry = append(retry, khttp.NewRetryHandlerWithOptions(ro))
+		case *khttp.RedirectHandler:
+			redirect = append(redirect, m)
 		case *khttp.CompressionHandler:
-			out = append(out, freshAttempt{})
+			// replaced by gzipAttempt, below
+		case *msgraphcore.GraphTelemetryHandler, *khttp.UrlReplaceHandler:
+			graph = append(graph, m)
+		default:
+			rest = append(rest, m)
 		}
-		out = append(out, m)
 	}
-	return out
+	sort.SliceStable(rest, func(i, j int) bool { return middlewareRank(rest[i]) < middlewareRank(rest[j]) })
+	out := append(graph, retry...)
+	out = append(out, redirect...)
+	out = append(out, gzipAttempt{})
+	return append(out, rest...)
+}
+
+// buildChain builds a client's middleware chain (a test swaps in the chain of old to show the bug).
+var buildChain = graphMiddlewares
+
+// middlewareRank orders the middlewares after compression as kiota lists them in its docs.
+func middlewareRank(m khttp.Middleware) int {
+	switch m.(type) {
+	case *khttp.ParametersNameDecodingHandler:
+		return 0
+	case *khttp.UserAgentHandler:
+		return 1
+	case *khttp.HeadersInspectionHandler:
+		return 2
+	}
+	return 3
 }
 
 // retryWithinDeadline is the retry middleware's ShouldRetry: it lets kiota retry a 429/503/504
@@ -181,16 +217,18 @@ func waitOutlastsDeadline(ctx context.Context, d time.Duration) bool {
 	return ok && !time.Now().Add(d).Before(deadline)
 }
 
-// freshAttempt gives every attempt of a request its own copy, with its own headers and body,
-// before the compression handler gzips it. Without it, kiota-http-go v1.5.4 sends a retry
-// (after 429/503/504) with the original, uncompressed body but the Content-Encoding: gzip
-// header of the first try: the compression handler gzips a shallow copy of the request and
-// sets the header on the header map the copy shares with the retry handler's request, so the
-// retry skips compression and Graph receives an invalid gzip body (docs/graph.md).
-type freshAttempt struct{}
+// gzipAttempt gzips the request body of every attempt afresh, on a copy of the request with
+// its own headers and body, and replaces kiota's compression handler. kiota-http-go v1.5.4's
+// handler gzips in place: it sets Content-Encoding: gzip on the header map it shares with the
+// retry handler's request (so a retry skipped compression and sent the plain body labelled
+// gzip) and swaps the body for the compressed one, which a resend then found consumed when the
+// handler ran outside the retry handler. Here the retry handler's request is never touched:
+// its body is read (and rewound for the next try) and each attempt gets a new reader of the
+// compressed bytes, with GetBody for net/http's own resends on a broken connection.
+type gzipAttempt struct{}
 
 // Intercept implements khttp.Middleware.
-func (freshAttempt) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
+func (gzipAttempt) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http.Response, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return p.Next(req, i)
 	}
@@ -198,10 +236,26 @@ func (freshAttempt) Intercept(p khttp.Pipeline, i int, req *http.Request) (*http
 	if err != nil {
 		return nil, fmt.Errorf("read request body: %w", err)
 	}
-	if s, ok := req.Body.(io.Seeker); ok {
-		_, _ = s.Seek(0, io.SeekStart) // the retry handler resends from the start
+	s, ok := req.Body.(io.Seeker)
+	if !ok {
+		return nil, errors.New("request body cannot be rewound for a resend")
+	}
+	if _, err := s.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("rewind request body: %w", err)
 	}
 	attempt := req.Clone(req.Context())
+	if _, encoded := req.Header["Content-Encoding"]; !encoded && len(b) > 0 {
+		var z bytes.Buffer
+		w := gzip.NewWriter(&z)
+		if _, err := w.Write(b); err != nil {
+			return nil, fmt.Errorf("gzip request body: %w", err)
+		}
+		if err := w.Close(); err != nil {
+			return nil, fmt.Errorf("gzip request body: %w", err)
+		}
+		b = z.Bytes()
+		attempt.Header.Set("Content-Encoding", "gzip")
+	}
 	attempt.Body = io.NopCloser(bytes.NewReader(b))
 	attempt.ContentLength = int64(len(b))
 	attempt.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }

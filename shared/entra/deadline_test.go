@@ -80,7 +80,7 @@ var throttleCases = []throttleCase{
 		prepare: func(t *testing.T, e *env, _ *fakeClock) func(context.Context) error {
 			seed := seedFor("6004", 30, token.SHA1)
 			uid, mid := activationTarget(t, e, "6004", seed)
-			return func(ctx context.Context) error { return e.c.Activate(ctx, uid, mid, seed) }
+			return func(ctx context.Context) error { return activate(e.c, ctx, uid, mid, seed) }
 		},
 	},
 }

@@ -42,7 +42,9 @@ func (c *Client) FindDevice(ctx context.Context, serial string) (token.Device, e
 			if err != nil {
 				return token.Device{}, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph's answer could not be read.", Err: err}
 			}
-			if d.Serial == serial { // eq may be case-insensitive on Graph's side
+			// Entra may compare serials case-insensitively (gp7001 = GP7001): match as it may,
+			// and report the tenant's spelling (d.Serial).
+			if strings.EqualFold(d.Serial, serial) {
 				found = append(found, d)
 			}
 		}
@@ -57,6 +59,20 @@ func (c *Client) FindDevice(ctx context.Context, serial string) (token.Device, e
 	}
 	return token.Device{}, &token.Error{Kind: token.KindConflict, Op: op,
 		Message: fmt.Sprintf("%d hardware tokens with serial number %s are in the Entra ID inventory; delete the extra ones.", len(found), serial)}
+}
+
+// GetDevice reads one device of the inventory by id (any shape the docs show).
+func (c *Client) GetDevice(ctx context.Context, id string) (token.Device, error) {
+	op := "read token " + id
+	var raw json.RawMessage
+	if err := c.send(ctx, abs.GET, c.devicesURL()+"/"+pathEscape(id), nil, &raw); err != nil {
+		return token.Device{}, c.classify(ctx, graphwire.AreaInventory, op, err)
+	}
+	d, err := graphwire.ParseDevice(raw)
+	if err != nil {
+		return token.Device{}, &token.Error{Kind: token.KindInternal, Op: op, Message: "Graph's answer could not be read.", Err: err}
+	}
+	return d, nil
 }
 
 // createDeviceBody is the create request. It holds the secret: it is only ever marshalled into
@@ -118,8 +134,23 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 	body.SecretKey = ""
 	if err != nil {
 		err = c.classify(ctx, graphwire.AreaInventory, op, err)
-		if token.KindOf(err) == token.KindConflict {
-			setMessage(err, fmt.Sprintf("a hardware token with serial number %s is already in the Entra ID inventory.", t.Serial))
+		// The create may have been applied and its answer lost (a 504 kiota resent, which Graph
+		// may refuse as a duplicate with a 400, not a 409), or refused for a serial that is
+		// there already: after any refusal but an authorisation one, look the serial up. A
+		// device with this serial and the same parameters is this create's.
+		switch k := token.KindOf(err); k {
+		case token.KindForbidden, token.KindThrottled, token.KindTransient:
+			// not applied (401/403/429), or ambiguous (5xx): EnsureDevice looks again for those
+		default:
+			if d, ferr := c.FindDevice(ctx, t.Serial); ferr == nil {
+				if sameParameters(d, t, period, h) {
+					c.log.InfoContext(ctx, "token found after a refused or lost create", "serial", d.Serial,
+						"device_id", d.ID, "kind", k, "request_id", token.RequestIDOf(err))
+					return d, nil
+				}
+				return token.Device{}, &token.Error{Kind: token.KindConflict, Op: op, RequestID: token.RequestIDOf(err), Err: err,
+					Message: fmt.Sprintf("this serial is already in Entra with another seed: serial number %s is in the Entra ID inventory with other parameters (%s); delete it or fix the file.", d.Serial, differences(d, t, period, h))}
+			}
 		}
 		return token.Device{}, err
 	}
@@ -132,6 +163,30 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 	return d, nil
 }
 
+// sameParameters reports whether d is the device t and its seed's period and hash describe
+// (the secret cannot be read back, so it cannot be compared).
+func sameParameters(d token.Device, t token.Token, period int, h token.Hash) bool {
+	return differences(d, t, period, h) == ""
+}
+
+// differences names how d differs from t, period and h ("" when it does not).
+func differences(d token.Device, t token.Token, period int, h token.Hash) string {
+	var out []string
+	if d.Period != 0 && d.Period != period {
+		out = append(out, fmt.Sprintf("a %d-second token, the file says %d", d.Period, period))
+	}
+	if d.Hash != "" && !strings.EqualFold(string(d.Hash), string(h)) {
+		out = append(out, fmt.Sprintf("%s, the file says %s", d.Hash, h))
+	}
+	if d.Manufacturer != "" && !strings.EqualFold(d.Manufacturer, t.Manufacturer) {
+		out = append(out, fmt.Sprintf("manufacturer %q, the file says %q", d.Manufacturer, t.Manufacturer))
+	}
+	if d.Model != "" && !strings.EqualFold(d.Model, t.Model) {
+		out = append(out, fmt.Sprintf("model %q, the file says %q", d.Model, t.Model))
+	}
+	return strings.Join(out, "; ")
+}
+
 // EnsureDevice finds the device by serial, else creates it (unassigned). After a failure that
 // leaves it unknown whether the create happened (a timeout, 5xx, throttling after retries, or
 // a duplicate refused because an earlier try did create it), it looks again before giving up,
@@ -141,7 +196,7 @@ func (c *Client) EnsureDevice(ctx context.Context, t token.Token, seed token.See
 	if err == nil {
 		if p := seed.Period; p != 0 && d.Period != 0 && d.Period != p {
 			return d, false, &token.Error{Kind: token.KindConflict, Op: "ensure token " + t.Serial,
-				Message: fmt.Sprintf("the Entra ID inventory holds serial number %s as a %d-second token, the seed says %d seconds; delete the device or fix the file.", t.Serial, d.Period, p)}
+				Message: fmt.Sprintf("this serial is already in Entra with another seed: the Entra ID inventory holds serial number %s as a %d-second token, the file says %d seconds; delete the device or fix the file.", d.Serial, d.Period, p)}
 		}
 		return d, false, nil
 	}
@@ -153,7 +208,7 @@ func (c *Client) EnsureDevice(ctx context.Context, t token.Token, seed token.See
 		return d, true, nil
 	}
 	switch token.KindOf(err) {
-	case token.KindConflict, token.KindTransient, token.KindThrottled:
+	case token.KindTransient, token.KindThrottled:
 		if again, ferr := c.FindDevice(ctx, t.Serial); ferr == nil {
 			c.log.InfoContext(ctx, "token found after an ambiguous create", "serial", t.Serial, "device_id", again.ID)
 			return again, false, nil

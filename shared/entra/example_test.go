@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/shared/azauth"
@@ -48,7 +49,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := c.Activate(ctx, u.ID, methodID, seed); err != nil {
+	if _, err := c.Activate(ctx, u.ID, methodID, seed, time.Time{}); err != nil {
 		log.Fatal(err)
 	}
 	st, _ := graph.Server.DeviceBySerial("60234567")

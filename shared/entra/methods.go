@@ -87,6 +87,10 @@ func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, e
 		if token.KindOf(err) == token.KindNotFound {
 			setMessage(err, "the user or the token does not exist in Entra ID.")
 		}
+		if token.KindOf(err) == token.KindInvalid || token.KindOf(err) == token.KindConflict ||
+			token.KindOf(err) == token.KindGuest || token.KindOf(err) == token.KindTooManyMethods || token.KindOf(err) == token.KindAssignedElsewhere {
+			return "", c.assignRefusal(ctx, op, userID, deviceID, err)
+		}
 		return "", err
 	}
 	if m, err := graphwire.ParseMethod(raw); err == nil && m.ID != "" {
@@ -126,15 +130,19 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 	return err
 }
 
-// Activate activates the user's method with a code computed from seed right before sending.
-// With fewer than MinCodeLife left in the time step it waits for the next step. Graph's retry
-// middleware is off for this call; Activate retries itself (activateLoop): after an ambiguous
-// failure (throttling, 5xx, timeout: Graph may have applied the activation and lost the answer)
-// it waits (Retry-After), looks at the user's method and, if it is already activated, returns
-// success without sending again; otherwise it sends a fresh code, up to maxActivateTries times,
-// unless the wait would end after ctx's deadline: then Graph's answer is returned
-// (KindThrottled with RetryAfter for a 429). A rejected code is KindBadCode.
-func (c *Client) Activate(ctx context.Context, userID, methodID string, seed token.Seed) error {
+// Activate activates the user's method with a code computed from seed right before sending,
+// from a time step later than after's (the step of the token's last successful activation, or
+// zero): a verifier must not accept a second code of one step (RFC 6238 §5.2), so Activate
+// waits for the next step when needed. With fewer than MinCodeLife left in the step it waits
+// for the next one too. It returns the time the accepted code was computed for (its step is
+// the token's last activation step now). Graph's retry middleware is off for this call;
+// Activate retries itself (activateLoop): after an ambiguous failure (throttling, 5xx, timeout:
+// Graph may have applied the activation and lost the answer) it waits (Retry-After), looks at
+// the user's method and, if it is already activated, returns success without sending again;
+// otherwise it sends a fresh code, up to maxActivateTries times, unless the wait would end
+// after ctx's deadline: then Graph's answer is returned (KindThrottled with RetryAfter for a
+// 429). A rejected code is KindBadCode.
+func (c *Client) Activate(ctx context.Context, userID, methodID string, seed token.Seed, after time.Time) (time.Time, error) {
 	op := fmt.Sprintf("activate method %s of user %s", methodID, userID)
 	// Entra's defaults for what a seed leaves unset: 30 s, hmacsha1, 6 digits.
 	if seed.Period <= 0 {
@@ -147,8 +155,17 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		seed.Digits = 6
 	}
 	step := time.Duration(seed.Period) * time.Second
+	var used time.Time
 	code := func() (string, error) {
 		t := c.now()
+		if wait := StepWait(t, after, seed.Period); wait > 0 {
+			c.log.InfoContext(ctx, "waiting for a time step later than the token's last activation",
+				"user_id", userID, "method_id", methodID, "wait", wait)
+			if err := c.sleep(ctx, wait); err != nil {
+				return "", &token.Error{Kind: token.KindTransient, Op: op, Message: "cancelled while waiting for a time step later than the token's last activation.", Err: err}
+			}
+			t = t.Add(wait)
+		}
 		// Time left in t's step, to the nanosecond.
 		left := step - time.Duration(t.UnixNano()%int64(step))
 		if left < MinCodeLife {
@@ -161,9 +178,44 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		if err != nil {
 			return "", fmt.Errorf("%s: compute code: %w", op, err)
 		}
+		used = t
 		return code, nil
 	}
-	return c.activateLoop(ctx, op, userID, methodID, "seed", code)
+	err := c.activateLoop(ctx, op, userID, methodID, "seed", code)
+	if token.KindOf(err) == token.KindBadCode && !used.IsZero() {
+		// A code computed from the seed was refused. Its step may have been used already by an
+		// activation this client did not know of (another instance moved the token in the same
+		// step): try once more from the next step, if that fits in the deadline. A device whose
+		// seed differs is refused again.
+		wait := StepWait(c.now(), used, seed.Period) + MinCodeLife
+		if !waitOutlastsDeadline(ctx, wait) {
+			c.log.InfoContext(ctx, "computed code refused; trying once more from the next time step",
+				"user_id", userID, "method_id", methodID, "wait", wait, "request_id", token.RequestIDOf(err))
+			after = used
+			err = c.activateLoop(ctx, op, userID, methodID, "seed", code)
+		}
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return used, nil
+}
+
+// StepWait is how long to wait from now until a time step (of period seconds) later than
+// the step of last begins; 0 when now's step is already later, or last is zero.
+func StepWait(now, last time.Time, period int) time.Duration {
+	if last.IsZero() {
+		return 0
+	}
+	if period <= 0 {
+		period = 30
+	}
+	p := int64(period)
+	if now.Unix()/p > last.Unix()/p {
+		return 0
+	}
+	next := time.Unix((last.Unix()/p+1)*p, 0)
+	return next.Sub(now)
 }
 
 // ActivateWithCode activates with a code read from the device, sent as is (a string: leading
@@ -217,6 +269,10 @@ func (c *Client) activateLoop(ctx context.Context, op, userID, methodID, with st
 						return nil
 					}
 				}
+				if k == token.KindInvalid {
+					// A refusal whose words we do not know: the method's status tells.
+					return c.activateRefusal(ctx, op, userID, methodID, err)
+				}
 				return err
 			}
 		}
@@ -242,16 +298,127 @@ func (c *Client) activateLoop(ctx context.Context, op, userID, methodID, with st
 
 // methodActivated reads the user's methods and reports whether methodID is activated.
 func (c *Client) methodActivated(ctx context.Context, userID, methodID string) (bool, error) {
+	st, err := c.methodStatus(ctx, userID, methodID)
+	return st == token.StatusActivated, err
+}
+
+// methodStatus reads the user's methods and returns methodID's status ("" when the user
+// holds no such method).
+func (c *Client) methodStatus(ctx context.Context, userID, methodID string) (token.Status, error) {
 	methods, err := c.ListUserMethods(ctx, userID)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	for _, m := range methods {
 		if m.ID == methodID {
-			return m.Status == token.StatusActivated, nil
+			return m.Status, nil
 		}
 	}
-	return false, nil
+	return "", nil
+}
+
+// activateRefusal finds the cause of an activation refusal Graph's words did not tell: the
+// method activated after all is success; failedActivation means the code was refused;
+// otherwise Graph's words are reported as they are (KindInvalid).
+func (c *Client) activateRefusal(ctx context.Context, op, userID, methodID string, refusal error) error {
+	st, err := c.methodStatus(ctx, userID, methodID)
+	if err != nil {
+		return refusal
+	}
+	switch st {
+	case token.StatusActivated:
+		c.log.InfoContext(ctx, "activation refused in words we do not know, but the method is activated", "user_id", userID, "method_id", methodID)
+		return nil
+	case token.StatusFailedActivation:
+		return &token.Error{Kind: token.KindBadCode, Op: op, Message: graphwire.BadCodeMessage + graphSays(refusal),
+			RequestID: token.RequestIDOf(refusal), Err: refusal}
+	case "":
+		return &token.Error{Kind: token.KindNotFound, Op: op, Message: "the user does not hold this hardware token method." + graphSays(refusal),
+			RequestID: token.RequestIDOf(refusal), Err: refusal}
+	}
+	return refusal
+}
+
+// assignRefusal finds the cause of a refused assignment from state, not from Graph's words
+// alone (Graph documents no error codes here and its messages may change): the device held by
+// someone else, the user a guest or disabled, or already holding five OATH methods
+// (authenticator apps count). When state shows none of these, the kind Graph's words gave
+// stands, and an unrecognised refusal is reported with Graph's words.
+func (c *Client) assignRefusal(ctx context.Context, op, userID, deviceID string, refusal error) error {
+	wrap := func(k token.Kind, msg string) error {
+		return &token.Error{Kind: k, Op: op, Message: msg + graphSays(refusal), RequestID: token.RequestIDOf(refusal), Err: refusal}
+	}
+	if d, err := c.GetDevice(ctx, deviceID); err == nil && d.AssignedToID != "" && d.AssignedToID != userID {
+		return wrap(token.KindAssignedElsewhere, "the token is assigned to another user; unassign it there first (or use the reassignment API).")
+	}
+	if u, err := c.ResolveUser(ctx, userID); err != nil && (token.KindOf(err) == token.KindGuest || token.KindOf(err) == token.KindDisabled) {
+		var te *token.Error
+		errors.As(err, &te)
+		return wrap(te.Kind, te.Message)
+	} else if err == nil {
+		if n, err := c.CountOathMethods(ctx, u.ID); err == nil && n >= MaxOathMethods {
+			return wrap(token.KindTooManyMethods, fmt.Sprintf("the user already holds %d OATH methods (hardware tokens and authenticator apps together; Entra allows %d); remove one before assigning another.", n, MaxOathMethods))
+		}
+	}
+	return refusal
+}
+
+// graphSays quotes Graph's own words from err's message, if it holds any.
+func graphSays(err error) string {
+	var te *token.Error
+	if errors.As(err, &te) {
+		if i := strings.Index(te.Message, " Graph says: "); i >= 0 {
+			return te.Message[i:]
+		}
+	}
+	return ""
+}
+
+// MaxOathMethods is Entra's limit of OATH methods per user: "up to five OATH hardware tokens
+// or authenticator applications".
+const MaxOathMethods = 5
+
+// oathMethodTypes are the method types that count against MaxOathMethods.
+var oathMethodTypes = map[string]bool{
+	"#microsoft.graph.hardwareOathAuthenticationMethod":           true,
+	"#microsoft.graph.softwareOathAuthenticationMethod":           true,
+	"#microsoft.graph.microsoftAuthenticatorAuthenticationMethod": true,
+}
+
+// CountOathMethods counts the user's OATH methods as Entra's limit of five counts them:
+// hardware tokens and authenticator apps together. Apps appear only in v1.0
+// GET /users/{id}/authentication/methods; hardware tokens are read from the beta
+// hardwareOathMethods too, and a method listed in both counts once.
+func (c *Client) CountOathMethods(ctx context.Context, userID string) (int, error) {
+	op := "count the OATH methods of user " + userID
+	ids := map[string]bool{}
+	next := c.v1 + "/users/" + pathEscape(userID) + "/authentication/methods"
+	for page := 0; next != "" && page < maxPages; page++ {
+		var p struct {
+			Value []struct {
+				Type string `json:"@odata.type"`
+				ID   string `json:"id"`
+			} `json:"value"`
+			NextLink string `json:"@odata.nextLink"`
+		}
+		if err := c.send(ctx, abs.GET, next, nil, &p); err != nil {
+			return 0, c.classify(ctx, graphwire.AreaMethods, op, err)
+		}
+		for _, m := range p.Value {
+			if oathMethodTypes[m.Type] {
+				ids[m.ID] = true
+			}
+		}
+		next = p.NextLink
+	}
+	hw, err := c.ListUserMethods(ctx, userID)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range hw {
+		ids[m.ID] = true
+	}
+	return len(ids), nil
 }
 
 func (c *Client) postActivate(ctx context.Context, op, userID, methodID, code string, opts ...abs.RequestOption) error {

@@ -799,6 +799,8 @@ type auditEntity struct {
 	ToUserID     string `json:",omitempty"`
 	Outcome      string
 	Reason       string
+	HeldBy       string `json:",omitempty"` // after a failed change: who holds the token now
+	TokenStatus  string `json:",omitempty"` // after a failed change: its Entra status now
 }
 
 // Audit appends one audit record to the audit table: partitioned by serial, newest first (the
@@ -814,6 +816,7 @@ func (l *Ledger) Audit(ctx context.Context, a pipeline.AuditRecord) error {
 		RowKey:       fmt.Sprintf("%019d-%s", math.MaxInt64-a.Time.UnixNano(), hex.EncodeToString(rnd[:])),
 		Time:         formatTime(a.Time), Caller: a.Caller, Action: a.Action, Serial: a.Serial,
 		FromUser: a.FromUser, ToUser: a.ToUser, ToUserID: a.ToUserID, Outcome: a.Outcome, Reason: clip(a.Reason),
+		HeldBy: a.HeldBy, TokenStatus: a.TokenStatus,
 	}
 	if _, err := l.audit.AddEntity(ctx, mustJSON(e), nil); err != nil {
 		return classify("ledger: audit "+a.Action+" of "+a.Serial, err)
@@ -843,6 +846,7 @@ func (l *Ledger) AuditTrail(ctx context.Context, serial string, max int) ([]pipe
 			out = append(out, pipeline.AuditRecord{
 				Time: parseTime(e.Time), Caller: e.Caller, Action: e.Action, Serial: e.Serial,
 				FromUser: e.FromUser, ToUser: e.ToUser, ToUserID: e.ToUserID, Outcome: e.Outcome, Reason: e.Reason,
+				HeldBy: e.HeldBy, TokenStatus: e.TokenStatus,
 			})
 			if max > 0 && len(out) == max {
 				return out, nil

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -20,7 +21,7 @@ type serialLocks [64]sync.Mutex
 
 func (l *serialLocks) lock(serial string) func() {
 	h := fnv.New32a()
-	h.Write([]byte(serial))
+	h.Write([]byte(strings.ToUpper(serial))) // Entra may match serials case-insensitively: gp7001 = GP7001
 	m := &l[h.Sum32()%uint32(len(l))]
 	m.Lock()
 	return m.Unlock
@@ -47,7 +48,15 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 
 	a := &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName}
 	audit := AuditRecord{Caller: r.Caller, Action: "assign", Serial: r.Serial, ToUser: r.UserPrincipalName}
+	found := false // once the device is found, a failure reports who holds it now
 	fail := func(err error) (*Assignment, error) {
+		if found {
+			err = p.withState(ctx, r.Serial, err)
+			var se *StateError
+			if errors.As(err, &se) {
+				audit.HeldBy, audit.TokenStatus = se.HeldBy, se.TokenStatus
+			}
+		}
 		p.audit(ctx, log, audit, err)
 		return nil, err
 	}
@@ -56,6 +65,9 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	if err != nil {
 		return fail(fmt.Errorf("find token %s: %w", r.Serial, err))
 	}
+	found = true
+	// Report the serial as the tenant spells it (Entra may match gp7001 to GP7001).
+	r.Serial, a.SerialNumber, audit.Serial = dev.Serial, dev.Serial, dev.Serial
 	a.Manufacturer, a.Model = dev.Manufacturer, dev.Model
 	holder := "" // the holder at the time, for the audit record of a refused request too
 	if dev.AssignedToID != "" {
@@ -81,7 +93,7 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	}
 	hasRow := rowErr == nil
 
-	how := activation{code: r.VerificationCode}
+	how := activation{code: r.VerificationCode, lastKnown: lastActivation(row, hasRow)}
 	if r.Activate && how.code == "" {
 		manufacturer := dev.Manufacturer
 		if hasRow && row.Manufacturer != "" {
@@ -96,6 +108,14 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 
 	var before token.Device // the holder to give the token back to if the new assignment fails
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
+		// Check the new holder can take the token before taking it from the old one: Entra
+		// allows five OATH methods per user, authenticator apps included.
+		if n, err := p.d.Directory.CountOathMethods(ctx, user.ID); err != nil {
+			return fail(fmt.Errorf("count the OATH methods of %s: %w", user.UserPrincipalName, err))
+		} else if n >= maxOathMethods {
+			return fail(&token.Error{Kind: token.KindTooManyMethods, Op: "assign " + r.Serial,
+				Message: fmt.Sprintf("%s already holds %d OATH methods (hardware tokens and authenticator apps together; Entra allows %d), so the token was left with its current holder; remove one of the user's methods first", user.UserPrincipalName, n, maxOathMethods)})
+		}
 		before = dev
 		prev := holder
 		a.PreviousUserPrincipalName = prev
@@ -184,14 +204,15 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 // assignment step, activating it again when it was activated and a seed is at hand. Failures
 // are logged: the answer is the reassignment's own error either way.
 func (p *Pipeline) restore(ctx context.Context, log *slog.Logger, before token.Device, how activation) {
-	// The request's budget may be spent by now; giving the token back must not be cut short.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// The request's budget may be spent by now; giving the token back must not be cut short,
+	// including a wait of up to one 60 s step for a code later than the last activation's.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Second)
 	defer cancel()
 	holder, err := p.d.Directory.ResolveUser(ctx, before.AssignedToID)
 	if err == nil {
-		back := activation{}
+		back := activation{lastKnown: how.lastKnown}
 		if before.Status == token.StatusActivated && how.auto {
-			back = activation{auto: true, seed: how.seed}
+			back = activation{auto: true, seed: how.seed, lastKnown: how.lastKnown}
 		}
 		before.AssignedToID, before.AssignedToName = "", ""
 		_, err = p.assignActivate(ctx, before, holder, back)
@@ -356,4 +377,76 @@ func isCode(s string) bool {
 		}
 	}
 	return true
+}
+
+// maxOathMethods is Entra's limit of OATH methods per user (hardware tokens and authenticator apps).
+const maxOathMethods = 5
+
+// StateError is a failed HTTP API change with the token's state read back from Entra after
+// it: who holds the token now and in what status, so the caller and the audit record never
+// have to guess whether a failed move left it with the old holder, the new one or nobody.
+type StateError struct {
+	Err         error
+	HeldBy      string // UPN of the holder now; "" when nobody holds it (in the inventory)
+	TokenStatus string // Entra's status now: available, assigned, activated, failedActivation; "unknown" when it could not be read
+}
+
+func (e *StateError) Error() string {
+	holder := e.HeldBy
+	if holder == "" {
+		holder = "nobody"
+	}
+	return fmt.Sprintf("%v (the token is now held by %s, %s)", e.Err, holder, e.TokenStatus)
+}
+
+func (e *StateError) Unwrap() error { return e.Err }
+
+// withState wraps err with the token's state in Entra now (read with a fresh budget: the
+// request's may be spent), and adds that state to its message for people.
+func (p *Pipeline) withState(ctx context.Context, serial string, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	se := &StateError{Err: err, TokenStatus: "unknown"}
+	dev, ferr := p.d.Directory.FindDevice(ctx, serial)
+	if ferr == nil {
+		se.TokenStatus = string(dev.Status)
+		if dev.AssignedToID != "" {
+			se.HeldBy = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
+		}
+	}
+	var te *token.Error
+	if errors.As(err, &te) {
+		now := "it is now in the inventory, held by nobody (" + se.TokenStatus + ")"
+		switch {
+		case se.TokenStatus == "unknown":
+			now = "who holds it now could not be read back from Entra ID"
+		case se.HeldBy != "":
+			now = "it is now held by " + se.HeldBy + " (" + se.TokenStatus + ")"
+		}
+		cp := *te
+		cp.Message = strings.TrimSuffix(te.Message, ".") + "; " + now + "."
+		cp.Err = te
+		se.Err = wrapKeeping(err, te, &cp)
+	}
+	return se
+}
+
+// wrapKeeping returns err with its *token.Error old replaced by repl when err is old itself,
+// else err wrapped so that errors.As finds repl first.
+func wrapKeeping(err error, old, repl *token.Error) error {
+	if err == error(old) {
+		return repl
+	}
+	return &rewordedError{err: err, te: repl}
+}
+
+// rewordedError is err whose *token.Error, as errors.As finds it, is te.
+type rewordedError struct {
+	err error
+	te  *token.Error
+}
+
+func (e *rewordedError) Error() string { return e.err.Error() }
+func (e *rewordedError) Unwrap() []error {
+	return []error{e.te, e.err}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/token"
 
@@ -123,8 +124,9 @@ func (d crashDirectory) Assign(ctx context.Context, userID, deviceID string) (id
 	err = d.c.step("directory.Assign", func() (e error) { id, e = d.Directory.Assign(ctx, userID, deviceID); return })
 	return
 }
-func (d crashDirectory) Activate(ctx context.Context, userID, methodID string, s token.Seed) error {
-	return d.c.step("directory.Activate", func() error { return d.Directory.Activate(ctx, userID, methodID, s) })
+func (d crashDirectory) Activate(ctx context.Context, userID, methodID string, s token.Seed, after time.Time) (used time.Time, err error) {
+	err = d.c.step("directory.Activate", func() (e error) { used, e = d.Directory.Activate(ctx, userID, methodID, s, after); return })
+	return
 }
 func (d crashDirectory) ListUserMethods(ctx context.Context, userID string) (ms []token.Method, err error) {
 	err = d.c.step("directory.ListUserMethods", func() (e error) { ms, e = d.Directory.ListUserMethods(ctx, userID); return })

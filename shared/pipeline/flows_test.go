@@ -125,8 +125,8 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 		t.Errorf("TokenBySerial(TK-1) = line %d, %v; want the valid line 2, not the rejected duplicate", r.Line, err)
 	}
 	for _, tl := range st.Tokens {
-		if tl.Line == 5 && !strings.Contains(tl.Reason, "guest") {
-			t.Errorf("guest row reason %q", tl.Reason)
+		if tl.Line == 5 && (!strings.Contains(tl.Reason, "guest") || !strings.Contains(tl.Reason, "is in the Entra ID inventory, unassigned")) {
+			t.Errorf("guest row reason %q: want what exists in Entra (in the inventory, unassigned) and why", tl.Reason)
 		}
 	}
 

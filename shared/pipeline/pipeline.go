@@ -48,8 +48,9 @@ type Deps struct {
 // Pipeline runs oathpipe's flows. It is safe for concurrent use.
 type Pipeline struct {
 	d           Deps
-	locks       serialLocks // HTTP API changes, by serial
-	importLocks serialLocks // ledger settlements, by import id
+	locks       serialLocks     // HTTP API changes, by serial
+	importLocks serialLocks     // ledger settlements, by import id
+	activations activationTimes // when this process last activated each token (assign_steps.go)
 	log         *slog.Logger
 	now         func() time.Time
 }

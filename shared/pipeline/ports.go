@@ -34,8 +34,14 @@ type Directory interface {
 	// Assigning a device the user already holds returns its existing method id.
 	Assign(ctx context.Context, userID, deviceID string) (methodID string, err error)
 	// Activate activates the user's method with a code computed from seed right before sending
-	// (waiting for the next step when fewer than ~3 s remain; a retry uses a fresh code).
-	Activate(ctx context.Context, userID, methodID string, seed token.Seed) error
+	// (waiting for the next step when fewer than ~3 s remain; a retry uses a fresh code), from a
+	// time step later than after's: after is the time of the token's last successful activation
+	// (zero when none is known), whose step's code must not be sent again (RFC 6238 §5.2). It
+	// returns the time the accepted code was computed for.
+	Activate(ctx context.Context, userID, methodID string, seed token.Seed, after time.Time) (time.Time, error)
+	// CountOathMethods counts the user's OATH methods as Entra's limit of five counts them
+	// (hardware tokens and authenticator apps together).
+	CountOathMethods(ctx context.Context, userID string) (int, error)
 	// ActivateWithCode activates with a code read from the device, sent as is.
 	ActivateWithCode(ctx context.Context, userID, methodID, code string) error
 	// Unassign removes the user's method; the device returns to available.
@@ -132,8 +138,12 @@ type AuditRecord struct {
 	FromUser string // UPN the token was assigned to before ("" when none)
 	ToUser   string // UPN it is assigned to after ("" when none); for an object-id request, the UPN it resolved to
 	ToUserID string // the object id of ToUser, once resolved ("" when the user was not found)
-	Outcome  string // "changed", "unchanged", or the failure kind
-	Reason   string // plain reason on failure
+	// HeldBy and TokenStatus say who holds the token after the request and in what Entra
+	// status, read back from Entra on a failed change ("" HeldBy: nobody, in the inventory).
+	HeldBy      string
+	TokenStatus string
+	Outcome     string // "changed", "unchanged", or the failure kind
+	Reason      string // plain reason on failure
 }
 
 // Ledger records what happened to each import and token (Azure Table storage: package ledger).

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -86,7 +87,7 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 	}
 	user, err := p.d.Directory.ResolveUser(ctx, m.UserPrincipalName)
 	if err != nil {
-		return Outcome{DeviceID: dev.ID}, fmt.Errorf("resolve user: %w", err)
+		return Outcome{DeviceID: dev.ID}, inInventory(dev, fmt.Errorf("resolve user: %w", err))
 	}
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
 		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
@@ -94,9 +95,40 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 	}
 	res, err := p.assignActivate(ctx, dev, user, activation{auto: p.d.Activation != config.ActivationNone, seed: seed, fresh: created})
 	if err != nil {
-		return Outcome{DeviceID: dev.ID}, err
+		switch {
+		case res.methodID == "":
+			err = inInventory(dev, err) // the user could not take it: say what exists in Entra
+		case !created && token.KindOf(err) == token.KindBadCode && res.activatedWith == "seed":
+			// A code computed from the file's seed was refused by a device this import did not
+			// create: the device in Entra holds another seed.
+			err = &token.Error{Kind: token.KindConflict, Op: "activate " + dev.Serial, RequestID: token.RequestIDOf(err), Err: err,
+				Message: fmt.Sprintf("this serial is already in Entra with another seed: the code computed from the file's seed was refused; the token is assigned to %s, not activated", user.UserPrincipalName)}
+		}
+		return Outcome{DeviceID: dev.ID, UserPrincipalName: upnIfHeld(res, user)}, err
 	}
 	return Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID}, nil
+}
+
+// inInventory rewords a failure that left the device in the Entra inventory, unassigned (the
+// row's user cannot take it: guest, disabled, missing, five methods), so the report says what
+// exists in Entra.
+func inInventory(dev token.Device, err error) error {
+	var te *token.Error
+	if !errors.As(err, &te) || te.Kind == token.KindTransient || te.Kind == token.KindThrottled || te.Kind == token.KindInternal {
+		return err
+	}
+	cp := *te
+	cp.Message = fmt.Sprintf("the token %s is in the Entra ID inventory, unassigned: %s", dev.Serial, te.Message)
+	cp.Err = err
+	return &cp
+}
+
+// upnIfHeld is the user's UPN when assignActivate got as far as assigning the token.
+func upnIfHeld(res assignResult, user token.User) string {
+	if res.methodID != "" {
+		return user.UserPrincipalName
+	}
+	return ""
 }
 
 // settle records o on the row and, when that settled the import's last token, rewrites the report.
@@ -166,6 +198,9 @@ type activation struct {
 	// fresh says the device was created just now: no user can hold a method for it yet, so
 	// the lookup before assigning is skipped (one Graph read per token less on import).
 	fresh bool
+	// lastKnown is when the token was last activated as far as the ledger knows (zero when it
+	// does not): no code of that time step may be sent again (RFC 6238 §5.2).
+	lastKnown time.Time
 }
 
 func (a activation) wanted() bool { return a.auto || a.code != "" }
@@ -205,12 +240,22 @@ func (p *Pipeline) assignActivate(ctx context.Context, dev token.Device, user to
 	res.methodID = method.ID
 	if a.wanted() && method.Status != token.StatusActivated {
 		var err error
+		after := p.activations.last(dev.ID, a.lastKnown)
 		if a.code != "" {
 			err = p.d.Directory.ActivateWithCode(ctx, user.ID, method.ID, a.code)
 			res.activatedWith = "verificationCode"
+			if err == nil {
+				p.activations.record(dev.ID, p.codeTime(ctx, dev, a, p.now()))
+			} else if token.KindOf(err) == token.KindBadCode {
+				err = p.usedCode(ctx, dev, a.code, after, err)
+			}
 		} else {
-			err = p.d.Directory.Activate(ctx, user.ID, method.ID, a.seed)
+			var used time.Time
+			used, err = p.d.Directory.Activate(ctx, user.ID, method.ID, a.seed, after)
 			res.activatedWith = "seed"
+			if err == nil {
+				p.activations.record(dev.ID, used)
+			}
 		}
 		if err != nil {
 			return res, fmt.Errorf("activate %s for %s: %w", dev.Serial, user.UserPrincipalName, err)

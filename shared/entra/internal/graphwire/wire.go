@@ -59,31 +59,34 @@ func (d DeviceJSON) Device() token.Device {
 	return out
 }
 
-// ParseDevice reads one device, also when an answer wraps it in "value" (as one doc example does).
+// ParseDevice reads one device in any of the shapes the docs show: a bare device; a list
+// element {"@odata.type":"#microsoft.graph.hardwareOathAuthenticationMethod","id":...,
+// "device":{...}} (the List page's examples), whose device is read; or a device wrapped in
+// "value" (the Get page's example).
 func ParseDevice(b []byte) (token.Device, error) {
 	var w struct {
 		DeviceJSON
-		Value json.RawMessage `json:"value"`
+		Device *DeviceJSON     `json:"device"`
+		Value  json.RawMessage `json:"value"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
 		return token.Device{}, fmt.Errorf("decode device: %w", err)
 	}
-	if w.ID == "" && len(w.Value) > 0 {
+	switch {
+	case w.Device != nil:
+		return w.Device.Device(), nil
+	case w.SerialNumber == "" && len(w.Value) > 0:
 		v := bytes.TrimSpace(w.Value)
 		if len(v) > 0 && v[0] == '[' {
-			var list []DeviceJSON
+			var list []json.RawMessage
 			if err := json.Unmarshal(v, &list); err != nil || len(list) != 1 {
 				return token.Device{}, fmt.Errorf("decode device: want one device in value")
 			}
-			return list[0].Device(), nil
+			return ParseDevice(list[0])
 		}
-		var d DeviceJSON
-		if err := json.Unmarshal(v, &d); err != nil {
-			return token.Device{}, fmt.Errorf("decode device: %w", err)
-		}
-		return d.Device(), nil
+		return ParseDevice(v)
 	}
-	return w.Device(), nil
+	return w.DeviceJSON.Device(), nil
 }
 
 // SerialFilter returns the OData $filter that finds serial, with quotes doubled as OData escapes them.
@@ -139,6 +142,19 @@ func ParseRetryAfter(v string) time.Duration {
 	return 0
 }
 
+// BadCodeMessage says Entra refused a verification code.
+const BadCodeMessage = "Entra ID rejected the verification code (wrong or expired); activate again with a fresh code, or check the token's clock."
+
+// Unrecognised begins the message of a refusal Classify could not tell apart by its words;
+// callers find the cause from state, and report Graph's words when state does not tell.
+const Unrecognised = "Microsoft Graph refused the request."
+
+// Recognised reports whether Classify told the refusal apart (a kind other than KindInvalid).
+func Recognised(f Failure, a Area) bool {
+	k, _ := Classify(a, f)
+	return k != token.KindInvalid
+}
+
 // Classify decides the kind of a Graph failure and words it. Graph documents no error codes for
 // the hardware OATH endpoints, so 400s are told apart by their message (see docs/graph.md).
 func Classify(a Area, f Failure) (token.Kind, string) {
@@ -154,9 +170,9 @@ func Classify(a Area, f Failure) (token.Kind, string) {
 		return token.KindForbidden, "the app is missing the Microsoft Graph permission " + a.Permission() +
 			"; grant it to the managed identity (admin consent) and retry." + graphSays
 	case f.Status == 429:
-		return token.KindThrottled, "Microsoft Graph is throttling the app; the call will be retried later."
+		return token.KindThrottled, "Microsoft Graph is throttling the app (HTTP 429)." + graphSays
 	case f.Status == 408 || f.Status >= 500:
-		return token.KindTransient, fmt.Sprintf("Microsoft Graph answered %d; the call will be retried.%s", f.Status, graphSays)
+		return token.KindTransient, fmt.Sprintf("Microsoft Graph answered %d.%s", f.Status, graphSays)
 	case f.Status == 404:
 		switch a {
 		case AreaUsers:
@@ -174,14 +190,14 @@ func Classify(a Area, f Failure) (token.Kind, string) {
 		return token.KindAssignedElsewhere, "the token is assigned to another user; unassign it there first (or use the reassignment API)." + graphSays
 	case a == AreaActivate && f.Status == 400 && strings.Contains(msg, "already activated"):
 		return token.KindConflict, "the token is already activated for this user." + graphSays
-	case a == AreaActivate && f.Status == 400:
-		return token.KindBadCode, "Entra ID rejected the verification code (wrong or expired); activate again with a fresh code, or check the token's clock." + graphSays
+	case a == AreaActivate && f.Status == 400 && (strings.Contains(msg, "verification code") || strings.Contains(msg, "expired") || strings.Contains(msg, "invalid code")):
+		return token.KindBadCode, BadCodeMessage + graphSays
 	case f.Status == 409:
 		return token.KindConflict, "it already exists." + graphSays
 	case strings.Contains(msg, "unassign it") || strings.Contains(msg, "is assigned"):
 		return token.KindConflict, "the token is assigned to a user; unassign it first." + graphSays
-	case f.Status == 400:
-		return token.KindInvalid, "Microsoft Graph refused the request as invalid." + graphSays
+	case f.Status == 400 || f.Status == 422:
+		return token.KindInvalid, Unrecognised + graphSays
 	}
 	return token.KindInternal, fmt.Sprintf("Microsoft Graph answered %d (%s).%s", f.Status, f.Code, graphSays)
 }

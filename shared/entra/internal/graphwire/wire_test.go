@@ -22,6 +22,13 @@ func TestParseDeviceShapes(t *testing.T) {
 			token.Device{ID: "d2", Serial: "S2", AssignedToID: "u1", AssignedToName: "Ada"}},
 		{"wrapped in a one-item list", `{"value":[{"id":"d3","serialNumber":"S3","status":"activated"}]}`,
 			token.Device{ID: "d3", Serial: "S3", Status: token.StatusActivated}},
+		// The List page's examples: each element a method wrapping the device.
+		{"list element of the docs", `{"@odata.type":"#microsoft.graph.hardwareOathAuthenticationMethod","id":"aad49556","device":{"id":"aad49556","serialNumber":"TOTP123456","manufacturer":"Contoso","model":"Hardware Token 1000","secretKey":null,"timeIntervalInSeconds":30,"status":"activated","hashFunction":"hmacsha1","assignedTo":{"id":"0cadbf92","displayName":"Amy Masters"}}}`,
+			token.Device{ID: "aad49556", Serial: "TOTP123456", Manufacturer: "Contoso", Model: "Hardware Token 1000", Period: 30, Hash: token.SHA1, Status: token.StatusActivated, AssignedToID: "0cadbf92", AssignedToName: "Amy Masters"}},
+		{"list element whose id is a method id", `{"@odata.type":"#microsoft.graph.hardwareOathAuthenticationMethod","id":"m9","device":{"id":"d9","serialNumber":"S9"}}`,
+			token.Device{ID: "d9", Serial: "S9"}},
+		{"list element in value", `{"value":[{"id":"m9","device":{"id":"d9","serialNumber":"S9"}}]}`,
+			token.Device{ID: "d9", Serial: "S9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseDevice([]byte(tc.in))
@@ -121,6 +128,7 @@ func FuzzParseGraphAnswers(f *testing.F) {
 		`{"id":"d1","serialNumber":"S1","timeIntervalInSeconds":30}`,
 		`{"value":[{"id":"d3"}]}`, `{"value":{"id":"d2"}}`, `{"value":"x"}`, `{"value":[]}`,
 		`{"id":"m1","device":{"id":"d1"}}`, `null`, `[]`, `{"timeIntervalInSeconds":"6x"}`,
+		`{"value":{"value":{"value":[{"device":{"id":"d"}}]}}}`, `{"device":null,"serialNumber":"S"}`,
 	} {
 		f.Add([]byte(s))
 	}
