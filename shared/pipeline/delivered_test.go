@@ -288,3 +288,36 @@ func TestDeliveredArchiveResumes(t *testing.T) {
 	}
 	t.Logf("imported in %d parts", parts)
 }
+
+// With an RSA deployment key the encrypted copy of a rejected plain file differs on every
+// delivery (Go's RSA encryption draws its own randomness), so storage refuses to overwrite the
+// copy an interrupted earlier delivery stored: that copy is kept and the inbox blob goes.
+func TestRejectedCopyKeptWithRSAKey(t *testing.T) {
+	ctx := context.Background()
+	a := storageAccount(t)
+	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	rsa := pipelinetest.EnvelopeFixture(t, "key-rsa.asc")
+	if err := s.Vault.PutPGPKey(ctx, "oathpipe-pgp-key", string(rsa), "RSA"); err != nil {
+		t.Fatal(err)
+	}
+	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
+	ss := &pipelinetest.SeedSet{}
+	name := fmt.Sprintf("rsa-%d.csv", time.Now().UnixNano())
+	content := mixedFileWith(ss, fmt.Sprintf("RSA%d", time.Now().UnixNano()%100000))
+	f := upload(t, ctx, a, name, content)
+	target := pipeline.RejectedName(pipeline.ImportID(name, f.ETag), name) + ".gpg"
+	earlier := []byte("the copy an interrupted earlier delivery stored")
+	if err := a.Blobs.Reject(ctx, "not-in-the-inbox.csv", `"0x0"`, earlier, target); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Import(ctx, f)
+	if err != nil || res.Disposition != pipeline.DispositionRejected {
+		t.Fatalf("Import: %+v %v", res, err)
+	}
+	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("the file is still in the inbox: %v", err)
+	}
+	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(kept, earlier) {
+		t.Errorf("the earlier copy was not kept: %v", err)
+	}
+}
