@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,9 +15,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/config"
@@ -94,53 +89,18 @@ func runPGPKeygen(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 	}
-	private, public, fpr, err := newPGPKey(name, email, time.Now())
+	k, err := envelope.NewPGPKey(name, email, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
 		return exitProblem
 	}
-	if err := v.PutPGPKey(ctx, *secret, private, fpr); err != nil {
+	if err := v.PutPGPKey(ctx, *secret, k.Private, k.Fingerprint); err != nil {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
 		return exitProblem
 	}
-	fmt.Fprintf(stderr, "oathpipe pgp-keygen: key %s stored as a new version of secret %s\n", fpr, *secret)
-	fmt.Fprint(stdout, public)
+	fmt.Fprintf(stderr, "oathpipe pgp-keygen: key %s stored as a new version of secret %s\n", k.Fingerprint, *secret)
+	fmt.Fprint(stdout, k.Public)
 	return exitOK
-}
-
-// newPGPKey makes a Curve25519 key pair as GnuPG's default ("future-default"): Ed25519 to
-// certify, X25519 to encrypt. Curve25519 over RSA: every OpenPGP tool a vendor uses reads it
-// (GnuPG ≥ 2.1, Kleopatra, OpenPGP.js, go-crypto), the key is 32 bytes rather than 384, and
-// its encryption takes the randomness the app gives it, so a rejected file stored again after
-// a crash is the very same blob (see envelope.Encrypt).
-func newPGPKey(name, email string, now time.Time) (private, public, fingerprint string, err error) {
-	cfg := &packet.Config{
-		Algorithm:   packet.PubKeyAlgoEdDSA,
-		Curve:       packet.Curve25519,
-		DefaultHash: crypto.SHA256,
-		Time:        func() time.Time { return now },
-	}
-	e, err := openpgp.NewEntity(name, "", email, cfg)
-	if err != nil {
-		return "", "", "", fmt.Errorf("generate the key: %w", err)
-	}
-	var b bytes.Buffer
-	w, err := armor.Encode(&b, openpgp.PrivateKeyType, nil)
-	if err == nil {
-		err = e.SerializePrivate(w, nil)
-	}
-	if err == nil {
-		err = w.Close()
-	}
-	if err != nil {
-		return "", "", "", fmt.Errorf("armor the private key: %w", err)
-	}
-	b.WriteByte('\n')
-	pub, err := envelope.ArmorPublic(e)
-	if err != nil {
-		return "", "", "", fmt.Errorf("armor the public key: %w", err)
-	}
-	return b.String(), pub, fmt.Sprintf("%X", e.PrimaryKey.Fingerprint), nil
 }
 
 func parseUID(s string) (name, email string, err error) {
