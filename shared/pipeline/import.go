@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -118,12 +119,12 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 
 	if stageBefore(imp.Stage, StageDone) {
 		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
-		if disposition == DispositionRejected {
-			target := RejectedName(id, f.Name)
-			if err := p.rejectFile(ctx, f, target); err != nil {
-				return nil, fmt.Errorf("import %s: move to seed-rejected/%s: %w", f.Name, target, err)
+		if f.outer != "" {
+			// A file inside an archive: the archive leaves the inbox once, after all its files.
+		} else if disposition == DispositionRejected {
+			if err := p.reject(ctx, log, f, RejectedName(id, f.Name)); err != nil {
+				return nil, err
 			}
-			log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", target))
 		} else {
 			if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
 				return nil, fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
@@ -143,16 +144,6 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		slog.Int("invalid", res.Invalid), slog.Int("queued", res.Queued), slog.Int("vaultRefused", failed),
 		slog.String("disposition", disposition), slog.Bool("repeat", res.Repeat))
 	return res, nil
-}
-
-// rejectFile streams f (pinned to its ETag) into seed-rejected/{target}; the blob adapter
-// verifies the copy before the inbox blob goes.
-func (p *Pipeline) rejectFile(ctx context.Context, f InboxFile, target string) error {
-	body := &lazyBody{open: func() (io.ReadCloser, error) { return f.Open(ctx) }}
-	defer body.Close()
-	// Opened on the first read: when the blob is already gone (an earlier attempt moved it),
-	// the adapter sees the failure there and checks for its copy.
-	return p.d.Blobs.Reject(ctx, f.Name, f.ETag, body, target)
 }
 
 // lazyBody opens its stream on the first Read.
@@ -217,6 +208,7 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 			rows = append(rows, TokenRecord{
 				ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
 				Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
+				Problems:        r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
 				SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
 			})
 			return nil
@@ -387,7 +379,8 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 // handOn ends an invocation whose time budget ran out: the checkpoint is recorded, and a
 // continuation goes to the seed-imports queue; the next invocation resumes from the checkpoint.
 func (p *Pipeline) handOn(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, part, queued, checkpoint int, repeat bool) (*ImportResult, error) {
-	c := ImportContinuation{Kind: ContinuationKind, BlobName: f.Name, BlobETag: f.ETag, ImportID: imp.ImportID,
+	// A file inside an archive continues through its archive: the blob the next part reads.
+	c := ImportContinuation{Kind: ContinuationKind, BlobName: cmp.Or(f.outer, f.Name), BlobETag: f.ETag, ImportID: imp.ImportID,
 		Checkpoint: checkpoint, Part: max(part, 1) + 1}
 	if err := p.d.Imports.EnqueueContinuation(ctx, c); err != nil {
 		return nil, fmt.Errorf("import %s: queue its continuation: %w", f.Name, err)
@@ -436,7 +429,7 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 		log.Info("the blob changed since its event; importing what it holds now",
 			slog.String("eventEtag", r.ETag), slog.String("etag", f.ETag))
 	}
-	return p.importFile(ctx, f, r.Part)
+	return p.importDelivered(ctx, f, r.Part)
 }
 
 // dispositionOf works out from the import's summary where the file goes: rejected when the
@@ -666,6 +659,9 @@ func (p *Pipeline) readSeeds(ctx context.Context, f InboxFile, onRecord func(see
 	if onProblem == nil {
 		onProblem = func(seedfile.Problem) error { return nil }
 	}
+	if f.part != nil {
+		return replayPart(f.part, onRecord, onProblem)
+	}
 	opts, bad := optionsFor(p.d.ReadOptions, f.Metadata)
 	if len(bad) > 0 {
 		// The file is not read with a hint it did not mean: it is rejected whole.
@@ -715,6 +711,42 @@ func (p *Pipeline) readSeeds(ctx context.Context, f InboxFile, onRecord func(see
 		return seedfile.Summary{Format: opts.Format}, fmt.Errorf("import %s: read the blob: %w", f.Name, src.err)
 	}
 	return seedfile.Summary{Format: opts.Format}, onProblem(seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
+}
+
+// replayPart hands a seed file read whole from an envelope (readDelivered) to the callbacks in
+// line order, as seedfile.Read would: file-level problems first, then each line's problems or
+// its record. Each record gets its own copy of the seed, which the callback may clear (the
+// import replays a part twice).
+func replayPart(pt *seedPart, onRecord func(seedfile.Record) error, onProblem func(seedfile.Problem) error) (seedfile.Summary, error) {
+	probs := pt.problems
+	i := 0
+	for i < len(probs) && probs[i].Line <= 0 {
+		if err := onProblem(probs[i]); err != nil {
+			return pt.sum, err
+		}
+		i++
+	}
+	rest := append([]seedfile.Problem(nil), probs[i:]...)
+	sort.SliceStable(rest, func(a, b int) bool { return rest[a].Line < rest[b].Line })
+	j := 0
+	for _, r := range pt.records {
+		for j < len(rest) && rest[j].Line < r.Line {
+			if err := onProblem(rest[j]); err != nil {
+				return pt.sum, err
+			}
+			j++
+		}
+		r.Seed.Secret = bytes.Clone(r.Seed.Secret)
+		if err := onRecord(r); err != nil {
+			return pt.sum, err
+		}
+	}
+	for ; j < len(rest); j++ {
+		if err := onProblem(rest[j]); err != nil {
+			return pt.sum, err
+		}
+	}
+	return pt.sum, nil
 }
 
 // storageReader remembers the first failure of the blob download under it, so a storage outage
@@ -769,12 +801,12 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 		switch key := strings.ToLower(k); key {
 		case "format":
 			switch f := seedfile.Format(strings.ToLower(v)); f {
-			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC:
+			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC, seedfile.FormatOATHCSV:
 				base.Format = f
 			case seedfile.FormatAuto:
 				// An empty hint: detect from the content.
 			default:
-				hint(key, v, "entra-csv, graph-csv or pskc")
+				hint(key, v, "entra-csv, graph-csv, pskc or oath-csv")
 			}
 		case "secretencoding":
 			switch e := strings.ToLower(v); e {
@@ -783,6 +815,15 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 			case "":
 			default:
 				hint(key, v, "base32 or hex")
+			}
+		case "model", "manufacturer":
+			// Used for rows whose file names none (Feitian's PSKC has no <Model>).
+			if !seedfile.ValidHint(v) {
+				hint(key, v, "plain text of at most 256 characters")
+			} else if key == "model" {
+				base.Model = v
+			} else {
+				base.Manufacturer = v
 			}
 		case "hash":
 			if v == "" {

@@ -87,10 +87,15 @@ func (b *statusBuilder) add(r TokenRecord) {
 		st.TokensOmitted++
 		return
 	}
-	st.Tokens = append(st.Tokens, TokenLine{
+	line := TokenLine{
 		Line: r.Line, SerialNumber: r.Serial, Manufacturer: r.Manufacturer, Model: r.Model,
 		UserPrincipalName: r.UserPrincipalName, Status: s, Reason: r.Reason, Problems: r.Problems,
-	})
+	}
+	if r.Status != StatusRejected {
+		// A row that passed validation keeps its warnings where a rejected row keeps its problems.
+		line.Problems, line.Warnings = nil, r.Problems
+	}
+	st.Tokens = append(st.Tokens, line)
 }
 
 func (b *statusBuilder) done() *ImportStatus {
