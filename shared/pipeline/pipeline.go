@@ -305,8 +305,8 @@ func (p *Pipeline) Import(ctx context.Context, f InboxFile) (*ImportResult, erro
 	return p.importDelivered(ctx, f, 1)
 }
 
-// ImportFromInbox reads seed-inbox/{r.Name} from storage (content, ETag and metadata in one
-// read) and imports it like Import, within Deps.ImportBudget: when the budget ends it records
+// ImportFromInbox reads seed-inbox/{r.Name} from storage (ETag and metadata, the content
+// streamed pinned to that ETag) and imports it like Import, within Deps.ImportBudget: when the budget ends it records
 // its checkpoint, queues a continuation and returns with Continued set. A blob that is gone is
 // answered with Gone (an earlier delivery imported it, or someone deleted it); a continuation
 // that finds another ETag under the name answers Replaced (the new upload has its own event).
