@@ -200,6 +200,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		RequiredRole: cfg.RequiredRole,
 		HTTPBudget:   cfg.HTTPBudget,
 		Parker:       acct.Blobs,
+		Lifecycle:    pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v}),
 		Logger:       log.With("component", "handlers"),
 	}), nil
 }

@@ -62,6 +62,7 @@ type Options struct {
 	MaxDequeue   int           // host.json maxDequeueCount (default DefaultMaxDequeue)
 	PGPKey       PGPPublicKey  // GET /api/pgp-key; nil answers not-found
 	Parker       Parker        // token-parked; required for ProvisionFailed to never lose a message
+	Lifecycle    Lifecycle     // inventory views and retire (tokens.go); nil answers internal
 	Logger       *slog.Logger
 }
 
@@ -86,13 +87,14 @@ type Server struct {
 	maxDQ  int
 	park   Parker
 	pgp    PGPPublicKey
+	life   Lifecycle
 	log    *slog.Logger
 	mux    *http.ServeMux
 }
 
 // New returns the handler server.
 func New(o Options) *Server {
-	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, log: o.Logger}
+	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, life: o.Lifecycle, log: o.Logger}
 	if s.budget <= 0 {
 		s.budget = 60 * time.Second
 	}
@@ -111,6 +113,9 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /"+FuncTokenAssignment, s.invocation(FuncTokenAssignment, s.httpFunction(TokenAssignmentRoute, tokenAssignmentMethods, s.assignmentAPI)))
 	s.mux.HandleFunc("POST /"+FuncImportStatus, s.invocation(FuncImportStatus, s.httpFunction(ImportStatusRoute, importStatusMethods, s.importStatusAPI)))
 	s.mux.HandleFunc("POST /"+FuncPgpKey, s.invocation(FuncPgpKey, s.httpFunction(PGPKeyRoute, pgpKeyMethods, s.pgpKeyAPI)))
+	s.mux.HandleFunc("POST /"+FuncTokens, s.invocation(FuncTokens, s.httpFunction(TokensRoute, tokensMethods, s.tokensAPI)))
+	s.mux.HandleFunc("POST /"+FuncRetireToken, s.invocation(FuncRetireToken, s.httpFunction(TokenRoute, tokenMethods, s.retireTokenAPI)))
+	s.mux.HandleFunc("POST /"+FuncUserTokens, s.invocation(FuncUserTokens, s.httpFunction(UserTokensRoute, userTokensMethods, s.userTokensAPI)))
 	return s
 }
 
@@ -175,7 +180,7 @@ func (s *Server) safely(ctx context.Context, log *slog.Logger, in *Invocation, h
 func badInvocation(name string, err error) outcome {
 	msg := "undecodable invocation payload: " + err.Error()
 	switch name {
-	case FuncTokenAssignment, FuncImportStatus:
+	case FuncTokenAssignment, FuncImportStatus, FuncTokens, FuncRetireToken, FuncUserTokens:
 		c := codeMalformedBody
 		if isTooLarge(err) {
 			c = codeBodyTooLarge
