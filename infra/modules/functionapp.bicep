@@ -27,6 +27,9 @@ param vaultConcurrency int
 param httpBudget string
 param importBudget string
 param logLevel string
+param reconcileSchedule string
+param reconcileTakeBack string
+param reconcileStuckDays int
 param pskcKeySecretName string
 param pskcPasswordSecretName string
 param pgpKeySecretName string
@@ -85,6 +88,9 @@ var appSettings = {
   OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName
   OATHPIPE_ZIP_PASSWORDS_SECRET: zipPasswordsSecretName
   OATHPIPE_LOG_LEVEL: logLevel
+  OATHPIPE_RECONCILE_SCHEDULE: reconcileSchedule
+  OATHPIPE_RECONCILE_TAKE_BACK: reconcileTakeBack
+  OATHPIPE_RECONCILE_STUCK_DAYS: string(reconcileStuckDays)
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
