@@ -39,6 +39,9 @@ var docOperations = map[string]map[string][]problemCode{
 	openAPIPath(TokenRoute): {
 		"delete": {codeInvalidSerial, codeNotFound, codeConflict},
 	},
+	openAPIPath(ReconcileLatestRoute): {
+		"get": {codeNotFound},
+	},
 	openAPIPath(UserTokensRoute): {
 		"get": {codeInvalidUPN, codeNotFound},
 	},
@@ -99,7 +102,8 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		}
 	}
 	handlerMethods := map[string][]string{openAPIPath(TokenAssignmentRoute): tokenAssignmentMethods, openAPIPath(ImportStatusRoute): importStatusMethods, openAPIPath(PGPKeyRoute): pgpKeyMethods,
-		openAPIPath(TokensRoute): tokensMethods, openAPIPath(TokenRoute): tokenMethods, openAPIPath(UserTokensRoute): userTokensMethods}
+		openAPIPath(TokensRoute): tokensMethods, openAPIPath(TokenRoute): tokenMethods, openAPIPath(UserTokensRoute): userTokensMethods,
+		openAPIPath(ReconcileLatestRoute): reconcileLatestMethods}
 	if got, want := slices.Sorted(maps.Keys(doc.Paths)), slices.Sorted(maps.Keys(handlerMethods)); !slices.Equal(got, want) {
 		t.Fatalf("paths %v, handlers serve %v", got, want)
 	}
@@ -157,17 +161,19 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	for name, v := range map[string]any{
-		"AssignBody":     AssignBody{},
-		"Assignment":     pipeline.Assignment{},
-		"ImportStatus":   pipeline.ImportStatus{},
-		"TokenLine":      pipeline.TokenLine{},
-		"FileProblem":    seedfile.Problem{},
-		"Problem":        Problem{},
-		"InventoryToken": pipeline.InventoryToken{},
-		"TokenImport":    pipeline.TokenImport{},
-		"TokenPage":      pipeline.TokenPage{},
-		"UserTokens":     pipeline.UserTokens{},
-		"Retirement":     pipeline.Retirement{},
+		"AssignBody":      AssignBody{},
+		"Assignment":      pipeline.Assignment{},
+		"ImportStatus":    pipeline.ImportStatus{},
+		"TokenLine":       pipeline.TokenLine{},
+		"FileProblem":     seedfile.Problem{},
+		"Problem":         Problem{},
+		"InventoryToken":  pipeline.InventoryToken{},
+		"TokenImport":     pipeline.TokenImport{},
+		"TokenPage":       pipeline.TokenPage{},
+		"UserTokens":      pipeline.UserTokens{},
+		"Retirement":      pipeline.Retirement{},
+		"ReconcileReport": pipeline.ReconcileReport{},
+		"Finding":         pipeline.Finding{},
 	} {
 		s, ok := doc.Comps.Schemas[name]
 		if !ok {

@@ -52,6 +52,10 @@ func TestFunctionJSONMatchesHandlers(t *testing.T) {
 		FuncRetireToken: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokenRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
+		FuncReconcile: {{Name: "timer", Type: "timerTrigger", Direction: "in"}},
+		FuncReconcileLatest: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: ReconcileLatestRoute, Methods: lower(hostRoutedMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
 		FuncUserTokens: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: UserTokensRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},

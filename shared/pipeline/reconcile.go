@@ -38,6 +38,23 @@ const (
 	FindingLedgerDisagrees   = "ledger-disagrees"    // the ledger row says otherwise than Entra
 )
 
+// LatestReconcileReport is the report name (under seed-reports, without .json) that each
+// reconciliation overwrites with its report, beside its dated one: GET /api/reconcile/latest.
+const LatestReconcileReport = "reconcile/latest"
+
+// Reconciliation is one configured reconciliation: what the Reconcile function and
+// `oathpipe reconcile` run.
+type Reconciliation struct {
+	Lifecycle *Lifecycle
+	Seeds     SeedCatalog
+	Options   ReconcileOptions
+}
+
+// Run reconciles once with the configured options.
+func (r Reconciliation) Run(ctx context.Context) (*ReconcileReport, error) {
+	return r.Lifecycle.Reconcile(ctx, r.Seeds, r.Options)
+}
+
 // ReconcileCaller names the reconciliation as the caller in audit records.
 const ReconcileCaller = "reconciliation"
 
@@ -240,8 +257,10 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: encode the report: %w", err)
 	}
-	if err := p.d.Blobs.PutReport(ctx, rep.ReportName, append(js, '\n'), findingsCSV(rep.Findings)); err != nil {
-		return nil, fmt.Errorf("reconcile: write seed-reports/%s.json: %w", rep.ReportName, err)
+	for _, name := range []string{rep.ReportName, LatestReconcileReport} {
+		if err := p.d.Blobs.PutReport(ctx, name, append(js, '\n'), findingsCSV(rep.Findings)); err != nil {
+			return nil, fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
+		}
 	}
 	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
