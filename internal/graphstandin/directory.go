@@ -31,3 +31,42 @@ func (s *Server) DeleteUser(upnOrID string) bool {
 	delete(s.byUPN, strings.ToLower(u.UserPrincipalName))
 	return true
 }
+
+// Preload puts devices straight into the inventory, without requests, throttling or
+// latency: a benchmark's tenant of 50,000 tokens in a moment. Each is held by the user
+// named in AssignedUserID (which need not exist: a deleted account), with Status as given
+// (default available), period 30 s, SHA-1 and no usable secret. Serials must be new.
+func (s *Server) Preload(devs []DeviceState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, in := range devs {
+		d := &device{DeviceState: in, usedStep: -1}
+		d.ID = newID()
+		if d.Status == "" {
+			d.Status = "available"
+		}
+		if d.Period == 0 {
+			d.Period = 30
+		}
+		if d.Hash == "" {
+			d.Hash = "hmacsha1"
+		}
+		if d.AssignedUserID != "" && d.MethodID == "" {
+			d.MethodID = d.ID
+		}
+		s.devices[d.ID] = d
+		s.serials[s.serialKey(d.Serial)] = d.ID
+		s.order = append(s.order, d.ID)
+	}
+}
+
+// AddUsers adds users to the directory.
+func (s *Server) AddUsers(us []User) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range us {
+		u := u
+		s.users[u.ID] = &u
+		s.byUPN[strings.ToLower(u.UserPrincipalName)] = u.ID
+	}
+}
