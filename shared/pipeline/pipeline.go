@@ -41,6 +41,7 @@ type Deps struct {
 	ReadOptions      seedfile.Options // PSKC key/password from settings
 	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
 	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
+	Notifier         Notifier         // OATHPIPE_NOTIFY_URL: summaries of imports that settle with failures; nil: off
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }

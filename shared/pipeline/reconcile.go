@@ -262,6 +262,9 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 			return nil, fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
 		}
 	}
+	if len(rep.Findings) > 0 {
+		p.notify(ctx, reconcileSummary(rep))
+	}
 	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
 }

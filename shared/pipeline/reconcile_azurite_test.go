@@ -77,8 +77,10 @@ func TestReconcileOnAzurite(t *testing.T) {
 	}
 
 	// Ten days later.
+	notes := make(chan string, 10)
 	later := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) {
 		d.Now = func() time.Time { return time.Now().Add(10 * 24 * time.Hour) }
+		d.Notifier = chanNotifier(notes)
 	})
 	l := pipeline.NewLifecycle(later, pipeline.LifecycleDeps{Inventory: s.Dir, Seeds: s.Vault})
 	before := s.Graph.Server.Stats()
@@ -121,6 +123,15 @@ func TestReconcileOnAzurite(t *testing.T) {
 	if err != nil || !strings.Contains(string(csv), "held-by-disabled,RC-4,") {
 		t.Errorf("CSV: %v\n%s", err, csv)
 	}
+	var note string
+	select {
+	case note = <-notes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification of the findings")
+	}
+	if !strings.Contains(note, "held-by-disabled 1") || !strings.Contains(note, "seed-reports/reconcile/"+rep.Date+".json") {
+		t.Errorf("notification: %s", note)
+	}
 	var stored pipeline.ReconcileReport
 	if err := json.Unmarshal(js, &stored); err != nil || len(stored.Findings) != len(rep.Findings) {
 		t.Errorf("stored report: %v", err)
@@ -151,7 +162,15 @@ func TestReconcileOnAzurite(t *testing.T) {
 	if rep3, err := l.Reconcile(ctx, vaultCatalog{s.Vault}, pipeline.ReconcileOptions{}); err != nil || rep3.Counts[pipeline.FindingHeldByDisabled] != 0 {
 		t.Errorf("after take-back: %+v %v", rep3.Counts, err)
 	}
-	for _, leak := range append(ss.Leaks("report", string(js)+string(csv)), ss.Leaks("logs", s.Logs.String())...) {
+	for _, leak := range append(ss.Leaks("report", string(js)+string(csv)+note), ss.Leaks("logs", s.Logs.String())...) {
 		t.Error(leak)
 	}
+}
+
+// chanNotifier hands each notification to a channel.
+type chanNotifier chan string
+
+func (c chanNotifier) Notify(_ context.Context, text string) error {
+	c <- text
+	return nil
 }

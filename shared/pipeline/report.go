@@ -84,6 +84,9 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	}
 	p.log.Info("report written", "importId", importID, "file", imp.FileName, "settled", st.Settled,
 		"failures", fails != nil)
+	if st.Settled && fails != nil {
+		p.notify(ctx, importSummary(st))
+	}
 	return nil
 }
 
