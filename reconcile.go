@@ -7,12 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/notify"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
@@ -31,6 +33,14 @@ func (c vaultCatalog) SeedEntries(ctx context.Context) ([]pipeline.SeedEntry, er
 		}
 	}
 	return out, nil
+}
+
+// notifier is the OATHPIPE_NOTIFY_URL webhook, or nil (off) when it is unset.
+func notifier(cfg *config.Config, hc *http.Client) pipeline.Notifier {
+	if cfg.NotifyURL == "" {
+		return nil
+	}
+	return &notify.Webhook{URL: cfg.NotifyURL, Client: hc}
 }
 
 // runReconcile is `oathpipe reconcile`: the Reconcile function's code, run once against the

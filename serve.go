@@ -219,6 +219,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
 		Envelope:         envelopeSecrets(v, cfg),
+		Notifier:         notifier(cfg, hc),
 		Logger:           log.With("component", "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})

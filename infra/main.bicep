@@ -101,6 +101,9 @@ param reconcileTakeBack string = 'none'
 @maxValue(365)
 param reconcileStuckDays int = 7
 
+@description('Name of a Key Vault secret (in this deployment\'s vault) holding the OATHPIPE_NOTIFY_URL incoming webhook (Teams or Slack); empty: no notifications.')
+param notifyUrlSecretName string = ''
+
 @description('OATHPIPE_LOG_LEVEL.')
 @allowed([
   'debug'
@@ -243,6 +246,7 @@ module functionApp 'modules/functionapp.bicep' = {
     importBudget: importBudget
     logLevel: logLevel
     reconcileSchedule: reconcileSchedule
+    notifyUrlSecretName: notifyUrlSecretName
     reconcileTakeBack: reconcileTakeBack
     reconcileStuckDays: reconcileStuckDays
     pskcKeySecretName: pskcKeySecretName

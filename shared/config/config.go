@@ -72,6 +72,7 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_RECONCILE_SCHEDULE", Default: DefaultReconcileSchedule, Meaning: "When the `Reconcile` function runs: an NCRONTAB expression of six fields (second minute hour day month weekday), UTC; default nightly at 02:00."},
 	{Name: "OATHPIPE_RECONCILE_TAKE_BACK", Default: "none", Meaning: "`none`: the reconciliation only reads and reports; `disabled`: it also takes tokens back from disabled accounts (audit records name `reconciliation` as the caller)."},
 	{Name: "OATHPIPE_RECONCILE_STUCK_DAYS", Default: "7", Meaning: "Days after which a token still `assigned` or `failedActivation` is reported as stuck by the reconciliation (1 to 365)."},
+	{Name: "OATHPIPE_NOTIFY_URL", Meaning: "Incoming webhook (Teams or Slack: a JSON body with `text`) that gets a short summary when an import settles with failures or a reconciliation finds something; retried with backoff; never a seed. Empty: off. It holds the webhook's secret: use a Key Vault reference."},
 	{Name: "OATHPIPE_LOG_LEVEL", Default: "info", Meaning: "`debug`, `info`, `warn` or `error`."},
 	{Name: "OATHPIPE_CA_FILE", DevOnly: true, Meaning: "Extra PEM CA bundle to trust (the local stand-ins' TLS certificate). Development only."},
 	{Name: "OATHPIPE_OFFLINE_TOKEN", DevOnly: true, Meaning: "Static bearer token for the local stand-ins. Refused unless every endpoint is on loopback. Development only."},
@@ -106,6 +107,7 @@ type Config struct {
 	ReconcileSchedule       string        // OATHPIPE_RECONCILE_SCHEDULE (the host reads it; checked here)
 	ReconcileTakeBack       bool          // OATHPIPE_RECONCILE_TAKE_BACK=disabled
 	ReconcileStuckAfter     time.Duration // OATHPIPE_RECONCILE_STUCK_DAYS
+	NotifyURL               string        // OATHPIPE_NOTIFY_URL; empty: off
 
 	CAFile       string
 	OfflineToken string
@@ -240,6 +242,12 @@ func Load(getenv func(string) string) (*Config, error) {
 		bad("OATHPIPE_RECONCILE_STUCK_DAYS", fmt.Sprintf("%q: want a number of days from 1 to 365", get("OATHPIPE_RECONCILE_STUCK_DAYS")))
 	} else {
 		c.ReconcileStuckAfter = time.Duration(n) * 24 * time.Hour
+	}
+	if c.NotifyURL = getenv("OATHPIPE_NOTIFY_URL"); strings.TrimSpace(c.NotifyURL) != "" {
+		c.NotifyURL = strings.TrimSpace(c.NotifyURL)
+		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopbackURL(c.NotifyURL))) {
+			bad("OATHPIPE_NOTIFY_URL", "not an https URL (http only on loopback); the value is not shown: it holds the webhook's secret")
+		}
 	}
 	if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
