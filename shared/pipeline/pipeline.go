@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
@@ -52,6 +53,7 @@ type Pipeline struct {
 	locks       serialLocks     // HTTP API changes, by serial
 	importLocks serialLocks     // ledger settlements, by import id
 	activations activationTimes // when this process last activated each token (assign_steps.go)
+	notified    sync.Map        // import summaries this process sent (notify.go): one per import and outcome
 	log         *slog.Logger
 	now         func() time.Time
 }
