@@ -86,6 +86,24 @@ param httpBudget string = '60s'
 @description('OATHPIPE_IMPORT_BUDGET: how long one ImportSeeds invocation works before it hands the import on to a continuation (Go duration, 1s to 8m; functionTimeout is 10 minutes).')
 param importBudget string = '5m'
 
+@description('OATHPIPE_RECONCILE_SCHEDULE: when the Reconcile function runs (NCRONTAB, six fields, UTC).')
+param reconcileSchedule string = '0 0 2 * * *'
+
+@description('OATHPIPE_RECONCILE_TAKE_BACK: none (report only) or disabled (also take tokens back from disabled accounts).')
+@allowed([
+  'none'
+  'disabled'
+])
+param reconcileTakeBack string = 'none'
+
+@description('OATHPIPE_RECONCILE_STUCK_DAYS: days after which a token still assigned or failedActivation is reported as stuck.')
+@minValue(1)
+@maxValue(365)
+param reconcileStuckDays int = 7
+
+@description('Name of a Key Vault secret (in this deployment\'s vault) holding the OATHPIPE_NOTIFY_URL incoming webhook (Teams or Slack); empty: no notifications.')
+param notifyUrlSecretName string = ''
+
 @description('OATHPIPE_LOG_LEVEL.')
 @allowed([
   'debug'
@@ -227,6 +245,10 @@ module functionApp 'modules/functionapp.bicep' = {
     httpBudget: httpBudget
     importBudget: importBudget
     logLevel: logLevel
+    reconcileSchedule: reconcileSchedule
+    notifyUrlSecretName: notifyUrlSecretName
+    reconcileTakeBack: reconcileTakeBack
+    reconcileStuckDays: reconcileStuckDays
     pskcKeySecretName: pskcKeySecretName
     pskcPasswordSecretName: pskcPasswordSecretName
     pgpKeySecretName: pgpKeySecretName

@@ -148,6 +148,13 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	}
 	p.log.Info("report written", "importId", importID, "file", imp.FileName, "settled", st.Settled,
 		"failures", b.failures, "tokensOmitted", st.TokensOmitted)
+	if st.Settled && b.failures > 0 {
+		// The final report may be written more than once (a repeated message, the import's own
+		// last check): one summary per import and outcome from this process.
+		if _, sent := p.notified.LoadOrStore(importID+"|"+fmt.Sprint(st.Counts), true); !sent {
+			p.notify(ctx, importSummary(st))
+		}
+	}
 	return nil
 }
 
