@@ -28,7 +28,9 @@ type Directory interface {
 	ResolveUser(ctx context.Context, upnOrID string) (token.User, error)
 	// FindDevice finds a device in the inventory by serial (KindNotFound when absent).
 	FindDevice(ctx context.Context, serial string) (token.Device, error)
-	// EnsureDevice finds the device by serial, else creates it (unassigned) from t and seed.
+	// EnsureDevice finds the device by serial, else creates it from t and seed: assigned to
+	// t.AssignTo when set (one write for create + assign), else unassigned. A found device is
+	// returned as it is.
 	EnsureDevice(ctx context.Context, t token.Token, seed token.Seed) (d token.Device, created bool, err error)
 	// Assign assigns the device to the user and returns the user's method id for it.
 	// Assigning a device the user already holds returns its existing method id.

@@ -74,20 +74,35 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 		return Outcome{}, fmt.Errorf("read seed: %w", err)
 	}
 	tok := token.Token{Serial: m.SerialNumber, Manufacturer: m.Manufacturer, Model: row.Model}
-	dev, created, err := p.d.Directory.EnsureDevice(ctx, tok, seed)
-	if err != nil {
-		return Outcome{}, fmt.Errorf("ensure device: %w", err)
-	}
 	if m.UserPrincipalName == "" {
+		dev, _, err := p.d.Directory.EnsureDevice(ctx, tok, seed)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("ensure device: %w", err)
+		}
 		if dev.AssignedToID != "" {
 			return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
 				"the file names no user for %s, but the token is assigned to %s in Entra", tok.Serial, p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName))
 		}
 		return Outcome{Status: StatusAvailable, DeviceID: dev.ID}, nil
 	}
+	// The user is checked before the device is created, so a new device can be created already
+	// assigned (two writes a token: create with assignTo, activate; docs/graph.md).
 	user, err := p.d.Directory.ResolveUser(ctx, m.UserPrincipalName)
 	if err != nil {
+		if retryable(err) {
+			return Outcome{}, fmt.Errorf("resolve user: %w", err)
+		}
+		// The user cannot take it (guest, disabled, missing): the token still goes into the
+		// inventory, unassigned, and the report says so.
+		dev, _, derr := p.d.Directory.EnsureDevice(ctx, tok, seed)
+		if derr != nil {
+			return Outcome{}, fmt.Errorf("ensure device: %w", derr)
+		}
 		return Outcome{DeviceID: dev.ID}, inInventory(dev, fmt.Errorf("resolve user: %w", err))
+	}
+	dev, created, err := p.ensureDeviceFor(ctx, tok, seed, user)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("ensure device: %w", err)
 	}
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
 		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
@@ -107,6 +122,36 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 		return Outcome{DeviceID: dev.ID, UserPrincipalName: upnIfHeld(res, user)}, err
 	}
 	return Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID}, nil
+}
+
+// ensureDeviceFor finds the token's device, else creates it assigned to user when the user can
+// take it: a member account (ResolveUser checked guest and disabled) with fewer than five OATH
+// methods. Otherwise, or when Graph refuses the assigned create for a reason of its own (a
+// refusal that is not throttling or an outage), it creates the device unassigned, so the
+// assign step that follows finds and words the cause from state as before.
+func (p *Pipeline) ensureDeviceFor(ctx context.Context, tok token.Token, seed token.Seed, user token.User) (token.Device, bool, error) {
+	dev, err := p.d.Directory.FindDevice(ctx, tok.Serial)
+	switch {
+	case err == nil:
+		return dev, false, nil
+	case token.KindOf(err) != token.KindNotFound:
+		return token.Device{}, false, err
+	}
+	n, err := p.d.Directory.CountOathMethods(ctx, user.ID)
+	if err != nil {
+		return token.Device{}, false, fmt.Errorf("count %s's OATH methods: %w", user.UserPrincipalName, err)
+	}
+	if n < maxOathMethods {
+		assigned := tok
+		assigned.AssignTo = user.ID
+		dev, created, err := p.d.Directory.EnsureDevice(ctx, assigned, seed)
+		if err == nil || retryable(err) || token.KindOf(err) == token.KindConflict {
+			return dev, created, err
+		}
+		p.log.Info("create with assignTo refused; creating the token unassigned", slog.String("serial", tok.Serial),
+			slog.String("kind", string(token.KindOf(err))), slog.String("requestId", token.RequestIDOf(err)))
+	}
+	return p.d.Directory.EnsureDevice(ctx, tok, seed)
 }
 
 // inInventory rewords a failure that left the device in the Entra inventory, unassigned (the
