@@ -188,6 +188,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 	p := pipeline.New(pipeline.Deps{
 		Vault: v, Directory: dir, Ledger: acct.Ledger, Queue: acct.Provision, Blobs: acct.Blobs,
 		Inbox: acct.Blobs, Imports: acct.Imports, ImportBudget: cfg.ImportBudget,
+		Requeue: acct.Provision, ThrottleMaxWait: cfg.ThrottleMaxWait,
 		Activation:       cfg.Activation,
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},

@@ -26,6 +26,7 @@ param graphUrl string
 param vaultConcurrency int
 param httpBudget string
 param importBudget string
+param throttleMaxWait string
 param logLevel string
 param pskcKeySecretName string
 param pskcPasswordSecretName string
@@ -80,6 +81,7 @@ var appSettings = {
   OATHPIPE_VAULT_CONCURRENCY: string(vaultConcurrency)
   OATHPIPE_HTTP_BUDGET: httpBudget
   OATHPIPE_IMPORT_BUDGET: importBudget
+  OATHPIPE_THROTTLE_MAX_WAIT: throttleMaxWait
   OATHPIPE_PSKC_KEY: pskcKeyReference
   OATHPIPE_PSKC_PASSWORD: pskcPasswordReference
   OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName

@@ -190,6 +190,12 @@ type Queue interface {
 	Enqueue(ctx context.Context, msgs []ProvisionMessage) error
 }
 
+// Requeue sends one provisioning message that becomes visible after delay (a throttled token's
+// next try). Like Queue, it never holds a seed.
+type Requeue interface {
+	EnqueueAfter(ctx context.Context, m ProvisionMessage, delay time.Duration) error
+}
+
 // Inbox reads a seed file from seed-inbox (package storage).
 type Inbox interface {
 	// ReadInbox reads seed-inbox/{name}: its content, ETag and user metadata in one download

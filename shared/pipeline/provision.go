@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -49,6 +50,20 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	}
 
 	o, err := p.provisionToken(ctx, m, row)
+	if err != nil && token.KindOf(err) == token.KindThrottled && p.d.Requeue != nil {
+		requeued, rerr := p.requeueThrottled(ctx, log, m, err, out)
+		switch {
+		case rerr != nil:
+			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, rerr)
+		case requeued:
+			return out, nil
+		}
+		// Throttled past the total wait: recorded failed with that reason.
+		o = Outcome{Status: StatusFailed, UserPrincipalName: m.UserPrincipalName, DeviceID: o.DeviceID,
+			Reason: fmt.Sprintf("still throttled after %s of retries (OATHPIPE_THROTTLE_MAX_WAIT): %s", p.d.ThrottleMaxWait, reasonOf(err))}
+		log.Warn("provisioning failed", slog.String("kind", string(token.KindThrottled)), slog.String("reason", o.Reason))
+		err = nil
+	}
 	if err != nil {
 		if retryable(err) {
 			log.Warn("provisioning failed; will be retried", slog.String("kind", string(token.KindOf(err))),
@@ -65,6 +80,55 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	out.Status, out.Reason = o.Status, o.Reason
 	log.Info("token provisioned", slog.String("status", o.Status))
 	return out, nil
+}
+
+// requeueThrottled puts a throttled token back on the queue, visible again after Graph's (or
+// Key Vault's) Retry-After, else an exponential backoff, with a jitter so the tokens throttled
+// together do not come back together. It returns false (and no error) when the token has been
+// throttled for longer than ThrottleMaxWait: the caller records it failed. The delivery answers
+// success either way, so 429s never spend the message's dequeue count.
+func (p *Pipeline) requeueThrottled(ctx context.Context, log *slog.Logger, m ProvisionMessage, cause error, out *TokenOutcome) (bool, error) {
+	now := p.now()
+	since := m.ThrottledSince
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	left := p.d.ThrottleMaxWait - now.Sub(since)
+	if left <= 0 {
+		return false, nil
+	}
+	delay := throttleDelay(token.RetryAfterOf(cause), m.Throttles)
+	if delay > left {
+		delay = left
+	}
+	next := m
+	next.ThrottledSince, next.Throttles = since, m.Throttles+1
+	if err := p.d.Requeue.EnqueueAfter(ctx, next, delay); err != nil {
+		return false, fmt.Errorf("re-queue throttled token: %w", err)
+	}
+	out.Requeued, out.RetryAfter = true, delay
+	log.Info("throttled; token re-queued", slog.Duration("delay", delay), slog.Int("throttles", next.Throttles),
+		slog.Time("throttledSince", since), slog.String("requestId", token.RequestIDOf(cause)))
+	return true, nil
+}
+
+// Bounds of a re-queued token's delay. Queue storage allows up to 7 days of invisibility.
+const (
+	minThrottleDelay = time.Second
+	maxThrottleDelay = 15 * time.Minute
+)
+
+// throttleDelay is how long a throttled token stays invisible: Retry-After when the service gave
+// one (plus up to half of it again as jitter), else 2 s·2ⁿ capped at 15 minutes, jittered the
+// same way.
+func throttleDelay(retryAfter time.Duration, throttles int) time.Duration {
+	d := retryAfter
+	if d <= 0 {
+		d = 2 * time.Second << min(throttles, 10)
+	}
+	d = max(d, minThrottleDelay)
+	d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+	return min(d, maxThrottleDelay)
 }
 
 // provisionToken does the Entra part of Provision and returns what to record.
