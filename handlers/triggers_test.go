@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -339,7 +340,9 @@ func noSecret(t *testing.T, texts ...string) {
 // convenient reading), so no message oathpipe writes may use a name the host sets.
 func TestMessageFieldsAvoidHostMetadata(t *testing.T) {
 	host := []string{"Id", "DequeueCount", "PopReceipt", "InsertionTime", "ExpirationTime", "NextVisibleTime", "QueueTrigger", "sys", "RetryContext"}
-	for _, v := range []any{pipeline.ProvisionMessage{}, pipeline.ImportContinuation{}} {
+	// A re-queued throttled token's message carries its optional fields set (omitempty hides them in a zero value).
+	requeued := pipeline.ProvisionMessage{ImportID: "i", Line: 2, SerialNumber: "s", ThrottledSince: time.Now(), Throttles: 1}
+	for _, v := range []any{pipeline.ProvisionMessage{}, requeued, pipeline.ImportContinuation{}} {
 		b, _ := json.Marshal(v)
 		var fields map[string]any
 		_ = json.Unmarshal(b, &fields)
