@@ -173,7 +173,8 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
 	}
-	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra")})
+	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra"),
+		AdaptiveWrites: true})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
 	}
