@@ -227,7 +227,8 @@ func mustJSON(m pipeline.ProvisionMessage) string {
 
 // BenchmarkFlexScaleOut (issue 15, Measure): a file of OATHPIPE_BENCH_TOKENS assigned tokens
 // (default 600; the issue's figure is 5,000) through 40 instances × 6 deliveries, with and
-// without the adaptive write limiter, through one instance × 6, and one token at a time (50
+// without the adaptive write limiter, through 8 instances × 6 and one instance × 6, and one
+// token at a time (50
 // tokens, its time scaled to the file). floor-s = (2 writes a token − the bucket's first
 // second) ÷ 200 writes/s.
 func BenchmarkFlexScaleOut(b *testing.B) {
@@ -240,6 +241,7 @@ func BenchmarkFlexScaleOut(b *testing.B) {
 	}{
 		{"flex-40x6-adaptive", flexInstances, flexPerInstance, true, n},
 		{"flex-40x6-unlimited", flexInstances, flexPerInstance, false, n},
+		{"eight-instances-8x6-adaptive", 8, flexPerInstance, true, n},
 		{"one-instance-1x6-adaptive", 1, flexPerInstance, true, n},
 		{"one-at-a-time", 1, 1, true, 50},
 	} {
