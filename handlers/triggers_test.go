@@ -193,6 +193,7 @@ func TestProvisionTokenRetryVersusPermanent(t *testing.T) {
 		{"permanent failure recorded", payload(msg), &fakePipeline{outcome: &pipeline.TokenOutcome{SerialNumber: "S1", Status: pipeline.StatusFailed, Reason: "guest user"}}, 200, 1},
 		{"transient failure retried", payload(msg), &fakePipeline{err: &token.Error{Kind: token.KindTransient, Message: "graph 503", RequestID: "rq-1"}}, 500, 1},
 		{"throttled retried", payload(msg), &fakePipeline{err: &token.Error{Kind: token.KindThrottled, Message: "graph 429"}}, 500, 1},
+		{"throttled token re-queued by the pipeline answers 200", payload(msg), &fakePipeline{outcome: &pipeline.TokenOutcome{SerialNumber: "S1", Requeued: true, RetryAfter: 30 * time.Second}}, 200, 1},
 		{"base64 message accepted", payload("eyJpbXBvcnRJZCI6ImltcC0xIiwic2VyaWFsTnVtYmVyIjoiUzEifQ=="), &fakePipeline{}, 200, 1},
 		{"message as JSON object accepted", []byte(`{"Data":{"job":` + msg + `},"Metadata":{}}`), &fakePipeline{}, 200, 1},
 		{"undecodable message parked", payload("not json"), &fakePipeline{}, 200, 0},
