@@ -4,6 +4,8 @@
 //	oathpipe validate [flags] FILE   check a vendor seed file (never prints a seed)
 //	oathpipe code --secret BASE32    print a token's current code
 //	oathpipe serve                   the Functions custom handler (FUNCTIONS_CUSTOMHANDLER_PORT)
+//	oathpipe pgp-keygen [flags]      create the deployment's PGP key pair in Key Vault
+//	oathpipe rejected download NAME  decrypt a rejected file kept in seed-rejected
 package main
 
 import (
@@ -29,6 +31,8 @@ func commands() []command {
 		{"validate", "check a vendor seed file and report every problem by line and field", runValidate},
 		{"code", "print the current code of a token from its seed (an admin's clock check)", runCode},
 		{"serve", "run the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT", runServe},
+		{"pgp-keygen", "create the PGP key pair vendors encrypt seed files to; store it in Key Vault", runPGPKeygen},
+		{"rejected", "rejected download NAME: decrypt a file the import kept in seed-rejected", runRejected},
 	}
 }
 
@@ -55,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: oathpipe <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'oathpipe <command> -h' for a command's flags.")
 }

@@ -193,10 +193,12 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		Activation:       cfg.Activation,
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
+		Envelope:         envelopeSecrets(v, cfg),
 		Logger:           log.With("component", "pipeline"),
 	})
 	return handlers.New(handlers.Options{
 		Pipeline:     p,
+		PGPKey:       p,
 		RequiredRole: cfg.RequiredRole,
 		HTTPBudget:   cfg.HTTPBudget,
 		Parker:       acct.Blobs,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,15 +11,19 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/envelope"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
 const validateUsage = `usage: oathpipe validate [--json] [--format F] [--secret-encoding base32|hex] [--hash sha1|sha256]
-                         [--pskc-key HEX] [--pskc-password P] FILE
+                         [--pskc-key HEX] [--pskc-password P] [--model M] [--manufacturer M]
+                         [--pgp-key FILE [--pgp-passphrase P]] [--zip-password P ...] FILE
 
-Checks a vendor seed file (Entra CSV, Graph-shaped CSV, PSKC) and reports every problem by
-line, field and code. It never prints a seed. FILE "-" reads standard input.
+Checks a vendor seed file (Entra CSV, Graph-shaped CSV, PSKC, OATH CSV) and reports every problem by
+line, field and code. It never prints a seed. FILE "-" reads standard input. A file as the
+vendor delivered it (PGP-encrypted, or a zip archive with or without a password) is opened in
+memory and judged exactly as the seed file inside; each file of an archive is judged on its own.
 Exit status: 0 every row is valid, 1 a row or the file has a problem, 2 usage or unreadable file.
 
 `
@@ -53,11 +56,17 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	format := fs.String("format", "", "entra-csv, graph-csv, pskc or auto (default: detected from the content)")
+	format := fs.String("format", "", "entra-csv, graph-csv, pskc, oath-csv or auto (default: detected from the content)")
 	encoding := fs.String("secret-encoding", "base32", "how CSV secrets are written: base32 or hex (never guessed)")
 	hashFlag := fs.String("hash", "", "sha1 or sha256 for files without a hash column (default: from the seed length, 32 bytes SHA-256, else SHA-1)")
 	pskcKey := fs.String("pskc-key", "", "hex AES key for PSKC files encrypted with a pre-shared key (default $OATHPIPE_PSKC_KEY)")
 	pskcPassword := fs.String("pskc-password", "", "password for PBKDF2-protected PSKC files (default $OATHPIPE_PSKC_PASSWORD)")
+	model := fs.String("model", "", "model for rows whose file names none (Feitian PSKC)")
+	manufacturer := fs.String("manufacturer", "", "manufacturer for rows whose file names none")
+	pgpKey := fs.String("pgp-key", "", "ASCII-armored PGP private key FILE for encrypted files (default $OATHPIPE_PGP_KEY_FILE)")
+	pgpPassphrase := fs.String("pgp-passphrase", "", "passphrase of the --pgp-key, when it has one (default $OATHPIPE_PGP_PASSPHRASE)")
+	var zipPasswords stringList
+	fs.Var(&zipPasswords, "zip-password", "a password for zip archives; repeat for more (default $OATHPIPE_ZIP_PASSWORD)")
 	files, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -73,9 +82,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	switch *format {
 	case "auto":
 		*format = ""
-	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC):
+	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC), string(seedfile.FormatOATHCSV):
 	default:
-		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc or auto\n", *format)
+		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc, oath-csv or auto\n", *format)
 		return exitUsage
 	}
 	if *encoding != "base32" && *encoding != "hex" {
@@ -99,16 +108,22 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		keyHex, keyFrom = os.Getenv("OATHPIPE_PSKC_KEY"), "OATHPIPE_PSKC_KEY"
 	}
 	if keyHex != "" {
-		key, err := hex.DecodeString(strings.TrimSpace(keyHex))
-		if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
-			fmt.Fprintf(stderr, "oathpipe validate: %s must be an AES key in hex (32, 48 or 64 hex digits)\n", keyFrom)
+		key, err := seedfile.ParsePSKCKey(keyHex)
+		if err != nil {
+			fmt.Fprintf(stderr, "oathpipe validate: %s: %v\n", keyFrom, err)
 			return exitUsage
 		}
 		opts.PSKCKey = key
 	}
+	opts.Model, opts.Manufacturer = strings.TrimSpace(*model), strings.TrimSpace(*manufacturer)
+	keys, err := envelopeKeys(*pgpKey, *pgpPassphrase, zipPasswords)
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
+		return exitUsage
+	}
 
 	name := files[0]
-	var in io.Reader = os.Stdin
+	src := envelope.Source{Name: name, R: os.Stdin}
 	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
@@ -116,11 +131,15 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		defer f.Close()
-		if st, err := f.Stat(); err == nil && st.IsDir() {
+		st, err := f.Stat()
+		if err == nil && st.IsDir() {
 			fmt.Fprintf(stderr, "oathpipe validate: %s is a directory\n", name)
 			return exitUsage
 		}
-		in = f
+		src.R = f
+		if err == nil && st.Mode().IsRegular() {
+			src.At, src.Size = f, st.Size()
+		}
 	}
 
 	// What stays alive while reading is the duplicate index: pointer-free arrays that cost the
@@ -128,16 +147,47 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	defer debug.SetGCPercent(debug.SetGCPercent(20))
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	defer out.Flush()
-	var rep reporter = &tableReporter{w: out, name: name}
-	if *asJSON {
-		rep = &jsonReporter{w: out, name: name}
+	newReporter := func(name string) reporter {
+		if *asJSON {
+			return &jsonReporter{w: out, name: name}
+		}
+		return &tableReporter{w: out, name: name}
 	}
-	rep.start()
-	sum, err := seedfile.Read(in, opts, rep.token, rep.problem)
-	var fe *seedfile.FileError
-	readFailed := err != nil && !errors.As(err, &fe)
-	rep.end(sum)
-	if readFailed {
+	exit, inner := exitOK, 0
+	err = envelope.Open(src, keys, envelope.Limits{}, func(in envelope.Inner) error {
+		if inner++; inner > 1 {
+			out.WriteString("\n")
+		}
+		rep := newReporter(in.Name)
+		rep.start()
+		sum, err := seedfile.Read(in.R, opts, rep.token, rep.problem)
+		var fe *seedfile.FileError
+		var ee *envelope.Error
+		switch {
+		case errors.As(err, &ee):
+			// The envelope failed under the reader (an integrity check at the end, a bomb):
+			// the file's problem, and nothing read from it counts.
+			rep.problem(envelopeProblem(ee))
+		case err != nil && !errors.As(err, &fe):
+			rep.end(sum)
+			return err
+		}
+		rep.end(sum)
+		if rep.problems() > 0 || err != nil {
+			exit = exitProblem
+		}
+		return nil
+	})
+	var ee *envelope.Error
+	switch {
+	case errors.As(err, &ee):
+		// The delivered file cannot be opened: a file-level problem of the file as delivered.
+		rep := newReporter(cmpOr(ee.Name, name))
+		rep.start()
+		rep.problem(envelopeProblem(ee))
+		rep.end(seedfile.Summary{})
+		return exitProblem
+	case err != nil:
 		out.Flush()
 		if token.KindOf(err) == token.KindInvalid {
 			fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
@@ -146,11 +196,58 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if rep.problems() > 0 || err != nil {
-		return exitProblem
-	}
-	return exitOK
+	return exit
 }
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// envelopeProblem is an envelope failure as a file-level problem.
+func envelopeProblem(e *envelope.Error) seedfile.Problem {
+	return seedfile.Problem{Field: "file", Code: e.Code, Message: e.Message}
+}
+
+// envelopeKeys reads the PGP key file and zip passwords from the flags, or from
+// OATHPIPE_PGP_KEY_FILE, OATHPIPE_PGP_PASSPHRASE and OATHPIPE_ZIP_PASSWORD.
+func envelopeKeys(keyFile, passphrase string, zipPasswords []string) (envelope.Keys, error) {
+	var k envelope.Keys
+	from := "--pgp-key"
+	if keyFile == "" {
+		keyFile, from = os.Getenv("OATHPIPE_PGP_KEY_FILE"), "OATHPIPE_PGP_KEY_FILE"
+	}
+	if passphrase == "" {
+		passphrase = os.Getenv("OATHPIPE_PGP_PASSPHRASE")
+	}
+	if keyFile != "" {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return k, fmt.Errorf("%s: %w", from, err)
+		}
+		keys, err := envelope.ParsePGPKeys([][]byte{b}, []byte(passphrase))
+		clear(b)
+		if err != nil {
+			return k, fmt.Errorf("%s %s: %w", from, keyFile, err)
+		}
+		k.PGP = keys
+	}
+	k.ZipPasswords = zipPasswords
+	if len(k.ZipPasswords) == 0 {
+		if pw := os.Getenv("OATHPIPE_ZIP_PASSWORD"); pw != "" {
+			k.ZipPasswords = []string{pw}
+		}
+	}
+	return k, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // parseInterleaved parses flags that may come before or after the positional arguments
 // ("validate FILE --json" as well as "validate --json FILE").
@@ -182,14 +279,24 @@ type reporter interface {
 }
 
 type tableReporter struct {
-	w     *bufio.Writer
-	name  string
-	count int
+	w        *bufio.Writer
+	name     string
+	count    int
+	warnings []seedfile.Problem
 }
 
-func (r *tableReporter) start()                      {}
-func (r *tableReporter) token(seedfile.Record) error { return nil }
-func (r *tableReporter) problems() int               { return r.count }
+func (r *tableReporter) start() {}
+func (r *tableReporter) token(rec seedfile.Record) error {
+	if len(r.warnings) < maxWarnings {
+		r.warnings = append(r.warnings, rec.Warnings...)
+	}
+	return nil
+}
+func (r *tableReporter) problems() int { return r.count }
+
+// maxWarnings bounds the warnings validate holds for its report (a million Feitian rows all
+// warn that their model is the fallback).
+const maxWarnings = 1000
 
 func (r *tableReporter) problem(p seedfile.Problem) {
 	if r.count == 0 {
@@ -205,6 +312,13 @@ func (r *tableReporter) problem(p seedfile.Problem) {
 
 func (r *tableReporter) end(s seedfile.Summary) {
 	if r.count > 0 {
+		fmt.Fprintln(r.w)
+	}
+	if len(r.warnings) > 0 {
+		fmt.Fprintf(r.w, "%-6s %-22s %-22s %s\n", "LINE", "FIELD", "WARNING", "")
+		for _, p := range r.warnings {
+			fmt.Fprintf(r.w, "%-6d %-22s %-22s %s\n", p.Line, p.Field, p.Code, p.Message)
+		}
 		fmt.Fprintln(r.w)
 	}
 	format := string(s.Format)
@@ -230,10 +344,11 @@ func (r *tableReporter) end(s seedfile.Summary) {
 // jsonReporter streams tokens so memory stays flat on big files; the summary, known only at
 // the end, is written last. Key order is not significant in JSON.
 type jsonReporter struct {
-	w      *bufio.Writer
-	name   string
-	tokens int
-	probs  []seedfile.Problem
+	w        *bufio.Writer
+	name     string
+	tokens   int
+	probs    []seedfile.Problem
+	warnings []seedfile.Problem
 }
 
 func (r *jsonReporter) start() {
@@ -257,6 +372,9 @@ func (r *jsonReporter) token(rec seedfile.Record) error {
 	if err != nil {
 		return err
 	}
+	if len(r.warnings) < maxWarnings {
+		r.warnings = append(r.warnings, rec.Warnings...)
+	}
 	if r.tokens > 0 {
 		r.w.WriteByte(',')
 	}
@@ -275,9 +393,14 @@ func (r *jsonReporter) end(s seedfile.Summary) {
 		probs = []seedfile.Problem{}
 	}
 	p, _ := json.Marshal(probs)
+	warnings := r.warnings
+	if warnings == nil {
+		warnings = []seedfile.Problem{}
+	}
 	rest, _ := json.Marshal(struct {
-		Format  seedfile.Format `json:"format"`
-		Summary jsonSummary     `json:"summary"`
-	}{s.Format, jsonSummary{s.Rows, s.Valid, s.Invalid}})
+		Warnings []seedfile.Problem `json:"warnings"`
+		Format   seedfile.Format    `json:"format"`
+		Summary  jsonSummary        `json:"summary"`
+	}{warnings, s.Format, jsonSummary{s.Rows, s.Valid, s.Invalid}})
 	fmt.Fprintf(r.w, "],\n\"problems\":%s,\n%s\n", p, rest[1:])
 }

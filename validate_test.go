@@ -68,7 +68,7 @@ func TestValidateCommand(t *testing.T) {
 		{[]string{"graph.csv"}, exitProblem, 2, "hash.unsupported"},
 		{[]string{"--format", "graph-csv", "semicolon.csv"}, exitOK, 1, ""},
 		{[]string{"--format", "pskc", "semicolon.csv"}, exitProblem, 0, "file.not-pskc"},
-		{[]string{"garbage.bin"}, exitProblem, 0, "file.not-text"},
+		{[]string{"garbage.bin"}, exitProblem, 0, "file.zip-corrupt"}, // starts like a zip archive
 		{[]string{"empty.csv"}, exitProblem, 0, "file.empty"},
 		{[]string{"no-header.csv"}, exitProblem, 0, "file.no-header"},
 		{[]string{"pythonpskc-plain.xml"}, exitProblem, 3, "algorithm.hotp"},
@@ -77,7 +77,13 @@ func TestValidateCommand(t *testing.T) {
 		{[]string{"--pskc-key", "ffffffffffffffffffffffffffffffff", "pythonpskc-aes128.xml"}, exitProblem, 0, "pskc.bad-key"},
 		{[]string{"--pskc-password", "correct horse battery staple", "pythonpskc-pbkdf2.xml"}, exitOK, 3, ""},
 		{[]string{"--pskc-password", "Correct horse battery staple", "pythonpskc-pbkdf2.xml"}, exitProblem, 0, "pskc.bad-key"},
-		{[]string{"--pskc-password", "qwerty", "rfc6030-figure7-pbkdf2.xml"}, exitProblem, 0, "algorithm.hotp model.missing digits.unsupported"},
+		{[]string{"--pskc-password", "qwerty", "rfc6030-figure7-pbkdf2.xml"}, exitProblem, 0, "algorithm.hotp digits.unsupported"},
+		{[]string{"--manufacturer", "Token2", "oath.csv"}, exitProblem, 3, "algorithm.hotp hash.unsupported digits.unsupported algorithm.unsupported digits.unsupported"},
+		{[]string{"--format", "oath-csv", "oath.csv"}, exitProblem, 0, "file.missing-column"},
+		{[]string{"--pskc-key", "00112233445566778899aabbccddeeff", "feitian-no-model.xml"}, exitOK, 3, ""},
+		{[]string{"--pskc-key", "00112233445566778899aabbccddeeff", "--model", "c200", "feitian-no-model.xml"}, exitOK, 3, ""},
+		{[]string{"--pskc-key", "00112233445566778899aabbccddeeff", "pythonpskc-camellia128.xml"}, exitProblem, 0, "pskc.unsupported-algorithm"},
+		{[]string{"--pskc-key", strings.Repeat("00112233445566778899aabbccddeeff", 2), "pythonpskc-kw-aes256.xml"}, exitOK, 3, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

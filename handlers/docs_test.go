@@ -30,6 +30,9 @@ var docOperations = map[string]map[string][]problemCode{
 	openAPIPath(ImportStatusRoute): {
 		"get": {codeInvalidName, codeInvalidRequest, codeNotFound},
 	},
+	openAPIPath(PGPKeyRoute): {
+		"get": {codeNotFound},
+	},
 }
 
 // commonCodes can come back from every operation: an undecodable invocation, the role check,
@@ -86,7 +89,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			t.Errorf("server %s: the Functions route prefix is /api", s.URL)
 		}
 	}
-	handlerMethods := map[string][]string{openAPIPath(TokenAssignmentRoute): tokenAssignmentMethods, openAPIPath(ImportStatusRoute): importStatusMethods}
+	handlerMethods := map[string][]string{openAPIPath(TokenAssignmentRoute): tokenAssignmentMethods, openAPIPath(ImportStatusRoute): importStatusMethods, openAPIPath(PGPKeyRoute): pgpKeyMethods}
 	if got, want := slices.Sorted(maps.Keys(doc.Paths)), slices.Sorted(maps.Keys(handlerMethods)); !slices.Equal(got, want) {
 		t.Fatalf("paths %v, handlers serve %v", got, want)
 	}

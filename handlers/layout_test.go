@@ -43,6 +43,9 @@ func TestFunctionJSONMatchesHandlers(t *testing.T) {
 		FuncImportStatus: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: ImportStatusRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
+		FuncPgpKey: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: PGPKeyRoute, Methods: lower(pgpKeyMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
 	}
 	dirs, err := os.ReadDir(filepath.Join("..", "functions"))
 	if err != nil {

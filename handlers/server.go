@@ -60,6 +60,7 @@ type Options struct {
 	RequiredRole string        // OATHPIPE_REQUIRED_ROLE; empty: the function key is enough
 	HTTPBudget   time.Duration // OATHPIPE_HTTP_BUDGET: time budget of one HTTP API request
 	MaxDequeue   int           // host.json maxDequeueCount (default DefaultMaxDequeue)
+	PGPKey       PGPPublicKey  // GET /api/pgp-key; nil answers not-found
 	Parker       Parker        // token-parked; required for ProvisionFailed to never lose a message
 	Logger       *slog.Logger
 }
@@ -84,13 +85,14 @@ type Server struct {
 	budget time.Duration
 	maxDQ  int
 	park   Parker
+	pgp    PGPPublicKey
 	log    *slog.Logger
 	mux    *http.ServeMux
 }
 
 // New returns the handler server.
 func New(o Options) *Server {
-	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, log: o.Logger}
+	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, log: o.Logger}
 	if s.budget <= 0 {
 		s.budget = 60 * time.Second
 	}
@@ -108,6 +110,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /"+FuncProvisionFailed, s.invocation(FuncProvisionFailed, s.provisionFailed))
 	s.mux.HandleFunc("POST /"+FuncTokenAssignment, s.invocation(FuncTokenAssignment, s.httpFunction(TokenAssignmentRoute, tokenAssignmentMethods, s.assignmentAPI)))
 	s.mux.HandleFunc("POST /"+FuncImportStatus, s.invocation(FuncImportStatus, s.httpFunction(ImportStatusRoute, importStatusMethods, s.importStatusAPI)))
+	s.mux.HandleFunc("POST /"+FuncPgpKey, s.invocation(FuncPgpKey, s.httpFunction(PGPKeyRoute, pgpKeyMethods, s.pgpKeyAPI)))
 	return s
 }
 

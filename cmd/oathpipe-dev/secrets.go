@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/oathpipe/oathpipe/internal/devstack"
+	"github.com/oathpipe/oathpipe/shared/envelope"
 )
 
 // secretFlags are the flags that give the app what it needs to read protected seed files:
@@ -34,7 +36,17 @@ func (f secretFlags) apply(getenv func(string) string) (settings, secrets map[st
 	if f.pskcPassword != "" {
 		settings["OATHPIPE_PSKC_PASSWORD"] = f.pskcPassword
 	}
-	if f.pgpKeyFile != "" {
+	pgpSecret := orDefault(getenv("OATHPIPE_PGP_KEY_SECRET"), devstack.PGPKeySecret)
+	if f.pgpKeyFile == "" {
+		// Without --pgp-key the stack makes a key of its own, as post-deploy.sh does in Azure: the
+		// app keeps a rejected plain file only encrypted to the deployment's key, and without one
+		// it would leave such a file in the inbox.
+		k, err := envelope.NewPGPKey("oathpipe local stack", "", time.Now())
+		if err != nil {
+			return nil, nil, fmt.Errorf("make the stack's PGP key: %w", err)
+		}
+		secrets[pgpSecret] = k.Private
+	} else {
 		b, err := os.ReadFile(f.pgpKeyFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--pgp-key: %w", err)
@@ -42,7 +54,7 @@ func (f secretFlags) apply(getenv func(string) string) (settings, secrets map[st
 		if !bytes.Contains(b, []byte("-----BEGIN PGP PRIVATE KEY BLOCK-----")) {
 			return nil, nil, fmt.Errorf("--pgp-key %s: not an ASCII-armored OpenPGP private key (gpg --armor --export-secret-keys)", f.pgpKeyFile)
 		}
-		secrets[orDefault(getenv("OATHPIPE_PGP_KEY_SECRET"), devstack.PGPKeySecret)] = string(b)
+		secrets[pgpSecret] = string(b)
 	}
 	if len(f.zipPasswords) > 0 {
 		b, err := json.Marshal(f.zipPasswords)

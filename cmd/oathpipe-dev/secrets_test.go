@@ -45,6 +45,11 @@ func TestSecretFlags(t *testing.T) {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
+	// Without --pgp-key the stack makes its own key, so a rejected plain file can be kept
+	// encrypted (the app leaves it in the inbox when the vault holds no key).
+	if _, secrets, err = (secretFlags{}).apply(noEnv); err != nil || !strings.HasPrefix(secrets[devstack.PGPKeySecret], "-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+		t.Errorf("no --pgp-key: secrets %v, err %v", secrets, err)
+	}
 	// The flags exist on up and demo.
 	var stdout, stderr strings.Builder
 	run([]string{"up", "-h"}, &stdout, &stderr)

@@ -54,6 +54,10 @@ type Options struct {
 	Tenant string
 	// Token is the only bearer token accepted (default DefaultToken).
 	Token string
+	// VersionsInOrder lists a secret's versions oldest first. Key Vault documents no order for
+	// "Get Secret Versions", so by default the stand-in lists them by version id (random hex):
+	// a client must not rely on the order.
+	VersionsInOrder bool
 }
 
 // Stats counts what the server has seen.
@@ -705,6 +709,9 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, base, name
 	if sec != nil {
 		for _, v := range sec.versions {
 			items = append(items, s.bundleOf(base, sec, v, false, true))
+		}
+		if !s.opts.VersionsInOrder {
+			sort.Slice(items, func(i, j int) bool { return items[i].ID < items[j].ID })
 		}
 	}
 	s.mu.Unlock()

@@ -400,7 +400,8 @@ func FuzzHandler(f *testing.F) {
 			if err := json.Unmarshal(w.Body.Bytes(), &we); err != nil || we.Error.Code == "" {
 				t.Fatalf("%s %s: error body %q", method, path, w.Body)
 			}
-			if len(body) > 8 && strings.Contains(w.Body.String(), body) {
+			// The error may name the path; a body that is also part of the path proves nothing.
+			if len(body) > 8 && !strings.Contains(path, body) && strings.Contains(w.Body.String(), body) {
 				t.Fatalf("%s %s: the error echoes the request body", method, path)
 			}
 		}

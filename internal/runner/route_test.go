@@ -187,7 +187,7 @@ func TestProjectFunctions(t *testing.T) {
 		triggers[f.Name] = tr.Type
 	}
 	want := map[string]string{"ImportSeeds": QueueTrigger, "ProvisionToken": QueueTrigger,
-		"ProvisionFailed": QueueTrigger, "TokenAssignment": HTTPTrigger, "ImportStatus": HTTPTrigger}
+		"ProvisionFailed": QueueTrigger, "TokenAssignment": HTTPTrigger, "ImportStatus": HTTPTrigger, "PgpKey": HTTPTrigger}
 	if !reflect.DeepEqual(triggers, want) {
 		t.Fatalf("functions = %v; want %v", triggers, want)
 	}

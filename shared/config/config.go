@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
 // Fixed names of the storage resources. function.json and infra/ use the same names; a test in
@@ -64,10 +66,10 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_IMPORT_BUDGET", Default: "5m", Meaning: "How long one ImportSeeds invocation works before it records its checkpoint and hands the import on to a continuation message (well inside host.json's `functionTimeout` of 10 minutes)."},
 	{Name: "OATHPIPE_THROTTLE_MAX_WAIT", Default: "24h", Meaning: "How long a token may stay throttled (Graph or Key Vault HTTP 429) before it is recorded `failed`; until then each throttled try is re-queued after Retry-After without spending a delivery."},
 	{Name: "OATHPIPE_HTTP_BUDGET", Default: "60s", Meaning: "Time budget of one HTTP API request (well inside the host's 230 s limit)."},
-	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared AES-128 key for encrypted PSKC files dropped in the inbox (use a Key Vault reference)."},
+	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared transport key (AES-128/192/256 or TripleDES: 32, 48 or 64 hex digits) for encrypted PSKC files dropped in the inbox (use a Key Vault reference); also read by `oathpipe validate`."},
 	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
-	{Name: "OATHPIPE_PGP_KEY_SECRET", Default: "oathpipe-pgp-key", Meaning: "Key Vault secret holding the ASCII-armored OpenPGP private key for `.pgp` seed files; older enabled versions are tried too."},
-	{Name: "OATHPIPE_ZIP_PASSWORDS_SECRET", Default: "oathpipe-zip-passwords", Meaning: "Key Vault secret holding the zip passwords to try, as a JSON array of strings."},
+	{Name: "OATHPIPE_PGP_KEY_SECRET", Default: "oathpipe-pgp-key", Meaning: "Key Vault secret holding the ASCII-armored PGP private key for encrypted seed files; every enabled version is tried (see `oathpipe pgp-keygen`)."},
+	{Name: "OATHPIPE_ZIP_PASSWORDS_SECRET", Default: "oathpipe-zip-passwords", Meaning: "Key Vault secret holding the accepted zip passwords as a JSON array of strings."},
 	{Name: "OATHPIPE_LOG_LEVEL", Default: "info", Meaning: "`debug`, `info`, `warn` or `error`."},
 	{Name: "OATHPIPE_CA_FILE", DevOnly: true, Meaning: "Extra PEM CA bundle to trust (the local stand-ins' TLS certificate). Development only."},
 	{Name: "OATHPIPE_OFFLINE_TOKEN", DevOnly: true, Meaning: "Static bearer token for the local stand-ins. Refused unless every endpoint is on loopback. Development only."},
@@ -94,6 +96,8 @@ type Config struct {
 	ThrottleMaxWait         time.Duration // OATHPIPE_THROTTLE_MAX_WAIT
 	PSKCKey                 []byte
 	PSKCPassword            string
+	PGPKeySecret            string // OATHPIPE_PGP_KEY_SECRET
+	ZipPasswordsSecret      string // OATHPIPE_ZIP_PASSWORDS_SECRET
 	LogLevel                string
 
 	CAFile       string
@@ -140,6 +144,8 @@ func Load(getenv func(string) string) (*Config, error) {
 		Activation:              get("OATHPIPE_ACTIVATION"),
 		RequiredRole:            get("OATHPIPE_REQUIRED_ROLE"),
 		PSKCPassword:            getenv("OATHPIPE_PSKC_PASSWORD"),
+		PGPKeySecret:            get("OATHPIPE_PGP_KEY_SECRET"),
+		ZipPasswordsSecret:      get("OATHPIPE_ZIP_PASSWORDS_SECRET"),
 		LogLevel:                strings.ToLower(get("OATHPIPE_LOG_LEVEL")),
 		CAFile:                  get("OATHPIPE_CA_FILE"),
 		OfflineToken:            get("OATHPIPE_OFFLINE_TOKEN"),
@@ -201,11 +207,16 @@ func Load(getenv func(string) string) (*Config, error) {
 		c.ThrottleMaxWait = d
 	}
 	if k := get("OATHPIPE_PSKC_KEY"); k != "" {
-		key, err := parseHexKey(k)
+		key, err := seedfile.ParsePSKCKey(k)
 		if err != nil {
 			bad("OATHPIPE_PSKC_KEY", err.Error())
 		}
 		c.PSKCKey = key
+	}
+	for _, sec := range []struct{ name, v string }{{"OATHPIPE_PGP_KEY_SECRET", c.PGPKeySecret}, {"OATHPIPE_ZIP_PASSWORDS_SECRET", c.ZipPasswordsSecret}} {
+		if !validSecretName(sec.v) {
+			bad(sec.name, fmt.Sprintf("%q: a Key Vault secret name is 1 to 127 letters, digits and dashes", sec.v))
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -269,18 +280,15 @@ func checkURL(s string) error {
 	return nil
 }
 
-func parseHexKey(s string) ([]byte, error) {
-	s = strings.TrimPrefix(strings.ToLower(s), "0x")
-	if len(s) != 32 {
-		return nil, errors.New("want 32 hex characters (an AES-128 key)")
+// validSecretName reports whether s is a Key Vault secret name (^[0-9a-zA-Z-]{1,127}$).
+func validSecretName(s string) bool {
+	if len(s) == 0 || len(s) > 127 {
+		return false
 	}
-	b := make([]byte, 16)
-	for i := range b {
-		v, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
-		if err != nil {
-			return nil, errors.New("not hex")
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
 		}
-		b[i] = byte(v)
 	}
-	return b, nil
+	return true
 }

@@ -248,8 +248,8 @@ func TestEndToEndOnAzurite(t *testing.T) {
 	if clean.Disposition != pipeline.DispositionDeleted || mixed.Disposition != pipeline.DispositionRejected {
 		t.Errorf("dispositions %s / %s", clean.Disposition, mixed.Disposition)
 	}
-	kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(mixed.ImportID, "e2e/mixed #1.csv"))
-	if err != nil || string(kept) != string(files["e2e/mixed #1.csv"]) {
+	kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(mixed.ImportID, "e2e/mixed #1.csv")+".gpg")
+	if err != nil || string(pipelinetest.DecryptRejected(t, kept)) != string(files["e2e/mixed #1.csv"]) {
 		t.Errorf("the mixed file was not kept whole in seed-rejected: %v", err)
 	}
 	for name, wantCounts := range map[string]map[string]int{
@@ -357,7 +357,7 @@ func TestCrashesOnAzurite(t *testing.T) {
 					t.Errorf("%s: report not final: %v\n%s", name, err, js)
 				}
 				if j == 1 {
-					if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(ids[1], name)); err != nil || string(kept) != string(contents[1]) {
+					if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(ids[1], name)+".gpg"); err != nil || string(pipelinetest.DecryptRejected(t, kept)) != string(contents[1]) {
 						t.Errorf("rejected file lost: %v", err)
 					}
 				}

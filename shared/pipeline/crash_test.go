@@ -186,7 +186,8 @@ func TestCrashBetweenSteps(t *testing.T) {
 				if len(b.Inbox) != 0 {
 					t.Errorf("inbox still holds %d files", len(b.Inbox))
 				}
-				if len(b.Rejected) != 1 || string(b.Rejected[pipeline.RejectedName(pipeline.ImportID(bad.Name, bad.ETag), bad.Name)]) != string(bad.Content) {
+				if kept := b.Rejected[pipeline.RejectedName(pipeline.ImportID(bad.Name, bad.ETag), bad.Name)+".gpg"]; len(b.Rejected) != 1 || kept == nil ||
+					string(pipelinetest.DecryptRejected(t, kept)) != string(bad.Content) {
 					t.Errorf("rejected: %d files", len(b.Rejected))
 				}
 				for serial, want := range map[string]string{ser(1): "activated", ser(2): "available", ser(3): "activated"} {

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -68,8 +69,10 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if _, ok := b.Inbox[f.Name]; ok {
 		t.Fatal("the file is still in the inbox")
 	}
-	if got := b.Rejected[pipeline.RejectedName(res.ImportID, f.Name)]; string(got) != string(f.Content) {
-		t.Fatal("the rejected file was not kept whole in seed-rejected")
+	// A plain file is kept only encrypted to the deployment's key.
+	if got := b.Rejected[pipeline.RejectedName(res.ImportID, f.Name)+".gpg"]; got == nil || bytes.Contains(got, []byte("upn")) ||
+		string(pipelinetest.DecryptRejected(t, got)) != string(f.Content) {
+		t.Fatal("the rejected file was not kept whole, encrypted, in seed-rejected")
 	}
 
 	pipelinetest.Drain(t, ctx, p, q)

@@ -1,12 +1,10 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -83,12 +81,12 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 
 	if stageBefore(imp.Stage, StageDone) {
 		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
-		if disposition == DispositionRejected {
-			target := RejectedName(id, f.Name)
-			if err := p.d.Blobs.Reject(ctx, f.Name, f.ETag, f.Content, target); err != nil {
-				return nil, fmt.Errorf("import %s: move to seed-rejected/%s: %w", f.Name, target, err)
+		if f.outer != "" {
+			// A file inside an archive: the archive leaves the inbox once, after all its files.
+		} else if disposition == DispositionRejected {
+			if err := p.reject(ctx, log, f, RejectedName(id, f.Name)); err != nil {
+				return nil, err
 			}
-			log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", target))
 		} else {
 			if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
 				return nil, fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
@@ -116,7 +114,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 // overwrite a final one).
 func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, deadline time.Time) (_ ImportRecord, disposition string, queued, failed int, more bool, checkpoint int, err error) {
 	id := imp.ImportID
-	records, problems, sum := p.readFile(f)
+	records, problems, sum := f.part.records, f.part.problems, f.part.sum // read by readDelivered
 	checkpoint = imp.Checkpoint
 	first := stageBefore(imp.Stage, StageVaulted)
 	todo := records
@@ -213,7 +211,8 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 // handOn ends an invocation whose time budget ran out: the checkpoint is recorded, and a
 // continuation goes to the seed-imports queue; the next invocation resumes from the checkpoint.
 func (p *Pipeline) handOn(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, part, queued, checkpoint int, repeat bool) (*ImportResult, error) {
-	c := ImportContinuation{Kind: ContinuationKind, BlobName: f.Name, BlobETag: f.ETag, ImportID: imp.ImportID,
+	// A file inside an archive continues through its archive: the blob the next part reads.
+	c := ImportContinuation{Kind: ContinuationKind, BlobName: cmp.Or(f.outer, f.Name), BlobETag: f.ETag, ImportID: imp.ImportID,
 		Checkpoint: checkpoint, Part: max(part, 1) + 1}
 	if err := p.d.Imports.EnqueueContinuation(ctx, c); err != nil {
 		return nil, fmt.Errorf("import %s: queue its continuation: %w", f.Name, err)
@@ -262,7 +261,7 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 		log.Info("the blob changed since its event; importing what it holds now",
 			slog.String("eventEtag", r.ETag), slog.String("etag", f.ETag))
 	}
-	return p.importFile(ctx, f, r.Part)
+	return p.importDelivered(ctx, f, r.Part)
 }
 
 // dispositionOf works out from the ledger rows where the file goes, how many rows the vault
@@ -317,6 +316,7 @@ func (p *Pipeline) recordRows(ctx context.Context, log *slog.Logger, imp ImportR
 		rows = append(rows, TokenRecord{
 			ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
 			Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
+			Problems:        r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
 			SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
 		})
 	}
@@ -549,39 +549,6 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 	}
 }
 
-// readFile reads and validates the whole file. A file-level failure (not a seed file, wrong
-// PSKC key, a bad metadata hint, ...) becomes a Line 0 problem: it is the file's outcome, not a
-// reason to retry.
-func (p *Pipeline) readFile(f InboxFile) ([]seedfile.Record, []seedfile.Problem, seedfile.Summary) {
-	opts, bad := optionsFor(p.d.ReadOptions, f.Metadata)
-	if len(bad) > 0 {
-		// The file is not read with a hint it did not mean: it is rejected whole.
-		return nil, bad, seedfile.Summary{Format: opts.Format}
-	}
-	var records []seedfile.Record
-	var problems []seedfile.Problem
-	in, err := p.seedInput(f)
-	if err != nil {
-		return nil, []seedfile.Problem{{Field: "file", Code: CodeFileUnreadable, Message: err.Error()}}, seedfile.Summary{Format: opts.Format}
-	}
-	sum, err := seedfile.Read(in, opts,
-		func(r seedfile.Record) error { records = append(records, r); return nil },
-		func(pr seedfile.Problem) { problems = append(problems, pr) })
-	var fe *seedfile.FileError
-	if err != nil && !errors.As(err, &fe) {
-		// A *FileError's problem was already delivered through onProblem.
-		problems = append(problems, seedfile.Problem{Field: "file", Code: CodeFileUnreadable, Message: err.Error()})
-	}
-	return records, problems, sum
-}
-
-// seedInput is the one place where the delivered bytes of an inbox blob become the input of the
-// seed-file reader. An envelope (PGP, zip) is unwrapped here, before seedfile.Read sees the
-// content; an envelope that cannot be opened is the file's outcome (a Line 0 problem).
-func (p *Pipeline) seedInput(f InboxFile) (io.Reader, error) {
-	return bytes.NewReader(f.Content), nil
-}
-
 // File-level problem codes the pipeline adds to seedfile's.
 const (
 	CodeFileUnreadable = "file.unreadable" // the reader failed for another reason than the file's content
@@ -609,12 +576,12 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 		switch key := strings.ToLower(k); key {
 		case "format":
 			switch f := seedfile.Format(strings.ToLower(v)); f {
-			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC:
+			case seedfile.FormatEntraCSV, seedfile.FormatGraphCSV, seedfile.FormatPSKC, seedfile.FormatOATHCSV:
 				base.Format = f
 			case seedfile.FormatAuto:
 				// An empty hint: detect from the content.
 			default:
-				hint(key, v, "entra-csv, graph-csv or pskc")
+				hint(key, v, "entra-csv, graph-csv, pskc or oath-csv")
 			}
 		case "secretencoding":
 			switch e := strings.ToLower(v); e {
@@ -623,6 +590,15 @@ func optionsFor(base seedfile.Options, md map[string]string) (seedfile.Options, 
 			case "":
 			default:
 				hint(key, v, "base32 or hex")
+			}
+		case "model", "manufacturer":
+			// Used for rows whose file names none (Feitian's PSKC has no <Model>).
+			if !seedfile.ValidHint(v) {
+				hint(key, v, "plain text of at most 256 characters")
+			} else if key == "model" {
+				base.Model = v
+			} else {
+				base.Manufacturer = v
 			}
 		case "hash":
 			if v == "" {

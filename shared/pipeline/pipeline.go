@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/envelope"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
@@ -45,6 +46,8 @@ type Deps struct {
 	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
 	VaultConcurrency int              // seeds written to the vault at once (default 16)
 	ReadOptions      seedfile.Options // PSKC key/password from settings
+	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
+	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }
@@ -111,6 +114,10 @@ type InboxFile struct {
 	ETag     string
 	Content  []byte
 	Metadata map[string]string // user metadata (may carry format hints: see docs/pipeline.md)
+
+	part      *seedPart // what Import read from the file (set by importDelivered)
+	delivered bool      // the blob is an envelope (PGP, zip): rejected, it is kept as delivered
+	outer     string    // for a file inside an archive: the archive's blob name
 }
 
 // ProvisionMessage is one token's provisioning job on the token-provisioning queue. It never
@@ -175,6 +182,9 @@ type ImportResult struct {
 	Gone        bool               `json:"gone"`        // the blob was no longer in the inbox: nothing to do
 	Replaced    bool               `json:"replaced"`    // a continuation found another upload under the name
 	Problems    []seedfile.Problem `json:"problems,omitempty"`
+	// Parts are the imports of the files inside a zip archive, one per file (named
+	// "archive.zip!inner.csv"); the counts above are their sums.
+	Parts []ImportResult `json:"parts,omitempty"`
 }
 
 // TokenOutcome is what one Provision call left a token at.
@@ -243,6 +253,7 @@ type TokenLine struct {
 	Status            string             `json:"status"`
 	Reason            string             `json:"reason,omitempty"`
 	Problems          []seedfile.Problem `json:"problems,omitempty"`
+	Warnings          []seedfile.Problem `json:"warnings,omitempty"` // a valid row's warnings: model from a hint or the fallback, a key near its expiry
 }
 
 // Import reads and validates f, puts every valid seed in the vault, writes the ledger rows,
@@ -251,7 +262,7 @@ type TokenLine struct {
 // error is worth retrying (the handler answers 500 and the host redelivers); a repeated delivery
 // of the same upload does nothing twice.
 func (p *Pipeline) Import(ctx context.Context, f InboxFile) (*ImportResult, error) {
-	return p.importFile(ctx, f, 1)
+	return p.importDelivered(ctx, f, 1)
 }
 
 // ImportFromInbox reads seed-inbox/{r.Name} from storage (content, ETag and metadata in one

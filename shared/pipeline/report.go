@@ -43,10 +43,15 @@ func buildStatus(imp ImportRecord, rows []TokenRecord) *ImportStatus {
 			st.Updated = r.Updated
 		}
 		st.Counts[s]++
-		st.Tokens = append(st.Tokens, TokenLine{
+		line := TokenLine{
 			Line: r.Line, SerialNumber: r.Serial, Manufacturer: r.Manufacturer, Model: r.Model,
 			UserPrincipalName: r.UserPrincipalName, Status: s, Reason: r.Reason, Problems: r.Problems,
-		})
+		}
+		if r.Status != StatusRejected {
+			// A row that passed validation keeps its warnings where a rejected row keeps its problems.
+			line.Problems, line.Warnings = nil, r.Problems
+		}
+		st.Tokens = append(st.Tokens, line)
 	}
 	// The rows are the truth; Pending on the import is the counter that decides who writes the
 	// final report.

@@ -16,7 +16,9 @@ const (
 	CodePSKCKeyMissing    = "pskc.key-missing"     // encrypted secrets but no usable --pskc-key / --pskc-password
 	CodePSKCBadKey        = "pskc.bad-key"         // the key or password does not decrypt the file (MAC mismatch or bad padding)
 	CodePSKCMACMissing    = "pskc.mac-missing"     // encrypted secrets without a MAC to verify them
-	CodePSKCUnsupported   = "pskc.unsupported"     // an encryption, key derivation or MAC algorithm not supported
+	CodePSKCUnsupported   = "pskc.unsupported"     // X.509 key transport: encrypted to a certificate
+
+	CodePSKCUnsupportedAlgorithm = "pskc.unsupported-algorithm" // an encryption, key derivation, PRF or MAC algorithm oathpipe does not implement (named in the message)
 
 	// Row-level.
 	CodeRowColumns          = "row.columns"           // the row has a different number of columns than the header
@@ -42,4 +44,13 @@ const (
 	CodeHashUnsupported     = "hash.unsupported"      // not SHA-1 or SHA-256
 	CodeAlgorithmHOTP       = "algorithm.hotp"        // PSKC HOTP key: Entra takes TOTP only
 	CodeAlgorithmUnknown    = "algorithm.unsupported" // PSKC key that is neither TOTP nor HOTP
+)
+
+// Row warnings (Record.Warnings): the row is valid and imported.
+const (
+	WarnManufacturerHint = "manufacturer.from-hint" // no manufacturer in the file: the manufacturer hint is used
+	WarnModelHint        = "model.from-hint"        // no model in the file: the model hint is used
+	WarnModelFallback    = "model.fallback"         // no model in the file nor a hint: FallbackModel is used
+	WarnKeyExpired       = "key.expired"            // PSKC <Policy><ExpiryDate> has passed
+	WarnKeyExpiring      = "key.expiring"           // PSKC <Policy><ExpiryDate> falls within 90 days
 )

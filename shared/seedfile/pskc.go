@@ -3,8 +3,10 @@ package seedfile
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/des"
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/sha1"
@@ -12,12 +14,15 @@ import (
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"strings"
+	"time"
 )
 
 // PSKC (RFC 6030) elements, matched by local name so any namespace prefix works.
@@ -40,6 +45,7 @@ type pskcEncryptionKey struct {
 				KeyLength      int    `xml:"KeyLength"`
 				PRF            struct {
 					Algorithm string `xml:"Algorithm,attr"`
+					Text      string `xml:",chardata"` // python-pskc 1.2 writes the URI as text
 				} `xml:"PRF"`
 			} `xml:"PBKDF2-params"`
 		} `xml:"KeyDerivationMethod"`
@@ -79,6 +85,9 @@ type pskcKeyPackage struct {
 			Secret       *pskcValue `xml:"Secret"`
 			TimeInterval *pskcValue `xml:"TimeInterval"`
 		} `xml:"Data"`
+		Policy struct {
+			ExpiryDate string `xml:"ExpiryDate"`
+		} `xml:"Policy"`
 	} `xml:"Key"`
 }
 
@@ -248,6 +257,9 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 			k.digitsReported = true
 		}
 	}
+	if d := strings.TrimSpace(key.Policy.ExpiryDate); d != "" {
+		c.expiry(&k, d)
+	}
 	if ti := key.Data.TimeInterval; ti != nil {
 		if ti.PlainValue == nil {
 			c.problem(line, f.interval, CodeIntervalUnsupported, "the time interval is not a plain value")
@@ -264,8 +276,10 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 
 var errMACMismatch = errors.New("MAC mismatch")
 
-// secret returns the raw secret of v: Base64 plain text, or decrypted with the transport key
-// after its MAC checks out.
+// secret returns the raw secret of v: Base64 plain text, or decrypted with the transport key.
+// As RFC 6030 and python-pskc read it: a CBC value must carry a ValueMAC (over IV ‖ ciphertext,
+// or over the plaintext as older drafts had it), checked before the value is used; a key-wrap
+// value carries its own integrity check, so its ValueMAC is checked when present.
 func (st *pskcState) secret(opts Options, v *pskcValue) ([]byte, error) {
 	if v.PlainValue != nil {
 		return base64.StdEncoding.DecodeString(strings.Join(strings.Fields(*v.PlainValue), ""))
@@ -273,41 +287,64 @@ func (st *pskcState) secret(opts Options, v *pskcValue) ([]byte, error) {
 	if v.Encrypted == nil {
 		return nil, errors.New("no value")
 	}
-	if err := st.keys(opts); err != nil {
+	ciph, err := lookupCipher(v.Encrypted.Method.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.keys(opts, ciph); err != nil {
+		return nil, err
+	}
+	if err := ciph.checkKey(st.transport); err != nil {
 		return nil, err
 	}
 	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(v.Encrypted.CipherValue), ""))
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCipher(v.Encrypted.Method.Algorithm, len(st.transport)); err != nil {
-		return nil, err
-	}
-	if strings.TrimSpace(v.ValueMAC) == "" {
+	macGiven := strings.TrimSpace(v.ValueMAC) != ""
+	if !macGiven && !ciph.wrap {
 		return nil, &errFile{CodePSKCMACMissing, "an encrypted secret has no ValueMAC, so a wrong key could not be told from a right one"}
 	}
-	want, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(v.ValueMAC), ""))
-	if err != nil {
-		return nil, &errFile{CodePSKCMalformed, "a ValueMAC is not Base64"}
+	if macGiven && st.newMAC == nil {
+		return nil, &errFile{CodePSKCMACMissing, "secrets carry a ValueMAC but the file has no MACMethod to verify them"}
 	}
-	m := hmac.New(st.newMAC, st.macKey)
-	m.Write(ct)
-	if subtle.ConstantTimeCompare(m.Sum(nil), want) != 1 {
-		if !st.verified {
-			return nil, &errFile{CodePSKCBadKey, "the PSKC key or password is wrong: the secrets' MAC does not match"}
+	plain, decErr := ciph.decrypt(st.transport, ct)
+	if macGiven {
+		want, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(v.ValueMAC), ""))
+		if err != nil {
+			return nil, &errFile{CodePSKCMalformed, "a ValueMAC is not Base64"}
 		}
-		return nil, errMACMismatch
+		ok := st.macOK(ct, want) || decErr == nil && st.macOK(plain, want)
+		if !ok {
+			clear(plain)
+			if !st.verified {
+				return nil, &errFile{CodePSKCBadKey, "the PSKC key or password is wrong: the secrets' MAC does not match"}
+			}
+			return nil, errMACMismatch
+		}
 	}
-	plain, err := decryptCBC(st.transport, ct)
-	if err != nil {
+	if decErr != nil {
+		switch {
+		case ciph.wrap && !st.verified:
+			return nil, &errFile{CodePSKCBadKey, "the PSKC key or password is wrong: the key wrap's integrity check fails"}
+		case ciph.wrap:
+			return nil, errMACMismatch
+		}
 		return nil, &errFile{CodePSKCBadKey, "a secret whose MAC matches does not decrypt: the file is damaged"}
 	}
 	st.verified = true
 	return plain, nil
 }
 
-// keys derives the transport key and decrypts the MAC key, once.
-func (st *pskcState) keys(opts Options) error {
+func (st *pskcState) macOK(data, want []byte) bool {
+	m := hmac.New(st.newMAC, st.macKey)
+	m.Write(data)
+	return subtle.ConstantTimeCompare(m.Sum(nil), want) == 1
+}
+
+// keys derives the transport key and decrypts the MAC key, once. ciph is the first encrypted
+// value's algorithm: a PBKDF2 derivation without a KeyLength derives a key of its size.
+func (st *pskcState) keys(opts Options, ciph pskcCipher) error {
 	if st.transport != nil {
 		return nil
 	}
@@ -319,7 +356,7 @@ func (st *pskcState) keys(opts Options) error {
 	case ek.DerivedKey != nil:
 		m := ek.DerivedKey.Method
 		if !strings.HasSuffix(m.Algorithm, "#pbkdf2") {
-			return &errFile{CodePSKCUnsupported, "the key derivation is not PBKDF2"}
+			return unsupportedAlgorithm("key derivation", m.Algorithm)
 		}
 		if opts.PSKCPassword == "" {
 			return &errFile{CodePSKCKeyMissing, opts.Advice.advise("secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD",
@@ -331,18 +368,22 @@ func (st *pskcState) keys(opts Options) error {
 		}
 		n := m.Params.KeyLength
 		if n == 0 {
-			n = 16
+			n = ciph.keyLens[len(ciph.keyLens)-1]
 		}
-		prf, ok := macHash(m.Params.PRF.Algorithm)
-		if m.Params.PRF.Algorithm == "" {
-			prf, ok = sha1.New, true
+		prfName := cmp.Or(strings.TrimSpace(m.Params.PRF.Algorithm), strings.TrimSpace(m.Params.PRF.Text))
+		prf, ok := macHash(prfName)
+		if prfName == "" {
+			prf, ok = sha1.New, true // RFC 8018's default
 		}
-		if !ok || (n != 16 && n != 24 && n != 32) {
-			return &errFile{CodePSKCUnsupported, "the PBKDF2 pseudo-random function or key length is not supported"}
+		if !ok {
+			return unsupportedAlgorithm("PBKDF2 pseudo-random function", prfName)
+		}
+		if n != 16 && n != 24 && n != 32 {
+			return &errFile{CodePSKCMalformed, fmt.Sprintf("the PBKDF2 key length is %d bytes; a transport key is 16, 24 or 32", n)}
 		}
 		key, err := pbkdf2.Key(prf, opts.PSKCPassword, salt, m.Params.IterationCount, n)
 		if err != nil {
-			return &errFile{CodePSKCUnsupported, "the PBKDF2 parameters are not supported"}
+			return &errFile{CodePSKCMalformed, "the PBKDF2 parameters cannot be used"}
 		}
 		st.transport = key
 	default:
@@ -353,12 +394,14 @@ func (st *pskcState) keys(opts Options) error {
 		st.transport = opts.PSKCKey
 	}
 	mm := st.macMethod
-	if mm == nil {
-		return &errFile{CodePSKCMACMissing, "secrets are encrypted but the file has no MACMethod to verify them"}
+	if mm == nil || strings.TrimSpace(mm.Algorithm) == "" {
+		// Allowed for key wrap; a CBC value is refused when it comes (pskc.mac-missing).
+		// python-pskc writes a MACMethod without an Algorithm (only the MACKey) for key wrap.
+		return nil
 	}
 	newMAC, ok := macHash(mm.Algorithm)
 	if !ok {
-		return &errFile{CodePSKCUnsupported, "the MAC algorithm is not HMAC-SHA1/224/256/384/512"}
+		return unsupportedAlgorithm("MAC", mm.Algorithm)
 	}
 	st.newMAC = newMAC
 	if mm.MACKey == nil {
@@ -366,14 +409,18 @@ func (st *pskcState) keys(opts Options) error {
 		st.macKey = st.transport
 		return nil
 	}
-	if err := checkCipher(mm.MACKey.Method.Algorithm, len(st.transport)); err != nil {
+	mc, err := lookupCipher(mm.MACKey.Method.Algorithm)
+	if err != nil {
+		return err
+	}
+	if err := mc.checkKey(st.transport); err != nil {
 		return err
 	}
 	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(mm.MACKey.CipherValue), ""))
 	if err != nil {
 		return &errFile{CodePSKCMalformed, "the MACKey is not Base64"}
 	}
-	mk, err := decryptCBC(st.transport, ct)
+	mk, err := mc.decrypt(st.transport, ct)
 	if err != nil {
 		return &errFile{CodePSKCBadKey, "the PSKC key or password is wrong: the MAC key does not decrypt"}
 	}
@@ -381,15 +428,170 @@ func (st *pskcState) keys(opts Options) error {
 	return nil
 }
 
-func checkCipher(alg string, keyLen int) error {
-	want := map[int]string{16: "#aes128-cbc", 24: "#aes192-cbc", 32: "#aes256-cbc"}[keyLen]
-	if want == "" || !strings.HasSuffix(alg, want) {
-		if strings.HasSuffix(alg, "-cbc") && want != "" {
-			return &errFile{CodePSKCBadKey, fmt.Sprintf("the file uses %s but the key is %d bits", alg[strings.LastIndexByte(alg, '#')+1:], keyLen*8)}
-		}
-		return &errFile{CodePSKCUnsupported, "the encryption is not AES-CBC (aes128-cbc, aes192-cbc or aes256-cbc)"}
+func unsupportedAlgorithm(what, alg string) *errFile {
+	name := strings.TrimSpace(alg)
+	if i := strings.LastIndexByte(name, '#'); i >= 0 {
+		name = name[i+1:]
 	}
-	return nil
+	if name == "" || !plainText([]byte(name)) || len(name) > 64 {
+		name = "(unnamed)"
+	}
+	return &errFile{CodePSKCUnsupportedAlgorithm, fmt.Sprintf("the %s algorithm %q is not one oathpipe implements", what, name)}
+}
+
+// pskcCipher is an XML Encryption / RFC 6030 encryption algorithm.
+type pskcCipher struct {
+	name    string // the URI's fragment, e.g. "aes128-cbc"
+	keyLens []int
+	des     bool // TripleDES rather than AES
+	wrap    bool // key wrap (RFC 3394/5649, RFC 3217) rather than CBC
+}
+
+var pskcCiphers = map[string]pskcCipher{
+	"aes128-cbc":    {"aes128-cbc", []int{16}, false, false},
+	"aes192-cbc":    {"aes192-cbc", []int{24}, false, false},
+	"aes256-cbc":    {"aes256-cbc", []int{32}, false, false},
+	"tripledes-cbc": {"tripledes-cbc", []int{16, 24}, true, false},
+	"kw-aes128":     {"kw-aes128", []int{16}, false, true},
+	"kw-aes192":     {"kw-aes192", []int{24}, false, true},
+	"kw-aes256":     {"kw-aes256", []int{32}, false, true},
+	"kw-tripledes":  {"kw-tripledes", []int{16, 24}, true, true},
+}
+
+func lookupCipher(alg string) (pskcCipher, error) {
+	frag := strings.ToLower(strings.TrimSpace(alg))
+	if i := strings.LastIndexByte(frag, '#'); i >= 0 {
+		frag = frag[i+1:]
+	}
+	c, ok := pskcCiphers[frag]
+	if !ok {
+		return c, unsupportedAlgorithm("encryption", alg)
+	}
+	return c, nil
+}
+
+func (c pskcCipher) checkKey(key []byte) error {
+	for _, n := range c.keyLens {
+		if len(key) == n {
+			return nil
+		}
+	}
+	return &errFile{CodePSKCBadKey, fmt.Sprintf("the file uses %s but the key is %d bits", c.name, len(key)*8)}
+}
+
+func (c pskcCipher) block(key []byte) (cipher.Block, error) {
+	if !c.des {
+		return aes.NewCipher(key)
+	}
+	if len(key) == 16 { // two-key TripleDES: K1 K2 K1
+		key = append(append([]byte(nil), key...), key[:8]...)
+	}
+	return des.NewTripleDESCipher(key)
+}
+
+func (c pskcCipher) decrypt(key, data []byte) ([]byte, error) {
+	b, err := c.block(key)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.wrap && c.des:
+		return unwrap3DES(b, data)
+	case c.wrap:
+		return unwrapAES(b, data)
+	}
+	return decryptCBC(b, data)
+}
+
+// decryptCBC decrypts IV ‖ ciphertext with PKCS#7 padding (XML Encryption's CBC layout).
+func decryptCBC(block cipher.Block, data []byte) ([]byte, error) {
+	bs := block.BlockSize()
+	if len(data) < 2*bs || len(data)%bs != 0 {
+		return nil, errors.New("bad ciphertext length")
+	}
+	out := make([]byte, len(data)-bs)
+	cipher.NewCBCDecrypter(block, data[:bs]).CryptBlocks(out, data[bs:])
+	pad := int(out[len(out)-1])
+	if pad == 0 || pad > bs || !bytes.Equal(out[len(out)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+		clear(out)
+		return nil, errors.New("bad padding")
+	}
+	return out[:len(out)-pad], nil
+}
+
+var errUnwrap = errors.New("key unwrap integrity check failed")
+
+// unwrapAES is AES key unwrap, RFC 3394 §2.2.2, with RFC 5649's padding (python-pskc wraps a
+// 20-byte SHA-1 seed that way).
+func unwrapAES(block cipher.Block, data []byte) ([]byte, error) {
+	if len(data)%8 != 0 || len(data) < 16 {
+		return nil, errUnwrap
+	}
+	n := len(data)/8 - 1
+	var a [8]byte
+	r := make([]byte, 8*n)
+	var buf [16]byte
+	if n == 1 {
+		block.Decrypt(buf[:], data)
+		copy(a[:], buf[:8])
+		copy(r, buf[8:])
+	} else {
+		copy(a[:], data[:8])
+		copy(r, data[8:])
+		for j := 5; j >= 0; j-- {
+			for i := n - 1; i >= 0; i-- {
+				t := uint64(n*j + i + 1)
+				for k := 0; k < 8; k++ {
+					a[7-k] ^= byte(t >> (8 * k))
+				}
+				copy(buf[:8], a[:])
+				copy(buf[8:], r[8*i:8*i+8])
+				block.Decrypt(buf[:], buf[:])
+				copy(a[:], buf[:8])
+				copy(r[8*i:8*i+8], buf[8:])
+			}
+		}
+	}
+	if subtle.ConstantTimeCompare(a[:], []byte{0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6}) == 1 && n >= 2 {
+		return r, nil
+	}
+	if subtle.ConstantTimeCompare(a[:4], []byte{0xa6, 0x59, 0x59, 0xa6}) == 1 {
+		mli := int(binary.BigEndian.Uint32(a[4:]))
+		if mli <= len(r) && mli > len(r)-8 && allZero(r[mli:]) {
+			return r[:mli], nil
+		}
+	}
+	clear(r)
+	return nil, errUnwrap
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// unwrap3DES is TripleDES key unwrap, RFC 3217 §3 (CBC twice, the second pass reversed, a
+// SHA-1 checksum).
+func unwrap3DES(block cipher.Block, data []byte) ([]byte, error) {
+	if len(data)%8 != 0 || len(data) < 24 {
+		return nil, errUnwrap
+	}
+	tmp := make([]byte, len(data))
+	cipher.NewCBCDecrypter(block, []byte{0x4a, 0xdd, 0xa2, 0x2c, 0x79, 0xe8, 0x21, 0x05}).CryptBlocks(tmp, data)
+	slices.Reverse(tmp)
+	out := make([]byte, len(tmp)-8)
+	cipher.NewCBCDecrypter(block, tmp[:8]).CryptBlocks(out, tmp[8:])
+	key, icv := out[:len(out)-8], out[len(out)-8:]
+	sum := sha1.Sum(key)
+	if subtle.ConstantTimeCompare(sum[:8], icv) != 1 {
+		clear(out)
+		return nil, errUnwrap
+	}
+	return key, nil
 }
 
 func macHash(alg string) (func() hash.Hash, bool) {
@@ -409,21 +611,28 @@ func macHash(alg string) (func() hash.Hash, bool) {
 	return nil, false
 }
 
-// decryptCBC decrypts IV ‖ ciphertext with PKCS#7 padding (XML Encryption's CBC layout).
-func decryptCBC(key, data []byte) ([]byte, error) {
-	block, err := aes.NewCipher(key)
+// expiry warns about a key whose <Policy><ExpiryDate> (xs:dateTime) has passed or comes within
+// ExpiryWarning: Entra takes the token, but its owner will lose it soon. A date that cannot be
+// read is a warning too, never a reason to refuse the key.
+func (c *checker) expiry(k *candidate, date string) {
+	now := time.Now
+	if c.opts.Now != nil {
+		now = c.opts.Now
+	}
+	warn := func(code, msg string) {
+		k.warnings = append(k.warnings, Problem{Line: k.line, Field: "ExpiryDate", Code: code, Message: msg})
+	}
+	t, err := time.Parse(time.RFC3339, date)
 	if err != nil {
-		return nil, err
+		if t, err = time.Parse("2006-01-02T15:04:05", date); err != nil { // no zone: UTC
+			warn(WarnKeyExpiring, "the key's ExpiryDate cannot be read as a date and time")
+			return
+		}
 	}
-	if len(data) < 2*aes.BlockSize || len(data)%aes.BlockSize != 0 {
-		return nil, errors.New("bad ciphertext length")
+	switch left := t.Sub(now()); {
+	case left <= 0:
+		warn(WarnKeyExpired, fmt.Sprintf("the key expired on %s (PSKC Policy ExpiryDate)", t.UTC().Format("2006-01-02")))
+	case left <= ExpiryWarning:
+		warn(WarnKeyExpiring, fmt.Sprintf("the key expires on %s, within %d days (PSKC Policy ExpiryDate)", t.UTC().Format("2006-01-02"), int(ExpiryWarning.Hours()/24)))
 	}
-	out := make([]byte, len(data)-aes.BlockSize)
-	cipher.NewCBCDecrypter(block, data[:aes.BlockSize]).CryptBlocks(out, data[aes.BlockSize:])
-	pad := int(out[len(out)-1])
-	if pad == 0 || pad > aes.BlockSize || !bytes.Equal(out[len(out)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
-		clear(out)
-		return nil, errors.New("bad padding")
-	}
-	return out[:len(out)-pad], nil
 }

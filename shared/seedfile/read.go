@@ -3,11 +3,13 @@ package seedfile
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -71,9 +73,9 @@ func Read(r io.Reader, opts Options, onRecord func(Record) error, onProblem func
 
 func checkOptions(o Options) error {
 	switch o.Format {
-	case FormatAuto, FormatEntraCSV, FormatGraphCSV, FormatPSKC:
+	case FormatAuto, FormatEntraCSV, FormatGraphCSV, FormatPSKC, FormatOATHCSV:
 	default:
-		return token.Errorf(token.KindInvalid, "unknown format %q (entra-csv, graph-csv or pskc)", string(o.Format))
+		return token.Errorf(token.KindInvalid, "unknown format %q (entra-csv, graph-csv, pskc or oath-csv)", string(o.Format))
 	}
 	switch o.SecretEncoding {
 	case "", "base32", "hex":
@@ -85,10 +87,47 @@ func checkOptions(o Options) error {
 	default:
 		return token.Errorf(token.KindInvalid, "hash %q not accepted by Entra ID (sha1 or sha256)", string(o.Hash))
 	}
-	if o.PSKCKey != nil && len(o.PSKCKey) != 16 && len(o.PSKCKey) != 24 && len(o.PSKCKey) != 32 {
-		return token.Errorf(token.KindInvalid, "PSKC key is %d bytes; an AES key is 16 (AES-128), 24 or 32", len(o.PSKCKey))
+	if o.PSKCKey != nil {
+		if err := checkPSKCKey(o.PSKCKey); err != nil {
+			return token.Errorf(token.KindInvalid, "%v", err)
+		}
+	}
+	for _, h := range []struct{ name, v string }{{"manufacturer", o.Manufacturer}, {"model", o.Model}} {
+		if h.v != "" && !ValidHint(h.v) {
+			return token.Errorf(token.KindInvalid, "the %s hint must be plain text of at most 256 characters without surrounding spaces", h.name)
+		}
 	}
 	return nil
+}
+
+// ValidHint reports whether s may be a manufacturer or model hint: plain text of at most 256
+// characters without surrounding spaces.
+func ValidHint(s string) bool {
+	return s != "" && plainText([]byte(s)) && len(s) <= 256 && strings.TrimSpace(s) == s
+}
+
+// ParsePSKCKey reads a pre-shared PSKC transport key as settings and flags give it: hex
+// (optionally 0x-prefixed, spaces ignored) of 16, 24 or 32 bytes (AES-128/192/256; 24 bytes
+// is also a TripleDES key). The one rule for OATHPIPE_PSKC_KEY and --pskc-key.
+func ParsePSKCKey(s string) ([]byte, error) {
+	s = strings.Join(strings.Fields(s), "")
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	key, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("not hex: want 32, 48 or 64 hex digits (an AES-128, AES-192/TripleDES or AES-256 key)")
+	}
+	if err := checkPSKCKey(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func checkPSKCKey(key []byte) error {
+	switch len(key) {
+	case 16, 24, 32:
+		return nil
+	}
+	return fmt.Errorf("PSKC key is %d bytes; want 16 (AES-128), 24 (AES-192 or TripleDES) or 32 (AES-256)", len(key))
 }
 
 // ParseHash reads a hash name as files and flags spell it: "sha1", "SHA-256", "HMAC-SHA1",
@@ -148,6 +187,8 @@ func (c *checker) read(br *bufio.Reader) error {
 	case c.opts.Format == FormatPSKC, c.opts.Format == FormatAuto && isXML:
 		c.sum.Format = FormatPSKC
 		return c.readPSKC(br)
+	case c.opts.Format == FormatOATHCSV, c.opts.Format == FormatAuto && looksOATHCSV(head):
+		return c.readOATHCSV(br)
 	}
 	return c.readCSV(br)
 }
@@ -197,6 +238,7 @@ type candidate struct {
 	digits                           int
 	// The format already reported a problem with this value: finish does not repeat it.
 	intervalReported, digitsReported, hashReported bool
+	warnings                                       []Problem // found by the format (a PSKC expiry date)
 }
 
 // checker applies the rules every format shares and keeps the duplicate indexes.
@@ -250,12 +292,34 @@ func (c *checker) finish(k *candidate) error {
 	} else if first, dup := c.seen(&c.serials, c.serialKey, k.serial, k.line); dup {
 		c.problem(k.line, f.serial, CodeSerialDuplicate, fmt.Sprintf("this serial number already appears on line %d", first))
 	}
+	var warnings []Problem
+	warn := func(field, code, msg string) {
+		warnings = append(warnings, Problem{Line: k.line, Field: field, Code: code, Message: msg,
+			Serial: token.ShownCell(token.CellSerial, string(k.serial)), UserPrincipalName: token.ShownCell(token.CellUPN, string(k.upn))})
+	}
 	if len(k.manufacturer) == 0 {
-		c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty")
+		if c.opts.Manufacturer == "" {
+			c.problem(k.line, f.manufacturer, CodeManufacturerMissing, "the manufacturer is empty"+c.opts.Advice.advise(" (or give --manufacturer)", " (or give the blob metadata hint manufacturer)"))
+		} else {
+			k.manufacturer = []byte(c.opts.Manufacturer)
+			warn(f.manufacturer, WarnManufacturerHint, "no manufacturer in the file: the manufacturer hint is used")
+		}
 	}
 	if len(k.model) == 0 {
-		c.problem(k.line, f.model, CodeModelMissing, "the model is empty")
+		switch {
+		case c.opts.Model != "":
+			k.model = []byte(c.opts.Model)
+			warn(f.model, WarnModelHint, "no model in the file: the model hint is used")
+		case c.sum.Format == FormatPSKC, c.sum.Format == FormatOATHCSV:
+			// PSKC's <Model> is optional (RFC 6030 §4.3.1) and Feitian leaves it out; OATH CSV
+			// has no model column.
+			k.model = []byte(FallbackModel)
+			warn(f.model, WarnModelFallback, "no model in the file nor a model hint: the model is "+FallbackModel)
+		default:
+			c.problem(k.line, f.model, CodeModelMissing, "the model is empty"+c.opts.Advice.advise(" (or give --model)", " (or give the blob metadata hint model)"))
+		}
 	}
+	warnings = append(warnings, k.warnings...)
 	if len(k.upn) > 0 && !ValidUPN(k.upn) {
 		c.problem(k.line, f.upn, CodeUPNMalformed, "not a user principal name (name@domain.example); leave it empty to put the token in the inventory unassigned")
 	}
@@ -305,6 +369,7 @@ func (c *checker) finish(k *candidate) error {
 		},
 		UserPrincipalName: string(k.upn),
 		Seed:              token.Seed{Secret: bytes.Clone(k.secret), Hash: h, Digits: k.digits, Period: k.interval},
+		Warnings:          warnings,
 	}
 	if err := c.onRecord(rec); err != nil {
 		return fmt.Errorf("seed file line %d, serial %s: %w", k.line, rec.Token.Serial, err)

@@ -6,6 +6,7 @@ package seedfile
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -20,6 +21,7 @@ const (
 	FormatEntraCSV Format = "entra-csv" // upn,serial number,secret key,time interval,manufacturer,model
 	FormatGraphCSV Format = "graph-csv" // serialNumber,secretKey,timeIntervalInSeconds,manufacturer,model,hashFunction[,upn]
 	FormatPSKC     Format = "pskc"      // RFC 6030 XML
+	FormatOATHCSV  Format = "oath-csv"  // serial, key, type[, digits[, period[, hash]]]: hex keys, no header (LinOTP, privacyIDEA, multiOTP)
 )
 
 // Options chooses how a file is read. The zero value reads any format with Base32 secrets.
@@ -27,8 +29,15 @@ type Options struct {
 	Format         Format
 	SecretEncoding string     // "base32" (default) or "hex"; CSV only, never detected
 	Hash           token.Hash // overrides the hash inferred from the seed length when the file has no hash column
-	PSKCKey        []byte     // pre-shared AES-128 transport key
+	PSKCKey        []byte     // pre-shared transport key: AES-128/192/256 or TripleDES (see ParsePSKCKey)
 	PSKCPassword   string     // password for PBKDF2-derived transport keys
+	// Manufacturer and Model are hints (blob metadata, --manufacturer/--model) for rows whose
+	// file gives none: Feitian's PSKC has no <Model>. A row that uses one gets a warning.
+	// Without a model hint a PSKC key's model is FallbackModel (a CSV row's empty model cell
+	// stays a problem); a manufacturer has no fallback.
+	Manufacturer string
+	Model        string
+	Now          func() time.Time // for PSKC expiry warnings; default time.Now
 	// Advice says who reads the problems' advice: AdviceCLI (the default) names
 	// `oathpipe validate` flags, AdviceUpload the blob metadata hints and app settings that
 	// the person who uploaded a file to seed-inbox can use.
@@ -52,12 +61,21 @@ func (a Advice) advise(cli, upload string) string {
 	return cli
 }
 
+// FallbackModel is the model of a token whose file and hints name none.
+const FallbackModel = "OATH-TOTP"
+
+// ExpiryWarning is how close a PSKC key's <Policy><ExpiryDate> may come before a row warning.
+const ExpiryWarning = 90 * 24 * time.Hour
+
 // Record is one valid token read from a file. Seed holds the raw secret: keep it in memory only.
 type Record struct {
 	Line              int // 1-based file line; for PSKC the line where the KeyPackage starts
 	Token             token.Token
 	UserPrincipalName string // empty: the token goes to the inventory unassigned
 	Seed              token.Seed
+	// Warnings are things worth knowing about a valid row (a hinted model, a key near its
+	// expiry): reported, never a reason to refuse the row.
+	Warnings []Problem
 }
 
 // Problem is one thing wrong with a file. Line 0 and Field "file" mark a file-level problem.

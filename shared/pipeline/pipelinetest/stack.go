@@ -125,6 +125,7 @@ func NewStack(t testing.TB, o Options) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.StoreEnvelopeSecrets(t)
 	return s
 }
 
@@ -133,6 +134,7 @@ func (s *Stack) Pipeline(l pipeline.Ledger, q pipeline.Queue, b pipeline.Blobs, 
 	d := pipeline.Deps{
 		Vault: s.Vault, Directory: s.Dir, Ledger: l, Queue: q, Blobs: b,
 		Activation: config.ActivationAuto, VaultConcurrency: 8, Logger: s.Logger,
+		Envelope: vault.EnvelopeSecrets{Vault: s.Vault},
 	}
 	if mod != nil {
 		mod(&d)

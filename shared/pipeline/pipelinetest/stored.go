@@ -13,9 +13,9 @@ import (
 )
 
 // StoredOutsideVault reads, raw, everything the app keeps in storage that must never hold a
-// seed — every entity of the ledger and audit tables and every blob in seed-reports and
-// seed-inbox — from the account behind connectionString, for the leak scan (SeedSet.Leaks).
-// seed-rejected is left out on purpose: it keeps rejected vendor files whole.
+// seed — every entity of the ledger and audit tables and every blob of every container
+// (seed-reports, seed-inbox, seed-rejected, where rejected files are kept encrypted, ...) —
+// from the account behind connectionString, for the leak scan (SeedSet.Leaks).
 func StoredOutsideVault(tb testing.TB, ctx context.Context, connectionString string) string {
 	tb.Helper()
 	var sb strings.Builder
@@ -40,7 +40,17 @@ func StoredOutsideVault(tb testing.TB, ctx context.Context, connectionString str
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, c := range []string{config.ReportsContainer, config.InboxContainer} {
+	var containers []string
+	for cp := blobs.NewListContainersPager(nil); cp.More(); {
+		page, err := cp.NextPage(ctx)
+		if err != nil {
+			tb.Fatalf("list containers: %v", err)
+		}
+		for _, c := range page.ContainerItems {
+			containers = append(containers, *c.Name)
+		}
+	}
+	for _, c := range containers {
 		pager := blobs.NewListBlobsFlatPager(c, nil)
 		for pager.More() {
 			page, err := pager.NextPage(ctx)

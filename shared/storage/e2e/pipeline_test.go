@@ -80,7 +80,9 @@ func TestPipelineOnStorage(t *testing.T) {
 	if r.Disposition != pipeline.DispositionRejected || r.Queued != 1 || r.Invalid != 1 {
 		t.Fatalf("bad file: %+v", r)
 	}
-	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(r.ImportID, "bad #1.csv")); err != nil || string(kept) != bad {
+	// A plain file is kept only encrypted to the deployment's PGP key.
+	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(r.ImportID, "bad #1.csv")+".gpg"); err != nil ||
+		strings.Contains(string(kept), "ken.thompson") || string(pipelinetest.DecryptRejected(t, kept)) != bad {
 		t.Fatalf("rejected file: %v", err)
 	}
 
