@@ -3,6 +3,7 @@ package entra
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -16,7 +17,7 @@ const (
 
 // writeLimiter spaces one process's Graph writes (POST, PATCH, DELETE) and adapts their rate to
 // the tenant's answers, the way TCP adapts to a congested link: each 429 halves the rate (at
-// most once per half second, so one burst of 429s is one cut), each accepted write
+// most once per interval between writes, so one burst of 429s is one cut), each accepted write
 // adds 1/rate, i.e. the rate grows by one write per second per second of success. Instances
 // that share the tenant's budget each run one; together they settle near the budget with 429s
 // a small fraction of the writes (docs/benchmarks.md), instead of every instance sending as
@@ -53,7 +54,7 @@ func (l *writeLimiter) wait(ctx context.Context) error {
 }
 
 // observe adapts the rate to one write's answer.
-func (l *writeLimiter) observe(status int) {
+func (l *writeLimiter) observe(status int, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -64,9 +65,11 @@ func (l *writeLimiter) observe(status int) {
 		}
 		l.rate = max(l.rate/2, minWriteRate)
 		l.lastCut = now
-		// The throttled request itself waits out Retry-After in the retry middleware; the
-		// others are only spaced further apart. (Pausing every write of the instance for
-		// Retry-After after each cut left the budget unused: docs/benchmarks.md.)
+		// Nothing more goes out of this process before Retry-After (capped: the tenant's
+		// budget refills continuously).
+		if p := now.Add(min(retryAfter, 2*time.Second)); l.next.Before(p) {
+			l.next = p
+		}
 	case status < 500: // accepted, or refused for a reason of its own: the tenant was not crowded
 		l.rate = min(l.rate+1/l.rate, maxWriteRate)
 	}
@@ -102,6 +105,10 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	t.l.observe(resp.StatusCode)
+	var ra time.Duration
+	if s, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil {
+		ra = time.Duration(s) * time.Second
+	}
+	t.l.observe(resp.StatusCode, ra)
 	return resp, nil
 }

@@ -24,24 +24,27 @@ func TestWriteLimiter(t *testing.T) {
 		t.Errorf("next write at %v, want %v", l.next, want)
 	}
 	now = now.Add(time.Second)
-	l.observe(http.StatusTooManyRequests)
-	l.observe(http.StatusTooManyRequests) // same burst
+	l.observe(http.StatusTooManyRequests, time.Second)
+	l.observe(http.StatusTooManyRequests, time.Second) // same burst
 	if r := l.Rate(); r != 5 {
 		t.Fatalf("rate after a burst of 429s: %v, want 5", r)
 	}
+	if !l.next.Equal(now.Add(time.Second)) {
+		t.Errorf("no write paused for Retry-After: next %v", l.next)
+	}
 	for range 5 { // one second of success at 5/s
-		l.observe(http.StatusCreated)
+		l.observe(http.StatusCreated, 0)
 	}
 	if r := l.Rate(); r < 5.9 || r > 6.1 {
 		t.Errorf("rate after a second of success: %v, want about 6", r)
 	}
-	l.observe(http.StatusServiceUnavailable)
+	l.observe(http.StatusServiceUnavailable, 0)
 	if r := l.Rate(); r < 5.9 || r > 6.1 {
 		t.Errorf("a 503 changed the rate: %v", r)
 	}
 	for range 20 {
 		now = now.Add(time.Second)
-		l.observe(http.StatusTooManyRequests)
+		l.observe(http.StatusTooManyRequests, 0)
 	}
 	if r := l.Rate(); r != minWriteRate {
 		t.Errorf("rate after sustained 429s: %v, want the floor %v", r, minWriteRate)
