@@ -33,6 +33,7 @@ func commands() []command {
 		{"serve", "run the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT", runServe},
 		{"pgp-keygen", "create the PGP key pair vendors encrypt seed files to; store it in Key Vault", runPGPKeygen},
 		{"rejected", "rejected download NAME: decrypt a file the import kept in seed-rejected", runRejected},
+		{"reconcile", "compare Entra ID, Key Vault and the ledger once; write seed-reports/reconcile/{date}.json", runReconcile},
 	}
 }
 

@@ -158,9 +158,36 @@ func (h splitHandler) WithGroup(name string) slog.Handler {
 	return splitHandler{low: h.low.WithGroup(name), high: h.high.WithGroup(name)}
 }
 
-// newHandler wires the pipeline from cfg: credential and transport, Key Vault, Graph, storage
-// and ledger. Every constructor here is offline; the first request makes the first call.
+// newHandler wires the handlers over the app (newApp).
 func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) {
+	a, err := newApp(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return handlers.New(handlers.Options{
+		Pipeline:     a.pipeline,
+		PGPKey:       a.pipeline,
+		RequiredRole: cfg.RequiredRole,
+		HTTPBudget:   cfg.HTTPBudget,
+		Parker:       a.account.Blobs,
+		Lifecycle:    a.lifecycle,
+		Reconciler:   a.reconciliation,
+		Reports:      a.account.Blobs,
+		Logger:       log.With("component", "handlers"),
+	}), nil
+}
+
+// app is the pipeline and what else the handlers and the command line use, wired from cfg.
+type app struct {
+	pipeline       *pipeline.Pipeline
+	lifecycle      *pipeline.Lifecycle
+	reconciliation pipeline.Reconciliation
+	account        *storage.Account
+}
+
+// newApp wires the pipeline from cfg: credential and transport, Key Vault, Graph, storage
+// and ledger. Every constructor here is offline; the first request makes the first call.
+func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	cred, err := azauth.Credential(cfg)
 	if err != nil {
 		return nil, err
@@ -194,16 +221,14 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
 		Envelope:         envelopeSecrets(v, cfg),
+		Notifier:         notifier(cfg, hc),
 		Logger:           log.With("component", "pipeline"),
 	})
-	return handlers.New(handlers.Options{
-		Pipeline:     p,
-		PGPKey:       p,
-		RequiredRole: cfg.RequiredRole,
-		HTTPBudget:   cfg.HTTPBudget,
-		Parker:       acct.Blobs,
-		Logger:       log.With("component", "handlers"),
-	}), nil
+	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
+	return &app{pipeline: p, lifecycle: life, account: acct, reconciliation: pipeline.Reconciliation{
+		Lifecycle: life, Seeds: vaultCatalog{v},
+		Options: pipeline.ReconcileOptions{TakeBackDisabled: cfg.ReconcileTakeBack, StuckAfter: cfg.ReconcileStuckAfter},
+	}}, nil
 }
 
 // storageCredential is the identity for the seed storage account: the user-assigned identity

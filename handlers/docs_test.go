@@ -33,6 +33,18 @@ var docOperations = map[string]map[string][]problemCode{
 	openAPIPath(PGPKeyRoute): {
 		"get": {codeNotFound},
 	},
+	openAPIPath(TokensRoute): {
+		"get": {codeInvalidRequest, codeInvalidUPN, codeNotFound},
+	},
+	openAPIPath(TokenRoute): {
+		"delete": {codeInvalidSerial, codeNotFound, codeConflict},
+	},
+	openAPIPath(ReconcileLatestRoute): {
+		"get": {codeNotFound},
+	},
+	openAPIPath(UserTokensRoute): {
+		"get": {codeInvalidUPN, codeNotFound},
+	},
 }
 
 // commonCodes can come back from every operation: an undecodable invocation, the role check,
@@ -89,7 +101,9 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			t.Errorf("server %s: the Functions route prefix is /api", s.URL)
 		}
 	}
-	handlerMethods := map[string][]string{openAPIPath(TokenAssignmentRoute): tokenAssignmentMethods, openAPIPath(ImportStatusRoute): importStatusMethods, openAPIPath(PGPKeyRoute): pgpKeyMethods}
+	handlerMethods := map[string][]string{openAPIPath(TokenAssignmentRoute): tokenAssignmentMethods, openAPIPath(ImportStatusRoute): importStatusMethods, openAPIPath(PGPKeyRoute): pgpKeyMethods,
+		openAPIPath(TokensRoute): tokensMethods, openAPIPath(TokenRoute): tokenMethods, openAPIPath(UserTokensRoute): userTokensMethods,
+		openAPIPath(ReconcileLatestRoute): reconcileLatestMethods}
 	if got, want := slices.Sorted(maps.Keys(doc.Paths)), slices.Sorted(maps.Keys(handlerMethods)); !slices.Equal(got, want) {
 		t.Fatalf("paths %v, handlers serve %v", got, want)
 	}
@@ -147,12 +161,19 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	for name, v := range map[string]any{
-		"AssignBody":   AssignBody{},
-		"Assignment":   pipeline.Assignment{},
-		"ImportStatus": pipeline.ImportStatus{},
-		"TokenLine":    pipeline.TokenLine{},
-		"FileProblem":  seedfile.Problem{},
-		"Problem":      Problem{},
+		"AssignBody":      AssignBody{},
+		"Assignment":      pipeline.Assignment{},
+		"ImportStatus":    pipeline.ImportStatus{},
+		"TokenLine":       pipeline.TokenLine{},
+		"FileProblem":     seedfile.Problem{},
+		"Problem":         Problem{},
+		"InventoryToken":  pipeline.InventoryToken{},
+		"TokenImport":     pipeline.TokenImport{},
+		"TokenPage":       pipeline.TokenPage{},
+		"UserTokens":      pipeline.UserTokens{},
+		"Retirement":      pipeline.Retirement{},
+		"ReconcileReport": pipeline.ReconcileReport{},
+		"Finding":         pipeline.Finding{},
 	} {
 		s, ok := doc.Comps.Schemas[name]
 		if !ok {
@@ -180,7 +201,7 @@ func TestAPIDocMentionsEveryCode(t *testing.T) {
 			t.Errorf("docs/api.md does not mention status %d", c.Status)
 		}
 	}
-	for _, route := range []string{"/api/tokens/", "/api/imports/", "X-MS-CLIENT-PRINCIPAL", "OATHPIPE_REQUIRED_ROLE", "Retry-After", "curl "} {
+	for _, route := range []string{"/api/tokens/", "/api/imports/", "GET /api/tokens", "GET /api/users/{upn}/tokens", "DELETE /api/tokens/{serial}", "continuation", "seedInVault", "X-MS-CLIENT-PRINCIPAL", "OATHPIPE_REQUIRED_ROLE", "Retry-After", "curl "} {
 		if !strings.Contains(doc, route) {
 			t.Errorf("docs/api.md does not mention %s", route)
 		}

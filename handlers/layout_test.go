@@ -46,6 +46,19 @@ func TestFunctionJSONMatchesHandlers(t *testing.T) {
 		FuncPgpKey: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: PGPKeyRoute, Methods: lower(pgpKeyMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
+		FuncTokens: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokensRoute, Methods: lower(hostRoutedMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
+		FuncRetireToken: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokenRoute, Methods: lower(hostRoutedMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
+		FuncReconcile: {{Name: "timer", Type: "timerTrigger", Direction: "in"}},
+		FuncReconcileLatest: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: ReconcileLatestRoute, Methods: lower(hostRoutedMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
+		FuncUserTokens: {
+			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: UserTokensRoute, Methods: lower(hostRoutedMethods)},
+			{Name: "res", Type: "http", Direction: "out"}},
 	}
 	dirs, err := os.ReadDir(filepath.Join("..", "functions"))
 	if err != nil {

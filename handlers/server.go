@@ -62,6 +62,9 @@ type Options struct {
 	MaxDequeue   int           // host.json maxDequeueCount (default DefaultMaxDequeue)
 	PGPKey       PGPPublicKey  // GET /api/pgp-key; nil answers not-found
 	Parker       Parker        // token-parked; required for ProvisionFailed to never lose a message
+	Lifecycle    Lifecycle     // inventory views and retire (tokens.go); nil answers internal
+	Reconciler   Reconciler    // the Reconcile timer function (reconcile.go)
+	Reports      ReportReader  // seed-reports, for GET /api/reconcile/latest
 	Logger       *slog.Logger
 }
 
@@ -80,19 +83,22 @@ const DefaultMaxDequeue = 5
 
 // Server is the custom handler: an http.Handler with one route per function.
 type Server struct {
-	p      Pipeline
-	role   string
-	budget time.Duration
-	maxDQ  int
-	park   Parker
-	pgp    PGPPublicKey
-	log    *slog.Logger
-	mux    *http.ServeMux
+	p          Pipeline
+	role       string
+	budget     time.Duration
+	maxDQ      int
+	park       Parker
+	pgp        PGPPublicKey
+	life       Lifecycle
+	reconciler Reconciler
+	reports    ReportReader
+	log        *slog.Logger
+	mux        *http.ServeMux
 }
 
 // New returns the handler server.
 func New(o Options) *Server {
-	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, log: o.Logger}
+	s := &Server{p: o.Pipeline, role: o.RequiredRole, budget: o.HTTPBudget, maxDQ: o.MaxDequeue, park: o.Parker, pgp: o.PGPKey, life: o.Lifecycle, reconciler: o.Reconciler, reports: o.Reports, log: o.Logger}
 	if s.budget <= 0 {
 		s.budget = 60 * time.Second
 	}
@@ -111,6 +117,11 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /"+FuncTokenAssignment, s.invocation(FuncTokenAssignment, s.httpFunction(TokenAssignmentRoute, tokenAssignmentMethods, s.assignmentAPI)))
 	s.mux.HandleFunc("POST /"+FuncImportStatus, s.invocation(FuncImportStatus, s.httpFunction(ImportStatusRoute, importStatusMethods, s.importStatusAPI)))
 	s.mux.HandleFunc("POST /"+FuncPgpKey, s.invocation(FuncPgpKey, s.httpFunction(PGPKeyRoute, pgpKeyMethods, s.pgpKeyAPI)))
+	s.mux.HandleFunc("POST /"+FuncTokens, s.invocation(FuncTokens, s.httpFunction(TokensRoute, tokensMethods, s.tokensAPI)))
+	s.mux.HandleFunc("POST /"+FuncRetireToken, s.invocation(FuncRetireToken, s.httpFunction(TokenRoute, tokenMethods, s.retireTokenAPI)))
+	s.mux.HandleFunc("POST /"+FuncReconcile, s.invocation(FuncReconcile, s.reconcile))
+	s.mux.HandleFunc("POST /"+FuncReconcileLatest, s.invocation(FuncReconcileLatest, s.httpFunction(ReconcileLatestRoute, reconcileLatestMethods, s.reconcileLatestAPI)))
+	s.mux.HandleFunc("POST /"+FuncUserTokens, s.invocation(FuncUserTokens, s.httpFunction(UserTokensRoute, userTokensMethods, s.userTokensAPI)))
 	return s
 }
 
@@ -175,7 +186,7 @@ func (s *Server) safely(ctx context.Context, log *slog.Logger, in *Invocation, h
 func badInvocation(name string, err error) outcome {
 	msg := "undecodable invocation payload: " + err.Error()
 	switch name {
-	case FuncTokenAssignment, FuncImportStatus:
+	case FuncTokenAssignment, FuncImportStatus, FuncTokens, FuncRetireToken, FuncUserTokens, FuncReconcileLatest:
 		c := codeMalformedBody
 		if isTooLarge(err) {
 			c = codeBodyTooLarge

@@ -479,6 +479,7 @@ var keyVaultDataActions = []string{
 	"Microsoft.KeyVault/vaults/secrets/setSecret/action",
 	"Microsoft.KeyVault/vaults/secrets/readMetadata/action",
 	"Microsoft.KeyVault/vaults/secrets/recover/action",
+	"Microsoft.KeyVault/vaults/secrets/delete", // retire soft-deletes a token's seed (issue 17)
 }
 
 var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -626,7 +627,7 @@ func (e *estate) checkCustomRole(d resource) []string {
 		got = append(got, s)
 	}
 	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(keyVaultDataActions))) {
-		p = append(p, fmt.Sprintf("%s: dataActions are %v, want exactly %v (get, set, list versions, recover; no delete, purge, backup, restore or wildcard)", d, got, keyVaultDataActions))
+		p = append(p, fmt.Sprintf("%s: dataActions are %v, want exactly %v (get, set, list versions, recover, delete; no purge, backup, restore or wildcard)", d, got, keyVaultDataActions))
 	}
 	for _, k := range []string{"actions", "notActions", "notDataActions"} {
 		if v, ok := lookup(body, k); ok && len(elements(v)) > 0 {
@@ -1288,7 +1289,8 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "decision 1 another reader of seed-imports", fn: &function{Name: "Other", Bindings: []binding{{Type: "queueTrigger", QueueName: "seed-imports", Connection: "SeedStorage"}}}, want: "functions/Other listens on seed-imports"},
 		{name: "decision 1 post-deploy subscribes again", edits: []edit{{"post-deploy.sh", "\n# 3. Microsoft Graph", "\naz eventgrid system-topic event-subscription create -n x\n# 3. Microsoft Graph"}}, want: "still uses event-subscription"},
 		// 14.10 Key Vault role
-		{name: "14.10 delete in the custom role", edits: []edit{{"modules/roles.bicep", "          'Microsoft.KeyVault/vaults/secrets/recover/action'\n", "          'Microsoft.KeyVault/vaults/secrets/recover/action'\n          'Microsoft.KeyVault/vaults/secrets/delete'\n"}}, want: "dataActions are"},
+		{name: "14.10 purge in the custom role", edits: []edit{{"modules/roles.bicep", "          'Microsoft.KeyVault/vaults/secrets/recover/action'\n", "          'Microsoft.KeyVault/vaults/secrets/recover/action'\n          'Microsoft.KeyVault/vaults/secrets/purge/action'\n"}}, want: "dataActions are"},
+		{name: "17 delete missing", edits: []edit{{"modules/roles.bicep", "          'Microsoft.KeyVault/vaults/secrets/delete'\n", ""}}, want: "dataActions are"},
 		{name: "14.10 wildcard instead", edits: []edit{{"modules/roles.bicep", "          'Microsoft.KeyVault/vaults/secrets/getSecret/action'\n", "          'Microsoft.KeyVault/vaults/secrets/*'\n"}}, want: "dataActions are"},
 		{name: "14.10 recover missing", edits: []edit{{"modules/roles.bicep", "          'Microsoft.KeyVault/vaults/secrets/recover/action'\n", ""}}, want: "dataActions are"},
 		{name: "14.10 control-plane action", edits: []edit{{"modules/roles.bicep", "        actions: []\n", "        actions: [\n          'Microsoft.KeyVault/vaults/read'\n        ]\n"}}, want: "actions must be empty"},

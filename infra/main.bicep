@@ -89,6 +89,24 @@ param importBudget string = '5m'
 @description('OATHPIPE_THROTTLE_MAX_WAIT: how long a token may stay throttled by Graph or Key Vault (re-queued after each Retry-After) before it is recorded failed (Go duration, 1m to 168h).')
 param throttleMaxWait string = '24h'
 
+@description('OATHPIPE_RECONCILE_SCHEDULE: when the Reconcile function runs (NCRONTAB, six fields, UTC).')
+param reconcileSchedule string = '0 0 2 * * *'
+
+@description('OATHPIPE_RECONCILE_TAKE_BACK: none (report only) or disabled (also take tokens back from disabled accounts).')
+@allowed([
+  'none'
+  'disabled'
+])
+param reconcileTakeBack string = 'none'
+
+@description('OATHPIPE_RECONCILE_STUCK_DAYS: days after which a token still assigned or failedActivation is reported as stuck.')
+@minValue(1)
+@maxValue(365)
+param reconcileStuckDays int = 7
+
+@description('Name of a Key Vault secret (in this deployment\'s vault) holding the OATHPIPE_NOTIFY_URL incoming webhook (Teams or Slack); empty: no notifications.')
+param notifyUrlSecretName string = ''
+
 @description('OATHPIPE_LOG_LEVEL.')
 @allowed([
   'debug'
@@ -231,6 +249,10 @@ module functionApp 'modules/functionapp.bicep' = {
     importBudget: importBudget
     throttleMaxWait: throttleMaxWait
     logLevel: logLevel
+    reconcileSchedule: reconcileSchedule
+    notifyUrlSecretName: notifyUrlSecretName
+    reconcileTakeBack: reconcileTakeBack
+    reconcileStuckDays: reconcileStuckDays
     pskcKeySecretName: pskcKeySecretName
     pskcPasswordSecretName: pskcPasswordSecretName
     pgpKeySecretName: pgpKeySecretName

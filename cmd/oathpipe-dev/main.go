@@ -159,7 +159,8 @@ func usage(w io.Writer) {
   up     run the local stack until Ctrl-C or SIGTERM (the default); prints one JSON line
          with every endpoint, then logs what the runner delivers
   demo   bring the stack up, import the sample vendor files, show the outcome per token,
-         reassign one token through the HTTP API, shut down; exit 0 only if all of it worked
+         reassign one token and retire another through the HTTP API, print a reconciliation
+         summary, shut down; exit 0 only if all of it worked
   upload --connection-string CS FILE...
          drop vendor files into seed-inbox of a running stack (Azure SDK)
 

@@ -28,6 +28,10 @@ param httpBudget string
 param importBudget string
 param throttleMaxWait string
 param logLevel string
+param reconcileSchedule string
+param notifyUrlSecretName string
+param reconcileTakeBack string
+param reconcileStuckDays int
 param pskcKeySecretName string
 param pskcPasswordSecretName string
 param pgpKeySecretName string
@@ -48,6 +52,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 // Key Vault references resolve with the identity named in keyVaultReferenceIdentity below.
 var pskcKeyReference = empty(pskcKeySecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${pskcKeySecretName})'
+var notifyUrlReference = empty(notifyUrlSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyUrlSecretName})'
 var pskcPasswordReference = empty(pskcPasswordSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${pskcPasswordSecretName})'
 
 // Flex Consumption sets the runtime in functionAppConfig: FUNCTIONS_WORKER_RUNTIME,
@@ -87,6 +92,10 @@ var appSettings = {
   OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName
   OATHPIPE_ZIP_PASSWORDS_SECRET: zipPasswordsSecretName
   OATHPIPE_LOG_LEVEL: logLevel
+  OATHPIPE_RECONCILE_SCHEDULE: reconcileSchedule
+  OATHPIPE_NOTIFY_URL: notifyUrlReference
+  OATHPIPE_RECONCILE_TAKE_BACK: reconcileTakeBack
+  OATHPIPE_RECONCILE_STUCK_DAYS: string(reconcileStuckDays)
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

@@ -69,7 +69,7 @@ resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// The secrets the app uses, and nothing more: Key Vault Secrets Officer would also allow delete,
+// The secrets the app uses, and nothing more: Key Vault Secrets Officer would also allow
 // purge, backup and restore (secrets/*), which no code path needs. Custom role names are unique
 // per tenant, hence the vault's name in it. assignableScopes cannot be narrower than a resource
 // group (role-definitions.md, AssignableScopes); the assignment below is on the vault only.
@@ -77,7 +77,7 @@ resource secretsRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, vault.id, 'oathpipe-secrets')
   properties: {
     roleName: 'oathpipe secrets (${keyVaultName})'
-    description: 'What the oathpipe app does with secrets in its vault: read, write, list versions, recover. No delete, purge, backup or restore.'
+    description: 'What the oathpipe app does with secrets in its vault: read, write, list versions, recover, soft-delete a retired token\'s seed. No purge, backup or restore.'
     type: 'CustomRole'
     permissions: [
       {
@@ -94,6 +94,9 @@ resource secretsRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.KeyVault/vaults/secrets/readMetadata/action'
           // A seed secret soft-deleted earlier blocks setSecret (409); recover it instead.
           'Microsoft.KeyVault/vaults/secrets/recover/action'
+          // Retire a token (DELETE /api/tokens/{serial}): soft-delete its seed, recoverable for
+          // the vault's retention. Not purge: a retired seed stays recoverable until it expires.
+          'Microsoft.KeyVault/vaults/secrets/delete'
         ]
         notDataActions: []
       }

@@ -54,6 +54,11 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if len(o.Files) == 0 {
 		return nil, errors.New("demo: no vendor files")
 	}
+	leaver, err := s.addLeaver()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Out, "Graph stand-in: %s is held by %s, a disabled account\n", LeaverSerial, leaver)
 	var names []string
 	for _, f := range o.Files {
 		content, err := os.ReadFile(f)
@@ -69,7 +74,6 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 
 	res := &DemoResult{}
-	var err error
 	if res.Imports, err = s.waitSettled(ctx, names, o.Timeout, o.Progress); err != nil {
 		return res, err
 	}
@@ -114,6 +118,9 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		return res, fmt.Errorf("demo: after reassignment the Graph stand-in has %s as %q for %q; want activated for %s", serial, d.Status, d.AssignedUPN, to)
 	}
 	fmt.Fprintf(o.Out, "\nGraph stand-in: %s is %s for %s\n", serial, d.Status, d.AssignedUPN)
+	if err := s.retireAndReconcile(ctx, o.Out, res.Imports, serial); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 

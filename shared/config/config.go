@@ -70,10 +70,17 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
 	{Name: "OATHPIPE_PGP_KEY_SECRET", Default: "oathpipe-pgp-key", Meaning: "Key Vault secret holding the ASCII-armored PGP private key for encrypted seed files; every enabled version is tried (see `oathpipe pgp-keygen`)."},
 	{Name: "OATHPIPE_ZIP_PASSWORDS_SECRET", Default: "oathpipe-zip-passwords", Meaning: "Key Vault secret holding the accepted zip passwords as a JSON array of strings."},
+	{Name: "OATHPIPE_RECONCILE_SCHEDULE", Default: DefaultReconcileSchedule, Meaning: "When the `Reconcile` function runs: an NCRONTAB expression of six fields (second minute hour day month weekday), UTC; default nightly at 02:00."},
+	{Name: "OATHPIPE_RECONCILE_TAKE_BACK", Default: "none", Meaning: "`none`: the reconciliation only reads and reports; `disabled`: it also takes tokens back from disabled accounts (audit records name `reconciliation` as the caller)."},
+	{Name: "OATHPIPE_RECONCILE_STUCK_DAYS", Default: "7", Meaning: "Days after which a token still `assigned` or `failedActivation` is reported as stuck by the reconciliation (1 to 365)."},
+	{Name: "OATHPIPE_NOTIFY_URL", Meaning: "Incoming webhook (Teams or Slack: a JSON body with `text`) that gets a short summary when an import settles with failures or a reconciliation finds something; retried with backoff; never a seed. Empty: off. It holds the webhook's secret: use a Key Vault reference."},
 	{Name: "OATHPIPE_LOG_LEVEL", Default: "info", Meaning: "`debug`, `info`, `warn` or `error`."},
 	{Name: "OATHPIPE_CA_FILE", DevOnly: true, Meaning: "Extra PEM CA bundle to trust (the local stand-ins' TLS certificate). Development only."},
 	{Name: "OATHPIPE_OFFLINE_TOKEN", DevOnly: true, Meaning: "Static bearer token for the local stand-ins. Refused unless every endpoint is on loopback. Development only."},
 }
+
+// DefaultReconcileSchedule runs the reconciliation nightly at 02:00 UTC (NCRONTAB, six fields).
+const DefaultReconcileSchedule = "0 0 2 * * *"
 
 // Config is the validated settings.
 type Config struct {
@@ -99,6 +106,10 @@ type Config struct {
 	PGPKeySecret            string // OATHPIPE_PGP_KEY_SECRET
 	ZipPasswordsSecret      string // OATHPIPE_ZIP_PASSWORDS_SECRET
 	LogLevel                string
+	ReconcileSchedule       string        // OATHPIPE_RECONCILE_SCHEDULE (the host reads it; checked here)
+	ReconcileTakeBack       bool          // OATHPIPE_RECONCILE_TAKE_BACK=disabled
+	ReconcileStuckAfter     time.Duration // OATHPIPE_RECONCILE_STUCK_DAYS
+	NotifyURL               string        // OATHPIPE_NOTIFY_URL; empty: off
 
 	CAFile       string
 	OfflineToken string
@@ -222,6 +233,28 @@ func Load(getenv func(string) string) (*Config, error) {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("OATHPIPE_LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))
+	}
+	c.ReconcileSchedule = get("OATHPIPE_RECONCILE_SCHEDULE")
+	if f := strings.Fields(c.ReconcileSchedule); len(f) != 6 {
+		bad("OATHPIPE_RECONCILE_SCHEDULE", fmt.Sprintf("%q: want an NCRONTAB expression of six fields, such as %q", c.ReconcileSchedule, DefaultReconcileSchedule))
+	}
+	switch v := strings.ToLower(get("OATHPIPE_RECONCILE_TAKE_BACK")); v {
+	case "none":
+	case "disabled":
+		c.ReconcileTakeBack = true
+	default:
+		bad("OATHPIPE_RECONCILE_TAKE_BACK", fmt.Sprintf("%q: want none or disabled", v))
+	}
+	if n, err := strconv.Atoi(get("OATHPIPE_RECONCILE_STUCK_DAYS")); err != nil || n < 1 || n > 365 {
+		bad("OATHPIPE_RECONCILE_STUCK_DAYS", fmt.Sprintf("%q: want a number of days from 1 to 365", get("OATHPIPE_RECONCILE_STUCK_DAYS")))
+	} else {
+		c.ReconcileStuckAfter = time.Duration(n) * 24 * time.Hour
+	}
+	if c.NotifyURL = getenv("OATHPIPE_NOTIFY_URL"); strings.TrimSpace(c.NotifyURL) != "" {
+		c.NotifyURL = strings.TrimSpace(c.NotifyURL)
+		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopbackURL(c.NotifyURL))) {
+			bad("OATHPIPE_NOTIFY_URL", "not an https URL (http only on loopback); the value is not shown: it holds the webhook's secret")
+		}
 	}
 	if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {

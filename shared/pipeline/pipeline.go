@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
@@ -48,6 +49,7 @@ type Deps struct {
 	ReadOptions      seedfile.Options // PSKC key/password from settings
 	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
 	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
+	Notifier         Notifier         // OATHPIPE_NOTIFY_URL: summaries of imports that settle with failures; nil: off
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }
@@ -58,6 +60,7 @@ type Pipeline struct {
 	locks       serialLocks     // HTTP API changes, by serial
 	importLocks serialLocks     // ledger settlements, by import id
 	activations activationTimes // when this process last activated each token (assign_steps.go)
+	notified    sync.Map        // import summaries this process sent (notify.go): one per import and outcome
 	log         *slog.Logger
 	now         func() time.Time
 }

@@ -68,7 +68,7 @@ const (
 // Settled reports whether a ledger token status is final for its import (no message pending).
 func Settled(status string) bool {
 	switch status {
-	case StatusRejected, StatusAvailable, StatusAssigned, StatusActivated, StatusFailed:
+	case StatusRejected, StatusAvailable, StatusAssigned, StatusActivated, StatusFailed, StatusRetired:
 		return true
 	}
 	return false
@@ -135,7 +135,7 @@ type Outcome struct {
 type AuditRecord struct {
 	Time     time.Time
 	Caller   string // who asked (the client principal, or "function-key")
-	Action   string // "assign" or "unassign"
+	Action   string // "assign", "unassign", "retire" or "take-back"
 	Serial   string
 	FromUser string // UPN the token was assigned to before ("" when none)
 	ToUser   string // UPN it is assigned to after ("" when none); for an object-id request, the UPN it resolved to

@@ -84,6 +84,13 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	}
 	p.log.Info("report written", "importId", importID, "file", imp.FileName, "settled", st.Settled,
 		"failures", fails != nil)
+	if st.Settled && fails != nil {
+		// The final report may be written more than once (a repeated message, the import's own
+		// last check): one summary per import and outcome from this process.
+		if _, sent := p.notified.LoadOrStore(importID+"|"+fmt.Sprint(st.Counts), true); !sent {
+			p.notify(ctx, importSummary(st))
+		}
+	}
 	return nil
 }
 

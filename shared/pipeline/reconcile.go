@@ -1,0 +1,403 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oathpipe/oathpipe/shared/token"
+)
+
+// SeedEntry is one stored seed's metadata (never the seed).
+type SeedEntry struct {
+	Serial       string
+	Manufacturer string
+	ImportID     string
+}
+
+// SeedCatalog lists the seeds the vault holds (active secrets oathpipe owns; package vault).
+type SeedCatalog interface {
+	SeedEntries(ctx context.Context) ([]SeedEntry, error)
+}
+
+// Reconciliation findings, one kind per disagreement.
+const (
+	FindingHeldByDisabled    = "held-by-disabled"    // an offboarding leak: the holder's account is disabled
+	FindingHeldByDeleted     = "held-by-deleted"     // the holder's account is gone from Entra
+	FindingDeviceWithoutSeed = "device-without-seed" // in Entra, no seed in the vault
+	FindingSeedWithoutDevice = "seed-without-device" // a seed in the vault, no device in Entra
+	FindingSeveralTokens     = "several-tokens"      // a user holds more than one hardware token
+	FindingStuck             = "stuck"               // assigned or failedActivation for longer than StuckAfter
+	FindingLedgerDisagrees   = "ledger-disagrees"    // the ledger row says otherwise than Entra
+)
+
+// LatestReconcileReport is the report name (under seed-reports, without .json) that each
+// reconciliation overwrites with its report, beside its dated one: GET /api/reconcile/latest.
+const LatestReconcileReport = "reconcile/latest"
+
+// Reconciliation is one configured reconciliation: what the Reconcile function and
+// `oathpipe reconcile` run.
+type Reconciliation struct {
+	Lifecycle *Lifecycle
+	Seeds     SeedCatalog
+	Options   ReconcileOptions
+}
+
+// Run reconciles once with the configured options.
+func (r Reconciliation) Run(ctx context.Context) (*ReconcileReport, error) {
+	return r.Lifecycle.Reconcile(ctx, r.Seeds, r.Options)
+}
+
+// ReconcileCaller names the reconciliation as the caller in audit records.
+const ReconcileCaller = "reconciliation"
+
+// ReconcileOptions configures one reconciliation.
+type ReconcileOptions struct {
+	// TakeBackDisabled takes tokens back from disabled accounts (OATHPIPE_RECONCILE_TAKE_BACK=disabled).
+	// Without it the reconciliation only reads.
+	TakeBackDisabled bool
+	StuckAfter       time.Duration // default 7 days
+	Concurrency      int           // user and ledger reads at once (default 16)
+}
+
+// Finding is one disagreement between Entra, Key Vault and the ledger. It never holds a seed.
+type Finding struct {
+	Kind              string `json:"kind"`
+	SerialNumber      string `json:"serialNumber"`
+	Manufacturer      string `json:"manufacturer,omitempty"`
+	Status            string `json:"status,omitempty"` // Entra's status; "" when Entra has no device
+	UserPrincipalName string `json:"userPrincipalName,omitempty"`
+	UserID            string `json:"userId,omitempty"`
+	LedgerStatus      string `json:"ledgerStatus,omitempty"`
+	ImportID          string `json:"importId,omitempty"`
+	Detail            string `json:"detail"`
+	Action            string `json:"action,omitempty"` // "taken-back", or "take-back-failed: ..." with TakeBackDisabled
+}
+
+// ReconcileReport is seed-reports/reconcile/{date}.json.
+type ReconcileReport struct {
+	Date       string         `json:"date"`
+	Started    time.Time      `json:"started"`
+	Finished   time.Time      `json:"finished"`
+	Devices    int            `json:"devices"` // hardware tokens in Entra
+	Seeds      int            `json:"seeds"`   // seeds in the vault
+	TakeBack   string         `json:"takeBack"`
+	StuckDays  int            `json:"stuckDays"`
+	Counts     map[string]int `json:"counts"` // findings per kind
+	Findings   []Finding      `json:"findings"`
+	ReportName string         `json:"reportName"` // the blob name under seed-reports, without .json
+}
+
+// Reconcile compares Entra (the inventory, read page by page), the vault's seeds and the
+// ledger, writes seed-reports/reconcile/{date}.json and its findings as
+// reconcile/{date}.failures.csv, and returns the report. It writes to Entra only with
+// TakeBackDisabled, and then only to take tokens from disabled accounts.
+func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o ReconcileOptions) (*ReconcileReport, error) {
+	if o.StuckAfter <= 0 {
+		o.StuckAfter = 7 * 24 * time.Hour
+	}
+	if o.Concurrency < 1 {
+		o.Concurrency = 16
+	}
+	p := l.p
+	now := p.now()
+	rep := &ReconcileReport{Date: now.UTC().Format("2006-01-02"), Started: now.UTC(), StuckDays: int(o.StuckAfter / (24 * time.Hour)), Counts: map[string]int{}, Findings: []Finding{}}
+	if o.TakeBackDisabled {
+		rep.TakeBack = "disabled"
+	}
+	log := l.logger(slog.String("caller", ReconcileCaller))
+
+	var devs []token.Device
+	link := ""
+	for {
+		page, next, err := l.inv.ListDevices(ctx, link, 999)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: %w", err)
+		}
+		devs = append(devs, page...)
+		if next == "" {
+			break
+		}
+		link = next
+	}
+	entries, err := seeds.SeedEntries(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: list the vault's seeds: %w", err)
+	}
+	rep.Devices, rep.Seeds = len(devs), len(entries)
+	seedKey := func(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+	inVault := map[string]bool{}
+	for _, e := range entries {
+		inVault[seedKey(e.Serial)] = true
+	}
+	inEntra := map[string]bool{}
+	for _, d := range devs {
+		inEntra[seedKey(d.Serial)] = true
+	}
+
+	var mu sync.Mutex
+	add := func(f Finding) {
+		mu.Lock()
+		rep.Findings = append(rep.Findings, f)
+		mu.Unlock()
+	}
+	users := map[string]*holder{}
+	var umu sync.Mutex
+	var uwait sync.Map
+	resolve := func(id string) holder {
+		umu.Lock()
+		if h, ok := users[id]; ok {
+			umu.Unlock()
+			return *h
+		}
+		done := make(chan struct{})
+		if w, loaded := uwait.LoadOrStore(id, done); loaded {
+			umu.Unlock()
+			<-w.(chan struct{})
+			umu.Lock()
+			h := users[id]
+			umu.Unlock()
+			return *h
+		}
+		umu.Unlock()
+		u, err := p.d.Directory.ResolveUser(ctx, id)
+		umu.Lock()
+		users[id] = &holder{u, err}
+		umu.Unlock()
+		close(done)
+		return holder{u, err}
+	}
+
+	held := map[string][]token.Device{}
+	for _, d := range devs {
+		if d.AssignedToID != "" {
+			held[d.AssignedToID] = append(held[d.AssignedToID], d)
+		}
+	}
+	sem := make(chan struct{}, o.Concurrency)
+	var wg sync.WaitGroup
+	var firstErr error
+	var emu sync.Mutex
+	fail := func(err error) {
+		emu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		emu.Unlock()
+	}
+	for _, d := range devs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := l.reconcileDevice(ctx, log, d, o, now, inVault[seedKey(d.Serial)], resolve, add); err != nil {
+				fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("reconcile: %w", firstErr)
+	}
+	for id, ds := range held {
+		if len(ds) < 2 {
+			continue
+		}
+		h := resolve(id)
+		var serials []string
+		for _, d := range ds {
+			serials = append(serials, d.Serial)
+		}
+		sort.Strings(serials)
+		for _, d := range ds {
+			add(Finding{Kind: FindingSeveralTokens, SerialNumber: d.Serial, Manufacturer: d.Manufacturer, Status: string(d.Status),
+				UserPrincipalName: h.u.UserPrincipalName, UserID: id,
+				Detail: fmt.Sprintf("the user holds %d hardware tokens (%s); RFC 4226 expects one per person", len(ds), strings.Join(serials, ", "))})
+		}
+	}
+	for _, e := range entries {
+		if inEntra[seedKey(e.Serial)] {
+			continue
+		}
+		f := Finding{Kind: FindingSeedWithoutDevice, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, ImportID: e.ImportID,
+			Detail: "the vault holds a seed for this serial and Entra ID has no such device: retire it or provision it again"}
+		row, err := p.d.Ledger.TokenBySerial(ctx, e.Serial)
+		switch {
+		case err == nil:
+			f.LedgerStatus, f.ImportID = row.Status, row.ImportID
+			if row.Status == StatusAvailable || row.Status == StatusAssigned || row.Status == StatusActivated {
+				add(Finding{Kind: FindingLedgerDisagrees, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, LedgerStatus: row.Status, ImportID: row.ImportID,
+					Detail: "the ledger says the token is " + row.Status + "; Entra ID has no such device"})
+			}
+		case token.KindOf(err) != token.KindNotFound:
+			return nil, fmt.Errorf("reconcile: read the ledger row of %s: %w", e.Serial, err)
+		}
+		add(f)
+	}
+	sort.SliceStable(rep.Findings, func(i, j int) bool {
+		a, b := rep.Findings[i], rep.Findings[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.SerialNumber < b.SerialNumber
+	})
+	for _, f := range rep.Findings {
+		rep.Counts[f.Kind]++
+	}
+	rep.Finished = p.now().UTC()
+	rep.ReportName = "reconcile/" + rep.Date
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: encode the report: %w", err)
+	}
+	for _, name := range []string{rep.ReportName, LatestReconcileReport} {
+		if err := p.d.Blobs.PutReport(ctx, name, append(js, '\n'), findingsCSV(rep.Findings)); err != nil {
+			return nil, fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
+		}
+	}
+	if len(rep.Findings) > 0 {
+		p.notify(ctx, reconcileSummary(rep))
+	}
+	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
+	return rep, nil
+}
+
+// holder is a token holder as Entra answered (err: KindDisabled, KindNotFound, ...).
+type holder struct {
+	u   token.User
+	err error
+}
+
+// reconcileDevice checks one device of the inventory: its holder's account, its seed, how long
+// it has been stuck, and its ledger row; with TakeBackDisabled it takes it from a disabled
+// account.
+func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d token.Device, o ReconcileOptions, now time.Time, seeded bool,
+	resolve func(string) holder, add func(Finding)) error {
+	p := l.p
+	base := Finding{SerialNumber: d.Serial, Manufacturer: d.Manufacturer, Status: string(d.Status), UserID: d.AssignedToID}
+	var h holder
+	if d.AssignedToID != "" {
+		h = resolve(d.AssignedToID)
+		base.UserPrincipalName = h.u.UserPrincipalName
+		switch k := token.KindOf(h.err); {
+		case h.err == nil, k == token.KindGuest:
+		case k == token.KindDisabled:
+			f := base
+			f.Kind, f.Detail = FindingHeldByDisabled, "the holder's account is disabled: take the token back (offboarding)"
+			if o.TakeBackDisabled {
+				f.Action = l.takeBack(ctx, log, d, h.u)
+			}
+			add(f)
+		case k == token.KindNotFound:
+			f := base
+			f.Kind, f.Detail = FindingHeldByDeleted, "the holder's account no longer exists in Entra ID: retire the token or take it back"
+			add(f)
+		default:
+			return fmt.Errorf("look up the holder of %s: %w", d.Serial, h.err)
+		}
+	}
+	if !seeded {
+		f := base
+		f.Kind, f.Detail = FindingDeviceWithoutSeed, "Entra ID has this device and the vault has no seed for it: oathpipe cannot activate it again"
+		add(f)
+	}
+	row, err := p.d.Ledger.TokenBySerial(ctx, d.Serial)
+	if token.KindOf(err) == token.KindNotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the ledger row of %s: %w", d.Serial, err)
+	}
+	base.LedgerStatus, base.ImportID = row.Status, row.ImportID
+	if (d.Status == token.StatusAssigned || d.Status == token.StatusFailedActivation) && !row.Updated.IsZero() && now.Sub(row.Updated) > o.StuckAfter {
+		f := base
+		f.Kind = FindingStuck
+		f.Detail = fmt.Sprintf("%s since %s (more than %d days): activate it or take it back", d.Status, row.Updated.UTC().Format("2006-01-02"), int(o.StuckAfter/(24*time.Hour)))
+		add(f)
+	}
+	if why := disagreement(row, d, h.u); why != "" {
+		f := base
+		f.Kind, f.Detail = FindingLedgerDisagrees, why
+		add(f)
+	}
+	return nil
+}
+
+// disagreement says how the ledger row contradicts Entra's device ("" when it does not). Rows
+// still in flight and failed rows are not compared: they make no claim about Entra.
+func disagreement(row TokenRecord, d token.Device, u token.User) string {
+	entra := map[token.Status]string{token.StatusAvailable: StatusAvailable, token.StatusAssigned: StatusAssigned,
+		token.StatusFailedActivation: StatusAssigned, token.StatusActivated: StatusActivated}[d.Status]
+	switch row.Status {
+	case StatusRetired:
+		return "the ledger says the token was retired; Entra ID still has it (" + string(d.Status) + ")"
+	case StatusAvailable, StatusAssigned, StatusActivated:
+	default:
+		return ""
+	}
+	if row.Status != entra {
+		return "the ledger says " + row.Status + "; Entra ID says " + string(d.Status)
+	}
+	if d.AssignedToID == "" {
+		return ""
+	}
+	sameUser := (row.UserID != "" && row.UserID == d.AssignedToID) ||
+		(row.UserID == "" && u.UserPrincipalName != "" && strings.EqualFold(row.UserPrincipalName, u.UserPrincipalName))
+	if !sameUser {
+		who := row.UserPrincipalName
+		if who == "" {
+			who = "nobody"
+		}
+		return "the ledger says the token is held by " + who + "; Entra ID says " + cmpOr(u.UserPrincipalName, d.AssignedToID)
+	}
+	return ""
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// takeBack takes d from the disabled account u, records it on the ledger row and audits it with
+// the reconciliation as the caller. It answers the finding's action.
+func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Device, u token.User) string {
+	p := l.p
+	log = log.With(slog.String("serial", d.Serial))
+	defer p.locks.lock(d.Serial)()
+	audit := AuditRecord{Caller: ReconcileCaller, Action: "take-back", Serial: d.Serial, FromUser: u.UserPrincipalName}
+	if err := p.unassign(ctx, d); err != nil {
+		p.audit(ctx, log, audit, err)
+		return "take-back-failed: " + reasonOf(err)
+	}
+	if row, err := p.d.Ledger.TokenBySerial(ctx, d.Serial); err == nil {
+		p.recordRow(ctx, log, row, Outcome{Status: StatusAvailable, DeviceID: d.ID})
+	}
+	if err := p.audit(ctx, log, audit, nil, true); err != nil {
+		return "taken-back (audit record not written: " + reasonOf(err) + ")"
+	}
+	log.Info("token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
+	return "taken-back"
+}
+
+// findingsCSV renders findings as CSV (a header, one row per finding), cells made safe for
+// spreadsheets.
+func findingsCSV(fs []Finding) []byte {
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	_ = w.Write([]string{"kind", "serialNumber", "manufacturer", "status", "userPrincipalName", "ledgerStatus", "importId", "detail", "action"})
+	for _, f := range fs {
+		_ = w.Write([]string{f.Kind, neutralise(f.SerialNumber), neutralise(f.Manufacturer), f.Status, neutralise(f.UserPrincipalName),
+			f.LedgerStatus, f.ImportID, neutralise(f.Detail), neutralise(f.Action)})
+	}
+	w.Flush()
+	return b.Bytes()
+}
