@@ -32,10 +32,6 @@ func (f *fakeReports) Read(_ context.Context, container, name string) ([]byte, e
 	return f.body, f.err
 }
 
-// timerPayload is a timer trigger invocation as the host sends a custom handler: Data.timer is
-// the TimerInfo (Schedule, ScheduleStatus, IsPastDue), Metadata holds sys.
-const timerPayload = `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2026-11-30T02:00:00Z","Next":"2026-12-01T02:00:00Z","LastUpdated":"2026-11-30T02:00:00Z"},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"Reconcile","UtcNow":"2026-12-01T02:00:00.0012Z","RandGuid":"3b2c..."}}}`
-
 func TestReconcileTimer(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -47,7 +43,7 @@ func TestReconcileTimer(t *testing.T) {
 		{"not configured", nil, 500},
 	} {
 		s := New(Options{Pipeline: &fakePipeline{}, Reconciler: tc.r, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-		if a := invoke(t, s, FuncReconcile, []byte(timerPayload)); a.Status != tc.want || len(a.Logs) == 0 {
+		if a := invoke(t, s, FuncReconcile, fixture(t, "timer-reconcile.json")); a.Status != tc.want || len(a.Logs) == 0 {
 			t.Errorf("%s: host %d logs %v, want %d", tc.name, a.Status, a.Logs, tc.want)
 		}
 	}

@@ -302,7 +302,8 @@ func (s *Stack) startApp(ctx context.Context) error {
 	port := s.appPort
 	cmd := exec.Command(s.opts.AppPath, "serve")
 	cmd.Dir = s.opts.Root
-	cmd.Env = appEnv(os.Environ(), s.Settings(port))
+	settings := s.Settings(port)
+	cmd.Env = appEnv(os.Environ(), settings)
 	cmd.Stdout, cmd.Stderr = s.opts.AppOutput, s.opts.AppOutput
 	// Its own process group, killed with us if we die first.
 	cmd.SysProcAttr = childAttr()
@@ -326,6 +327,19 @@ func (s *Stack) startApp(ctx context.Context) error {
 		Logger:     s.log.With("component", "runner"), PollInterval: 200 * time.Millisecond, Observe: s.opts.Observe,
 		// The Event Grid system-topic subscription infra/ deploys: BlobCreated of seed-inbox into seed-imports.
 		EventGrid: []runner.EventGridSubscription{{Connection: config.StorageConnection, Container: config.InboxContainer, Queue: config.ImportsQueue}},
+		// %NAME% in function.json (Reconcile's schedule) from the app's settings; infra/ always
+		// sets them in Azure, locally an unset one takes the app's documented default.
+		AppSetting: func(name string) string {
+			if v := settings[name]; v != "" {
+				return v
+			}
+			for _, st := range config.Settings {
+				if st.Name == name {
+					return st.Default
+				}
+			}
+			return ""
+		},
 	})
 	if err != nil {
 		a.kill(syscall.SIGKILL)

@@ -27,6 +27,10 @@ type Binding struct {
 	Route      string   `json:"route,omitempty"`
 	Methods    []string `json:"methods,omitempty"`
 	AuthLevel  string   `json:"authLevel,omitempty"`
+	// Timer trigger: an NCRONTAB expression or %SETTING%, and the host's two switches.
+	Schedule     string `json:"schedule,omitempty"`
+	RunOnStartup bool   `json:"runOnStartup,omitempty"`
+	UseMonitor   *bool  `json:"useMonitor,omitempty"`
 }
 
 // Trigger types the runner delivers.
@@ -137,6 +141,10 @@ func ParseFunction(name string, raw []byte) (Function, error) {
 	case HTTPTrigger:
 		if _, err := ParseRoute(routeOrName(t.Route, name)); err != nil {
 			return Function{}, err
+		}
+	case TimerTrigger:
+		if strings.TrimSpace(t.Schedule) == "" {
+			return Function{}, fmt.Errorf("timerTrigger %s has no schedule", t.Name)
 		}
 	}
 	return f, nil

@@ -187,7 +187,9 @@ func TestProjectFunctions(t *testing.T) {
 		triggers[f.Name] = tr.Type
 	}
 	want := map[string]string{"ImportSeeds": QueueTrigger, "ProvisionToken": QueueTrigger,
-		"ProvisionFailed": QueueTrigger, "TokenAssignment": HTTPTrigger, "ImportStatus": HTTPTrigger, "PgpKey": HTTPTrigger}
+		"ProvisionFailed": QueueTrigger, "TokenAssignment": HTTPTrigger, "ImportStatus": HTTPTrigger, "PgpKey": HTTPTrigger,
+		"Tokens": HTTPTrigger, "UserTokens": HTTPTrigger, "RetireToken": HTTPTrigger, "ReconcileLatest": HTTPTrigger,
+		"Reconcile": TimerTrigger}
 	if !reflect.DeepEqual(triggers, want) {
 		t.Fatalf("functions = %v; want %v", triggers, want)
 	}

@@ -31,6 +31,9 @@ type Options struct {
 	// EventGrid plays Event Grid system-topic subscriptions: every blob created in Container
 	// becomes a Microsoft.Storage.BlobCreated event message on Queue.
 	EventGrid []EventGridSubscription
+	// AppSetting resolves %NAME% in binding properties (a timer's schedule), as the host reads
+	// app settings; nil resolves nothing.
+	AppSetting func(name string) string
 }
 
 // EventGridSubscription is one Event Grid subscription the runner plays: BlobCreated events of
@@ -44,7 +47,7 @@ type EventGridSubscription struct {
 // Delivery describes one invocation the runner made.
 type Delivery struct {
 	Function     string
-	Trigger      string // blobTrigger, queueTrigger, httpTrigger
+	Trigger      string // blobTrigger, queueTrigger, httpTrigger, timerTrigger
 	Key          string // blob name, queue message id, or "METHOD /api/path"
 	DequeueCount int    // tries so far, for blob and queue triggers
 	Err          error  // nil when the handler answered 2xx
@@ -68,6 +71,7 @@ type Runner struct {
 	blobs  []*blobWatch
 	queues []*queueWatch
 	grids  []*gridWatch
+	timers []*timerWatch
 	routes []httpRoute
 }
 
@@ -178,6 +182,19 @@ func New(o Options) (*Runner, error) {
 				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
 			}
 			r.routes = append(r.routes, httpRoute{fn: fn, trig: t, route: rt})
+		case TimerTrigger:
+			// The host resolves %NAME% from the app settings and refuses a function whose
+			// schedule does not parse; so does the runner.
+			expr, err := resolveSetting(t.Schedule, o.AppSetting)
+			if err == nil {
+				var sched *schedule
+				if sched, err = parseSchedule(expr); err == nil {
+					r.timers = append(r.timers, &timerWatch{r: r, fn: fn, trig: t, sched: sched, now: time.Now})
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
+			}
 		default:
 			r.log.Warn("trigger type not run locally; function skipped", "function", fn.Name, "trigger", t.Type)
 		}
@@ -201,6 +218,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	for _, g := range r.grids {
 		wg.Add(1)
 		go func() { defer wg.Done(); g.run(ctx) }()
+	}
+	for _, t := range r.timers {
+		wg.Add(1)
+		go func() { defer wg.Done(); t.run(ctx) }()
 	}
 	wg.Wait()
 	return nil

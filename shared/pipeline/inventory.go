@@ -27,8 +27,9 @@ type Inventory interface {
 type SeedShelf interface {
 	// Has reports whether an active seed secret exists for the token, without reading it.
 	Has(ctx context.Context, manufacturer, serial string) (bool, error)
-	// Delete soft-deletes the token's seed secret (KindNotFound when none is active).
-	Delete(ctx context.Context, manufacturer, serial string) error
+	// Retire marks the token's seed retired and soft-deletes it (KindNotFound when none is
+	// active), so the serial imported again later is a new token.
+	Retire(ctx context.Context, manufacturer, serial string) error
 }
 
 // StatusRetired is a ledger row whose token was retired: its device is deleted from Entra and

@@ -26,17 +26,17 @@ func (f *failingInventory) DeleteDevice(ctx context.Context, id string) error {
 	return f.Inventory.DeleteDevice(ctx, id)
 }
 
-// failingShelf soft-deletes the seed and then fails its first n Delete calls: a crash after
-// the vault step, before the ledger and audit are written.
+// failingShelf retires the seed and then fails its first n Retire calls: a crash after the
+// vault step, before the ledger and audit are written.
 type failingShelf struct {
 	pipeline.SeedShelf
 	n atomic.Int32
 }
 
-func (f *failingShelf) Delete(ctx context.Context, m, s string) error {
-	err := f.SeedShelf.Delete(ctx, m, s)
+func (f *failingShelf) Retire(ctx context.Context, m, s string) error {
+	err := f.SeedShelf.Retire(ctx, m, s)
 	if err == nil && f.n.Add(-1) >= 0 {
-		return &token.Error{Kind: token.KindTransient, Op: "delete seed", Message: "the process stopped"}
+		return &token.Error{Kind: token.KindTransient, Op: "retire seed", Message: "the process stopped"}
 	}
 	return err
 }
@@ -178,6 +178,18 @@ func TestLifecycleOnAzurite(t *testing.T) {
 	}
 	if _, err := l.RetireToken(ctx, "LC-NONE", "hr-system"); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("retire unknown: %v", err)
+	}
+	// The retired serial delivered again later with a new seed (a replacement token under the
+	// same serial) is a new token: imported, created in Entra and activated, no seed conflict.
+	again := ss.Row("LC-3", grace)
+	f2 := upload(t, ctx, a, "lifecycle/replacement.csv", pipelinetest.EntraCSV([]pipelinetest.Row{again}))
+	res2, err := p.Import(ctx, f2)
+	if err != nil || res2.Valid != 1 {
+		t.Fatalf("re-import of a retired serial: %+v %v", res2, err)
+	}
+	(&host{p: p, q: a.Provision.Client(), workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
+	if row, err := a.Ledger.TokenBySerial(ctx, "LC-3"); err != nil || row.Status != pipeline.StatusActivated || row.ImportID != res2.ImportID {
+		t.Errorf("LC-3 imported again after retire: %+v %v, want activated in the new import", row, err)
 	}
 	if ut, err := l.UserTokens(ctx, ada); err != nil || len(ut.Tokens) != 0 {
 		t.Errorf("ada after retire: %+v %v", ut, err)

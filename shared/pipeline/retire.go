@@ -76,7 +76,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 	}
 
 	if r.Manufacturer != "" {
-		switch err := l.vs.Delete(ctx, r.Manufacturer, serial); {
+		switch err := l.vs.Retire(ctx, r.Manufacturer, serial); {
 		case err == nil:
 			r.SeedDeleted = true
 			log.Info("seed soft-deleted")

@@ -39,6 +39,7 @@ const (
 	TagHash         = "hash"
 	TagDigits       = "digits"
 	TagPeriod       = "period"
+	TagRetired      = "retired" // set (to the time, RFC 3339) on the version a retire soft-deleted
 	tagAppValue     = "seed-v1"
 	maxTagValue     = 256
 )
@@ -139,6 +140,7 @@ const (
 	Unchanged Outcome = "unchanged" // the same seed was already stored: nothing written
 	Recovered Outcome = "recovered" // the soft-deleted secret held the same seed and was recovered
 	Replaced  Outcome = "replaced"  // PutOptions.Replace wrote a new version over a different seed
+	Reissued  Outcome = "reissued"  // the serial was retired before: its new seed is a new version, a new token
 )
 
 // PutOptions are Put's optional settings.
@@ -154,7 +156,7 @@ type PutOptions struct {
 // (or version) was written.
 func (v *Vault) PutSeed(ctx context.Context, t token.Token, seed token.Seed, importID string) (created bool, err error) {
 	o, err := v.Put(ctx, t, seed, PutOptions{ImportID: importID})
-	return o == Created || o == Replaced, err
+	return o == Created || o == Replaced || o == Reissued, err
 }
 
 // Put stores seed for t, idempotently: the same seed again is Unchanged; a different seed under
@@ -226,9 +228,12 @@ func (v *Vault) recoverAndCompare(ctx context.Context, log *slog.Logger, op stri
 }
 
 type storedSeed struct {
-	doc  document
-	seed token.Seed
-	ok   bool // false when the value is not a seed document
+	doc     document
+	seed    token.Seed
+	ok      bool // false when the value is not a seed document
+	retired bool // the version carries TagRetired: the token was retired (Retire)
+	value   string
+	tags    map[string]*string
 }
 
 // read gets and decodes the current version of a secret.
@@ -245,13 +250,22 @@ func (v *Vault) read(ctx context.Context, name string) (storedSeed, string, erro
 	var st storedSeed
 	if resp.Value != nil && resp.ContentType != nil && *resp.ContentType == ContentType {
 		if d, s, err := decodeDocument(*resp.Value); err == nil {
-			st = storedSeed{doc: d, seed: s, ok: true}
+			st = storedSeed{doc: d, seed: s, ok: true, value: *resp.Value}
 		}
 	}
+	st.tags = resp.Tags
+	_, st.retired = resp.Tags[TagRetired]
 	return st, reqID, nil
 }
 
 func (v *Vault) compare(ctx context.Context, log *slog.Logger, op string, t token.Token, seed token.Seed, opts PutOptions, stored storedSeed, reqID string, same Outcome) (Outcome, error) {
+	if stored.ok && stored.retired {
+		// A retired token's serial imported again is a new token: its seed (even the same one,
+		// a token found again) becomes a new version without the mark; the retired one stays
+		// in the history.
+		log.Info("serial was retired before; its new seed is stored as a new token")
+		return v.write(ctx, log, op, t, seed, opts, Reissued)
+	}
 	if stored.ok && stored.doc.Serial == t.Serial && NormalizeManufacturer(stored.doc.Manufacturer) == NormalizeManufacturer(t.Manufacturer) &&
 		sameSeed(stored.seed, seed) {
 		if same == Recovered {
@@ -394,6 +408,38 @@ func (v *Vault) Has(ctx context.Context, manufacturer, serial string) (bool, err
 		}
 	}
 	return false, nil
+}
+
+// Retire marks the token's seed as retired (a new version of the same value, tagged
+// TagRetired) and soft-deletes it, so the seed is recoverable for the vault's retention period
+// and the serial imported again later is a new token (Put answers Reissued) instead of a
+// conflict with the retired seed. KindNotFound when there is no active secret. A retire cut
+// short between the two steps finishes on the next call (the mark is not written twice).
+func (v *Vault) Retire(ctx context.Context, manufacturer, serial string) error {
+	manufacturer, serial = strings.TrimSpace(manufacturer), NormalizeSerial(serial)
+	name := SecretName(manufacturer, serial)
+	op := fmt.Sprintf("retire the seed of %s serial %s", manufacturer, serial)
+	stored, _, err := v.read(ctx, name)
+	if err != nil {
+		return wrapOp(op, err)
+	}
+	if !stored.ok {
+		return &token.Error{Kind: token.KindConflict, Op: op, Message: "the Key Vault secret holds something that is not an oathpipe seed"}
+	}
+	if !stored.retired {
+		tags := map[string]*string{}
+		for k, val := range stored.tags {
+			tags[k] = val
+		}
+		tags[TagRetired] = ptr(time.Now().UTC().Format(time.RFC3339))
+		if _, err := v.client.SetSecret(ctx, name, azsecrets.SetSecretParameters{
+			Value: &stored.value, ContentType: ptr(ContentType),
+			SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(true)}, Tags: tags,
+		}, nil); err != nil {
+			return classify(op+": mark it retired", err)
+		}
+	}
+	return v.Delete(ctx, manufacturer, serial)
 }
 
 // Delete soft-deletes the token's seed secret (recoverable for the vault's retention period).

@@ -371,3 +371,46 @@ func TestWrongToken(t *testing.T) {
 		t.Error("the SDK error is not wrapped")
 	}
 }
+
+// TestRetireThenReimport: a retired seed is marked and soft-deleted; the serial imported again
+// later is a new token (Reissued, the new seed current), never a conflict with the retired seed,
+// and the retired seed stays in the history. A plain Delete keeps refusing another seed.
+func TestRetireThenReimport(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tok := token.Token{Serial: "RT-1", Manufacturer: "Token2"}
+	old, fresh := seedOf("retired-seed-0001"), seedOf("replacement-seed-02")
+	if _, err := e.vault.Put(ctx, tok, old, vault.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vault.Retire(ctx, "Token2", "RT-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vault.Retire(ctx, "Token2", "RT-1"); token.KindOf(err) != token.KindNotFound {
+		t.Fatalf("second Retire = %v, want not_found", err)
+	}
+	if has, err := e.vault.Has(ctx, "Token2", "RT-1"); has || err != nil {
+		t.Fatalf("Has after retire = %v, %v", has, err)
+	}
+	o, err := e.vault.Put(ctx, tok, fresh, vault.PutOptions{ImportID: "imp-2"})
+	if err != nil || o != vault.Reissued {
+		t.Fatalf("Put of a new seed under a retired serial = %v, %v; want reissued", o, err)
+	}
+	if got, err := e.vault.GetSeed(ctx, "Token2", "RT-1"); err != nil || !bytes.Equal(got.Secret, fresh.Secret) {
+		t.Fatalf("GetSeed after reissue = %v, %v; want the new seed", got, err)
+	}
+	// The same seed again is now an ordinary repeat of the new token.
+	if o, err := e.vault.Put(ctx, tok, fresh, vault.PutOptions{}); err != nil || o != vault.Unchanged {
+		t.Fatalf("repeat after reissue = %v, %v; want unchanged", o, err)
+	}
+	// History: the original, its retired mark, the new seed.
+	if s := e.kv.Server.Secrets(); len(s) != 1 || s[0].Deleted || s[0].Versions != 3 {
+		t.Fatalf("after reissue: %+v", s)
+	}
+	// Retired, then the very same seed again (a token found again): a new token as well.
+	if err := e.vault.Retire(ctx, "Token2", "RT-1"); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := e.vault.Put(ctx, tok, fresh, vault.PutOptions{}); err != nil || o != vault.Reissued {
+		t.Fatalf("same seed after retire = %v, %v; want reissued", o, err)
+	}
+}
