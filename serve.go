@@ -200,7 +200,8 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
 	}
-	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra")})
+	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra"),
+		AdaptiveWrites: true})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
 	}
@@ -215,6 +216,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	p := pipeline.New(pipeline.Deps{
 		Vault: v, Directory: dir, Ledger: acct.Ledger, Queue: acct.Provision, Blobs: acct.Blobs,
 		Inbox: acct.Blobs, Imports: acct.Imports, ImportBudget: cfg.ImportBudget,
+		Requeue: acct.Provision, ThrottleMaxWait: cfg.ThrottleMaxWait,
 		Activation:       cfg.Activation,
 		VaultConcurrency: cfg.VaultConcurrency,
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},

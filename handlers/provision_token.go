@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -18,7 +19,8 @@ import (
 
 // provisionToken handles one message of the token-provisioning queue. Permanent failures are
 // recorded by the pipeline and answered 200; a non-nil error is worth retrying and answers 500,
-// so the host redelivers it. On the last delivery (maxDequeueCount) the token is recorded as
+// so the host redelivers it. A token still throttled (Graph or Key Vault 429) is re-queued by the
+// pipeline with a delay and answered 200: throttling never spends a delivery. On the last delivery (maxDequeueCount) the token is recorded as
 // failed with that last error and answered 200; only when even that fails does the message go
 // to the poison queue (see ProvisionFailed).
 func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
@@ -51,6 +53,13 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 		return outcome{status: http.StatusInternalServerError, resp: Response{
 			Logs: []string{fmt.Sprintf("provision %s (import %s, line %d), delivery %d of %d failed (will be retried): %v", m.SerialNumber, m.ImportID, m.Line, dq, s.maxDQ, err)},
 		}}
+	}
+	if out.Requeued {
+		// Throttled: the pipeline put the token back on the queue with a delay. Answering 200
+		// deletes this message, so throttling never spends a delivery.
+		log.Info("token throttled; re-queued", "retryAfter", out.RetryAfter.String())
+		return outcome{status: http.StatusOK, resp: Response{Logs: []string{
+			fmt.Sprintf("token %s (import %s, line %d): throttled, re-queued to be tried again in %s", out.SerialNumber, out.ImportID, out.Line, out.RetryAfter.Round(time.Second))}}}
 	}
 	line := fmt.Sprintf("token %s (import %s, line %d): %s", out.SerialNumber, out.ImportID, out.Line, out.Status)
 	if out.Reason != "" {

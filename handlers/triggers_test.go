@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -192,6 +193,7 @@ func TestProvisionTokenRetryVersusPermanent(t *testing.T) {
 		{"permanent failure recorded", payload(msg), &fakePipeline{outcome: &pipeline.TokenOutcome{SerialNumber: "S1", Status: pipeline.StatusFailed, Reason: "guest user"}}, 200, 1},
 		{"transient failure retried", payload(msg), &fakePipeline{err: &token.Error{Kind: token.KindTransient, Message: "graph 503", RequestID: "rq-1"}}, 500, 1},
 		{"throttled retried", payload(msg), &fakePipeline{err: &token.Error{Kind: token.KindThrottled, Message: "graph 429"}}, 500, 1},
+		{"throttled token re-queued by the pipeline answers 200", payload(msg), &fakePipeline{outcome: &pipeline.TokenOutcome{SerialNumber: "S1", Requeued: true, RetryAfter: 30 * time.Second}}, 200, 1},
 		{"base64 message accepted", payload("eyJpbXBvcnRJZCI6ImltcC0xIiwic2VyaWFsTnVtYmVyIjoiUzEifQ=="), &fakePipeline{}, 200, 1},
 		{"message as JSON object accepted", []byte(`{"Data":{"job":` + msg + `},"Metadata":{}}`), &fakePipeline{}, 200, 1},
 		{"undecodable message parked", payload("not json"), &fakePipeline{}, 200, 0},
@@ -339,7 +341,9 @@ func noSecret(t *testing.T, texts ...string) {
 // convenient reading), so no message oathpipe writes may use a name the host sets.
 func TestMessageFieldsAvoidHostMetadata(t *testing.T) {
 	host := []string{"Id", "DequeueCount", "PopReceipt", "InsertionTime", "ExpirationTime", "NextVisibleTime", "QueueTrigger", "sys", "RetryContext"}
-	for _, v := range []any{pipeline.ProvisionMessage{}, pipeline.ImportContinuation{}} {
+	// A re-queued throttled token's message carries its optional fields set (omitempty hides them in a zero value).
+	requeued := pipeline.ProvisionMessage{ImportID: "i", Line: 2, SerialNumber: "s", ThrottledSince: time.Now(), Throttles: 1}
+	for _, v := range []any{pipeline.ProvisionMessage{}, requeued, pipeline.ImportContinuation{}} {
 		b, _ := json.Marshal(v)
 		var fields map[string]any
 		_ = json.Unmarshal(b, &fields)

@@ -86,6 +86,9 @@ param httpBudget string = '60s'
 @description('OATHPIPE_IMPORT_BUDGET: how long one ImportSeeds invocation works before it hands the import on to a continuation (Go duration, 1s to 8m; functionTimeout is 10 minutes).')
 param importBudget string = '5m'
 
+@description('OATHPIPE_THROTTLE_MAX_WAIT: how long a token may stay throttled by Graph or Key Vault (re-queued after each Retry-After) before it is recorded failed (Go duration, 1m to 168h).')
+param throttleMaxWait string = '24h'
+
 @description('OATHPIPE_RECONCILE_SCHEDULE: when the Reconcile function runs (NCRONTAB, six fields, UTC).')
 param reconcileSchedule string = '0 0 2 * * *'
 
@@ -244,6 +247,7 @@ module functionApp 'modules/functionapp.bicep' = {
     vaultConcurrency: vaultConcurrency
     httpBudget: httpBudget
     importBudget: importBudget
+    throttleMaxWait: throttleMaxWait
     logLevel: logLevel
     reconcileSchedule: reconcileSchedule
     notifyUrlSecretName: notifyUrlSecretName

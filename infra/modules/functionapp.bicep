@@ -26,6 +26,7 @@ param graphUrl string
 param vaultConcurrency int
 param httpBudget string
 param importBudget string
+param throttleMaxWait string
 param logLevel string
 param reconcileSchedule string
 param notifyUrlSecretName string
@@ -85,6 +86,7 @@ var appSettings = {
   OATHPIPE_VAULT_CONCURRENCY: string(vaultConcurrency)
   OATHPIPE_HTTP_BUDGET: httpBudget
   OATHPIPE_IMPORT_BUDGET: importBudget
+  OATHPIPE_THROTTLE_MAX_WAIT: throttleMaxWait
   OATHPIPE_PSKC_KEY: pskcKeyReference
   OATHPIPE_PSKC_PASSWORD: pskcPasswordReference
   OATHPIPE_PGP_KEY_SECRET: pgpKeySecretName

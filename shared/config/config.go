@@ -64,6 +64,7 @@ var Settings = []Setting{
 	{Name: "OATHPIPE_REQUIRED_ROLE", Meaning: "When set, HTTP callers must also carry this app role in `X-MS-CLIENT-PRINCIPAL` (App Service authentication)."},
 	{Name: "OATHPIPE_VAULT_CONCURRENCY", Default: "16", Meaning: "How many seeds an import writes to Key Vault at once."},
 	{Name: "OATHPIPE_IMPORT_BUDGET", Default: "5m", Meaning: "How long one ImportSeeds invocation works before it records its checkpoint and hands the import on to a continuation message (well inside host.json's `functionTimeout` of 10 minutes)."},
+	{Name: "OATHPIPE_THROTTLE_MAX_WAIT", Default: "24h", Meaning: "How long a token may stay throttled (Graph or Key Vault HTTP 429) before it is recorded `failed`; until then each throttled try is re-queued after Retry-After without spending a delivery."},
 	{Name: "OATHPIPE_HTTP_BUDGET", Default: "60s", Meaning: "Time budget of one HTTP API request (well inside the host's 230 s limit)."},
 	{Name: "OATHPIPE_PSKC_KEY", Meaning: "Hex pre-shared transport key (AES-128/192/256 or TripleDES: 32, 48 or 64 hex digits) for encrypted PSKC files dropped in the inbox (use a Key Vault reference); also read by `oathpipe validate`."},
 	{Name: "OATHPIPE_PSKC_PASSWORD", Meaning: "Password for PBKDF2-protected PSKC files (use a Key Vault reference); also read by `oathpipe validate`."},
@@ -99,6 +100,7 @@ type Config struct {
 	VaultConcurrency        int
 	HTTPBudget              time.Duration
 	ImportBudget            time.Duration
+	ThrottleMaxWait         time.Duration // OATHPIPE_THROTTLE_MAX_WAIT
 	PSKCKey                 []byte
 	PSKCPassword            string
 	PGPKeySecret            string // OATHPIPE_PGP_KEY_SECRET
@@ -209,6 +211,11 @@ func Load(getenv func(string) string) (*Config, error) {
 		bad("OATHPIPE_IMPORT_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 8m (functionTimeout is 10 minutes)", get("OATHPIPE_IMPORT_BUDGET")))
 	} else {
 		c.ImportBudget = d
+	}
+	if d, err := time.ParseDuration(get("OATHPIPE_THROTTLE_MAX_WAIT")); err != nil || d < time.Minute || d > 7*24*time.Hour {
+		bad("OATHPIPE_THROTTLE_MAX_WAIT", fmt.Sprintf("%q: want a duration from 1m to 168h", get("OATHPIPE_THROTTLE_MAX_WAIT")))
+	} else {
+		c.ThrottleMaxWait = d
 	}
 	if k := get("OATHPIPE_PSKC_KEY"); k != "" {
 		key, err := seedfile.ParsePSKCKey(k)

@@ -48,6 +48,13 @@ type Options struct {
 	// MaxRetries is how often Graph's retry middleware retries a 429/503/504 (honouring
 	// Retry-After) before the call fails with KindThrottled or KindTransient. 0 = 6.
 	MaxRetries int
+
+	// AdaptiveWrites spaces this client's writes with an adaptive rate limit that halves on a
+	// 429 and creeps up on success (writeLimiter), starting at InitialWriteRate writes per
+	// second (0 = 20, Graph's documented budget). One client per instance: the instances
+	// sharing a tenant then spend its budget between them instead of crowding it.
+	AdaptiveWrites   bool
+	InitialWriteRate float64
 }
 
 // Client talks to Microsoft Graph. It is safe for concurrent use; build one per process.
@@ -62,6 +69,7 @@ type Client struct {
 	sleep   func(ctx context.Context, d time.Duration) error
 	// middlewares is the chain every request runs through (tests read its order).
 	middlewares []khttp.Middleware
+	writes      *writeLimiter // nil unless Options.AdaptiveWrites
 }
 
 // New builds a Client. Nothing is sent until the first call.
@@ -97,6 +105,15 @@ func New(opts Options) (*Client, error) {
 	if maxRetries <= 0 {
 		maxRetries = 6
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	var writes *writeLimiter
+	if opts.AdaptiveWrites {
+		writes = newWriteLimiter(opts.InitialWriteRate, now)
+		base = limitedTransport{base: base, l: writes}
+	}
 	middlewares := buildChain(maxRetries)
 	httpClient := &http.Client{
 		Transport: khttp.NewCustomTransportWithParentTransport(base, middlewares...),
@@ -120,6 +137,7 @@ func New(opts Options) (*Client, error) {
 		now:         opts.Now,
 		sleep:       sleepCtx,
 		middlewares: middlewares,
+		writes:      writes,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -128,6 +146,15 @@ func New(opts Options) (*Client, error) {
 		c.now = time.Now
 	}
 	return c, nil
+}
+
+// WriteRate is the adaptive write limiter's current rate in writes per second (0 without
+// Options.AdaptiveWrites).
+func (c *Client) WriteRate() float64 {
+	if c.writes == nil {
+		return 0
+	}
+	return c.writes.Rate()
 }
 
 // graphMiddlewares is msgraph-sdk-go's default middleware chain (Graph telemetry, /me

@@ -85,6 +85,14 @@ type createDeviceBody struct {
 	SecretKey    string `json:"secretKey"`
 	Interval     int    `json:"timeIntervalInSeconds"`
 	HashFunction string `json:"hashFunction"`
+	// AssignTo creates the device assigned to this user (documented on the create page:
+	// "Create and assign a hardware token to a user in the same request"), saving the assign write.
+	AssignTo *userRef `json:"assignTo,omitempty"`
+}
+
+// userRef is the create body's assignTo: {"id": "<user object id>"}, the documented shape.
+type userRef struct {
+	ID string `json:"id"`
 }
 
 // checkSeed says why Entra ID would refuse seed, or returns its period and hash with defaults filled.
@@ -111,8 +119,8 @@ func checkSeed(op string, seed token.Seed) (int, token.Hash, error) {
 	return period, h, nil
 }
 
-// CreateDevice creates an unassigned device in the inventory. A serial that already exists is
-// KindConflict.
+// CreateDevice creates a device in the inventory, assigned to t.AssignTo when set (one write for
+// create + assign), else unassigned. A serial that already exists is KindConflict.
 func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.Seed) (token.Device, error) {
 	op := "create token " + t.Serial
 	switch {
@@ -128,6 +136,9 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 	body := &createDeviceBody{
 		SerialNumber: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
 		SecretKey: seed.Base32(), Interval: period, HashFunction: string(h),
+	}
+	if t.AssignTo != "" {
+		body.AssignTo = &userRef{ID: t.AssignTo}
 	}
 	var raw json.RawMessage
 	err = c.send(ctx, abs.POST, c.devicesURL(), body, &raw)
@@ -159,7 +170,7 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 		// Created, but the answer is unreadable: read it back.
 		return c.FindDevice(ctx, t.Serial)
 	}
-	c.log.InfoContext(ctx, "token created in Entra ID", "serial", t.Serial, "device_id", d.ID)
+	c.log.InfoContext(ctx, "token created in Entra ID", "serial", t.Serial, "device_id", d.ID, "assigned_to", t.AssignTo)
 	return d, nil
 }
 
@@ -187,7 +198,8 @@ func differences(d token.Device, t token.Token, period int, h token.Hash) string
 	return strings.Join(out, "; ")
 }
 
-// EnsureDevice finds the device by serial, else creates it (unassigned). After a failure that
+// EnsureDevice finds the device by serial, else creates it (assigned to t.AssignTo when set,
+// else unassigned; a found device is returned as it is, whoever holds it). After a failure that
 // leaves it unknown whether the create happened (a timeout, 5xx, throttling after retries, or
 // a duplicate refused because an earlier try did create it), it looks again before giving up,
 // so a redelivered message never creates a second device.

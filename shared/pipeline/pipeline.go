@@ -38,6 +38,13 @@ type Deps struct {
 	// until the budget ends and hands itself on.
 	OutageWindow time.Duration
 
+	// Requeue puts a throttled token back on the token-provisioning queue, invisible for a
+	// while (package storage). Without it a throttled token fails its delivery as before.
+	Requeue Requeue
+	// ThrottleMaxWait is how long a token may stay throttled before it is recorded failed
+	// (OATHPIPE_THROTTLE_MAX_WAIT, default 24 h).
+	ThrottleMaxWait time.Duration
+
 	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
 	VaultConcurrency int              // seeds written to the vault at once (default 16)
 	ReadOptions      seedfile.Options // PSKC key/password from settings
@@ -80,6 +87,9 @@ func (d Deps) WithDefaults() Deps {
 	}
 	if d.MaxRetryWait <= 0 {
 		d.MaxRetryWait = 15 * time.Second
+	}
+	if d.ThrottleMaxWait <= 0 {
+		d.ThrottleMaxWait = 24 * time.Hour
 	}
 	if d.OutageWindow <= 0 {
 		d.OutageWindow = 2 * time.Minute
@@ -178,6 +188,13 @@ type ProvisionMessage struct {
 	SerialNumber      string `json:"serialNumber"`
 	Manufacturer      string `json:"manufacturer"`
 	UserPrincipalName string `json:"userPrincipalName"`
+	// ThrottledSince is when this token was first throttled (Graph or Key Vault 429) on its way
+	// through the queue; a re-queued message carries it so the total wait is bounded
+	// (Deps.ThrottleMaxWait). Throttles counts the re-queues, for the backoff when a 429 has no
+	// Retry-After. Both names differ from every Metadata key the host sets (Id, DequeueCount,
+	// PopReceipt, sys, ...): the host copies a message's top-level fields over them.
+	ThrottledSince time.Time `json:"throttledSince,omitzero"`
+	Throttles      int       `json:"throttles,omitempty"`
 }
 
 // ImportRequest asks ImportFromInbox to import seed-inbox/{Name}: from a BlobCreated event
@@ -238,6 +255,10 @@ type TokenOutcome struct {
 	Status            string `json:"status"` // a ledger status: available, assigned, activated, failed
 	Reason            string `json:"reason,omitempty"`
 	Repeat            bool   `json:"repeat"` // the token had already settled; nothing was done
+	// Requeued says the token was throttled and put back on the queue to be tried again after
+	// RetryAfter (Status is empty: nothing is settled). The delivery succeeded.
+	Requeued   bool          `json:"requeued,omitempty"`
+	RetryAfter time.Duration `json:"-"`
 }
 
 // AssignRequest asks for a token to be assigned (and by default activated) to a user.

@@ -29,7 +29,9 @@ type Directory interface {
 	ResolveUser(ctx context.Context, upnOrID string) (token.User, error)
 	// FindDevice finds a device in the inventory by serial (KindNotFound when absent).
 	FindDevice(ctx context.Context, serial string) (token.Device, error)
-	// EnsureDevice finds the device by serial, else creates it (unassigned) from t and seed.
+	// EnsureDevice finds the device by serial, else creates it from t and seed: assigned to
+	// t.AssignTo when set (one write for create + assign), else unassigned. A found device is
+	// returned as it is.
 	EnsureDevice(ctx context.Context, t token.Token, seed token.Seed) (d token.Device, created bool, err error)
 	// Assign assigns the device to the user and returns the user's method id for it.
 	// Assigning a device the user already holds returns its existing method id.
@@ -203,6 +205,12 @@ type Ledger interface {
 // host reads them with messageEncoding "none"). Messages never hold a seed.
 type Queue interface {
 	Enqueue(ctx context.Context, msgs []ProvisionMessage) error
+}
+
+// Requeue sends one provisioning message that becomes visible after delay (a throttled token's
+// next try). Like Queue, it never holds a seed.
+type Requeue interface {
+	EnqueueAfter(ctx context.Context, m ProvisionMessage, delay time.Duration) error
 }
 
 // Inbox reads a seed file from seed-inbox (package storage).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -49,6 +50,20 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	}
 
 	o, err := p.provisionToken(ctx, m, row)
+	if err != nil && token.KindOf(err) == token.KindThrottled && p.d.Requeue != nil {
+		requeued, rerr := p.requeueThrottled(ctx, log, m, err, out)
+		switch {
+		case rerr != nil:
+			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, rerr)
+		case requeued:
+			return out, nil
+		}
+		// Throttled past the total wait: recorded failed with that reason.
+		o = Outcome{Status: StatusFailed, UserPrincipalName: m.UserPrincipalName, DeviceID: o.DeviceID,
+			Reason: fmt.Sprintf("still throttled after %s of retries (OATHPIPE_THROTTLE_MAX_WAIT): %s", p.d.ThrottleMaxWait, reasonOf(err))}
+		log.Warn("provisioning failed", slog.String("kind", string(token.KindThrottled)), slog.String("reason", o.Reason))
+		err = nil
+	}
 	if err != nil {
 		if retryable(err) {
 			log.Warn("provisioning failed; will be retried", slog.String("kind", string(token.KindOf(err))),
@@ -67,6 +82,55 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	return out, nil
 }
 
+// requeueThrottled puts a throttled token back on the queue, visible again after Graph's (or
+// Key Vault's) Retry-After, else an exponential backoff, with a jitter so the tokens throttled
+// together do not come back together. It returns false (and no error) when the token has been
+// throttled for longer than ThrottleMaxWait: the caller records it failed. The delivery answers
+// success either way, so 429s never spend the message's dequeue count.
+func (p *Pipeline) requeueThrottled(ctx context.Context, log *slog.Logger, m ProvisionMessage, cause error, out *TokenOutcome) (bool, error) {
+	now := p.now()
+	since := m.ThrottledSince
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	left := p.d.ThrottleMaxWait - now.Sub(since)
+	if left <= 0 {
+		return false, nil
+	}
+	delay := throttleDelay(token.RetryAfterOf(cause), m.Throttles)
+	if delay > left {
+		delay = left
+	}
+	next := m
+	next.ThrottledSince, next.Throttles = since, m.Throttles+1
+	if err := p.d.Requeue.EnqueueAfter(ctx, next, delay); err != nil {
+		return false, fmt.Errorf("re-queue throttled token: %w", err)
+	}
+	out.Requeued, out.RetryAfter = true, delay
+	log.Info("throttled; token re-queued", slog.Duration("delay", delay), slog.Int("throttles", next.Throttles),
+		slog.Time("throttledSince", since), slog.String("requestId", token.RequestIDOf(cause)))
+	return true, nil
+}
+
+// Bounds of a re-queued token's delay. Queue storage allows up to 7 days of invisibility.
+const (
+	minThrottleDelay = time.Second
+	maxThrottleDelay = 15 * time.Minute
+)
+
+// throttleDelay is how long a throttled token stays invisible: Retry-After when the service gave
+// one (plus up to half of it again as jitter), else 2 s·2ⁿ capped at 15 minutes, jittered the
+// same way.
+func throttleDelay(retryAfter time.Duration, throttles int) time.Duration {
+	d := retryAfter
+	if d <= 0 {
+		d = 2 * time.Second << min(throttles, 10)
+	}
+	d = max(d, minThrottleDelay)
+	d += time.Duration(rand.Int64N(int64(d)/2 + 1))
+	return min(d, maxThrottleDelay)
+}
+
 // provisionToken does the Entra part of Provision and returns what to record.
 func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row TokenRecord) (Outcome, error) {
 	seed, err := p.d.Vault.GetSeed(ctx, m.Manufacturer, m.SerialNumber)
@@ -74,20 +138,35 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 		return Outcome{}, fmt.Errorf("read seed: %w", err)
 	}
 	tok := token.Token{Serial: m.SerialNumber, Manufacturer: m.Manufacturer, Model: row.Model}
-	dev, created, err := p.d.Directory.EnsureDevice(ctx, tok, seed)
-	if err != nil {
-		return Outcome{}, fmt.Errorf("ensure device: %w", err)
-	}
 	if m.UserPrincipalName == "" {
+		dev, _, err := p.d.Directory.EnsureDevice(ctx, tok, seed)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("ensure device: %w", err)
+		}
 		if dev.AssignedToID != "" {
 			return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
 				"the file names no user for %s, but the token is assigned to %s in Entra", tok.Serial, p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName))
 		}
 		return Outcome{Status: StatusAvailable, DeviceID: dev.ID}, nil
 	}
+	// The user is checked before the device is created, so a new device can be created already
+	// assigned (two writes a token: create with assignTo, activate; docs/graph.md).
 	user, err := p.d.Directory.ResolveUser(ctx, m.UserPrincipalName)
 	if err != nil {
+		if retryable(err) {
+			return Outcome{}, fmt.Errorf("resolve user: %w", err)
+		}
+		// The user cannot take it (guest, disabled, missing): the token still goes into the
+		// inventory, unassigned, and the report says so.
+		dev, _, derr := p.d.Directory.EnsureDevice(ctx, tok, seed)
+		if derr != nil {
+			return Outcome{}, fmt.Errorf("ensure device: %w", derr)
+		}
 		return Outcome{DeviceID: dev.ID}, inInventory(dev, fmt.Errorf("resolve user: %w", err))
+	}
+	dev, created, err := p.ensureDeviceFor(ctx, tok, seed, user)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("ensure device: %w", err)
 	}
 	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
 		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
@@ -107,6 +186,36 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 		return Outcome{DeviceID: dev.ID, UserPrincipalName: upnIfHeld(res, user)}, err
 	}
 	return Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID}, nil
+}
+
+// ensureDeviceFor finds the token's device, else creates it assigned to user when the user can
+// take it: a member account (ResolveUser checked guest and disabled) with fewer than five OATH
+// methods. Otherwise, or when Graph refuses the assigned create for a reason of its own (a
+// refusal that is not throttling or an outage), it creates the device unassigned, so the
+// assign step that follows finds and words the cause from state as before.
+func (p *Pipeline) ensureDeviceFor(ctx context.Context, tok token.Token, seed token.Seed, user token.User) (token.Device, bool, error) {
+	dev, err := p.d.Directory.FindDevice(ctx, tok.Serial)
+	switch {
+	case err == nil:
+		return dev, false, nil
+	case token.KindOf(err) != token.KindNotFound:
+		return token.Device{}, false, err
+	}
+	n, err := p.d.Directory.CountOathMethods(ctx, user.ID)
+	if err != nil {
+		return token.Device{}, false, fmt.Errorf("count %s's OATH methods: %w", user.UserPrincipalName, err)
+	}
+	if n < maxOathMethods {
+		assigned := tok
+		assigned.AssignTo = user.ID
+		dev, created, err := p.d.Directory.EnsureDevice(ctx, assigned, seed)
+		if err == nil || retryable(err) || token.KindOf(err) == token.KindConflict {
+			return dev, created, err
+		}
+		p.log.Info("create with assignTo refused; creating the token unassigned", slog.String("serial", tok.Serial),
+			slog.String("kind", string(token.KindOf(err))), slog.String("requestId", token.RequestIDOf(err)))
+	}
+	return p.d.Directory.EnsureDevice(ctx, tok, seed)
 }
 
 // inInventory rewords a failure that left the device in the Entra inventory, unassigned (the

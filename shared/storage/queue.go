@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
@@ -34,6 +35,7 @@ type Queue struct {
 var (
 	_ pipeline.Queue       = (*Queue)(nil)
 	_ pipeline.ImportQueue = (*Queue)(nil)
+	_ pipeline.Requeue     = (*Queue)(nil)
 )
 
 // NewQueue builds the adapter for the queue called name. It makes no request.
@@ -73,6 +75,22 @@ func (q *Queue) Enqueue(ctx context.Context, msgs []pipeline.ProvisionMessage) e
 		return err
 	}
 	q.log.DebugContext(ctx, "provisioning messages sent", "queue", q.name, "count", len(msgs))
+	return nil
+}
+
+// EnqueueAfter sends one provisioning message that stays invisible for delay (a throttled
+// token's next try; Queue storage allows up to 7 days). It never expires, like Enqueue's.
+func (q *Queue) EnqueueAfter(ctx context.Context, m pipeline.ProvisionMessage, delay time.Duration) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("storage: encode message for %s: %w", m.SerialNumber, err)
+	}
+	secs := int32(min(max(delay, 0), 7*24*time.Hour-time.Second).Round(time.Second) / time.Second)
+	if _, err := q.client.EnqueueMessage(ctx, string(b), &azqueue.EnqueueMessageOptions{
+		TimeToLive: to.Ptr(int32(-1)), VisibilityTimeout: to.Ptr(secs),
+	}); err != nil {
+		return classify("storage: re-queue message for "+m.SerialNumber+" to "+q.name, err)
+	}
 	return nil
 }
 

@@ -38,6 +38,9 @@ type Token struct {
 	Serial       string
 	Manufacturer string
 	Model        string
+	// AssignTo is the Entra user object id a new device is created assigned to (Graph's
+	// assignTo on create); "" creates it unassigned. It does not identify the token.
+	AssignTo string
 }
 
 // Seed is a token's secret and what is needed to compute its codes. Its formatting and slog

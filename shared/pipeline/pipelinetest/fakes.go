@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -281,6 +282,8 @@ type MemQueue struct {
 	mu   sync.Mutex
 	Msgs []string // waiting messages, oldest first
 	Sent []string // every text ever sent, for the leak scan
+	// Delays are the delays EnqueueAfter was given, in order.
+	Delays []time.Duration
 }
 
 // Enqueue implements pipeline.Queue.
@@ -295,6 +298,18 @@ func (q *MemQueue) Enqueue(_ context.Context, msgs []pipeline.ProvisionMessage) 
 		q.Msgs = append(q.Msgs, string(b))
 		q.Sent = append(q.Sent, string(b))
 	}
+	return nil
+}
+
+// EnqueueAfter implements pipeline.Requeue: the message waits at the end of the queue, its
+// delay recorded in Delays (the fake has no clock).
+func (q *MemQueue) EnqueueAfter(ctx context.Context, m pipeline.ProvisionMessage, delay time.Duration) error {
+	if err := q.Enqueue(ctx, []pipeline.ProvisionMessage{m}); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.Delays = append(q.Delays, delay)
+	q.mu.Unlock()
 	return nil
 }
 
