@@ -150,7 +150,9 @@ func startRunnerOpts(t *testing.T, h http.Handler, tune func(*Options)) (r *Runn
 	o := Options{Functions: fns, Host: host, HandlerURL: srv.URL, Connection: map[string]string{"SeedStorage": storageConn},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PollInterval: 50 * time.Millisecond,
 		// Reconcile's %OATHPIPE_RECONCILE_SCHEDULE%: 30 February, so it never fires during a test.
-		AppSetting: func(name string) string { return map[string]string{"OATHPIPE_RECONCILE_SCHEDULE": "0 0 0 30 2 *"}[name] }}
+		AppSetting: func(name string) string {
+			return map[string]string{"OATHPIPE_RECONCILE_SCHEDULE": "0 0 0 30 2 *"}[name]
+		}}
 	if tune != nil {
 		tune(&o)
 	}
