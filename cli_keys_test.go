@@ -150,12 +150,12 @@ func TestRejectedDownload(t *testing.T) {
 	}
 	t.Cleanup(az.Stop)
 	t.Setenv(config.StorageConnection, az.ConnectionString())
-	a, err := storage.OpenWith(storage.Options{ConnectionString: az.ConnectionString()})
+	blobs, err := storage.NewBlobs(storage.Options{ConnectionString: az.ConnectionString()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := a.Blobs.EnsureContainers(ctx); err != nil {
+	if err := blobs.EnsureContainers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	plain := []byte("upn,serial number,secret key,time interval,manufacturer,model\n")
@@ -166,10 +166,10 @@ func TestRejectedDownload(t *testing.T) {
 	}
 	w.Write(plain)
 	w.Close()
-	if err := a.Blobs.Reject(ctx, "batch.csv", `"0x1"`, bytes.NewReader(enc.Bytes()), "imp-1/batch.csv.gpg"); err != nil {
+	if err := blobs.Reject(ctx, "batch.csv", `"0x1"`, bytes.NewReader(enc.Bytes()), "imp-1/batch.csv.gpg"); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Blobs.Reject(ctx, "batch.zip", `"0x2"`, strings.NewReader("PK\x03\x04 as delivered"), "imp-2/batch.zip"); err != nil {
+	if err := blobs.Reject(ctx, "batch.zip", `"0x2"`, strings.NewReader("PK\x03\x04 as delivered"), "imp-2/batch.zip"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,18 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
 	"net/mail"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-
-	"github.com/oathpipe/oathpipe/shared/azauth"
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/envelope"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
@@ -41,8 +33,7 @@ func runPGPKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, pgpKeygenUsage)
 		fs.PrintDefaults()
 	}
-	vaultURL := fs.String("vault", os.Getenv("OATHPIPE_KEYVAULT_URL"), "Key Vault URL (default $OATHPIPE_KEYVAULT_URL)")
-	secret := fs.String("secret", envOr("OATHPIPE_PGP_KEY_SECRET", vault.DefaultPGPKeySecret), "secret holding the private key (default $OATHPIPE_PGP_KEY_SECRET or "+vault.DefaultPGPKeySecret+")")
+	kv := addKeyFlags(fs)
 	ifMissing := fs.Bool("if-missing", false, "when the secret already holds a key, print its public key and change nothing")
 	uid := fs.String("uid", "oathpipe seed files", `user id of the key, "NAME <EMAIL>" or "NAME"`)
 	if err := fs.Parse(args); err != nil {
@@ -60,7 +51,7 @@ func runPGPKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: --uid %q: %v\n", *uid, err)
 		return exitUsage
 	}
-	v, err := cliVault(*vaultURL)
+	v, err := kv.open()
 	if err != nil {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
 		return exitUsage
@@ -68,25 +59,8 @@ func runPGPKeygen(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if *ifMissing {
-		existing, err := v.PGPKeys(ctx, *secret)
-		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
-			return exitProblem
-		}
-		if len(existing) > 0 {
-			keys, err := envelope.ParsePGPKeys(existing[:1], nil)
-			if err != nil {
-				fmt.Fprintf(stderr, "oathpipe pgp-keygen: the newest version of secret %s is not a usable key (%v); run without --if-missing to store a new one\n", *secret, err)
-				return exitProblem
-			}
-			pub, err := keys.PublicKey()
-			if err != nil {
-				fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
-				return exitProblem
-			}
-			fmt.Fprintf(stderr, "oathpipe pgp-keygen: secret %s already holds key %s; nothing changed\n", *secret, keys.Fingerprint())
-			fmt.Fprint(stdout, pub)
-			return exitOK
+		if done, code := printExistingKey(ctx, v, *kv.secret, stdout, stderr); done {
+			return code
 		}
 	}
 	k, err := envelope.NewPGPKey(name, email, time.Now())
@@ -94,13 +68,39 @@ func runPGPKeygen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
 		return exitProblem
 	}
-	if err := v.PutPGPKey(ctx, *secret, k.Private, k.Fingerprint); err != nil {
+	if err := v.PutPGPKey(ctx, *kv.secret, k.Private, k.Fingerprint); err != nil {
 		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
 		return exitProblem
 	}
-	fmt.Fprintf(stderr, "oathpipe pgp-keygen: key %s stored as a new version of secret %s\n", k.Fingerprint, *secret)
+	fmt.Fprintf(stderr, "oathpipe pgp-keygen: key %s stored as a new version of secret %s\n", k.Fingerprint, *kv.secret)
 	fmt.Fprint(stdout, k.Public)
 	return exitOK
+}
+
+// printExistingKey is --if-missing: when the secret already holds a key, it prints that key's
+// public key and reports done.
+func printExistingKey(ctx context.Context, v *vault.Vault, secret string, stdout, stderr io.Writer) (done bool, code int) {
+	existing, err := v.PGPKeys(ctx, secret)
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
+		return true, exitProblem
+	}
+	if len(existing) == 0 {
+		return false, exitOK
+	}
+	keys, err := envelope.ParsePGPKeys(existing[:1], nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe pgp-keygen: the newest version of secret %s is not a usable key (%v); run without --if-missing to store a new one\n", secret, err)
+		return true, exitProblem
+	}
+	pub, err := keys.PublicKey()
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe pgp-keygen: %v\n", err)
+		return true, exitProblem
+	}
+	fmt.Fprintf(stderr, "oathpipe pgp-keygen: secret %s already holds key %s; nothing changed\n", secret, keys.Fingerprint())
+	fmt.Fprint(stdout, pub)
+	return true, exitOK
 }
 
 func parseUID(s string) (name, email string, err error) {
@@ -116,45 +116,4 @@ func parseUID(s string) (name, email string, err error) {
 		return a.Name, a.Address, nil
 	}
 	return s, "", nil
-}
-
-func envOr(name, def string) string {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		return v
-	}
-	return def
-}
-
-// cliVault opens the vault with the caller's credential: DefaultAzureCredential (az login,
-// environment, managed identity), or, when the vault is on loopback (the local stand-in) and
-// OATHPIPE_OFFLINE_TOKEN is set, that token; OATHPIPE_CA_FILE adds a trusted CA.
-func cliVault(vaultURL string) (*vault.Vault, error) {
-	if strings.TrimSpace(vaultURL) == "" {
-		return nil, errors.New("no vault: give --vault URL or set OATHPIPE_KEYVAULT_URL")
-	}
-	cred, hc, err := cliCredential(vaultURL)
-	if err != nil {
-		return nil, err
-	}
-	return vault.New(vault.Options{VaultURL: vaultURL, Credential: cred, HTTPClient: hc, Logger: slog.New(slog.DiscardHandler)})
-}
-
-func cliCredential(endpoints ...string) (azcore.TokenCredential, *http.Client, error) {
-	hc, err := azauth.HTTPClient(os.Getenv("OATHPIPE_CA_FILE"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("OATHPIPE_CA_FILE: %w", err)
-	}
-	if tok := os.Getenv("OATHPIPE_OFFLINE_TOKEN"); tok != "" {
-		for _, e := range endpoints {
-			if !config.IsLoopbackURL(e) {
-				return nil, nil, fmt.Errorf("OATHPIPE_OFFLINE_TOKEN is only for the local stand-ins, and %s is not on loopback", e)
-			}
-		}
-		return azauth.StaticToken(tok), hc, nil
-	}
-	cred, err := azidentity.NewDefaultAzureCredential(nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("your Azure credential (az login): %w", err)
-	}
-	return cred, hc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // TestReadmeIsTrue keeps README.md's quick start and configuration table in step with the code.
@@ -25,8 +26,8 @@ func TestReadmeIsTrue(t *testing.T) {
 			t.Errorf("README's configuration table lacks %s", s.Name)
 		}
 	}
-	for _, name := range []string{config.InboxContainer, config.ReportsContainer, config.RejectedContainer,
-		config.ProvisionQueue, config.PoisonQueue, config.LedgerTable, config.AuditTable} {
+	for _, name := range []string{pipeline.InboxContainer, pipeline.ReportsContainer, pipeline.RejectedContainer,
+		pipeline.ProvisionQueue, pipeline.PoisonQueue, pipeline.LedgerTable, pipeline.AuditTable} {
 		if !strings.Contains(readme, "`"+name+"`") {
 			t.Errorf("README does not name %s", name)
 		}

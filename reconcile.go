@@ -7,14 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
 
 	"github.com/oathpipe/oathpipe/shared/config"
-	"github.com/oathpipe/oathpipe/shared/notify"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
@@ -33,14 +31,6 @@ func (c vaultCatalog) SeedEntries(ctx context.Context) ([]pipeline.SeedEntry, er
 		}
 	}
 	return out, nil
-}
-
-// notifier is the OATHPIPE_NOTIFY_URL webhook, or nil (off) when it is unset.
-func notifier(cfg *config.Config, hc *http.Client) pipeline.Notifier {
-	if cfg.NotifyURL == "" {
-		return nil
-	}
-	return &notify.Webhook{URL: cfg.NotifyURL, Client: hc}
 }
 
 // runReconcile is `oathpipe reconcile`: the Reconcile function's code, run once against the
@@ -113,6 +103,6 @@ func ReconcileSummary(rep *pipeline.ReconcileReport) string {
 			s += fmt.Sprintf("  %s %s: %s\n", f.SerialNumber, f.UserPrincipalName, f.Action)
 		}
 	}
-	s += fmt.Sprintf("report: %s/%s.json (+ .failures.csv)\n", config.ReportsContainer, rep.ReportName)
+	s += fmt.Sprintf("report: %s/%s.json (+ .failures.csv)\n", pipeline.ReportsContainer, rep.ReportName)
 	return s
 }

@@ -13,8 +13,8 @@ import (
 
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/envelope"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/storage"
-	"github.com/oathpipe/oathpipe/shared/vault"
 )
 
 const rejectedUsage = `usage: oathpipe rejected download [--vault URL] [--secret NAME] [--storage URL] [-o FILE] NAME
@@ -39,14 +39,17 @@ func runRejected(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
+		return code
+	}
 	fs := flag.NewFlagSet("rejected download", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, rejectedUsage)
 		fs.PrintDefaults()
 	}
-	vaultURL := fs.String("vault", os.Getenv("OATHPIPE_KEYVAULT_URL"), "Key Vault URL (default $OATHPIPE_KEYVAULT_URL)")
-	secret := fs.String("secret", envOr("OATHPIPE_PGP_KEY_SECRET", vault.DefaultPGPKeySecret), "secret holding the PGP private key")
+	kv := addKeyFlags(fs)
 	storageURL := fs.String("storage", "", "blob service URL of the seed storage account")
 	out := fs.String("o", "", "write to FILE instead of standard output")
 	names, err := parseInterleaved(fs, args[1:])
@@ -60,69 +63,20 @@ func runRejected(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "oathpipe rejected download: give exactly one NAME (seed-rejected/NAME)")
 		return exitUsage
 	}
-	name := strings.TrimPrefix(names[0], config.RejectedContainer+"/")
-
-	opts := storage.Options{ConnectionString: os.Getenv(config.StorageConnection), BlobServiceURL: *storageURL}
-	if opts.BlobServiceURL != "" {
-		opts.ConnectionString = ""
-	} else if opts.ConnectionString == "" {
-		opts.BlobServiceURL = os.Getenv(config.StorageConnection + "__blobServiceUri")
-	}
-	if opts.ConnectionString == "" && opts.BlobServiceURL == "" {
-		fmt.Fprintln(stderr, "oathpipe rejected download: no storage: give --storage URL or set SeedStorage / SeedStorage__blobServiceUri")
-		return exitUsage
-	}
-	endpoints := []string{*vaultURL}
-	if opts.BlobServiceURL != "" {
-		endpoints = append(endpoints, opts.BlobServiceURL)
-	}
-	cred, hc, err := cliCredential(endpoints...)
+	name := strings.TrimPrefix(names[0], pipeline.RejectedContainer+"/")
+	blobs, err := rejectedBlobs(*storageURL, *kv.vaultURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-		return exitUsage
-	}
-	opts.Credential, opts.HTTPClient = cred, hc
-	blobs, err := storage.NewBlobs(opts)
-	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-		return exitUsage
+		return fail(exitUsage, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kept, err := blobs.Read(ctx, config.RejectedContainer, name)
+	kept, err := blobs.Read(ctx, pipeline.RejectedContainer, name)
 	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-		return exitProblem
+		return fail(exitProblem, err)
 	}
-	var plain io.Reader = bytes.NewReader(kept)
-	if k, ok := envelope.Detect(kept[:min(len(kept), 64)]); ok && k == envelope.KindPGP {
-		v, err := cliVault(*vaultURL)
-		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-			return exitUsage
-		}
-		armored, err := v.PGPKeys(ctx, *secret)
-		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-			return exitProblem
-		}
-		keys, err := envelope.ParsePGPKeys(armored, nil)
-		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe rejected download: secret %s: %v\n", *secret, err)
-			return exitProblem
-		}
-		if plain, err = envelope.DecryptPGP(name, plain, keys); err != nil {
-			fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-			return exitProblem
-		}
-	} else {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %s is not encrypted to the deployment's key (kept as delivered): written as it is\n", name)
-	}
-	// Decrypt whole before writing anything, so a damaged message leaves no partial file.
-	b, err := io.ReadAll(plain)
+	b, code, err := decryptRejected(ctx, kv, name, kept, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-		return exitProblem
+		return fail(code, err)
 	}
 	defer clear(b)
 	if *out == "" {
@@ -131,10 +85,61 @@ func runRejected(args []string, stdout, stderr io.Writer) int {
 		err = writeNew(*out, b)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe rejected download: %v\n", err)
-		return exitProblem
+		return fail(exitProblem, err)
 	}
 	return exitOK
+}
+
+// rejectedBlobs opens the seed storage account's blobs: --storage (the blob service URL), else
+// $SeedStorage (a connection string), else $SeedStorage__blobServiceUri; with the caller's
+// credential for a URL.
+func rejectedBlobs(storageURL, vaultURL string) (*storage.Blobs, error) {
+	opts := storage.Options{ConnectionString: os.Getenv(config.StorageConnection), BlobServiceURL: storageURL}
+	if opts.BlobServiceURL != "" {
+		opts.ConnectionString = ""
+	} else if opts.ConnectionString == "" {
+		opts.BlobServiceURL = os.Getenv(config.StorageConnection + "__blobServiceUri")
+	}
+	if opts.ConnectionString == "" && opts.BlobServiceURL == "" {
+		return nil, errors.New("no storage: give --storage URL or set SeedStorage / SeedStorage__blobServiceUri")
+	}
+	endpoints := []string{vaultURL}
+	if opts.BlobServiceURL != "" {
+		endpoints = append(endpoints, opts.BlobServiceURL)
+	}
+	cred, hc, err := cliCredential(endpoints...)
+	if err != nil {
+		return nil, err
+	}
+	opts.Credential, opts.HTTPClient = cred, hc
+	return storage.NewBlobs(opts)
+}
+
+// decryptRejected returns the file kept as name: decrypted with the deployment's key when it is
+// encrypted to it, else as it is. It decrypts whole before anything is written, so a damaged
+// message leaves no partial file. On failure code is the exit status.
+func decryptRejected(ctx context.Context, kv keyFlags, name string, kept []byte, stderr io.Writer) (b []byte, code int, err error) {
+	var plain io.Reader = bytes.NewReader(kept)
+	if k, ok := envelope.Detect(kept[:min(len(kept), 64)]); ok && k == envelope.KindPGP {
+		v, err := kv.open()
+		if err != nil {
+			return nil, exitUsage, err
+		}
+		keys, err := kv.keys(ctx, v)
+		if err != nil {
+			return nil, exitProblem, err
+		}
+		if plain, err = envelope.DecryptPGP(name, plain, keys); err != nil {
+			return nil, exitProblem, err
+		}
+	} else {
+		fmt.Fprintf(stderr, "oathpipe rejected download: %s is not encrypted to the deployment's key (kept as delivered): written as it is\n", name)
+	}
+	b, err = io.ReadAll(plain)
+	if err != nil {
+		return nil, exitProblem, err
+	}
+	return b, exitOK, nil
 }
 
 // writeNew creates path (never overwriting a file) readable by its owner only.

@@ -16,17 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-
-	"github.com/oathpipe/oathpipe/handlers"
-	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/config"
-	"github.com/oathpipe/oathpipe/shared/entra"
-	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/seedfile"
-	"github.com/oathpipe/oathpipe/shared/storage"
-	"github.com/oathpipe/oathpipe/shared/vault"
 )
 
 // shutdownGrace is how long in-flight invocations may finish after SIGTERM. The host stops
@@ -156,94 +146,4 @@ func (h splitHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h splitHandler) WithGroup(name string) slog.Handler {
 	return splitHandler{low: h.low.WithGroup(name), high: h.high.WithGroup(name)}
-}
-
-// newHandler wires the handlers over the app (newApp).
-func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) {
-	a, err := newApp(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	return handlers.New(handlers.Options{
-		Pipeline:     a.pipeline,
-		PGPKey:       a.pipeline,
-		RequiredRole: cfg.RequiredRole,
-		HTTPBudget:   cfg.HTTPBudget,
-		Parker:       a.account.Blobs,
-		Lifecycle:    a.lifecycle,
-		Reconciler:   a.reconciliation,
-		Reports:      a.account.Blobs,
-		Logger:       log.With("component", "handlers"),
-	}), nil
-}
-
-// app is the pipeline and what else the handlers and the command line use, wired from cfg.
-type app struct {
-	pipeline       *pipeline.Pipeline
-	lifecycle      *pipeline.Lifecycle
-	reconciliation pipeline.Reconciliation
-	account        *storage.Account
-}
-
-// newApp wires the pipeline from cfg: credential and transport, Key Vault, Graph, storage
-// and ledger. Every constructor here is offline; the first request makes the first call.
-func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
-	cred, err := azauth.Credential(cfg)
-	if err != nil {
-		return nil, err
-	}
-	hc, err := azauth.HTTPClient(cfg.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("OATHPIPE_CA_FILE: %w", err)
-	}
-	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "vault")})
-	if err != nil {
-		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
-	}
-	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra"),
-		AdaptiveWrites: true})
-	if err != nil {
-		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
-	}
-	scred, err := storageCredential(cfg, cred)
-	if err != nil {
-		return nil, err
-	}
-	acct, err := storage.Open(cfg, scred, hc, log.With("component", "storage"))
-	if err != nil {
-		return nil, fmt.Errorf("SeedStorage: %w", err)
-	}
-	p := pipeline.New(pipeline.Deps{
-		Vault: v, Directory: dir, Ledger: acct.Ledger, Queue: acct.Provision, Blobs: acct.Blobs,
-		Inbox: acct.Blobs, Imports: acct.Imports, ImportBudget: cfg.ImportBudget,
-		Requeue: acct.Provision, ThrottleMaxWait: cfg.ThrottleMaxWait,
-		Activation:       cfg.Activation,
-		VaultConcurrency: cfg.VaultConcurrency,
-		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
-		Envelope:         envelopeSecrets(v, cfg),
-		Notifier:         notifier(cfg, hc),
-		Logger:           log.With("component", "pipeline"),
-	})
-	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
-	return &app{pipeline: p, lifecycle: life, account: acct, reconciliation: pipeline.Reconciliation{
-		Lifecycle: life, Seeds: vaultCatalog{v},
-		Options: pipeline.ReconcileOptions{TakeBackDisabled: cfg.ReconcileTakeBack, StuckAfter: cfg.ReconcileStuckAfter},
-	}}, nil
-}
-
-// storageCredential is the identity for the seed storage account: the user-assigned identity
-// named by SeedStorage__clientId (the same one the host uses for the triggers) when set,
-// otherwise the app's credential.
-func storageCredential(cfg *config.Config, cred azcore.TokenCredential) (azcore.TokenCredential, error) {
-	if cfg.StorageConnectionString != "" || cfg.StorageClientID == "" || cfg.OfflineToken != "" ||
-		cfg.StorageClientID == cfg.ManagedIdentityClientID {
-		return cred, nil
-	}
-	c, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(cfg.StorageClientID),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("SeedStorage__clientId: %w", err)
-	}
-	return c, nil
 }

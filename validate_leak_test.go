@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 )
 
 // TestValidateSeedInWrongColumn: `oathpipe validate` (table and --json) rejects every row whose
 // seed sits in a public column (swapped, shifted, in the UPN, in the model, lower case, hex,
 // base64) as the import does, and prints no seed in any form.
 func TestValidateSeedInWrongColumn(t *testing.T) {
-	ss := &pipelinetest.SeedSet{}
-	content := pipelinetest.MisplacedSeedsFile(ss, "CLI", "ada@contoso.example")
+	ss := &testkit.SeedSet{}
+	content := testkit.MisplacedSeedsFile(ss, "CLI", "ada@contoso.example")
 	path := filepath.Join(t.TempDir(), "misplaced.csv")
 	if err := os.WriteFile(path, content, 0o600); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -64,7 +63,7 @@ func (s *Server) importSeeds(ctx context.Context, log *slog.Logger, in *Invocati
 func importLine(res *pipeline.ImportResult) string {
 	switch {
 	case res.Gone:
-		return fmt.Sprintf("%s is no longer in %s: nothing to import", res.FileName, config.InboxContainer)
+		return fmt.Sprintf("%s is no longer in %s: nothing to import", res.FileName, pipeline.InboxContainer)
 	case res.Replaced:
 		return fmt.Sprintf("import %s of %s stopped: the file was replaced by a new upload", res.ImportID, res.FileName)
 	case res.Continued:
@@ -151,7 +150,7 @@ func importRequests(text string) (reqs []pipeline.ImportRequest, skipped []strin
 			name, ok = blobNameFromURL(e.Data.URL)
 		}
 		if !ok {
-			skipped = append(skipped, fmt.Sprintf("event %s is for a blob outside %s (subject %q)", e.ID, config.InboxContainer, e.Subject))
+			skipped = append(skipped, fmt.Sprintf("event %s is for a blob outside %s (subject %q)", e.ID, pipeline.InboxContainer, e.Subject))
 			continue
 		}
 		reqs = append(reqs, pipeline.ImportRequest{Name: name, ETag: quoteETag(e.Data.ETag)})
@@ -160,7 +159,7 @@ func importRequests(text string) (reqs []pipeline.ImportRequest, skipped []strin
 }
 
 // subjectPrefix starts the subject of a seed-inbox blob event.
-const subjectPrefix = "/blobServices/default/containers/" + config.InboxContainer + "/blobs/"
+const subjectPrefix = "/blobServices/default/containers/" + pipeline.InboxContainer + "/blobs/"
 
 // blobNameFromSubject returns the blob name of an event subject
 // (/blobServices/default/containers/seed-inbox/blobs/dir/a.csv → dir/a.csv).
@@ -178,7 +177,7 @@ func blobNameFromURL(raw string) (string, bool) {
 	}
 	segs := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
 	for i, s := range segs {
-		if s == config.InboxContainer && i+1 < len(segs) {
+		if s == pipeline.InboxContainer && i+1 < len(segs) {
 			name := strings.Join(segs[i+1:], "/")
 			return name, name != ""
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/loopback"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // binding is one entry of a function.json.
@@ -34,9 +36,9 @@ func readJSON(t *testing.T, path string, v any) {
 func TestFunctionJSONMatchesHandlers(t *testing.T) {
 	want := map[string][]binding{
 		FuncImportSeeds: {
-			{Name: "event", Type: "queueTrigger", Direction: "in", QueueName: config.ImportsQueue, Connection: config.StorageConnection}},
-		FuncProvisionToken:  {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.ProvisionQueue, Connection: config.StorageConnection}},
-		FuncProvisionFailed: {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: config.PoisonQueue, Connection: config.StorageConnection}},
+			{Name: "event", Type: "queueTrigger", Direction: "in", QueueName: pipeline.ImportsQueue, Connection: config.StorageConnection}},
+		FuncProvisionToken:  {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: pipeline.ProvisionQueue, Connection: config.StorageConnection}},
+		FuncProvisionFailed: {{Name: "job", Type: "queueTrigger", Direction: "in", QueueName: pipeline.PoisonQueue, Connection: config.StorageConnection}},
 		FuncTokenAssignment: {
 			{Name: "req", Type: "httpTrigger", Direction: "in", AuthLevel: "function", Route: TokenAssignmentRoute, Methods: lower(hostRoutedMethods)},
 			{Name: "res", Type: "http", Direction: "out"}},
@@ -200,7 +202,7 @@ func TestLocalSettingsSample(t *testing.T) {
 		t.Fatalf("the sample's values do not load: %v", err)
 	}
 	for _, u := range []string{cfg.KeyVaultURL, cfg.GraphURL} {
-		if !config.IsLoopbackURL(u) {
+		if !loopback.URL(u) {
 			t.Errorf("%s: local defaults must point at the stand-ins on loopback", u)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // provisionFailed handles a message of token-provisioning-poison: the host gave up on it after
@@ -29,10 +29,10 @@ func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invo
 	if err != nil {
 		// Retrying cannot fix it: park it at once for an operator.
 		log.Error("undecodable poison message; parking it", "err", err)
-		return s.parkPoison(ctx, log, config.PoisonQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
+		return s.parkPoison(ctx, log, pipeline.PoisonQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
 	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line)
-	reason := fmt.Sprintf("provisioning gave up after %d deliveries; the message was moved to %s", s.maxDQ, config.PoisonQueue)
+	reason := fmt.Sprintf("provisioning gave up after %d deliveries; the message was moved to %s", s.maxDQ, pipeline.PoisonQueue)
 	err = s.p.RecordPoisoned(ctx, m, reason)
 	if err == nil {
 		log.Warn("token recorded as failed after exhausting its retries")
@@ -48,7 +48,7 @@ func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invo
 	}
 	log.Error("recording the poisoned token failed on its last delivery; parking the message", "err", err)
 	name := fmt.Sprintf("%s/%010d.json", url.PathEscape(m.ImportID), m.Line)
-	return s.parkPoison(ctx, log, config.PoisonQueue, name, text, dq, err.Error())
+	return s.parkPoison(ctx, log, pipeline.PoisonQueue, name, text, dq, err.Error())
 }
 
 // parkPoison writes the message text, read from queue source, as token-parked/{name} and answers
@@ -67,14 +67,14 @@ func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, source, name,
 		"lasterror", url.QueryEscape(lastErr), // metadata values are ASCII
 		"parkedat", time.Now().UTC().Format(time.RFC3339))
 	if err != nil {
-		log.Error("parking the message failed; the host will retry it", "blob", config.ParkedContainer+"/"+name, "err", err)
+		log.Error("parking the message failed; the host will retry it", "blob", pipeline.ParkedContainer+"/"+name, "err", err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{
-			fmt.Sprintf("park %s/%s failed (will be retried): %v", config.ParkedContainer, name, err)}}}
+			fmt.Sprintf("park %s/%s failed (will be retried): %v", pipeline.ParkedContainer, name, err)}}}
 	}
 	log.Error("message parked; re-enqueue it to "+source+" once the cause is fixed (docs/operations.md)",
-		"blob", config.ParkedContainer+"/"+name)
+		"blob", pipeline.ParkedContainer+"/"+name)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{
-		fmt.Sprintf("message parked as %s/%s: %s", config.ParkedContainer, name, lastErr)}}}
+		fmt.Sprintf("message parked as %s/%s: %s", pipeline.ParkedContainer, name, lastErr)}}}
 }
 
 // digest names a message that carries no usable name.

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -31,7 +30,7 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 		// (a message written by a newer or older version): park it at once for an operator.
 		text, _ := in.DataString("job")
 		log.Error("undecodable provisioning message; parking it", "messageId", in.Meta("Id"), "err", err)
-		return s.parkPoison(ctx, log, config.ProvisionQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
+		return s.parkPoison(ctx, log, pipeline.ProvisionQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
 	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "dequeueCount", dq, "messageId", in.Meta("Id"))
 	out, err := s.p.Provision(ctx, m, dq)

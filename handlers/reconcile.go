@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -44,7 +43,7 @@ func (s *Server) reconcile(ctx context.Context, log *slog.Logger, _ *Invocation)
 	}
 	log.Info("reconciliation done", "devices", rep.Devices, "seeds", rep.Seeds, "findings", len(rep.Findings), "report", rep.ReportName)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{fmt.Sprintf("reconciled %d devices and %d seeds: %d findings in %s/%s.json",
-		rep.Devices, rep.Seeds, len(rep.Findings), config.ReportsContainer, rep.ReportName)}}}
+		rep.Devices, rep.Seeds, len(rep.Findings), pipeline.ReportsContainer, rep.ReportName)}}}
 }
 
 // reconcileLatestAPI answers GET /api/reconcile/latest: the last reconciliation's report.
@@ -52,7 +51,7 @@ func (s *Server) reconcileLatestAPI(ctx context.Context, c *apiCall) HTTPRespons
 	if s.reports == nil {
 		return problemResponse(newProblem(codeInternal, "The reconciliation reports are not configured in this deployment."))
 	}
-	b, err := s.reports.Read(ctx, config.ReportsContainer, pipeline.LatestReconcileReport+".json")
+	b, err := s.reports.Read(ctx, pipeline.ReportsContainer, pipeline.LatestReconcileReport+".json")
 	if token.KindOf(err) == token.KindNotFound {
 		return problemResponse(newProblem(codeNotFound, "No reconciliation has run yet; the Reconcile function runs on OATHPIPE_RECONCILE_SCHEDULE, or run oathpipe reconcile."))
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // binding is the part of a function.json binding that infra/ must provide for.
@@ -174,7 +175,7 @@ const (
 	importQueue               = "seed-imports"           // Event Grid delivers BlobCreated here; ImportSeeds reads it
 	eventsDeadLetterContainer = "seed-events-deadletter" // events Event Grid could not deliver
 	parkedContainer           = "token-parked"           // ProvisionFailed parks what it cannot record
-	inboxSubjectPrefix        = "/blobServices/default/containers/" + config.InboxContainer + "/"
+	inboxSubjectPrefix        = "/blobServices/default/containers/" + pipeline.InboxContainer + "/"
 )
 
 // appSettings finds the function app's settings object: the `properties` of the
@@ -272,21 +273,21 @@ func (e *estate) checkSettings(settings []config.Setting) []string {
 // with where the need comes from.
 func (e *estate) neededStorage() (containers, queues, tables map[string]string) {
 	containers = map[string]string{
-		config.InboxContainer:     "config.InboxContainer",
-		config.ReportsContainer:   "config.ReportsContainer",
-		config.RejectedContainer:  "config.RejectedContainer",
-		eventsDeadLetterContainer: "decision 1 (Event Grid dead-letter)",
-		parkedContainer:           "decision 2 (ProvisionFailed parks messages)",
+		pipeline.InboxContainer:    "pipeline.InboxContainer",
+		pipeline.ReportsContainer:  "pipeline.ReportsContainer",
+		pipeline.RejectedContainer: "pipeline.RejectedContainer",
+		eventsDeadLetterContainer:  "decision 1 (Event Grid dead-letter)",
+		parkedContainer:            "decision 2 (ProvisionFailed parks messages)",
 	}
 	queues = map[string]string{
-		config.ProvisionQueue:   "config.ProvisionQueue",
-		config.PoisonQueue:      "config.PoisonQueue",
+		pipeline.ProvisionQueue: "pipeline.ProvisionQueue",
+		pipeline.PoisonQueue:    "pipeline.PoisonQueue",
 		importQueue:             "decision 1 (ImportSeeds queue trigger)",
 		importQueue + "-poison": "decision 1 (the host's poison queue for seed-imports)",
 	}
 	tables = map[string]string{
-		config.LedgerTable: "config.LedgerTable",
-		config.AuditTable:  "config.AuditTable",
+		pipeline.LedgerTable: "pipeline.LedgerTable",
+		pipeline.AuditTable:  "pipeline.AuditTable",
 	}
 	for _, f := range e.Functions {
 		for _, b := range f.Bindings {
@@ -361,7 +362,7 @@ func (e *estate) checkStorage() []string {
 	for _, r := range policies {
 		covered += r.Body
 	}
-	for _, c := range []string{config.InboxContainer, config.RejectedContainer, config.ReportsContainer} {
+	for _, c := range []string{pipeline.InboxContainer, pipeline.RejectedContainer, pipeline.ReportsContainer} {
 		sym := ""
 		for _, r := range e.ofType("Microsoft.Storage/storageAccounts/blobServices/containers") {
 			if v, _ := lookup(r.Body, "name"); v == "'"+c+"'" {
@@ -376,8 +377,8 @@ func (e *estate) checkStorage() []string {
 		p = append(p, "the lifecycle policy deletes nothing (no daysAfterModificationGreaterThan)")
 	}
 	// Decision 3: seed-rejected is deleted after rejectedRetentionDays (default 30).
-	if days, ok := e.lifecycleDays(config.RejectedContainer); !ok || days != "rejectedRetentionDays" {
-		p = append(p, fmt.Sprintf("the lifecycle rule for %s deletes after %q, want the parameter rejectedRetentionDays (decision 3)", config.RejectedContainer, days))
+	if days, ok := e.lifecycleDays(pipeline.RejectedContainer); !ok || days != "rejectedRetentionDays" {
+		p = append(p, fmt.Sprintf("the lifecycle rule for %s deletes after %q, want the parameter rejectedRetentionDays (decision 3)", pipeline.RejectedContainer, days))
 	}
 	if main, ok := e.file("main.bicep"); ok && !regexp.MustCompile(`(?m)^param rejectedRetentionDays int = 30\s*$`).MatchString(main.Stripped) {
 		p = append(p, "main.bicep: want `param rejectedRetentionDays int = 30` (decision 3)")
@@ -1209,9 +1210,9 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "credential not managed identity", edits: []edit{{"modules/functionapp.bicep", "SeedStorage__credential: 'managedidentity'", "SeedStorage__credential: 'connectionstring'"}}, want: "SeedStorage__credential is \"connectionstring\""},
 		{name: "connection string for SeedStorage", edits: []edit{{"modules/functionapp.bicep", "  OATHPIPE_LOG_LEVEL: logLevel\n", "  OATHPIPE_LOG_LEVEL: logLevel\n  SeedStorage: 'DefaultEndpointsProtocol=https;AccountName=st;AccountKey=abc'\n"}}, want: "setting SeedStorage is a storage connection string"},
 		{name: "worker runtime on Flex", edits: []edit{{"modules/functionapp.bicep", "  OATHPIPE_LOG_LEVEL: logLevel\n", "  OATHPIPE_LOG_LEVEL: logLevel\n  FUNCTIONS_WORKER_RUNTIME: 'custom'\n"}}, want: "FUNCTIONS_WORKER_RUNTIME must not be set"},
-		{name: "container renamed", edits: []edit{{"modules/storage.bicep", "name: 'seed-rejected'", "name: 'seed-rejects'"}}, want: "container seed-rejected (needed by config.RejectedContainer) is not created"},
+		{name: "container renamed", edits: []edit{{"modules/storage.bicep", "name: 'seed-rejected'", "name: 'seed-rejects'"}}, want: "container seed-rejected (needed by pipeline.RejectedContainer) is not created"},
 		{name: "poison queue removed", edits: []edit{{"modules/storage.bicep", "name: 'token-provisioning-poison'", "name: 'token-provisioning-dead'"}}, want: "queue token-provisioning-poison"},
-		{name: "audit table removed", edits: []edit{{"modules/storage.bicep", "name: 'oathpipeaudit'", "name: 'oathpipeaudits'"}}, want: "table oathpipeaudit (needed by config.AuditTable)"},
+		{name: "audit table removed", edits: []edit{{"modules/storage.bicep", "name: 'oathpipeaudit'", "name: 'oathpipeaudits'"}}, want: "table oathpipeaudit (needed by pipeline.AuditTable)"},
 		{name: "function with a new queue", fn: &function{Name: "Requeue", Bindings: []binding{{Type: "queueTrigger", QueueName: "token-retry", Connection: "SeedStorage"}}}, want: "queue token-retry (needed by functions/Requeue/function.json)"},
 		{name: "function with a new connection", fn: &function{Name: "Other", Bindings: []binding{{Type: "blob", Path: "seed-inbox/x", Connection: "OtherStorage"}}}, want: "OtherStorage__blobServiceUri"},
 		{name: "shared key access on", edits: []edit{{"modules/storage.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true"}}, want: "allowSharedKeyAccess is true"},
@@ -1376,7 +1377,7 @@ func TestDocsAndAzd(t *testing.T) {
 	}
 	want = append(want, graphPermissions...)
 	want = append(want, "az deployment group create -g rg-oathpipe -n main", "make package", "infra/post-deploy.sh",
-		config.InboxContainer, config.ReportsContainer, config.RejectedContainer, "Entra ID P1 or P2",
+		pipeline.InboxContainer, pipeline.ReportsContainer, pipeline.RejectedContainer, "Entra ID P1 or P2",
 		"Privileged Role Administrator", "Authentication Policy Administrator",
 		// issue 14 and the decisions
 		"make build", importQueue, eventsDeadLetterContainer, parkedContainer, "rejectedRetentionDays",

@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // runUpload is `oathpipe-dev upload`: drop vendor files into seed-inbox of a running stack
@@ -19,7 +20,7 @@ func runUpload(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("oathpipe-dev upload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	conn := fs.String("connection-string", os.Getenv(config.StorageConnection), "storage connection string (the endpoints line's storageConnectionString; default $SeedStorage)")
-	container := fs.String("container", config.InboxContainer, "container to upload into")
+	container := fs.String("container", pipeline.InboxContainer, "container to upload into")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: oathpipe-dev upload --connection-string CS FILE...\n\nflags:")
 		fs.PrintDefaults()

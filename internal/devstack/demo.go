@@ -18,7 +18,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -69,7 +68,7 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		if _, err := s.uploadInbox(ctx, name, content); err != nil {
 			return nil, fmt.Errorf("demo: %w", err)
 		}
-		fmt.Fprintf(o.Out, "uploaded %s to %s (%d bytes)\n", name, config.InboxContainer, len(content))
+		fmt.Fprintf(o.Out, "uploaded %s to %s (%d bytes)\n", name, pipeline.InboxContainer, len(content))
 		names = append(names, name)
 	}
 
@@ -131,9 +130,9 @@ func (s *Stack) uploadInbox(ctx context.Context, name string, content []byte) (s
 	if err != nil {
 		return "", fmt.Errorf("blob client: %w", err)
 	}
-	resp, err := bc.UploadBuffer(ctx, config.InboxContainer, name, content, nil)
+	resp, err := bc.UploadBuffer(ctx, pipeline.InboxContainer, name, content, nil)
 	if err != nil {
-		return "", fmt.Errorf("upload %s to %s: %w", name, config.InboxContainer, err)
+		return "", fmt.Errorf("upload %s to %s: %w", name, pipeline.InboxContainer, err)
 	}
 	return string(*resp.ETag), nil
 }

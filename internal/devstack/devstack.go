@@ -30,6 +30,7 @@ import (
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/internal/runner"
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // OfflineToken is the bearer token the stand-ins accept and the app sends
@@ -326,7 +327,7 @@ func (s *Stack) startApp(ctx context.Context) error {
 		Connection: map[string]string{config.StorageConnection: s.Endpoints.StorageConnectionString},
 		Logger:     s.log.With("component", "runner"), PollInterval: 200 * time.Millisecond, Observe: s.opts.Observe,
 		// The Event Grid system-topic subscription infra/ deploys: BlobCreated of seed-inbox into seed-imports.
-		EventGrid: []runner.EventGridSubscription{{Connection: config.StorageConnection, Container: config.InboxContainer, Queue: config.ImportsQueue}},
+		EventGrid: []runner.EventGridSubscription{{Connection: config.StorageConnection, Container: pipeline.InboxContainer, Queue: pipeline.ImportsQueue}},
 		// %NAME% in function.json (Reconcile's schedule) from the app's settings; infra/ always
 		// sets them in Azure, locally an unset one takes the app's documented default.
 		AppSetting: func(name string) string {

@@ -24,7 +24,6 @@ import (
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/internal/runner"
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -292,7 +291,7 @@ func TestRestartMidImport(t *testing.T) {
 	}
 	counts := func() (int32, int32) {
 		var c [2]int32
-		for i, q := range []string{config.ProvisionQueue, config.PoisonQueue} {
+		for i, q := range []string{pipeline.ProvisionQueue, pipeline.PoisonQueue} {
 			props, err := qc.NewQueueClient(q).GetProperties(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -311,7 +310,7 @@ func TestRestartMidImport(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s still holds %d messages after 30s", config.ProvisionQueue, work)
+			t.Fatalf("%s still holds %d messages after 30s", pipeline.ProvisionQueue, work)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

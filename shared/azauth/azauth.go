@@ -15,22 +15,30 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-
-	"github.com/oathpipe/oathpipe/shared/config"
 )
 
-// Credential returns the credential for Key Vault, Graph and identity-based storage. An offline
-// token is only ever accepted by config.Load when every endpoint is on loopback.
-func Credential(cfg *config.Config) (azcore.TokenCredential, error) {
+// Identity says which credential to build. The zero value is DefaultAzureCredential (az login,
+// environment, workload or managed identity).
+type Identity struct {
+	// OfflineToken, when set, is a static bearer token for the local stand-ins. The caller makes
+	// sure every endpoint it goes to is on loopback (config.Load refuses it otherwise).
+	OfflineToken string
+	// ClientID, when set, names a user-assigned managed identity.
+	ClientID string
+}
+
+// Credential returns the credential for id: the one place oathpipe builds one, for Key Vault,
+// Graph and identity-based storage alike.
+func Credential(id Identity) (azcore.TokenCredential, error) {
 	switch {
-	case cfg.OfflineToken != "":
-		return StaticToken(cfg.OfflineToken), nil
-	case cfg.ManagedIdentityClientID != "":
+	case id.OfflineToken != "":
+		return StaticToken(id.OfflineToken), nil
+	case id.ClientID != "":
 		c, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-			ID: azidentity.ClientID(cfg.ManagedIdentityClientID),
+			ID: azidentity.ClientID(id.ClientID),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("managed identity credential (OATHPIPE_MANAGED_IDENTITY_CLIENT_ID): %w", err)
+			return nil, fmt.Errorf("managed identity credential for client id %s: %w", id.ClientID, err)
 		}
 		return c, nil
 	default:

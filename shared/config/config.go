@@ -1,36 +1,26 @@
 // Package config reads oathpipe's settings from the environment once, at start, and fails fast
-// with the name of any setting that is missing or malformed. It also names the storage
-// containers, queues and tables the app uses, so code, function.json and infra/ agree.
+// with the name of any setting that is missing or malformed. Only main and cmd/ (and the local
+// stack and test kits under internal/) read it: they hand plain values to the pipeline, the
+// handlers and the adapters.
 package config
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/loopback"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
-// Fixed names of the storage resources. function.json and infra/ use the same names; a test in
-// infra/ checks they agree.
-const (
-	InboxContainer    = "seed-inbox"                // vendor files are dropped here
-	ReportsContainer  = "seed-reports"              // {name}.json and {name}.failures.csv
-	RejectedContainer = "seed-rejected"             // files with any failed row, kept whole (they hold seeds)
-	ProvisionQueue    = "token-provisioning"        // one message per token, never a seed
-	PoisonQueue       = "token-provisioning-poison" // the host moves exhausted messages here
-	ImportsQueue      = "seed-imports"              // Event Grid BlobCreated events of seed-inbox, and import continuations
-	ParkedContainer   = "token-parked"              // ProvisionFailed parks a message it still cannot record here
-	EventsDeadLetter  = "seed-events-deadletter"    // Event Grid dead-letters undeliverable events here (infra/)
-	LedgerTable       = "oathpipeledger"            // one partition per import, one entity per token
-	AuditTable        = "oathpipeaudit"             // one entity per change made through the HTTP API
-	StorageConnection = "SeedStorage"               // the connection (setting prefix) in function.json
-)
+// StorageConnection is the connection (setting prefix) of the seed storage account in
+// function.json: SeedStorage, SeedStorage__blobServiceUri, ... The resource names in that
+// account are in package pipeline (names.go).
+const StorageConnection = "SeedStorage"
 
 // Activation modes (OATHPIPE_ACTIVATION).
 const (
@@ -252,7 +242,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.NotifyURL = getenv("OATHPIPE_NOTIFY_URL"); strings.TrimSpace(c.NotifyURL) != "" {
 		c.NotifyURL = strings.TrimSpace(c.NotifyURL)
-		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopbackURL(c.NotifyURL))) {
+		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopback.URL(c.NotifyURL))) {
 			bad("OATHPIPE_NOTIFY_URL", "not an https URL (http only on loopback); the value is not shown: it holds the webhook's secret")
 		}
 	}
@@ -263,7 +253,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.OfflineToken != "" {
 		for _, s := range c.offlineEndpoints() {
-			if !IsLoopbackURL(s.val) {
+			if !loopback.URL(s.val) {
 				bad("OATHPIPE_OFFLINE_TOKEN", fmt.Sprintf("refused: %s (%s) is not on loopback; the offline credential is for the local stand-ins only", s.name, s.val))
 			}
 		}
@@ -289,20 +279,6 @@ func (c *Config) offlineEndpoints() []namedURL {
 		}
 	}
 	return eps
-}
-
-// IsLoopbackURL reports whether u's host is localhost or a loopback address.
-func IsLoopbackURL(u string) bool {
-	p, err := url.Parse(u)
-	if err != nil || p.Host == "" {
-		return false
-	}
-	h := p.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 func checkURL(s string) error {

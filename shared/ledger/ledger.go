@@ -31,7 +31,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/loopback"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -46,8 +46,8 @@ type Options struct {
 	HTTPClient       *http.Client // optional transport (extra CA, test proxies)
 	Logger           *slog.Logger
 	Now              func() time.Time // optional clock for tests
-	LedgerTable      string           // default config.LedgerTable
-	AuditTable       string           // default config.AuditTable
+	LedgerTable      string           // default pipeline.LedgerTable
+	AuditTable       string           // default pipeline.AuditTable
 }
 
 // Ledger reads and writes the ledger and audit tables.
@@ -76,7 +76,7 @@ func New(o Options) (*Ledger, error) {
 	case o.ServiceURL != "" && o.Credential != nil:
 		// The offline credential of the local stand-ins goes to Azurite over plain HTTP; never
 		// allowed anywhere but loopback.
-		co.InsecureAllowCredentialWithHTTP = strings.HasPrefix(o.ServiceURL, "http://") && config.IsLoopbackURL(o.ServiceURL)
+		co.InsecureAllowCredentialWithHTTP = loopback.PlainHTTP(o.ServiceURL)
 		svc, err = aztables.NewServiceClient(o.ServiceURL, o.Credential, co)
 	default:
 		return nil, fmt.Errorf("ledger: need a connection string, or a table service URL and a credential")
@@ -86,10 +86,10 @@ func New(o Options) (*Ledger, error) {
 	}
 	l := &Ledger{service: svc, log: o.Logger, now: o.Now, names: [2]string{o.LedgerTable, o.AuditTable}}
 	if l.names[0] == "" {
-		l.names[0] = config.LedgerTable
+		l.names[0] = pipeline.LedgerTable
 	}
 	if l.names[1] == "" {
-		l.names[1] = config.AuditTable
+		l.names[1] = pipeline.AuditTable
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -22,8 +23,8 @@ const collector = "token.collector@contoso.example" // holds five OATH methods (
 // the audit record. It also counts the writes each path costs.
 func TestMoveNeverStrandsAToken(t *testing.T) {
 	ctx := context.Background()
-	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
-		return []pipelinetest.Row{ss.Row("MV-1", ada)}
+	s, p, l, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row {
+		return []testkit.Row{ss.Row("MV-1", ada)}
 	})
 	imported := s.Graph.Server.Stats()
 	if imported.Writes != 2 || imported.Activation != 1 {
@@ -88,15 +89,15 @@ func TestMoveNeverStrandsAToken(t *testing.T) {
 // such, not as a wrong or expired code; and the serial matches whatever its case (item 6).
 func TestFoundWithAnotherSeed(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	other := token.Seed{Secret: []byte("another seed, twenty"), Hash: token.SHA1, Digits: 6, Period: 30}
 	if _, err := s.Dir.CreateDevice(ctx, token.Token{Serial: "AS-1", Manufacturer: "Token2", Model: "C202"}, other); err != nil {
 		t.Fatal(err)
 	}
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	res, err := p.Import(ctx, b.Upload("tokens.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("as-1", ada)})))
+	ss := &testkit.SeedSet{}
+	res, err := p.Import(ctx, b.Upload("tokens.csv", testkit.EntraCSV([]testkit.Row{ss.Row("as-1", ada)})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,19 +14,20 @@ import (
 	"github.com/oathpipe/oathpipe/shared/otp"
 	"github.com/oathpipe/oathpipe/shared/token"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
 
 // provisioned returns a pipeline whose stand-ins hold the given tokens, imported and provisioned.
-func provisioned(t *testing.T, rows func(ss *pipelinetest.SeedSet) []pipelinetest.Row) (*pipelinetest.Stack, *pipeline.Pipeline, *pipelinetest.MemLedger, *pipelinetest.SeedSet) {
+func provisioned(t *testing.T, rows func(ss *testkit.SeedSet) []testkit.Row) (*testkit.Stack, *pipeline.Pipeline, *pipelinetest.MemLedger, *testkit.SeedSet) {
 	t.Helper()
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	if _, err := p.Import(ctx, b.Upload("tokens.csv", pipelinetest.EntraCSV(rows(ss)))); err != nil {
+	ss := &testkit.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("tokens.csv", testkit.EntraCSV(rows(ss)))); err != nil {
 		t.Fatal(err)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
@@ -44,10 +45,10 @@ func seedOf(t *testing.T, b32 string) token.Seed {
 
 func TestReassignUnassignAndState(t *testing.T) {
 	ctx := context.Background()
-	var a1, a2 pipelinetest.Row
-	s, p, l, ss := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
+	var a1, a2 testkit.Row
+	s, p, l, ss := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row {
 		a1, a2 = ss.Row("RA-1", ada), ss.Row("RA-2", "")
-		return []pipelinetest.Row{a1, a2}
+		return []testkit.Row{a1, a2}
 	})
 	holder := func(serial string) (string, string) {
 		d, _ := s.Graph.Server.DeviceBySerial(serial)
@@ -257,8 +258,8 @@ func wrongCode(t *testing.T, b32 string) string {
 func TestAwkwardSerials(t *testing.T) {
 	ctx := context.Background()
 	serials := []string{`O'Brien-1`, `Q"uote'd`, "Ωmega-Ünïcødé-7", "a/b#c?d"}
-	s, p, _, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
-		var rows []pipelinetest.Row
+	s, p, _, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row {
+		var rows []testkit.Row
 		for i, ser := range serials {
 			rows = append(rows, ss.Row(ser, []string{ada, grace, alan, "edsger.dijkstra@contoso.example"}[i]))
 		}
@@ -287,7 +288,7 @@ func TestAwkwardSerials(t *testing.T) {
 // sees the result; Entra never ends with the token held twice or half-assigned.
 func TestConcurrentAssign(t *testing.T) {
 	ctx := context.Background()
-	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row { return []pipelinetest.Row{ss.Row("CC-1", "")} })
+	s, p, l, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row { return []testkit.Row{ss.Row("CC-1", "")} })
 	other := s.Pipeline(l, &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), nil) // a second instance: no shared lock
 	for round, pair := range [][2]*pipeline.Pipeline{{p, p}, {p, other}} {
 		users := []string{grace, alan}
@@ -351,8 +352,8 @@ func TestConcurrentAssign(t *testing.T) {
 // resolved to (and the id).
 func TestAuditOfRefusedAndObjectIDRequests(t *testing.T) {
 	ctx := context.Background()
-	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
-		return []pipelinetest.Row{ss.Row("AU-1", ada)}
+	s, p, l, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row {
+		return []testkit.Row{ss.Row("AU-1", ada)}
 	})
 	for _, upn := range []string{"nobody@contoso.example", guest, gone} {
 		if _, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "AU-1", UserPrincipalName: upn, Activate: true, Caller: "hr"}); err == nil {
@@ -386,8 +387,8 @@ func TestAuditOfRefusedAndObjectIDRequests(t *testing.T) {
 // UPN, never an object id.
 func TestRefusalsNameSerialAndUPN(t *testing.T) {
 	ctx := context.Background()
-	s, p, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row {
-		return []pipelinetest.Row{ss.Row("RN-1", ada)}
+	s, p, l, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row {
+		return []testkit.Row{ss.Row("RN-1", ada)}
 	})
 	_, err := p.AssignToken(ctx, pipeline.AssignRequest{Serial: "RN-1", UserPrincipalName: "nobody@contoso.example", Activate: true})
 	if token.KindOf(err) != token.KindNotFound || !strings.Contains(err.Error(), "in the request") || strings.Contains(err.Error(), "file") {
@@ -401,7 +402,7 @@ func TestRefusalsNameSerialAndUPN(t *testing.T) {
 	q := &pipelinetest.MemQueue{}
 	b := pipelinetest.NewMemBlobs()
 	p2 := s.Pipeline(l, q, b, nil)
-	f := b.Upload("second.csv", pipelinetest.EntraCSV([]pipelinetest.Row{{UPN: grace, Serial: "RN-1", Secret: seed.Base32(), Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
+	f := b.Upload("second.csv", testkit.EntraCSV([]testkit.Row{{UPN: grace, Serial: "RN-1", Secret: seed.Base32(), Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
 	res, err := p2.Import(ctx, f)
 	if err != nil {
 		t.Fatal(err)

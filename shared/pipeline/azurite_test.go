@@ -16,10 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
-	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -39,20 +37,13 @@ func TestMain(m *testing.M) {
 
 // storageAccount opens E's real adapters (blobs, queues, ledger) on one Azurite shared by the
 // package's tests; each test uses its own file names and drains the queue it fills.
-func storageAccount(tb testing.TB) *storage.Account {
+func storageAccount(tb testing.TB) *testkit.Account {
 	tb.Helper()
 	azOnce.Do(func() { azServer, azErr = azurite.Start(context.Background()) })
 	if azErr != nil {
 		tb.Fatalf("Azurite: %v", azErr)
 	}
-	a, err := storage.OpenWith(storage.Options{ConnectionString: azServer.ConnectionString()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := a.EnsureResources(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	return a
+	return testkit.OpenAccount(tb, azServer.ConnectionString())
 }
 
 // host plays the Functions host's queue trigger against the Azurite queue: workers dequeue,
@@ -71,7 +62,7 @@ type host struct {
 
 // upload drops content into the Azurite inbox and returns what the blob trigger passes the
 // import: name, ETag and bytes.
-func upload(tb testing.TB, ctx context.Context, a *storage.Account, name string, content []byte) pipeline.InboxFile {
+func upload(tb testing.TB, ctx context.Context, a *testkit.Account, name string, content []byte) pipeline.InboxFile {
 	tb.Helper()
 	if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
 		tb.Fatal(err)
@@ -194,14 +185,14 @@ func settled(ctx context.Context, l pipeline.Ledger, ids ...string) func() bool 
 func TestEndToEndOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 
 	files := map[string][]byte{
-		"e2e/clean batch ü.csv": pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("E2E-1", ada), ss.Row("E2E-2", grace), ss.Row("E2E-3", "")}),
+		"e2e/clean batch ü.csv": testkit.EntraCSV([]testkit.Row{ss.Row("E2E-1", ada), ss.Row("E2E-2", grace), ss.Row("E2E-3", "")}),
 		"e2e/mixed #1.csv":      mixedFileWith(ss, "E2M"),
-		"e2e/misplaced.csv":     pipelinetest.MisplacedSeedsFile(ss, "E2X", ada), // seeds in public columns: issue 18 item 1
+		"e2e/misplaced.csv":     testkit.MisplacedSeedsFile(ss, "E2X", ada), // seeds in public columns: issue 18 item 1
 	}
 	results := map[string]*pipeline.ImportResult{}
 	for name, content := range files {
@@ -248,15 +239,15 @@ func TestEndToEndOnAzurite(t *testing.T) {
 	if clean.Disposition != pipeline.DispositionDeleted || mixed.Disposition != pipeline.DispositionRejected {
 		t.Errorf("dispositions %s / %s", clean.Disposition, mixed.Disposition)
 	}
-	kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(mixed.ImportID, "e2e/mixed #1.csv")+".gpg")
-	if err != nil || string(pipelinetest.DecryptRejected(t, kept)) != string(files["e2e/mixed #1.csv"]) {
+	kept, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, pipeline.RejectedName(mixed.ImportID, "e2e/mixed #1.csv")+".gpg")
+	if err != nil || string(testkit.DecryptRejected(t, kept)) != string(files["e2e/mixed #1.csv"]) {
 		t.Errorf("the mixed file was not kept whole in seed-rejected: %v", err)
 	}
 	for name, wantCounts := range map[string]map[string]int{
 		"e2e/clean batch ü.csv": {pipeline.StatusActivated: 2, pipeline.StatusAvailable: 1},
 		"e2e/mixed #1.csv":      {pipeline.StatusActivated: 2, pipeline.StatusAvailable: 1, pipeline.StatusFailed: 2, pipeline.StatusRejected: 3},
 	} {
-		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+".json")
+		js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+".json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +262,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 		if err != nil || fmt.Sprint(st.Counts) != fmt.Sprint(wantCounts) {
 			t.Errorf("ImportStatus %s: %+v %v", name, st, err)
 		}
-		_, csvErr := a.Blobs.Read(ctx, config.ReportsContainer, name+".failures.csv")
+		_, csvErr := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+".failures.csv")
 		if hasFailures := wantCounts[pipeline.StatusFailed]+wantCounts[pipeline.StatusRejected] > 0; hasFailures != (csvErr == nil) {
 			t.Errorf("%s: failures csv present=%v, want %v", name, csvErr == nil, hasFailures)
 		}
@@ -284,7 +275,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 		t.Errorf("ledger after PUT: %+v %v", row, err)
 	}
 
-	stored := pipelinetest.StoredOutsideVault(t, ctx, azServer.ConnectionString())
+	stored := testkit.StoredOutsideVault(t, ctx, azServer.ConnectionString())
 	var leaks []string
 	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
 	leaks = append(leaks, ss.Leaks("queue messages", strings.Join(h.texts, "\n"))...)
@@ -311,17 +302,17 @@ func TestCrashesOnAzurite(t *testing.T) {
 		{"directory.Assign", true}, {"directory.Activate", true}, {"ledger.SetTokenOutcome", true},
 	} {
 		t.Run(c.op, func(t *testing.T) {
-			s := pipelinetest.NewStack(t, pipelinetest.Options{})
+			s := testkit.NewStack(t, testkit.Options{})
 			plan := &crashPlan{op: c.op, after: c.after}
 			p := s.Pipeline(crashLedger{a.Ledger, plan}, crashQueue{a.Provision, plan}, crashBlobs{a.Blobs, plan}, func(d *pipeline.Deps) {
 				d.Directory = crashDirectory{d.Directory, plan}
 			})
-			ss := &pipelinetest.SeedSet{}
+			ss := &testkit.SeedSet{}
 			pre := fmt.Sprintf("AZC%d-", i)
 			names := []string{pre + "clean.csv", pre + "bad.csv"}
 			contents := [][]byte{
-				pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(pre+"1", ada), ss.Row(pre+"2", "")}),
-				pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(pre+"3", grace), {UPN: ada, Serial: pre + "4", Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"}}),
+				testkit.EntraCSV([]testkit.Row{ss.Row(pre+"1", ada), ss.Row(pre+"2", "")}),
+				testkit.EntraCSV([]testkit.Row{ss.Row(pre+"3", grace), {UPN: ada, Serial: pre + "4", Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"}}),
 			}
 			var ids []string
 			for j, name := range names {
@@ -352,12 +343,12 @@ func TestCrashesOnAzurite(t *testing.T) {
 				if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
 					t.Errorf("%s still in the inbox", name)
 				}
-				js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+".json")
+				js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+".json")
 				if err != nil || !strings.Contains(string(js), `"settled": true`) {
 					t.Errorf("%s: report not final: %v\n%s", name, err, js)
 				}
 				if j == 1 {
-					if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(ids[1], name)+".gpg"); err != nil || string(pipelinetest.DecryptRejected(t, kept)) != string(contents[1]) {
+					if kept, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, pipeline.RejectedName(ids[1], name)+".gpg"); err != nil || string(testkit.DecryptRejected(t, kept)) != string(contents[1]) {
 						t.Errorf("rejected file lost: %v", err)
 					}
 				}
@@ -372,17 +363,17 @@ func TestCrashesOnAzurite(t *testing.T) {
 func TestConcurrentSettlementOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Users: benchUsers(12)})
+	s := testkit.NewStack(t, testkit.Options{Users: benchUsers(12)})
 	p1 := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
 	p2 := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	const n = 48
-	rows := make([]pipelinetest.Row, n)
+	rows := make([]testkit.Row, n)
 	for i := range rows {
 		rows[i] = ss.Row(fmt.Sprintf("CS-%03d", i), fmt.Sprintf("user%04d@contoso.example", i/4+1))
 	}
 	name := "concurrent/settle.csv"
-	f := upload(t, ctx, a, name, pipelinetest.EntraCSV(rows))
+	f := upload(t, ctx, a, name, testkit.EntraCSV(rows))
 	res, err := p1.Import(ctx, f)
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +391,7 @@ func TestConcurrentSettlementOnAzurite(t *testing.T) {
 	if err != nil || imp.Pending != 0 {
 		t.Fatalf("pending %d: %v", imp.Pending, err)
 	}
-	js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+".json")
+	js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+".json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,16 +409,16 @@ func TestConcurrentSettlementOnAzurite(t *testing.T) {
 func TestAPIOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	serials := []string{`AZ-O'Brien`, `AZ-"q"`, "AZ-Ωmega-Ü", "AZ-a/b#c?d", `AZ-back\slash`}
-	var rows []pipelinetest.Row
+	var rows []testkit.Row
 	for _, ser := range serials {
 		rows = append(rows, ss.Row(ser, ""))
 	}
 	name := "api/awkward.csv"
-	f := upload(t, ctx, a, name, pipelinetest.EntraCSV(rows))
+	f := upload(t, ctx, a, name, testkit.EntraCSV(rows))
 	res, err := p.Import(ctx, f)
 	if err != nil || res.Valid != len(serials) {
 		t.Fatalf("import: %+v %v", res, err)
@@ -463,7 +454,7 @@ func TestAPIOnAzurite(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := map[string]int{}
-	pager := svc.NewClient(config.AuditTable).NewListEntitiesPager(nil)
+	pager := svc.NewClient(pipeline.AuditTable).NewListEntitiesPager(nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {

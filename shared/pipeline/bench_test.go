@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
 
 // Benchmark conditions of issue 5: 20 ms latency on every Key Vault and Graph request, Graph
@@ -53,15 +53,15 @@ func BenchmarkEndToEnd(b *testing.B) {
 			var wall time.Duration
 			var writes, throttled int64
 			for i := range b.N {
-				s := pipelinetest.NewStack(b, pipelinetest.Options{Latency: benchLatency, GraphRate: benchGraphRate, Users: benchUsers(c.tokens/4 + 1)})
+				s := testkit.NewStack(b, testkit.Options{Latency: benchLatency, GraphRate: benchGraphRate, Users: benchUsers(c.tokens/4 + 1)})
 				p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) { d.VaultConcurrency = c.vaultConc })
-				ss := &pipelinetest.SeedSet{}
-				rows := make([]pipelinetest.Row, c.tokens)
+				ss := &testkit.SeedSet{}
+				rows := make([]testkit.Row, c.tokens)
 				for j := range rows {
 					rows[j] = ss.Row(fmt.Sprintf("B%s-%d-%06d", c.name[:1], i, j), fmt.Sprintf("user%04d@contoso.example", j/4+1))
 				}
 				name := fmt.Sprintf("bench/%s-%d-%d.csv", c.name, i, time.Now().UnixNano())
-				etag, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil)
+				etag, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -21,10 +21,10 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
-	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/token"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
@@ -401,7 +401,7 @@ func (l *benchLedger) SetTokenOutcome(_ context.Context, id string, line int, o 
 
 // readerOnlyHeap streams the blob through seedfile.Read alone (records dropped) and answers the
 // heap's peaks meanwhile.
-func readerOnlyHeap(b *testing.B, ctx context.Context, a *storage.Account, name string) heapPeaks {
+func readerOnlyHeap(b *testing.B, ctx context.Context, a *testkit.Account, name string) heapPeaks {
 	b.Helper()
 	f, err := a.Blobs.ReadInbox(ctx, name)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/oathpipe/oathpipe/shared/token"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
@@ -165,18 +166,18 @@ func TestCrashBetweenSteps(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				n++
-				s := pipelinetest.NewStack(t, pipelinetest.Options{}) // fresh: a user holds at most 5 tokens
+				s := testkit.NewStack(t, testkit.Options{}) // fresh: a user holds at most 5 tokens
 				plan := &crashPlan{op: op, after: after}
 				l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 				p := s.Pipeline(crashLedger{l, plan}, crashQueue{q, plan}, crashBlobs{b, plan}, func(d *pipeline.Deps) {
 					d.Vault = crashVault{d.Vault, plan}
 					d.Directory = crashDirectory{d.Directory, plan}
 				})
-				ss := &pipelinetest.SeedSet{}
+				ss := &testkit.SeedSet{}
 				// Serials unique per case: the stand-ins are shared across cases.
 				ser := func(i int) string { return fmt.Sprintf("CR%02d-%d", n, i) }
-				clean := b.Upload("clean.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(ser(1), ada), ss.Row(ser(2), "")}))
-				bad := b.Upload("bad.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(ser(3), grace), {UPN: ada, Serial: ser(4), Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
+				clean := b.Upload("clean.csv", testkit.EntraCSV([]testkit.Row{ss.Row(ser(1), ada), ss.Row(ser(2), "")}))
+				bad := b.Upload("bad.csv", testkit.EntraCSV([]testkit.Row{ss.Row(ser(3), grace), {UPN: ada, Serial: ser(4), Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"}}))
 				for _, f := range []pipeline.InboxFile{clean, bad} {
 					var err error
 					for attempt := 0; attempt < 3; attempt++ {
@@ -199,7 +200,7 @@ func TestCrashBetweenSteps(t *testing.T) {
 					t.Errorf("inbox still holds %d files", len(b.Inbox))
 				}
 				if kept := b.Rejected[pipeline.RejectedName(pipeline.ImportID(bad.Name, bad.ETag), bad.Name)+".gpg"]; len(b.Rejected) != 1 || kept == nil ||
-					string(pipelinetest.DecryptRejected(t, kept)) != string(bad.Content) {
+					string(testkit.DecryptRejected(t, kept)) != string(bad.Content) {
 					t.Errorf("rejected: %d files", len(b.Rejected))
 				}
 				for serial, want := range map[string]string{ser(1): "activated", ser(2): "available", ser(3): "activated"} {

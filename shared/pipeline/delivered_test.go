@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
-	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -28,23 +27,23 @@ import (
 func TestDeliveredFilesOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
-	csv := func(rows ...pipelinetest.Row) []byte { return pipelinetest.EntraCSV(rows) }
+	ss := &testkit.SeedSet{}
+	csv := func(rows ...testkit.Row) []byte { return testkit.EntraCSV(rows) }
 
-	unknown := pipelinetest.GPGEncrypt(t, csv(ss.Row("DLX-1", ada)), "key-other.asc", false)
-	wrongPassword := pipelinetest.SevenZipAES(t, map[string][]byte{"x.csv": csv(ss.Row("DLX-2", ada))}, "a password nobody configured")
+	unknown := testkit.GPGEncrypt(t, csv(ss.Row("DLX-1", ada)), "key-other.asc", false)
+	wrongPassword := testkit.SevenZipAES(t, map[string][]byte{"x.csv": csv(ss.Row("DLX-2", ada))}, "a password nobody configured")
 	files := []struct {
 		name    string
 		content []byte
 	}{
-		{"dl/token2.csv.gpg", pipelinetest.GPGEncrypt(t, csv(ss.Row("DLG-1", ada), ss.Row("DLG-2", "")), "key-cv25519.pub.asc", false)},
-		{"dl/token2 armored.asc", pipelinetest.GPGEncrypt(t, csv(ss.Row("DLA-1", grace)), "key-cv25519.pub.asc", true)},
-		{"dl/batch.zip", pipelinetest.SevenZipAES(t, map[string][]byte{
+		{"dl/token2.csv.gpg", testkit.GPGEncrypt(t, csv(ss.Row("DLG-1", ada), ss.Row("DLG-2", "")), "key-cv25519.pub.asc", false)},
+		{"dl/token2 armored.asc", testkit.GPGEncrypt(t, csv(ss.Row("DLA-1", grace)), "key-cv25519.pub.asc", true)},
+		{"dl/batch.zip", testkit.SevenZipAES(t, map[string][]byte{
 			"a.csv": csv(ss.Row("DLZ-1", alan), ss.Row("DLZ-2", "")),
 			"b.csv": csv(ss.Row("DLZ-3", "")),
-		}, pipelinetest.ZipPassword)},
+		}, testkit.ZipPassword)},
 		{"dl/unknown.csv.gpg", unknown},
 		{"dl/wrong.zip", wrongPassword},
 	}
@@ -121,13 +120,13 @@ func TestDeliveredFilesOnAzurite(t *testing.T) {
 		if len(rep.Problems) != 1 || rep.Problems[0].Code != c.code || rep.Disposition != pipeline.DispositionRejected {
 			t.Errorf("report %s: %+v", name, rep)
 		}
-		kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(res.ImportID, name))
+		kept, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, pipeline.RejectedName(res.ImportID, name))
 		if err != nil || !bytes.Equal(kept, c.content) {
 			t.Errorf("%s was not kept in seed-rejected exactly as delivered: %v", name, err)
 		}
 	}
 
-	stored := pipelinetest.StoredOutsideVault(t, ctx, azServer.ConnectionString())
+	stored := testkit.StoredOutsideVault(t, ctx, azServer.ConnectionString())
 	var leaks []string
 	leaks = append(leaks, ss.Leaks("logs", s.Logs.String())...)
 	leaks = append(leaks, ss.Leaks("queue messages", strings.Join(h.texts, "\n"))...)
@@ -140,9 +139,9 @@ func TestDeliveredFilesOnAzurite(t *testing.T) {
 	}
 }
 
-func report(t *testing.T, ctx context.Context, a *storage.Account, name string) pipeline.ImportStatus {
+func report(t *testing.T, ctx context.Context, a *testkit.Account, name string) pipeline.ImportStatus {
 	t.Helper()
-	js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+".json")
+	js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+".json")
 	if err != nil {
 		t.Fatalf("report %s: %v", name, err)
 	}
@@ -155,7 +154,7 @@ func report(t *testing.T, ctx context.Context, a *storage.Account, name string) 
 
 func TestPGPPublicKey(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), nil)
 	key, err := p.PGPPublicKey(ctx)
 	if err != nil || !strings.HasPrefix(key, "-----BEGIN PGP PUBLIC KEY BLOCK-----") || strings.Contains(key, "PRIVATE") {
@@ -184,7 +183,7 @@ func TestFeitianImportWithHints(t *testing.T) {
 		{"feitian-hinted.xml", "c200", seedfile.WarnModelHint, map[string]string{"model": "c200"}},
 		{"feitian-plain.xml", seedfile.FallbackModel, seedfile.WarnModelFallback, nil},
 	} {
-		s := pipelinetest.NewStack(t, pipelinetest.Options{})
+		s := testkit.NewStack(t, testkit.Options{})
 		l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 		p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.ReadOptions.PSKCKey = key })
 		f := b.Upload(tc.name, raw)
@@ -216,23 +215,23 @@ func TestFeitianImportWithHints(t *testing.T) {
 func TestDeliveredArchiveResumes(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Latency: 40 * time.Millisecond})
+	s := testkit.NewStack(t, testkit.Options{Latency: 40 * time.Millisecond})
 	q := &pipelinetest.MemQueue{}
 	cq := &contQueue{}
 	p := s.Pipeline(a.Ledger, q, a.Blobs, func(d *pipeline.Deps) {
 		d.Inbox, d.Imports, d.ImportBudget, d.VaultConcurrency = a.Blobs, cq, 400*time.Millisecond, 2
 	})
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	stamp := time.Now().UnixNano() % 1000000
 	file := func(pre string) []byte {
-		var rows []pipelinetest.Row
+		var rows []testkit.Row
 		for i := range 25 {
 			rows = append(rows, ss.Row(fmt.Sprintf("%s-%d-%02d", pre, stamp, i), ""))
 		}
-		return pipelinetest.EntraCSV(rows)
+		return testkit.EntraCSV(rows)
 	}
 	name := fmt.Sprintf("resume-%d.zip", stamp)
-	zipped := pipelinetest.SevenZipAES(t, map[string][]byte{"a.csv": file("RZA"), "b.csv": file("RZB")}, pipelinetest.ZipPassword)
+	zipped := testkit.SevenZipAES(t, map[string][]byte{"a.csv": file("RZA"), "b.csv": file("RZB")}, testkit.ZipPassword)
 	if _, err := a.Blobs.PutInbox(ctx, name, zipped, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -297,13 +296,13 @@ func TestDeliveredArchiveResumes(t *testing.T) {
 func TestRejectedCopyKeptWithRSAKey(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
-	rsa := pipelinetest.EnvelopeFixture(t, "key-rsa.asc")
+	s := testkit.NewStack(t, testkit.Options{})
+	rsa := testkit.EnvelopeFixture(t, "key-rsa.asc")
 	if err := s.Vault.PutPGPKey(ctx, "oathpipe-pgp-key", string(rsa), "RSA"); err != nil {
 		t.Fatal(err)
 	}
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	name := fmt.Sprintf("rsa-%d.csv", time.Now().UnixNano())
 	content := mixedFileWith(ss, fmt.Sprintf("RSA%d", time.Now().UnixNano()%100000))
 	f := upload(t, ctx, a, name, content)
@@ -319,7 +318,7 @@ func TestRejectedCopyKeptWithRSAKey(t *testing.T) {
 	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("the file is still in the inbox: %v", err)
 	}
-	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(kept, earlier) {
+	if kept, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, target); err != nil || !bytes.Equal(kept, earlier) {
 		t.Errorf("the earlier copy was not kept: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/entra"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -114,7 +115,7 @@ type flexRun struct {
 // write limiter), the way the host would. It returns what the stand-ins counted.
 func runFlex(b *testing.B, n, instances, perInstance int, adaptive bool) flexRun {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(b, pipelinetest.Options{Latency: benchLatency, GraphRate: benchGraphRate, KVRate: 4000, KVPer: 10 * time.Second, Users: benchUsers(n/4 + 1), Quiet: true})
+	s := testkit.NewStack(b, testkit.Options{Latency: benchLatency, GraphRate: benchGraphRate, KVRate: 4000, KVPer: 10 * time.Second, Users: benchUsers(n/4 + 1), Quiet: true})
 	l, bl := pipelinetest.NewMemLedger(), pipelinetest.NewMemBlobs()
 	q := &flexQueue{}
 	pipes := make([]*pipeline.Pipeline, instances)
@@ -130,12 +131,12 @@ func runFlex(b *testing.B, n, instances, perInstance int, adaptive bool) flexRun
 			d.Directory, d.Requeue, d.VaultConcurrency = dir, q, 16
 		})
 	}
-	ss := &pipelinetest.SeedSet{}
-	rows := make([]pipelinetest.Row, n)
+	ss := &testkit.SeedSet{}
+	rows := make([]testkit.Row, n)
 	for j := range rows {
 		rows[j] = ss.Row(fmt.Sprintf("FX-%06d", j), fmt.Sprintf("user%04d@contoso.example", j/4+1))
 	}
-	f := bl.Upload("flex.csv", pipelinetest.EntraCSV(rows))
+	f := bl.Upload("flex.csv", testkit.EntraCSV(rows))
 	id := pipeline.ImportID(f.Name, f.ETag)
 	done := settled(ctx, l, id)
 

@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/token"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
@@ -26,8 +26,8 @@ const (
 
 // mixedFileWith is a file with valid rows (assigned and inventory-only), rows Entra will refuse
 // (guest, disabled) and rows that fail validation; serials start with pre.
-func mixedFileWith(ss *pipelinetest.SeedSet, pre string) []byte {
-	return pipelinetest.EntraCSV([]pipelinetest.Row{
+func mixedFileWith(ss *testkit.SeedSet, pre string) []byte {
+	return testkit.EntraCSV([]testkit.Row{
 		ss.Row(pre+"-1", ada),
 		ss.Row(pre+"-2", grace),
 		ss.Row(pre+"-3", ""), // inventory only
@@ -39,14 +39,14 @@ func mixedFileWith(ss *pipelinetest.SeedSet, pre string) []byte {
 	})
 }
 
-func mixedFile(ss *pipelinetest.SeedSet) []byte { return mixedFileWith(ss, "TK") }
+func mixedFile(ss *testkit.SeedSet) []byte { return mixedFileWith(ss, "TK") }
 
 func TestImportAndProvisionMixedFile(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	f := b.Upload("vendor-2026.csv", mixedFile(ss))
 
 	res, err := p.Import(ctx, f)
@@ -71,7 +71,7 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	}
 	// A plain file is kept only encrypted to the deployment's key.
 	if got := b.Rejected[pipeline.RejectedName(res.ImportID, f.Name)+".gpg"]; got == nil || bytes.Contains(got, []byte("upn")) ||
-		string(pipelinetest.DecryptRejected(t, got)) != string(f.Content) {
+		string(testkit.DecryptRejected(t, got)) != string(f.Content) {
 		t.Fatal("the rejected file was not kept whole, encrypted, in seed-rejected")
 	}
 
@@ -171,13 +171,13 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 
 func TestImportAllValidDeletesSource(t *testing.T) {
 	ctx := context.Background()
-	for _, activation := range []string{config.ActivationAuto, config.ActivationNone} {
+	for _, activation := range []string{"auto", "none"} {
 		t.Run(activation, func(t *testing.T) {
-			s := pipelinetest.NewStack(t, pipelinetest.Options{})
+			s := testkit.NewStack(t, testkit.Options{})
 			l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
-			p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Activation = activation })
-			ss := &pipelinetest.SeedSet{}
-			f := b.Upload("clean.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("C-1", ada), ss.Row("C-2", grace), ss.Row("C-3", "")}))
+			p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.AssignOnly = activation == "none" })
+			ss := &testkit.SeedSet{}
+			f := b.Upload("clean.csv", testkit.EntraCSV([]testkit.Row{ss.Row("C-1", ada), ss.Row("C-2", grace), ss.Row("C-3", "")}))
 			res, err := p.Import(ctx, f)
 			if err != nil {
 				t.Fatal(err)
@@ -190,7 +190,7 @@ func TestImportAllValidDeletesSource(t *testing.T) {
 			}
 			pipelinetest.Drain(t, ctx, p, q)
 			wantAssigned := "activated"
-			if activation == config.ActivationNone {
+			if activation == "none" {
 				wantAssigned = "assigned"
 			}
 			for serial, want := range map[string]string{"C-1": wantAssigned, "C-2": wantAssigned, "C-3": "available"} {
@@ -211,7 +211,7 @@ func TestImportAllValidDeletesSource(t *testing.T) {
 // seed-rejected, nothing stored.
 func TestImportUnreadableFile(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
 	f := b.Upload("notes.txt", []byte("hello,world\nthis is,not a seed file\n"))
@@ -238,15 +238,15 @@ func TestImportUnreadableFile(t *testing.T) {
 // the first seed is kept, the file goes to seed-rejected.
 func TestImportDifferentSeedUnderSameSerial(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	if _, err := p.Import(ctx, b.Upload("a.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("S-1", ada)}))); err != nil {
+	ss := &testkit.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("a.csv", testkit.EntraCSV([]testkit.Row{ss.Row("S-1", ada)}))); err != nil {
 		t.Fatal(err)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
-	res, err := p.Import(ctx, b.Upload("b.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("S-1", ada), ss.Row("S-2", grace)})))
+	res, err := p.Import(ctx, b.Upload("b.csv", testkit.EntraCSV([]testkit.Row{ss.Row("S-1", ada), ss.Row("S-2", grace)})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestImportDifferentSeedUnderSameSerial(t *testing.T) {
 // worked) on every kind of write: the retries converge, and no device is created or assigned twice.
 func TestGraphFailsAfterApplying(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
 	for _, f := range []graphstandin.Fault{
@@ -278,13 +278,13 @@ func TestGraphFailsAfterApplying(t *testing.T) {
 	} {
 		s.Graph.Server.AddFault(f)
 	}
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	users := []string{ada, grace, alan, "edsger.dijkstra@contoso.example", "barbara.liskov@contoso.example"}
-	var rows []pipelinetest.Row
+	var rows []testkit.Row
 	for i, u := range users {
 		rows = append(rows, ss.Row(fmt.Sprintf("GF-%d", i), u))
 	}
-	if _, err := p.Import(ctx, b.Upload("faults.csv", pipelinetest.EntraCSV(rows))); err != nil {
+	if _, err := p.Import(ctx, b.Upload("faults.csv", testkit.EntraCSV(rows))); err != nil {
 		t.Fatal(err)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
@@ -315,11 +315,11 @@ func TestGraphFailsAfterApplying(t *testing.T) {
 // import, and a late redelivery of it changes nothing.
 func TestRecordPoisoned(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	if _, err := p.Import(ctx, b.Upload("poison.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("PZ-1", ada), ss.Row("PZ-2", grace)}))); err != nil {
+	ss := &testkit.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("poison.csv", testkit.EntraCSV([]testkit.Row{ss.Row("PZ-1", ada), ss.Row("PZ-2", grace)}))); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := q.Take()
@@ -355,9 +355,9 @@ func TestRecordPoisoned(t *testing.T) {
 // them); a value oathpipe does not take is one file-level problem naming the key, never ignored.
 func TestImportMetadataHints(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
-	hexRow := func(serial string) pipelinetest.Row {
-		return pipelinetest.Row{UPN: ada, Serial: serial, Secret: "3132333435363738393031323334353637383930", Interval: "30", Manufacturer: "Token2", Model: "C202"}
+	s := testkit.NewStack(t, testkit.Options{})
+	hexRow := func(serial string) testkit.Row {
+		return testkit.Row{UPN: ada, Serial: serial, Secret: "3132333435363738393031323334353637383930", Interval: "30", Manufacturer: "Token2", Model: "C202"}
 	}
 	tests := []struct {
 		md        map[string]string
@@ -375,7 +375,7 @@ func TestImportMetadataHints(t *testing.T) {
 			l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 			p := s.Pipeline(l, q, b, nil)
 			name := fmt.Sprintf("hints-%d.csv", i)
-			f := b.Upload(name, pipelinetest.EntraCSV([]pipelinetest.Row{hexRow(fmt.Sprintf("H-%d", i))}))
+			f := b.Upload(name, testkit.EntraCSV([]testkit.Row{hexRow(fmt.Sprintf("H-%d", i))}))
 			f.Metadata = tt.md
 			res, err := p.Import(ctx, f)
 			if err != nil {
@@ -404,16 +404,16 @@ func TestImportMetadataHints(t *testing.T) {
 // ImportStatus answer. The rejected rows are still findable: line plus a hidden marker.
 func TestSeedInTheWrongColumnLeaksNowhere(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	f := b.Upload("misplaced.csv", pipelinetest.MisplacedSeedsFile(ss, "MS", ada))
+	ss := &testkit.SeedSet{}
+	f := b.Upload("misplaced.csv", testkit.MisplacedSeedsFile(ss, "MS", ada))
 	res, err := p.Import(ctx, f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Valid != 1 || res.Invalid != len(pipelinetest.MisplacedRejectedLines) {
+	if res.Valid != 1 || res.Invalid != len(testkit.MisplacedRejectedLines) {
 		t.Fatalf("import: %+v", res)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
@@ -463,16 +463,16 @@ func TestSeedInTheWrongColumnLeaksNowhere(t *testing.T) {
 // the answer is live (it follows a later reassignment) while the report is the import's record.
 func TestEarlierImportStaysReachable(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	first, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-1", ada)})))
+	ss := &testkit.SeedSet{}
+	first, err := p.Import(ctx, b.Upload("batch.csv", testkit.EntraCSV([]testkit.Row{ss.Row("ER-1", ada)})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
-	second, err := p.Import(ctx, b.Upload("batch.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("ER-2", grace)})))
+	second, err := p.Import(ctx, b.Upload("batch.csv", testkit.EntraCSV([]testkit.Row{ss.Row("ER-2", grace)})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -64,17 +65,17 @@ func provisionAll(t *testing.T, ctx context.Context, p *pipeline.Pipeline, q *pi
 func TestReuploadSameNameIsANewImport(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	q := &pipelinetest.MemQueue{}
 	p := s.Pipeline(a.Ledger, q, a.Blobs, func(d *pipeline.Deps) { d.Inbox = a.Blobs })
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	name := fmt.Sprintf("reupload-%d.csv", time.Now().UnixNano())
 	var ids []string
 	pre := fmt.Sprintf("RU-%d", time.Now().UnixNano()%1000000)
 	first := ss.Row(pre+"-1", ada)
 	// The corrected file adds a row; the first row (same seed) is already in the vault.
-	for i, rows := range [][]pipelinetest.Row{{first}, {first, ss.Row(pre+"-2", "")}} {
-		if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
+	for i, rows := range [][]testkit.Row{{first}, {first, ss.Row(pre+"-2", "")}} {
+		if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 			t.Fatal(err)
 		}
 		res, err := p.ImportFromInbox(ctx, pipeline.ImportRequest{Name: name})
@@ -106,19 +107,19 @@ func TestReuploadSameNameIsANewImport(t *testing.T) {
 func TestImportBudgetResumes(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Latency: 40 * time.Millisecond})
+	s := testkit.NewStack(t, testkit.Options{Latency: 40 * time.Millisecond})
 	q := &pipelinetest.MemQueue{}
 	cq := &contQueue{}
 	p := s.Pipeline(a.Ledger, q, a.Blobs, func(d *pipeline.Deps) {
 		d.Inbox, d.Imports, d.ImportBudget, d.VaultConcurrency = a.Blobs, cq, 400*time.Millisecond, 2
 	})
-	ss := &pipelinetest.SeedSet{}
-	var rows []pipelinetest.Row
+	ss := &testkit.SeedSet{}
+	var rows []testkit.Row
 	for i := range 40 {
 		rows = append(rows, ss.Row(fmt.Sprintf("BUD-%d-%02d", time.Now().UnixNano()%100000, i), ""))
 	}
 	name := fmt.Sprintf("budget-%d.csv", time.Now().UnixNano())
-	if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
+	if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 		t.Fatal(err)
 	}
 	req := pipeline.ImportRequest{Name: name}
@@ -176,20 +177,20 @@ func TestVaultOutageMidImport(t *testing.T) {
 	const n = 24
 	// The vault client's own retries (8, honouring Retry-After) would hide a 3 s outage: keep
 	// them to one so the pipeline's backoff is what rides it out.
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Latency: 20 * time.Millisecond, Users: benchUsers(n/4 + 1),
+	s := testkit.NewStack(t, testkit.Options{Latency: 20 * time.Millisecond, Users: benchUsers(n/4 + 1),
 		VaultRetry: &policy.RetryOptions{MaxRetries: 1, RetryDelay: 10 * time.Millisecond, MaxRetryDelay: 20 * time.Millisecond}})
 	q := &pipelinetest.MemQueue{}
 	p := s.Pipeline(a.Ledger, q, a.Blobs, func(d *pipeline.Deps) {
 		d.Inbox, d.RetryWait, d.MaxRetryWait, d.VaultConcurrency = a.Blobs, 100*time.Millisecond, 500*time.Millisecond, 2
 	})
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	pre := fmt.Sprintf("OUT-%d", time.Now().UnixNano()%1000000)
-	var rows []pipelinetest.Row
+	var rows []testkit.Row
 	for i := range n {
 		rows = append(rows, ss.Row(fmt.Sprintf("%s-%02d", pre, i), fmt.Sprintf("user%04d@contoso.example", i/4+1)))
 	}
 	name := pre + ".csv"
-	if _, err := a.Blobs.PutInbox(ctx, name, pipelinetest.EntraCSV(rows), nil); err != nil {
+	if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 		t.Fatal(err)
 	}
 	// The outage begins once the import has stored a few seeds.

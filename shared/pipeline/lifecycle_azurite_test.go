@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -48,12 +48,12 @@ func (f *failingShelf) Retire(ctx context.Context, m, s string) error {
 func TestLifecycleOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
-	rows := []pipelinetest.Row{ss.Row("LC-1", ada), ss.Row("LC-2", grace), ss.Row("LC-3", ""), ss.Row("LC-4", "")}
+	ss := &testkit.SeedSet{}
+	rows := []testkit.Row{ss.Row("LC-1", ada), ss.Row("LC-2", grace), ss.Row("LC-3", ""), ss.Row("LC-4", "")}
 	rows[3].Model = "C302"
-	f := upload(t, ctx, a, "lifecycle/tokens.csv", pipelinetest.EntraCSV(rows))
+	f := upload(t, ctx, a, "lifecycle/tokens.csv", testkit.EntraCSV(rows))
 	res, err := p.Import(ctx, f)
 	if err != nil || res.Valid != 4 {
 		t.Fatalf("import: %+v %v", res, err)
@@ -182,7 +182,7 @@ func TestLifecycleOnAzurite(t *testing.T) {
 	// The retired serial delivered again later with a new seed (a replacement token under the
 	// same serial) is a new token: imported, created in Entra and activated, no seed conflict.
 	again := ss.Row("LC-3", grace)
-	f2 := upload(t, ctx, a, "lifecycle/replacement.csv", pipelinetest.EntraCSV([]pipelinetest.Row{again}))
+	f2 := upload(t, ctx, a, "lifecycle/replacement.csv", testkit.EntraCSV([]testkit.Row{again}))
 	res2, err := p.Import(ctx, f2)
 	if err != nil || res2.Valid != 1 {
 		t.Fatalf("re-import of a retired serial: %+v %v", res2, err)
@@ -208,7 +208,7 @@ func TestLifecycleOnAzurite(t *testing.T) {
 }
 
 // freshSeed is a new random 30 s SHA-1 seed that the leak scan knows.
-func freshSeed(ss *pipelinetest.SeedSet) token.Seed {
+func freshSeed(ss *testkit.SeedSet) token.Seed {
 	ss.Fresh()
 	return token.Seed{Secret: ss.Secrets[len(ss.Secrets)-1], Hash: token.SHA1, Digits: 6, Period: 30}
 }

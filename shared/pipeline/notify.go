@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/oathpipe/oathpipe/shared/config"
 )
 
 // Notifier sends a short summary for people to an incoming webhook (package notify). The text
@@ -39,7 +37,7 @@ func importSummary(st *ImportStatus) string {
 		parts = append(parts, fmt.Sprintf("%s %d", k, st.Counts[k]))
 	}
 	return fmt.Sprintf("oathpipe: the import of %s settled with failures (%d rows: %s). Report: %s/%s.json and %s.failures.csv",
-		st.FileName, st.Rows, strings.Join(parts, ", "), config.ReportsContainer, st.FileName, st.FileName)
+		st.FileName, st.Rows, strings.Join(parts, ", "), ReportsContainer, st.FileName, st.FileName)
 }
 
 // reconcileSummary is the notification of a reconciliation that found something.
@@ -58,7 +56,7 @@ func reconcileSummary(rep *ReconcileReport) string {
 	if taken > 0 {
 		s += fmt.Sprintf(" %d tokens taken back from disabled accounts.", taken)
 	}
-	return s + fmt.Sprintf(" Report: %s/%s.json (GET /api/reconcile/latest)", config.ReportsContainer, rep.ReportName)
+	return s + fmt.Sprintf(" Report: %s/%s.json (GET /api/reconcile/latest)", ReportsContainer, rep.ReportName)
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
@@ -15,14 +16,14 @@ import (
 // summary holds a seed.
 func TestImportWithFailuresNotifies(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	notes := make(chan string, 4)
 	p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Notifier = chanNotifier(notes) })
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	bad := ss.Row("NT-2", "")
 	bad.Secret = "not-base32!" + bad.Secret
-	if _, err := p.Import(ctx, b.Upload("notify/mixed.csv", pipelinetest.EntraCSV([]pipelinetest.Row{bad}))); err != nil {
+	if _, err := p.Import(ctx, b.Upload("notify/mixed.csv", testkit.EntraCSV([]testkit.Row{bad}))); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -36,7 +37,7 @@ func TestImportWithFailuresNotifies(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no summary of an import that settled with failures")
 	}
-	if _, err := p.Import(ctx, b.Upload("notify/good.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("NT-3", "")}))); err != nil {
+	if _, err := p.Import(ctx, b.Upload("notify/good.csv", testkit.EntraCSV([]testkit.Row{ss.Row("NT-3", "")}))); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/envelope"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
@@ -45,7 +44,7 @@ type Deps struct {
 	// (OATHPIPE_THROTTLE_MAX_WAIT, default 24 h).
 	ThrottleMaxWait time.Duration
 
-	Activation       string           // config.ActivationAuto (default) or config.ActivationNone
+	AssignOnly       bool             // assign without activating; the user activates in My Sign-ins (OATHPIPE_ACTIVATION=none)
 	VaultConcurrency int              // seeds written to the vault at once (default 16)
 	ReadOptions      seedfile.Options // PSKC key/password from settings
 	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
@@ -76,9 +75,6 @@ func (p *Pipeline) chunkHook(n int) {
 
 // WithDefaults returns d with every unset tunable at its default.
 func (d Deps) WithDefaults() Deps {
-	if d.Activation == "" {
-		d.Activation = config.ActivationAuto
-	}
 	if d.VaultConcurrency < 1 {
 		d.VaultConcurrency = 16
 	}

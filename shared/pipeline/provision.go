@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -172,7 +171,7 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 		return Outcome{DeviceID: dev.ID}, token.Errorf(token.KindAssignedElsewhere,
 			"token %s is assigned to %s, not %s; use the reassignment API to move it", tok.Serial, p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName), m.UserPrincipalName)
 	}
-	res, err := p.assignActivate(ctx, dev, user, activation{auto: p.d.Activation != config.ActivationNone, seed: seed, fresh: created})
+	res, err := p.assignActivate(ctx, dev, user, activation{auto: !p.d.AssignOnly, seed: seed, fresh: created})
 	if err != nil {
 		switch {
 		case res.methodID == "":

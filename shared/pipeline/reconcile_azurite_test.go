@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
@@ -35,22 +34,22 @@ func (c vaultCatalog) SeedEntries(ctx context.Context) ([]pipeline.SeedEntry, er
 func TestReconcileOnAzurite(t *testing.T) {
 	ctx := context.Background()
 	a := storageAccount(t)
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	p := s.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	const (
 		edsger  = "edsger.dijkstra@contoso.example"
 		barbara = "barbara.liskov@contoso.example"
 	)
-	rows := []pipelinetest.Row{ss.Row("RC-1", ada), ss.Row("RC-2", grace), ss.Row("RC-3", grace), ss.Row("RC-4", alan), ss.Row("RC-5", ""), ss.Row("RC-6", edsger)}
-	res, err := p.Import(ctx, upload(t, ctx, a, "reconcile/tokens.csv", pipelinetest.EntraCSV(rows)))
+	rows := []testkit.Row{ss.Row("RC-1", ada), ss.Row("RC-2", grace), ss.Row("RC-3", grace), ss.Row("RC-4", alan), ss.Row("RC-5", ""), ss.Row("RC-6", edsger)}
+	res, err := p.Import(ctx, upload(t, ctx, a, "reconcile/tokens.csv", testkit.EntraCSV(rows)))
 	if err != nil || res.Valid != len(rows) {
 		t.Fatalf("import: %+v %v", res, err)
 	}
 	(&host{p: p, q: a.Provision.Client(), workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
 	// RC-7: assigned, never activated (OATHPIPE_ACTIVATION=none).
-	pn := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) { d.Activation = config.ActivationNone })
-	res2, err := pn.Import(ctx, upload(t, ctx, a, "reconcile/assigned.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("RC-7", barbara)})))
+	pn := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) { d.AssignOnly = true })
+	res2, err := pn.Import(ctx, upload(t, ctx, a, "reconcile/assigned.csv", testkit.EntraCSV([]testkit.Row{ss.Row("RC-7", barbara)})))
 	if err != nil || res2.Valid != 1 {
 		t.Fatalf("import 2: %+v %v", res2, err)
 	}
@@ -115,11 +114,11 @@ func TestReconcileOnAzurite(t *testing.T) {
 	if len(got) != len(want) || rep.Devices != 7 || rep.Seeds != 7 {
 		t.Errorf("report: %d kinds, %d devices, %d seeds: %+v", len(got), rep.Devices, rep.Seeds, got)
 	}
-	js, err := a.Blobs.Read(ctx, config.ReportsContainer, "reconcile/"+rep.Date+".json")
+	js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, "reconcile/"+rep.Date+".json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	csv, err := a.Blobs.Read(ctx, config.ReportsContainer, "reconcile/"+rep.Date+".failures.csv")
+	csv, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, "reconcile/"+rep.Date+".failures.csv")
 	if err != nil || !strings.Contains(string(csv), "held-by-disabled,RC-4,") {
 		t.Errorf("CSV: %v\n%s", err, csv)
 	}

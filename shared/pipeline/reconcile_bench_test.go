@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
@@ -28,7 +29,7 @@ func BenchmarkReconcile(b *testing.B) {
 		}
 	}
 	ctx := context.Background()
-	s := pipelinetest.NewStack(b, pipelinetest.Options{Latency: 20 * time.Millisecond, Quiet: true})
+	s := testkit.NewStack(b, testkit.Options{Latency: 20 * time.Millisecond, Quiet: true})
 	var users []graphstandin.User
 	devs := make([]graphstandin.DeviceState, n)
 	for i := range devs {

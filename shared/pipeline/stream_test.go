@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -103,26 +104,26 @@ func (i memInbox) ReadInbox(_ context.Context, name string) (pipeline.InboxFile,
 // lists every rejected row.
 func TestImportHoldsAChunkAtATime(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Quiet: true})
+	s := testkit.NewStack(t, testkit.Options{Quiet: true})
 	ml := pipelinetest.NewMemLedger()
 	l := &noReadBack{MemLedger: ml, t: t}
 	q, b := &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	cq := &contQueue{}
 	clock := &steppedClock{start: time.Now()}
 	total := 2*pipeline.ChunkRows + pipeline.ChunkRows/2
-	var rows []pipelinetest.Row
-	ss := &pipelinetest.SeedSet{}
+	var rows []testkit.Row
+	ss := &testkit.SeedSet{}
 	invalid := 0
 	for i := range total {
 		if i%700 == 350 {
-			rows = append(rows, pipelinetest.Row{Serial: fmt.Sprintf("CH-%05d", i), Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"})
+			rows = append(rows, testkit.Row{Serial: fmt.Sprintf("CH-%05d", i), Secret: "x", Interval: "30", Manufacturer: "Token2", Model: "C202"})
 			invalid++
 			continue
 		}
 		rows = append(rows, ss.Row(fmt.Sprintf("CH-%05d", i), ""))
 	}
 	valid := total - invalid
-	content := pipelinetest.EntraCSV(rows)
+	content := testkit.EntraCSV(rows)
 	uploaded := b.Upload("big/chunks.csv", content)
 	blob := &streamBlob{content: content}
 	f := pipeline.InboxFile{Name: uploaded.Name, ETag: uploaded.ETag, Size: int64(len(content)), Blob: blob}
@@ -218,7 +219,7 @@ func TestImportHoldsAChunkAtATime(t *testing.T) {
 	}
 	// A plain file is kept encrypted to the deployment's PGP key, streamed through the encryption.
 	kept := b.Rejected[pipeline.RejectedName(res.ImportID, f.Name)+".gpg"]
-	if kept == nil || !bytes.Equal(pipelinetest.DecryptRejected(t, kept), content) {
+	if kept == nil || !bytes.Equal(testkit.DecryptRejected(t, kept), content) {
 		t.Errorf("seed-rejected holds %d bytes; want the file whole, encrypted", len(kept))
 	}
 }
@@ -261,15 +262,15 @@ func (b *failingBlob) Open(ctx context.Context) (io.ReadCloser, error) {
 // no file-level problem is recorded and the redelivery imports every row.
 func TestImportStreamFailureIsRetried(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{Quiet: true})
+	s := testkit.NewStack(t, testkit.Options{Quiet: true})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
-	var rows []pipelinetest.Row
+	ss := &testkit.SeedSet{}
+	var rows []testkit.Row
 	for i := range 300 {
 		rows = append(rows, ss.Row(fmt.Sprintf("CUT-%03d", i), ""))
 	}
-	content := pipelinetest.EntraCSV(rows)
+	content := testkit.EntraCSV(rows)
 	up := b.Upload("cut.csv", content)
 	blob := &failingBlob{streamBlob: streamBlob{content: content}, cut: len(content) / 2}
 	f := pipeline.InboxFile{Name: up.Name, ETag: up.ETag, Size: int64(len(content)), Blob: blob}

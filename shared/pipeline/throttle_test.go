@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )
@@ -44,11 +45,11 @@ func deliver(t *testing.T, ctx context.Context, p *pipeline.Pipeline, q *pipelin
 // time of the first 429 and nothing of the host's.
 func TestThrottledTokenRequeued(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Requeue = q })
-	ss := &pipelinetest.SeedSet{}
-	if _, err := p.Import(ctx, b.Upload("t.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("TH-1", ada)}))); err != nil {
+	ss := &testkit.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("t.csv", testkit.EntraCSV([]testkit.Row{ss.Row("TH-1", ada)}))); err != nil {
 		t.Fatal(err)
 	}
 	const throttles = 3
@@ -107,11 +108,11 @@ func TestThrottledTokenRequeued(t *testing.T) {
 // failed with that reason instead of being re-queued again.
 func TestThrottledPastTotalWait(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Requeue = q; d.ThrottleMaxWait = time.Hour })
-	ss := &pipelinetest.SeedSet{}
-	imp, err := p.Import(ctx, b.Upload("t.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("TH-2", ada)})))
+	ss := &testkit.SeedSet{}
+	imp, err := p.Import(ctx, b.Upload("t.csv", testkit.EntraCSV([]testkit.Row{ss.Row("TH-2", ada)})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +146,11 @@ func TestThrottledPastTotalWait(t *testing.T) {
 // off) re-queues the token the same way; it ends activated.
 func TestVaultThrottleRequeued(t *testing.T) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{VaultRetry: &policy.RetryOptions{MaxRetries: -1}})
+	s := testkit.NewStack(t, testkit.Options{VaultRetry: &policy.RetryOptions{MaxRetries: -1}})
 	l, q, b := pipelinetest.NewMemLedger(), &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, func(d *pipeline.Deps) { d.Requeue = q })
-	ss := &pipelinetest.SeedSet{}
-	if _, err := p.Import(ctx, b.Upload("t.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row("TH-3", ada)}))); err != nil {
+	ss := &testkit.SeedSet{}
+	if _, err := p.Import(ctx, b.Upload("t.csv", testkit.EntraCSV([]testkit.Row{ss.Row("TH-3", ada)}))); err != nil {
 		t.Fatal(err)
 	}
 	s.KV.Server.FailNext(2, http.StatusTooManyRequests)

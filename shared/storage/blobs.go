@@ -20,7 +20,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -69,7 +68,7 @@ func NewBlobs(o Options) (*Blobs, error) {
 // EnsureContainers creates seed-inbox, seed-reports, seed-rejected and token-parked (private)
 // when missing.
 func (b *Blobs) EnsureContainers(ctx context.Context) error {
-	for _, c := range []string{config.InboxContainer, config.ReportsContainer, config.RejectedContainer, config.ParkedContainer} {
+	for _, c := range []string{pipeline.InboxContainer, pipeline.ReportsContainer, pipeline.RejectedContainer, pipeline.ParkedContainer} {
 		if _, err := b.client.CreateContainer(ctx, c, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 			return classify("storage: create container "+c, err)
 		}
@@ -84,9 +83,9 @@ func (b *Blobs) PutInbox(ctx context.Context, name string, content []byte, metad
 	for k, v := range metadata {
 		md[k] = to.Ptr(v)
 	}
-	resp, err := b.client.UploadBuffer(ctx, config.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
+	resp, err := b.client.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
 	if err != nil {
-		return "", classify("storage: upload "+name+" to "+config.InboxContainer, err)
+		return "", classify("storage: upload "+name+" to "+pipeline.InboxContainer, err)
 	}
 	return string(*resp.ETag), nil
 }
@@ -98,10 +97,10 @@ func (b *Blobs) PutInboxStream(ctx context.Context, name string, r io.Reader, me
 	for k, v := range metadata {
 		md = append(md, k, v)
 	}
-	if _, err := b.uploadStream(ctx, config.InboxContainer, name, r, "application/octet-stream", nil, md...); err != nil {
-		return "", classify("storage: upload "+name+" to "+config.InboxContainer, err)
+	if _, err := b.uploadStream(ctx, pipeline.InboxContainer, name, r, "application/octet-stream", nil, md...); err != nil {
+		return "", classify("storage: upload "+name+" to "+pipeline.InboxContainer, err)
 	}
-	props, err := b.client.ServiceClient().NewContainerClient(config.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
+	props, err := b.client.ServiceClient().NewContainerClient(pipeline.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
 	if err != nil {
 		return "", classify("storage: read back "+name, err)
 	}
@@ -115,8 +114,8 @@ func (b *Blobs) PutInboxStream(ctx context.Context, name string, r io.Reader, me
 // two uploads (KindNotFound when the blob is gone). It implements pipeline.Inbox.
 // Metadata keys are case-insensitive in Blob storage and come back lower-cased.
 func (b *Blobs) ReadInbox(ctx context.Context, name string) (pipeline.InboxFile, error) {
-	op := "storage: read " + config.InboxContainer + "/" + name
-	props, err := b.client.ServiceClient().NewContainerClient(config.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
+	op := "storage: read " + pipeline.InboxContainer + "/" + name
+	props, err := b.client.ServiceClient().NewContainerClient(pipeline.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
 	if err != nil {
 		return pipeline.InboxFile{}, classify(op, err)
 	}
@@ -132,7 +131,7 @@ func (b *Blobs) ReadInbox(ctx context.Context, name string) (pipeline.InboxFile,
 			f.Metadata[strings.ToLower(k)] = *v
 		}
 	}
-	f.Blob = &blobReader{b: b, container: config.InboxContainer, name: name, etag: azcore.ETag(f.ETag), size: f.Size}
+	f.Blob = &blobReader{b: b, container: pipeline.InboxContainer, name: name, etag: azcore.ETag(f.ETag), size: f.Size}
 	return f, nil
 }
 
@@ -243,11 +242,11 @@ func (b *Blobs) Read(ctx context.Context, container, name string) ([]byte, error
 // existing blob (If-None-Match: *): an earlier copy under the name is the same message, parked
 // by an earlier delivery, and is fine. metadata pairs are stored as blob metadata.
 func (b *Blobs) Park(ctx context.Context, name string, content []byte, metadata ...string) error {
-	err := b.upload(ctx, config.ParkedContainer, name, content, "application/json",
+	err := b.upload(ctx, pipeline.ParkedContainer, name, content, "application/json",
 		&blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
 		metadata...)
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
-		return classify("storage: park "+config.ParkedContainer+"/"+name, err)
+		return classify("storage: park "+pipeline.ParkedContainer+"/"+name, err)
 	}
 	return nil
 }
@@ -256,17 +255,17 @@ func (b *Blobs) Park(ctx context.Context, name string, content []byte, metadata 
 // seed-reports/{name}.failures.csv; with failuresCSV nil it deletes any earlier failures file.
 // Both are overwritten on every call (the final report replaces the first one).
 func (b *Blobs) PutReport(ctx context.Context, name string, reportJSON []byte, failuresCSV io.Reader) error {
-	if err := b.upload(ctx, config.ReportsContainer, name+ReportSuffix, reportJSON, "application/json", nil); err != nil {
+	if err := b.upload(ctx, pipeline.ReportsContainer, name+ReportSuffix, reportJSON, "application/json", nil); err != nil {
 		return classify("storage: write report "+name+ReportSuffix, err)
 	}
 	if failuresCSV == nil {
-		_, err := b.client.DeleteBlob(ctx, config.ReportsContainer, name+FailuresSuffix, nil)
+		_, err := b.client.DeleteBlob(ctx, pipeline.ReportsContainer, name+FailuresSuffix, nil)
 		if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
 			return classify("storage: delete old "+name+FailuresSuffix, err)
 		}
 		return nil
 	}
-	if _, err := b.uploadStream(ctx, config.ReportsContainer, name+FailuresSuffix, failuresCSV, "text/csv; charset=utf-8", nil); err != nil {
+	if _, err := b.uploadStream(ctx, pipeline.ReportsContainer, name+FailuresSuffix, failuresCSV, "text/csv; charset=utf-8", nil); err != nil {
 		return classify("storage: write report "+name+FailuresSuffix, err)
 	}
 	return nil
@@ -368,8 +367,8 @@ func (b *Blobs) hashBlob(ctx context.Context, container, name string) ([]byte, i
 // the inbox blob in place, and the call is safe to repeat: a rejected copy with the same
 // content is accepted as done, and an inbox blob that is already gone is fine.
 func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader, target string) error {
-	op := fmt.Sprintf("storage: move %s/%s to %s/%s", config.InboxContainer, name, config.RejectedContainer, target)
-	want, err := b.uploadStream(ctx, config.RejectedContainer, target, content, "application/octet-stream",
+	op := fmt.Sprintf("storage: move %s/%s to %s/%s", pipeline.InboxContainer, name, pipeline.RejectedContainer, target)
+	want, err := b.uploadStream(ctx, pipeline.RejectedContainer, target, content, "application/octet-stream",
 		&blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
 		"sourcename", url.PathEscape(name), "sourceetag", etag, "rejectedat", time.Now().UTC().Format(time.RFC3339))
 	var se *sourceError
@@ -377,7 +376,7 @@ func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader
 	case errors.As(err, &se) && bloberror.HasCode(se.err, bloberror.BlobNotFound, bloberror.ConditionNotMet):
 		// The inbox blob is gone or replaced: an earlier attempt may have moved it (the copy is
 		// verified before the inbox blob is deleted). Done when that copy is there.
-		props, perr := b.client.ServiceClient().NewContainerClient(config.RejectedContainer).NewBlobClient(target).GetProperties(ctx, nil)
+		props, perr := b.client.ServiceClient().NewContainerClient(pipeline.RejectedContainer).NewBlobClient(target).GetProperties(ctx, nil)
 		if perr == nil && props.Metadata != nil {
 			for k, v := range props.Metadata {
 				if strings.EqualFold(k, "sourceetag") && v != nil && *v == etag {
@@ -398,7 +397,7 @@ func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader
 	}
 	// Read the copy back: whether just written or left by an earlier attempt, it must be this
 	// file, byte for byte, before the inbox blob may go.
-	got, size, err := b.hashBlob(ctx, config.RejectedContainer, target)
+	got, size, err := b.hashBlob(ctx, pipeline.RejectedContainer, target)
 	if err != nil {
 		return classify(op+": verify the copy", err)
 	}
@@ -426,7 +425,7 @@ func (b *Blobs) DeleteInbox(ctx context.Context, name, etag string) error {
 		e := azcore.ETag(etag)
 		opts.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &e}}
 	}
-	_, err := b.client.DeleteBlob(ctx, config.InboxContainer, name, opts)
+	_, err := b.client.DeleteBlob(ctx, pipeline.InboxContainer, name, opts)
 	switch {
 	case err == nil:
 		b.log.InfoContext(ctx, "seed file deleted from the inbox", "file", name)
@@ -437,5 +436,5 @@ func (b *Blobs) DeleteInbox(ctx context.Context, name, etag string) error {
 		b.log.InfoContext(ctx, "inbox blob was replaced by a new upload; left for its own import", "file", name, "etag", etag)
 		return nil
 	}
-	return classify("storage: delete "+config.InboxContainer+"/"+name, err)
+	return classify("storage: delete "+pipeline.InboxContainer+"/"+name, err)
 }

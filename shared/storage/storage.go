@@ -1,15 +1,14 @@
 // Package storage is oathpipe's blob and queue adapter over azblob and azqueue: it reads and
 // removes seed files in the inbox, writes reports, moves files whole to the private
 // seed-rejected container, and sends provisioning messages as plain text. It implements
-// pipeline.Blobs and pipeline.Queue, and Open builds them (and the ledger) from the settings.
+// pipeline.Blobs and pipeline.Queue; main builds them (NewBlobs, NewQueue) from its Options.
+// The ledger's tables are package ledger's.
 package storage
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -18,8 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/shared/azerr"
-	"github.com/oathpipe/oathpipe/shared/config"
-	"github.com/oathpipe/oathpipe/shared/ledger"
+	"github.com/oathpipe/oathpipe/shared/loopback"
 )
 
 // Options says how to reach the storage account. Give either ConnectionString (Azurite, local
@@ -28,81 +26,9 @@ type Options struct {
 	ConnectionString string
 	BlobServiceURL   string // https://<account>.blob.core.windows.net/
 	QueueServiceURL  string // https://<account>.queue.core.windows.net/
-	TableServiceURL  string // https://<account>.table.core.windows.net/ (the ledger)
 	Credential       azcore.TokenCredential
 	HTTPClient       *http.Client // optional transport (extra CA, test proxies)
 	Logger           *slog.Logger
-}
-
-// Account is everything oathpipe keeps in its storage account.
-type Account struct {
-	Blobs     *Blobs         // seed-inbox, seed-reports, seed-rejected
-	Provision *Queue         // token-provisioning
-	Poison    *Queue         // token-provisioning-poison (the host moves messages there; read by ProvisionFailed)
-	Imports   *Queue         // seed-imports: Event Grid BlobCreated events and import continuations (ImportSeeds)
-	Ledger    *ledger.Ledger // tables oathpipeledger and oathpipeaudit
-}
-
-// FromConfig returns the Options for cfg: its connection string when SeedStorage is set,
-// otherwise its identity-based service URLs with cred.
-func FromConfig(cfg *config.Config, cred azcore.TokenCredential, httpClient *http.Client, logger *slog.Logger) Options {
-	o := Options{HTTPClient: httpClient, Logger: logger}
-	if cfg.StorageConnectionString != "" {
-		o.ConnectionString = cfg.StorageConnectionString
-		return o
-	}
-	o.BlobServiceURL, o.QueueServiceURL, o.TableServiceURL = cfg.BlobServiceURL, cfg.QueueServiceURL, cfg.TableServiceURL
-	o.Credential = cred
-	return o
-}
-
-// Open builds the blob, queue and ledger clients for cfg (see FromConfig). It makes no request;
-// call EnsureResources for local runs.
-func Open(cfg *config.Config, cred azcore.TokenCredential, httpClient *http.Client, logger *slog.Logger) (*Account, error) {
-	return OpenWith(FromConfig(cfg, cred, httpClient, logger))
-}
-
-// OpenWith builds the blob, queue and ledger clients from o.
-func OpenWith(o Options) (*Account, error) {
-	b, err := NewBlobs(o)
-	if err != nil {
-		return nil, err
-	}
-	p, err := NewQueue(o, config.ProvisionQueue)
-	if err != nil {
-		return nil, err
-	}
-	poison, err := NewQueue(o, config.PoisonQueue)
-	if err != nil {
-		return nil, err
-	}
-	imports, err := NewQueue(o, config.ImportsQueue)
-	if err != nil {
-		return nil, err
-	}
-	l, err := ledger.New(ledger.Options{
-		ConnectionString: o.ConnectionString, ServiceURL: o.TableServiceURL, Credential: o.Credential,
-		HTTPClient: o.HTTPClient, Logger: o.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Account{Blobs: b, Provision: p, Poison: poison, Imports: imports, Ledger: l}, nil
-}
-
-// EnsureResources creates the containers, queues and tables oathpipe uses when they do not
-// exist. For local runs and tests: in Azure, infra/ creates them (and the app's identity may not
-// create them).
-func (a *Account) EnsureResources(ctx context.Context) error {
-	if err := a.Blobs.EnsureContainers(ctx); err != nil {
-		return err
-	}
-	for _, q := range []*Queue{a.Provision, a.Poison, a.Imports} {
-		if err := q.Ensure(ctx); err != nil {
-			return err
-		}
-	}
-	return a.Ledger.EnsureTables(ctx)
 }
 
 // clientOptions is the azcore options every client here shares.
@@ -112,7 +38,7 @@ func clientOptions(o Options, serviceURL string) azcore.ClientOptions {
 		co.Transport = o.HTTPClient
 	}
 	// A bearer token goes over plain HTTP only to a loopback emulator.
-	co.InsecureAllowCredentialWithHTTP = strings.HasPrefix(serviceURL, "http://") && config.IsLoopbackURL(serviceURL)
+	co.InsecureAllowCredentialWithHTTP = loopback.PlainHTTP(serviceURL)
 	co.Retry = policy.RetryOptions{MaxRetries: 4, RetryDelay: 500 * time.Millisecond, MaxRetryDelay: 10 * time.Second}
 	return co
 }

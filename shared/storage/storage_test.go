@@ -17,7 +17,6 @@ import (
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
 	"github.com/oathpipe/oathpipe/shared/azauth"
-	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -39,47 +38,59 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// account opens the Azurite account through the same helper serve.go uses, and creates the
-// resources (twice: EnsureResources is idempotent).
-func account(t *testing.T) *Account {
+// testAccount is the blob and queue clients of the Azurite account.
+type testAccount struct {
+	Blobs                      *Blobs
+	Provision, Poison, Imports *Queue
+}
+
+// account opens the Azurite account and creates the containers and queues (twice: creating
+// them is idempotent).
+func account(t *testing.T) *testAccount {
 	t.Helper()
-	cfg, err := config.Load(func(k string) string {
-		return map[string]string{
-			"FUNCTIONS_CUSTOMHANDLER_PORT": "7071",
-			"SeedStorage":                  server.ConnectionString(),
-			"OATHPIPE_KEYVAULT_URL":        "https://127.0.0.1:1/",
-		}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(cfg, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := Options{ConnectionString: server.ConnectionString()}
+	a := &testAccount{Blobs: must(NewBlobs(o))(t), Provision: must(NewQueue(o, pipeline.ProvisionQueue))(t),
+		Poison: must(NewQueue(o, pipeline.PoisonQueue))(t), Imports: must(NewQueue(o, pipeline.ImportsQueue))(t)}
 	for i := 0; i < 2; i++ {
-		if err := a.EnsureResources(context.Background()); err != nil {
-			t.Fatalf("EnsureResources #%d: %v", i+1, err)
+		if err := a.Blobs.EnsureContainers(context.Background()); err != nil {
+			t.Fatalf("EnsureContainers #%d: %v", i+1, err)
+		}
+		for _, q := range []*Queue{a.Provision, a.Poison, a.Imports} {
+			if err := q.Ensure(context.Background()); err != nil {
+				t.Fatalf("Ensure %s #%d: %v", q.Name(), i+1, err)
+			}
 		}
 	}
 	return a
 }
 
-func TestOpenIdentityBased(t *testing.T) {
-	cfg := &config.Config{
+func must[T any](v T, err error) func(*testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func TestIdentityBased(t *testing.T) {
+	o := Options{
 		BlobServiceURL:  "https://st.blob.core.windows.net/",
 		QueueServiceURL: "https://st.queue.core.windows.net/",
-		TableServiceURL: "https://st.table.core.windows.net/",
+		Credential:      azauth.StaticToken("t"),
 	}
-	a, err := Open(cfg, azauth.StaticToken("t"), nil, nil)
-	if err != nil {
+	if _, err := NewBlobs(o); err != nil {
 		t.Fatal(err)
 	}
-	if a.Blobs == nil || a.Provision.Name() != config.ProvisionQueue || a.Poison.Name() != config.PoisonQueue || a.Ledger == nil {
-		t.Fatalf("Open = %+v", a)
+	if q, err := NewQueue(o, pipeline.PoisonQueue); err != nil || q.Name() != pipeline.PoisonQueue {
+		t.Fatalf("NewQueue = %v, %v", q, err)
 	}
-	if _, err := Open(&config.Config{}, nil, nil, nil); err == nil {
-		t.Fatal("Open with neither a connection string nor URLs succeeded")
+	if _, err := NewBlobs(Options{}); err == nil {
+		t.Fatal("NewBlobs with neither a connection string nor a URL succeeded")
+	}
+	if _, err := NewQueue(Options{BlobServiceURL: o.BlobServiceURL, Credential: o.Credential}, pipeline.ProvisionQueue); err == nil {
+		t.Fatal("NewQueue without a queue URL succeeded")
 	}
 }
 
@@ -93,17 +104,17 @@ func TestReports(t *testing.T) {
 		if err := a.Blobs.PutReport(ctx, name, []byte(`{"final":true}`), nil); err != nil {
 			t.Fatalf("%q: %v", name, err)
 		}
-		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+ReportSuffix)
+		js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+ReportSuffix)
 		if err != nil || string(js) != `{"final":true}` {
 			t.Errorf("%q report = %s, %v; want the final one", name, js, err)
 		}
-		if _, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); token.KindOf(err) != token.KindNotFound {
+		if _, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+FailuresSuffix); token.KindOf(err) != token.KindNotFound {
 			t.Errorf("%q failures file after a report without failures: %v, want not found", name, err)
 		}
 		if err := a.Blobs.PutReport(ctx, name, []byte(`{}`), strings.NewReader("x\n")); err != nil {
 			t.Fatal(err)
 		}
-		if csv, err := a.Blobs.Read(ctx, config.ReportsContainer, name+FailuresSuffix); err != nil || string(csv) != "x\n" {
+		if csv, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+FailuresSuffix); err != nil || string(csv) != "x\n" {
 			t.Errorf("%q failures = %q, %v", name, csv, err)
 		}
 	}
@@ -172,7 +183,7 @@ func TestRejectNeverLosesFile(t *testing.T) {
 	if f, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, f) != string(content) {
 		t.Fatalf("inbox after a failed move: %v; the file must still be there", err)
 	}
-	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+	if got, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("rejected copy after a failed move: %v", err)
 	}
 
@@ -183,7 +194,7 @@ func TestRejectNeverLosesFile(t *testing.T) {
 	if _, err := a.Blobs.ReadInbox(ctx, name); token.KindOf(err) != token.KindNotFound {
 		t.Fatalf("inbox after the move: %v, want gone", err)
 	}
-	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+	if got, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("rejected copy: %q, %v", got, err)
 	}
 	if err := a.Blobs.Reject(ctx, name, etag, bytes.NewReader(content), target); err != nil {
@@ -202,14 +213,14 @@ func TestRejectRefusesToOverwrite(t *testing.T) {
 		}
 		f, _ := a.Blobs.ReadInbox(ctx, name)
 		target := "imp-x/" + name
-		if err := a.Blobs.upload(ctx, config.RejectedContainer, target, other, "text/plain", nil); err != nil {
+		if err := a.Blobs.upload(ctx, pipeline.RejectedContainer, target, other, "text/plain", nil); err != nil {
 			t.Fatal(err)
 		}
 		err := a.Blobs.Reject(ctx, name, f.ETag, bytes.NewReader(content), target)
 		if token.KindOf(err) != token.KindConflict {
 			t.Errorf("Reject onto a different file = %v, want KindConflict", err)
 		}
-		if got, _ := a.Blobs.Read(ctx, config.RejectedContainer, target); !bytes.Equal(got, other) {
+		if got, _ := a.Blobs.Read(ctx, pipeline.RejectedContainer, target); !bytes.Equal(got, other) {
 			t.Errorf("the earlier rejected file was overwritten")
 		}
 		if g, err := a.Blobs.ReadInbox(ctx, name); err != nil || inboxContent(t, g) != string(content) {
@@ -223,7 +234,7 @@ func TestRejectFailureBeforeCopyKeepsInbox(t *testing.T) {
 	ctx := context.Background()
 	name := "no-container.csv"
 	etag, _ := a.Blobs.PutInbox(ctx, name, []byte("seeds"), nil)
-	if _, err := a.Blobs.client.DeleteContainer(ctx, config.RejectedContainer, nil); err != nil {
+	if _, err := a.Blobs.client.DeleteContainer(ctx, pipeline.RejectedContainer, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
@@ -399,7 +410,7 @@ func TestRejectRepeatAfterInboxGone(t *testing.T) {
 	if err := a.Blobs.Reject(ctx, name, `"0xOTHER"`, open(), target); err == nil {
 		t.Fatal("Reject of another upload whose blob is gone took the earlier copy for its own")
 	}
-	if got, err := a.Blobs.Read(ctx, config.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
+	if got, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, target); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("rejected copy: %q, %v", got, err)
 	}
 }

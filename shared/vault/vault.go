@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,9 +21,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
+	"github.com/oathpipe/oathpipe/shared/loopback"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -58,10 +57,8 @@ var DefaultRetry = policy.RetryOptions{
 type Options struct {
 	// VaultURL is the vault, e.g. https://kv-oathpipe.vault.azure.net/ (https only).
 	VaultURL string
-	// Credential authenticates to Key Vault (azauth.Credential). When nil, a user-assigned
-	// managed identity is used if ManagedIdentityClientID is set, else DefaultAzureCredential.
-	Credential              azcore.TokenCredential
-	ManagedIdentityClientID string
+	// Credential authenticates to Key Vault (azauth.Credential); required.
+	Credential azcore.TokenCredential
 	// HTTPClient is the transport (azauth.HTTPClient trusts the stand-in's CA); nil = default.
 	HTTPClient *http.Client
 	// Logger receives one line per stored, recovered or conflicting seed; nil = slog.Default().
@@ -88,19 +85,10 @@ func New(opts Options) (*Vault, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("key vault URL %q: must be an https URL such as https://kv-oathpipe.vault.azure.net/", opts.VaultURL)
 	}
-	cred := opts.Credential
-	if cred == nil {
-		if opts.ManagedIdentityClientID != "" {
-			cred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-				ID: azidentity.ClientID(opts.ManagedIdentityClientID)})
-		} else {
-			cred, err = azidentity.NewDefaultAzureCredential(nil)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("key vault credential: %w", err)
-		}
+	if opts.Credential == nil {
+		return nil, fmt.Errorf("key vault %s: no credential", opts.VaultURL)
 	}
-	co := &azsecrets.ClientOptions{DisableChallengeResourceVerification: isLoopback(u.Hostname())}
+	co := &azsecrets.ClientOptions{DisableChallengeResourceVerification: loopback.Host(u.Hostname())}
 	co.Retry = DefaultRetry
 	if opts.Retry != nil {
 		co.Retry = *opts.Retry
@@ -109,7 +97,7 @@ func New(opts Options) (*Vault, error) {
 	if opts.HTTPClient != nil {
 		co.Transport = opts.HTTPClient
 	}
-	client, err := azsecrets.NewClient(strings.TrimRight(opts.VaultURL, "/"), cred, co)
+	client, err := azsecrets.NewClient(strings.TrimRight(opts.VaultURL, "/"), opts.Credential, co)
 	if err != nil {
 		return nil, fmt.Errorf("key vault client for %s: %w", opts.VaultURL, err)
 	}
@@ -121,14 +109,6 @@ func New(opts Options) (*Vault, error) {
 		v.recoveryWait = 30 * time.Second
 	}
 	return v, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Outcome says what Put did.

@@ -1,6 +1,6 @@
-// Package pipelinetest helps test code that runs the pipeline: in-memory Ledger, Queue and Blobs
-// with the contract's semantics, a stack of the Key Vault and Graph stand-ins with the real
-// vault and entra clients, seed-file builders, and a scan for leaked seeds. For tests only.
+// Package pipelinetest holds in-memory Ledger, Queue and Blobs with the contract's semantics
+// for tests that run the pipeline without Azurite, and Drain, which plays the host for the
+// in-memory queue. The stand-ins with the real adapters are in internal/testkit. For tests only.
 package pipelinetest
 
 import (

@@ -12,9 +12,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/storage"
 )
 
@@ -34,24 +33,18 @@ func TestPipelineOnStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer server.Stop()
-	a, err := storage.OpenWith(storage.Options{ConnectionString: server.ConnectionString()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.EnsureResources(ctx); err != nil {
-		t.Fatal(err)
-	}
-	stack := pipelinetest.NewStack(t, pipelinetest.Options{})
+	a := testkit.OpenAccount(t, server.ConnectionString())
+	stack := testkit.NewStack(t, testkit.Options{})
 	p := stack.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
 
-	var seeds pipelinetest.SeedSet
+	var seeds testkit.SeedSet
 	upns := []string{"ada.lovelace@contoso.example", "grace.hopper@contoso.example", "alan.turing@contoso.example", "edsger.dijkstra@contoso.example", ""}
-	var rows []pipelinetest.Row
+	var rows []testkit.Row
 	for i, u := range upns {
 		rows = append(rows, seeds.Row(fmt.Sprintf("86596120%05d", i+1), u))
 	}
-	good := string(pipelinetest.EntraCSV(rows))
-	bad := string(pipelinetest.EntraCSV([]pipelinetest.Row{seeds.Row("8659612100001", "barbara.liskov@contoso.example")})) +
+	good := string(testkit.EntraCSV(rows))
+	bad := string(testkit.EntraCSV([]testkit.Row{seeds.Row("8659612100001", "barbara.liskov@contoso.example")})) +
 		"ken.thompson@contoso.example,8659612100002,not*base32!,30,Token2,C202\n"
 	files := map[string]string{"vendor/good batch ü.csv": good, "bad #1.csv": bad}
 
@@ -81,8 +74,8 @@ func TestPipelineOnStorage(t *testing.T) {
 		t.Fatalf("bad file: %+v", r)
 	}
 	// A plain file is kept only encrypted to the deployment's PGP key.
-	if kept, err := a.Blobs.Read(ctx, config.RejectedContainer, pipeline.RejectedName(r.ImportID, "bad #1.csv")+".gpg"); err != nil ||
-		strings.Contains(string(kept), "ken.thompson") || string(pipelinetest.DecryptRejected(t, kept)) != bad {
+	if kept, err := a.Blobs.Read(ctx, pipeline.RejectedContainer, pipeline.RejectedName(r.ImportID, "bad #1.csv")+".gpg"); err != nil ||
+		strings.Contains(string(kept), "ken.thompson") || string(testkit.DecryptRejected(t, kept)) != bad {
 		t.Fatalf("rejected file: %v", err)
 	}
 
@@ -128,7 +121,7 @@ func TestPipelineOnStorage(t *testing.T) {
 			t.Errorf("%q in the ledger: %+v, %v", name, imp, err)
 		}
 		var st pipeline.ImportStatus
-		js, err := a.Blobs.Read(ctx, config.ReportsContainer, name+storage.ReportSuffix)
+		js, err := a.Blobs.Read(ctx, pipeline.ReportsContainer, name+storage.ReportSuffix)
 		if err != nil || json.Unmarshal(js, &st) != nil {
 			t.Fatalf("report of %q: %v", name, err)
 		}
@@ -156,7 +149,7 @@ func TestPipelineOnStorage(t *testing.T) {
 	}
 
 	// Nothing stored anywhere but the vault and seed-rejected holds a seed.
-	stored := append(append([]string{}, texts...), pipelinetest.StoredOutsideVault(t, ctx, server.ConnectionString()))
+	stored := append(append([]string{}, texts...), testkit.StoredOutsideVault(t, ctx, server.ConnectionString()))
 	if n := strings.Count(stored[len(stored)-1], "\n"); n < 20 {
 		t.Fatalf("scanned only %d stored lines", n)
 	}

@@ -1,4 +1,4 @@
-package pipelinetest
+package testkit
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
 // StoredOutsideVault reads, raw, everything the app keeps in storage that must never hold a
@@ -23,7 +23,7 @@ func StoredOutsideVault(tb testing.TB, ctx context.Context, connectionString str
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, table := range []string{config.LedgerTable, config.AuditTable} {
+	for _, table := range []string{pipeline.LedgerTable, pipeline.AuditTable} {
 		pager := tables.NewClient(table).NewListEntitiesPager(nil)
 		for pager.More() {
 			page, err := pager.NextPage(ctx)

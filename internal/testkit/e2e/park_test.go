@@ -13,11 +13,9 @@ import (
 
 	"github.com/oathpipe/oathpipe/handlers"
 	"github.com/oathpipe/oathpipe/internal/azurite"
-	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/ledger"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
-	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
-	"github.com/oathpipe/oathpipe/shared/storage"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -50,14 +48,8 @@ func TestProvisionFailedParksOnAzurite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer server.Stop()
-	a, err := storage.OpenWith(storage.Options{ConnectionString: server.ConnectionString()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.EnsureResources(ctx); err != nil {
-		t.Fatal(err)
-	}
-	stack := pipelinetest.NewStack(t, pipelinetest.Options{})
+	a := testkit.OpenAccount(t, server.ConnectionString())
+	stack := testkit.NewStack(t, testkit.Options{})
 	p := stack.Pipeline(downLedger{a.Ledger}, a.Provision, a.Blobs, nil)
 	srv := handlers.New(handlers.Options{Pipeline: p, Parker: a.Blobs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	front := httptest.NewServer(srv)
@@ -80,7 +72,7 @@ func TestProvisionFailedParksOnAzurite(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Fatalf("delivery %d answered %d; want %d", dq, resp.StatusCode, want)
 		}
-		parked, err := a.Blobs.Read(ctx, config.ParkedContainer, "imp-0123456789abcdef01234567/0000000007.json")
+		parked, err := a.Blobs.Read(ctx, pipeline.ParkedContainer, "imp-0123456789abcdef01234567/0000000007.json")
 		switch {
 		case dq < 5 && token.KindOf(err) != token.KindNotFound:
 			t.Fatalf("delivery %d: parked early (%v)", dq, err)
@@ -92,7 +84,7 @@ func TestProvisionFailedParksOnAzurite(t *testing.T) {
 	if err := a.Blobs.Park(ctx, "imp-0123456789abcdef01234567/0000000007.json", []byte("other")); err != nil {
 		t.Fatal(err)
 	}
-	parked, _ := a.Blobs.Read(ctx, config.ParkedContainer, "imp-0123456789abcdef01234567/0000000007.json")
+	parked, _ := a.Blobs.Read(ctx, pipeline.ParkedContainer, "imp-0123456789abcdef01234567/0000000007.json")
 	if string(parked) != msg {
 		t.Fatalf("parked blob overwritten: %q", parked)
 	}
