@@ -117,26 +117,6 @@ func (in *Invocation) MetaObject(key string, v any) error {
 	return object(raw, v)
 }
 
-// MetaProperty returns a property of the blob trigger's Metadata.Properties object (ETag,
-// ContentLength, ...), matched case-insensitively.
-func (in *Invocation) MetaProperty(name string) string {
-	var props map[string]json.RawMessage
-	if err := in.MetaObject("Properties", &props); err != nil {
-		return ""
-	}
-	for k, v := range props {
-		if strings.EqualFold(k, name) {
-			if v = bytes.TrimSpace(v); len(v) > 0 && (v[0] == '{' || v[0] == '[') {
-				// Not a primitive (e.g. an SDK struct serialised as {}): no usable value.
-				return ""
-			}
-			s, _ := primitive(v)
-			return s
-		}
-	}
-	return ""
-}
-
 // HTTPRequest is an HTTP trigger's Data.<name>.
 type HTTPRequest struct {
 	URL        string              `json:"Url"`

@@ -230,7 +230,10 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	s.front = &http.Server{Handler: http.HandlerFunc(s.serveFront), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.front.Serve(ln) }()
 
-	if err = s.StartApp(ctx); err != nil {
+	s.life.Lock()
+	err = s.startApp(ctx)
+	s.life.Unlock()
+	if err != nil {
 		return err
 	}
 	s.Endpoints.HandlerURL = "http://127.0.0.1:" + strconv.Itoa(s.appPort)
@@ -271,13 +274,6 @@ func (s *Stack) Settings(port int) map[string]string {
 		m[k] = v
 	}
 	return m
-}
-
-// StartApp starts `oathpipe serve` and the runner (after StopApp or KillApp).
-func (s *Stack) StartApp(ctx context.Context) error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.startApp(ctx)
 }
 
 // startApp starts the app and its runner; the caller holds s.life. When the app exits on its own
@@ -398,27 +394,6 @@ func (s *Stack) supervise(a *appProcess) {
 	}
 }
 
-// Restarts counts the times the app was restarted after exiting on its own.
-func (s *Stack) Restarts() int {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.restarts
-}
-
-// StopApp stops the runner (queue messages in flight become visible again) and then the app
-// with SIGKILL, as the Functions host does.
-func (s *Stack) StopApp() { s.stopApp(false) }
-
-// KillApp kills the app with SIGKILL first, as a crashed instance, then stops the runner: the
-// invocations in flight fail and are retried after RetryDelay.
-func (s *Stack) KillApp() { s.stopApp(true) }
-
-func (s *Stack) stopApp(crash bool) {
-	s.life.Lock()
-	defer s.life.Unlock()
-	s.stopAppLocked(crash)
-}
-
 func (s *Stack) stopAppLocked(crash bool) {
 	s.mu.Lock()
 	a := s.app
@@ -445,16 +420,6 @@ func (a *appProcess) kill(sig syscall.Signal) {
 	if a.cmd.Process != nil {
 		_ = syscall.Kill(-a.cmd.Process.Pid, sig)
 	}
-}
-
-// AppPID is the process id of the running `oathpipe serve`, or 0.
-func (s *Stack) AppPID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.app == nil {
-		return 0
-	}
-	return s.app.cmd.Process.Pid
 }
 
 // Stop stops everything Start started and removes the state folder. It is safe to call twice.

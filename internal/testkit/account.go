@@ -2,7 +2,12 @@ package testkit
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/oathpipe/oathpipe/shared/ledger"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -17,6 +22,8 @@ type Account struct {
 	Poison    *storage.Queue // token-provisioning-poison
 	Imports   *storage.Queue // seed-imports
 	Ledger    *ledger.Ledger // oathpipeledger and oathpipeaudit
+
+	inbox *azblob.Client // uploads to seed-inbox (PutInbox), which nothing in the app does
 }
 
 // OpenAccount builds the adapters on the account behind connectionString and creates the
@@ -37,6 +44,9 @@ func OpenAccount(tb testing.TB, connectionString string) *Account {
 			tb.Fatal(err)
 		}
 	}
+	if a.inbox, err = azblob.NewClientFromConnectionString(connectionString, nil); err != nil {
+		tb.Fatal(err)
+	}
 	if a.Ledger, err = ledger.New(ledger.Options{ConnectionString: connectionString}); err != nil {
 		tb.Fatal(err)
 	}
@@ -53,4 +63,32 @@ func OpenAccount(tb testing.TB, connectionString string) *Account {
 		tb.Fatal(err)
 	}
 	return a
+}
+
+// PutInbox uploads a seed file to seed-inbox, the way an admin or a vendor portal drops one,
+// and returns its ETag.
+func (a *Account) PutInbox(ctx context.Context, name string, content []byte, metadata map[string]string) (string, error) {
+	md := make(map[string]*string, len(metadata))
+	for k, v := range metadata {
+		md[k] = to.Ptr(v)
+	}
+	resp, err := a.inbox.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
+	if err != nil {
+		return "", fmt.Errorf("upload %s to %s: %w", name, pipeline.InboxContainer, err)
+	}
+	return string(*resp.ETag), nil
+}
+
+// PutInboxStream uploads what r streams (to its end) to seed-inbox/{name} in blocks, without
+// holding it, and returns its ETag: PutInbox for a generated big file (benchmarks).
+func (a *Account) PutInboxStream(ctx context.Context, name string, r io.Reader, metadata map[string]string) (string, error) {
+	md := make(map[string]*string, len(metadata))
+	for k, v := range metadata {
+		md[k] = to.Ptr(v)
+	}
+	resp, err := a.inbox.UploadStream(ctx, pipeline.InboxContainer, name, r, &azblob.UploadStreamOptions{Metadata: md})
+	if err != nil {
+		return "", fmt.Errorf("upload %s to %s: %w", name, pipeline.InboxContainer, err)
+	}
+	return string(*resp.ETag), nil
 }

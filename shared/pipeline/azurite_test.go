@@ -64,7 +64,7 @@ type host struct {
 // import: name, ETag and bytes.
 func upload(tb testing.TB, ctx context.Context, a *testkit.Account, name string, content []byte) pipeline.InboxFile {
 	tb.Helper()
-	if _, err := a.Blobs.PutInbox(ctx, name, content, nil); err != nil {
+	if _, err := a.PutInbox(ctx, name, content, nil); err != nil {
 		tb.Fatal(err)
 	}
 	f, err := a.Blobs.ReadInbox(ctx, name)

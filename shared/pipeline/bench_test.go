@@ -61,7 +61,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 					rows[j] = ss.Row(fmt.Sprintf("B%s-%d-%06d", c.name[:1], i, j), fmt.Sprintf("user%04d@contoso.example", j/4+1))
 				}
 				name := fmt.Sprintf("bench/%s-%d-%d.csv", c.name, i, time.Now().UnixNano())
-				etag, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil)
+				etag, err := a.PutInbox(ctx, name, testkit.EntraCSV(rows), nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -77,7 +77,7 @@ func BenchmarkImportBigFile(b *testing.B) {
 		})
 		name := fmt.Sprintf("bench/big-%d-%d.csv", i, time.Now().UnixNano())
 		gen := &generated{rows: rows, run: i}
-		if _, err := a.Blobs.PutInboxStream(ctx, name, gen.reader(), nil); err != nil {
+		if _, err := a.PutInboxStream(ctx, name, gen.reader(), nil); err != nil {
 			b.Fatal(err)
 		}
 		// The baseline: the seed reader alone over the same stream. Its duplicate indexes (two

@@ -232,7 +232,7 @@ func TestDeliveredArchiveResumes(t *testing.T) {
 	}
 	name := fmt.Sprintf("resume-%d.zip", stamp)
 	zipped := testkit.SevenZipAES(t, map[string][]byte{"a.csv": file("RZA"), "b.csv": file("RZB")}, testkit.ZipPassword)
-	if _, err := a.Blobs.PutInbox(ctx, name, zipped, nil); err != nil {
+	if _, err := a.PutInbox(ctx, name, zipped, nil); err != nil {
 		t.Fatal(err)
 	}
 	req := pipeline.ImportRequest{Name: name}

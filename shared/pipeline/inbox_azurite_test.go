@@ -75,7 +75,7 @@ func TestReuploadSameNameIsANewImport(t *testing.T) {
 	first := ss.Row(pre+"-1", ada)
 	// The corrected file adds a row; the first row (same seed) is already in the vault.
 	for i, rows := range [][]testkit.Row{{first}, {first, ss.Row(pre+"-2", "")}} {
-		if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
+		if _, err := a.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 			t.Fatal(err)
 		}
 		res, err := p.ImportFromInbox(ctx, pipeline.ImportRequest{Name: name})
@@ -119,7 +119,7 @@ func TestImportBudgetResumes(t *testing.T) {
 		rows = append(rows, ss.Row(fmt.Sprintf("BUD-%d-%02d", time.Now().UnixNano()%100000, i), ""))
 	}
 	name := fmt.Sprintf("budget-%d.csv", time.Now().UnixNano())
-	if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
+	if _, err := a.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 		t.Fatal(err)
 	}
 	req := pipeline.ImportRequest{Name: name}
@@ -190,7 +190,7 @@ func TestVaultOutageMidImport(t *testing.T) {
 		rows = append(rows, ss.Row(fmt.Sprintf("%s-%02d", pre, i), fmt.Sprintf("user%04d@contoso.example", i/4+1)))
 	}
 	name := pre + ".csv"
-	if _, err := a.Blobs.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
+	if _, err := a.PutInbox(ctx, name, testkit.EntraCSV(rows), nil); err != nil {
 		t.Fatal(err)
 	}
 	// The outage begins once the import has stored a few seeds.

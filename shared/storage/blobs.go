@@ -76,37 +76,6 @@ func (b *Blobs) EnsureContainers(ctx context.Context) error {
 	return nil
 }
 
-// PutInbox uploads a seed file to seed-inbox, the way an admin or a vendor portal drops one,
-// and returns its ETag. For the local runner, the demo and tests.
-func (b *Blobs) PutInbox(ctx context.Context, name string, content []byte, metadata map[string]string) (string, error) {
-	md := make(map[string]*string, len(metadata))
-	for k, v := range metadata {
-		md[k] = to.Ptr(v)
-	}
-	resp, err := b.client.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
-	if err != nil {
-		return "", classify("storage: upload "+name+" to "+pipeline.InboxContainer, err)
-	}
-	return string(*resp.ETag), nil
-}
-
-// PutInboxStream uploads what r streams (to its end) to seed-inbox/{name} in blocks, without
-// holding it, and returns its ETag: PutInbox for a generated big file (benchmarks).
-func (b *Blobs) PutInboxStream(ctx context.Context, name string, r io.Reader, metadata map[string]string) (string, error) {
-	var md []string
-	for k, v := range metadata {
-		md = append(md, k, v)
-	}
-	if _, err := b.uploadStream(ctx, pipeline.InboxContainer, name, r, "application/octet-stream", nil, md...); err != nil {
-		return "", classify("storage: upload "+name+" to "+pipeline.InboxContainer, err)
-	}
-	props, err := b.client.ServiceClient().NewContainerClient(pipeline.InboxContainer).NewBlobClient(name).GetProperties(ctx, nil)
-	if err != nil {
-		return "", classify("storage: read back "+name, err)
-	}
-	return string(*props.ETag), nil
-}
-
 // ReadInbox reads the properties of seed-inbox/{name} — ETag, size and user metadata — and
 // returns them with a Blob that streams the content pinned to that ETag (every download and
 // ranged read carries If-Match, the SDK's retry reader included): the content read is always the

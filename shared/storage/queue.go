@@ -71,7 +71,7 @@ func (q *Queue) Enqueue(ctx context.Context, msgs []pipeline.ProvisionMessage) e
 		}
 		texts[i] = string(b)
 	}
-	if err := q.EnqueueText(ctx, texts...); err != nil {
+	if err := q.enqueueText(ctx, texts...); err != nil {
 		return err
 	}
 	q.log.DebugContext(ctx, "provisioning messages sent", "queue", q.name, "count", len(msgs))
@@ -102,11 +102,11 @@ func (q *Queue) EnqueueContinuation(ctx context.Context, c pipeline.ImportContin
 	if err != nil {
 		return fmt.Errorf("storage: encode continuation of %s: %w", c.BlobName, err)
 	}
-	return q.EnqueueText(ctx, string(b))
+	return q.enqueueText(ctx, string(b))
 }
 
-// EnqueueText sends each text as one message, as is, several at once.
-func (q *Queue) EnqueueText(ctx context.Context, texts ...string) error {
+// enqueueText sends each text as one message, as is, several at once.
+func (q *Queue) enqueueText(ctx context.Context, texts ...string) error {
 	for _, t := range texts {
 		if len(t) > MaxMessage {
 			return &token.Error{Kind: token.KindInvalid, Op: "storage: enqueue to " + q.name, Message: fmt.Sprintf("a message of %d bytes is over the 64 KiB limit", len(t))}
@@ -141,18 +141,6 @@ func (q *Queue) EnqueueText(ctx context.Context, texts ...string) error {
 	}
 	wg.Wait()
 	return first
-}
-
-// ApproximateCount is the queue's approximate message count (for the dev tool and tests).
-func (q *Queue) ApproximateCount(ctx context.Context) (int, error) {
-	p, err := q.client.GetProperties(ctx, nil)
-	if err != nil {
-		return 0, classify("storage: properties of queue "+q.name, err)
-	}
-	if p.ApproximateMessagesCount == nil {
-		return 0, nil
-	}
-	return int(*p.ApproximateMessagesCount), nil
 }
 
 // Client is the underlying azqueue client, for callers that receive messages (the local runner).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
@@ -302,7 +303,7 @@ func TestEnqueuePlainText(t *testing.T) {
 			seen[got.Line] = true
 		}
 	}
-	if err := q.EnqueueText(ctx, strings.Repeat("x", MaxMessage+1)); token.KindOf(err) != token.KindInvalid {
+	if err := q.enqueueText(ctx, strings.Repeat("x", MaxMessage+1)); token.KindOf(err) != token.KindInvalid {
 		t.Fatalf("oversized message: %v, want KindInvalid", err)
 	}
 	_ = a
@@ -418,3 +419,30 @@ func TestRejectRepeatAfterInboxGone(t *testing.T) {
 type failReader struct{ err error }
 
 func (r *failReader) Read([]byte) (int, error) { return 0, r.err }
+
+// PutInbox uploads a seed file to seed-inbox, the way an admin or a vendor portal drops one,
+// and returns its ETag. (Tests only: nothing in
+// the app writes to the inbox.)
+func (b *Blobs) PutInbox(ctx context.Context, name string, content []byte, metadata map[string]string) (string, error) {
+	md := make(map[string]*string, len(metadata))
+	for k, v := range metadata {
+		md[k] = to.Ptr(v)
+	}
+	resp, err := b.client.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
+	if err != nil {
+		return "", classify("storage: upload "+name+" to "+pipeline.InboxContainer, err)
+	}
+	return string(*resp.ETag), nil
+}
+
+// ApproximateCount is the queue's approximate message count.
+func (q *Queue) ApproximateCount(ctx context.Context) (int, error) {
+	p, err := q.client.GetProperties(ctx, nil)
+	if err != nil {
+		return 0, classify("storage: properties of queue "+q.name, err)
+	}
+	if p.ApproximateMessagesCount == nil {
+		return 0, nil
+	}
+	return int(*p.ApproximateMessagesCount), nil
+}

@@ -50,7 +50,7 @@ func TestPipelineOnStorage(t *testing.T) {
 
 	imports := map[string]*pipeline.ImportResult{}
 	for name, content := range files {
-		if _, err := a.Blobs.PutInbox(ctx, name, []byte(content), nil); err != nil {
+		if _, err := a.PutInbox(ctx, name, []byte(content), nil); err != nil {
 			t.Fatal(err)
 		}
 		f, err := a.Blobs.ReadInbox(ctx, name)
