@@ -119,149 +119,183 @@ func Load(getenv func(string) string) (*Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	get := func(name string) string {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			for _, s := range Settings {
-				if s.Name == name {
-					return s.Default
-				}
+	l := &loader{getenv: getenv}
+	c := &Config{
+		StorageConnectionString: l.get("SeedStorage"),
+		BlobServiceURL:          l.get("SeedStorage__blobServiceUri"),
+		QueueServiceURL:         l.get("SeedStorage__queueServiceUri"),
+		TableServiceURL:         l.get("SeedStorage__tableServiceUri"),
+		StorageClientID:         l.get("SeedStorage__clientId"),
+		KeyVaultURL:             l.get("OATHPIPE_KEYVAULT_URL"),
+		GraphURL:                strings.TrimRight(l.get("OATHPIPE_GRAPH_URL"), "/"),
+		ManagedIdentityClientID: l.get("OATHPIPE_MANAGED_IDENTITY_CLIENT_ID"),
+		Activation:              l.get("OATHPIPE_ACTIVATION"),
+		RequiredRole:            l.get("OATHPIPE_REQUIRED_ROLE"),
+		PSKCPassword:            getenv("OATHPIPE_PSKC_PASSWORD"),
+		PGPKeySecret:            l.get("OATHPIPE_PGP_KEY_SECRET"),
+		ZipPasswordsSecret:      l.get("OATHPIPE_ZIP_PASSWORDS_SECRET"),
+		LogLevel:                strings.ToLower(l.get("OATHPIPE_LOG_LEVEL")),
+		CAFile:                  l.get("OATHPIPE_CA_FILE"),
+		OfflineToken:            l.get("OATHPIPE_OFFLINE_TOKEN"),
+	}
+	l.endpoints(c)
+	l.tunables(c)
+	l.secrets(c)
+	l.reconciliation(c)
+	l.development(c)
+	if len(l.errs) > 0 {
+		return nil, errors.Join(l.errs...)
+	}
+	return c, nil
+}
+
+// loader reads settings with their defaults and collects every problem.
+type loader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// get is the trimmed value of name, or its default (Settings) when it is empty.
+func (l *loader) get(name string) string {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		for _, s := range Settings {
+			if s.Name == name {
+				return s.Default
 			}
 		}
-		return v
 	}
-	var errs []error
-	bad := func(name, problem string) { errs = append(errs, &Error{Setting: name, Problem: problem}) }
+	return v
+}
 
-	c := &Config{
-		StorageConnectionString: get("SeedStorage"),
-		BlobServiceURL:          get("SeedStorage__blobServiceUri"),
-		QueueServiceURL:         get("SeedStorage__queueServiceUri"),
-		TableServiceURL:         get("SeedStorage__tableServiceUri"),
-		StorageClientID:         get("SeedStorage__clientId"),
-		KeyVaultURL:             get("OATHPIPE_KEYVAULT_URL"),
-		GraphURL:                strings.TrimRight(get("OATHPIPE_GRAPH_URL"), "/"),
-		ManagedIdentityClientID: get("OATHPIPE_MANAGED_IDENTITY_CLIENT_ID"),
-		Activation:              get("OATHPIPE_ACTIVATION"),
-		RequiredRole:            get("OATHPIPE_REQUIRED_ROLE"),
-		PSKCPassword:            getenv("OATHPIPE_PSKC_PASSWORD"),
-		PGPKeySecret:            get("OATHPIPE_PGP_KEY_SECRET"),
-		ZipPasswordsSecret:      get("OATHPIPE_ZIP_PASSWORDS_SECRET"),
-		LogLevel:                strings.ToLower(get("OATHPIPE_LOG_LEVEL")),
-		CAFile:                  get("OATHPIPE_CA_FILE"),
-		OfflineToken:            get("OATHPIPE_OFFLINE_TOKEN"),
+func (l *loader) bad(name, problem string) {
+	l.errs = append(l.errs, &Error{Setting: name, Problem: problem})
+}
+
+// number is name as an integer from lo to hi; want describes the range in the problem.
+func (l *loader) number(name string, lo, hi int, want string) int {
+	n, err := strconv.Atoi(l.get(name))
+	if err != nil || n < lo || n > hi {
+		l.bad(name, fmt.Sprintf("%q: want %s", l.get(name), want))
+		return 0
 	}
+	return n
+}
 
-	if p := get("FUNCTIONS_CUSTOMHANDLER_PORT"); p == "" {
-		bad("FUNCTIONS_CUSTOMHANDLER_PORT", "missing (the Functions host sets it)")
+// duration is name as a duration from lo to hi; want describes the range in the problem.
+func (l *loader) duration(name string, lo, hi time.Duration, want string) time.Duration {
+	d, err := time.ParseDuration(l.get(name))
+	if err != nil || d < lo || d > hi {
+		l.bad(name, fmt.Sprintf("%q: want %s", l.get(name), want))
+		return 0
+	}
+	return d
+}
+
+// endpoints checks the port, the storage account, Key Vault and Graph.
+func (l *loader) endpoints(c *Config) {
+	if p := l.get("FUNCTIONS_CUSTOMHANDLER_PORT"); p == "" {
+		l.bad("FUNCTIONS_CUSTOMHANDLER_PORT", "missing (the Functions host sets it)")
 	} else if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-		bad("FUNCTIONS_CUSTOMHANDLER_PORT", fmt.Sprintf("%q is not a port number", p))
+		l.bad("FUNCTIONS_CUSTOMHANDLER_PORT", fmt.Sprintf("%q is not a port number", p))
 	} else {
 		c.Port = n
 	}
-
 	if c.StorageConnectionString == "" {
-		for _, s := range []struct{ name, val string }{
+		for _, s := range []namedURL{
 			{"SeedStorage__blobServiceUri", c.BlobServiceURL},
 			{"SeedStorage__queueServiceUri", c.QueueServiceURL},
 			{"SeedStorage__tableServiceUri", c.TableServiceURL},
 		} {
 			if s.val == "" {
-				bad(s.name, "missing (or set SeedStorage to a connection string)")
+				l.bad(s.name, "missing (or set SeedStorage to a connection string)")
 			} else if err := checkURL(s.val); err != nil {
-				bad(s.name, err.Error())
+				l.bad(s.name, err.Error())
 			}
 		}
 	} else if !strings.Contains(c.StorageConnectionString, "=") {
-		bad("SeedStorage", "not a storage connection string")
+		l.bad("SeedStorage", "not a storage connection string")
 	}
-
 	if c.KeyVaultURL == "" {
-		bad("OATHPIPE_KEYVAULT_URL", "missing")
+		l.bad("OATHPIPE_KEYVAULT_URL", "missing")
 	} else if err := checkURL(c.KeyVaultURL); err != nil {
-		bad("OATHPIPE_KEYVAULT_URL", err.Error())
+		l.bad("OATHPIPE_KEYVAULT_URL", err.Error())
 	}
 	if err := checkURL(c.GraphURL); err != nil {
-		bad("OATHPIPE_GRAPH_URL", err.Error())
+		l.bad("OATHPIPE_GRAPH_URL", err.Error())
 	}
+}
+
+// tunables checks the activation mode, concurrency, budgets and the log level.
+func (l *loader) tunables(c *Config) {
 	if c.Activation != ActivationAuto && c.Activation != ActivationNone {
-		bad("OATHPIPE_ACTIVATION", fmt.Sprintf("%q: want auto or none", c.Activation))
+		l.bad("OATHPIPE_ACTIVATION", fmt.Sprintf("%q: want auto or none", c.Activation))
 	}
-	if n, err := strconv.Atoi(get("OATHPIPE_VAULT_CONCURRENCY")); err != nil || n < 1 || n > 256 {
-		bad("OATHPIPE_VAULT_CONCURRENCY", fmt.Sprintf("%q: want a number from 1 to 256", get("OATHPIPE_VAULT_CONCURRENCY")))
-	} else {
-		c.VaultConcurrency = n
+	c.VaultConcurrency = l.number("OATHPIPE_VAULT_CONCURRENCY", 1, 256, "a number from 1 to 256")
+	c.HTTPBudget = l.duration("OATHPIPE_HTTP_BUDGET", time.Second, 200*time.Second, "a duration from 1s to 200s")
+	c.ImportBudget = l.duration("OATHPIPE_IMPORT_BUDGET", time.Second, 8*time.Minute, "a duration from 1s to 8m (functionTimeout is 10 minutes)")
+	c.ThrottleMaxWait = l.duration("OATHPIPE_THROTTLE_MAX_WAIT", time.Minute, 7*24*time.Hour, "a duration from 1m to 168h")
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		l.bad("OATHPIPE_LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))
 	}
-	if d, err := time.ParseDuration(get("OATHPIPE_HTTP_BUDGET")); err != nil || d < time.Second || d > 200*time.Second {
-		bad("OATHPIPE_HTTP_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 200s", get("OATHPIPE_HTTP_BUDGET")))
-	} else {
-		c.HTTPBudget = d
-	}
-	if d, err := time.ParseDuration(get("OATHPIPE_IMPORT_BUDGET")); err != nil || d < time.Second || d > 8*time.Minute {
-		bad("OATHPIPE_IMPORT_BUDGET", fmt.Sprintf("%q: want a duration from 1s to 8m (functionTimeout is 10 minutes)", get("OATHPIPE_IMPORT_BUDGET")))
-	} else {
-		c.ImportBudget = d
-	}
-	if d, err := time.ParseDuration(get("OATHPIPE_THROTTLE_MAX_WAIT")); err != nil || d < time.Minute || d > 7*24*time.Hour {
-		bad("OATHPIPE_THROTTLE_MAX_WAIT", fmt.Sprintf("%q: want a duration from 1m to 168h", get("OATHPIPE_THROTTLE_MAX_WAIT")))
-	} else {
-		c.ThrottleMaxWait = d
-	}
-	if k := get("OATHPIPE_PSKC_KEY"); k != "" {
+}
+
+// secrets checks the PSKC key, the Key Vault secret names and the webhook.
+func (l *loader) secrets(c *Config) {
+	if k := l.get("OATHPIPE_PSKC_KEY"); k != "" {
 		key, err := seedfile.ParsePSKCKey(k)
 		if err != nil {
-			bad("OATHPIPE_PSKC_KEY", err.Error())
+			l.bad("OATHPIPE_PSKC_KEY", err.Error())
 		}
 		c.PSKCKey = key
 	}
 	for _, sec := range []struct{ name, v string }{{"OATHPIPE_PGP_KEY_SECRET", c.PGPKeySecret}, {"OATHPIPE_ZIP_PASSWORDS_SECRET", c.ZipPasswordsSecret}} {
 		if !validSecretName(sec.v) {
-			bad(sec.name, fmt.Sprintf("%q: a Key Vault secret name is 1 to 127 letters, digits and dashes", sec.v))
+			l.bad(sec.name, fmt.Sprintf("%q: a Key Vault secret name is 1 to 127 letters, digits and dashes", sec.v))
 		}
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("OATHPIPE_LOG_LEVEL", fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel))
+	if c.NotifyURL = strings.TrimSpace(l.getenv("OATHPIPE_NOTIFY_URL")); c.NotifyURL != "" {
+		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopback.URL(c.NotifyURL))) {
+			l.bad("OATHPIPE_NOTIFY_URL", "not an https URL (http only on loopback); the value is not shown: it holds the webhook's secret")
+		}
 	}
-	c.ReconcileSchedule = get("OATHPIPE_RECONCILE_SCHEDULE")
+}
+
+// reconciliation checks the Reconcile function's schedule, take-back mode and stuck days.
+func (l *loader) reconciliation(c *Config) {
+	c.ReconcileSchedule = l.get("OATHPIPE_RECONCILE_SCHEDULE")
 	if f := strings.Fields(c.ReconcileSchedule); len(f) != 6 {
-		bad("OATHPIPE_RECONCILE_SCHEDULE", fmt.Sprintf("%q: want an NCRONTAB expression of six fields, such as %q", c.ReconcileSchedule, DefaultReconcileSchedule))
+		l.bad("OATHPIPE_RECONCILE_SCHEDULE", fmt.Sprintf("%q: want an NCRONTAB expression of six fields, such as %q", c.ReconcileSchedule, DefaultReconcileSchedule))
 	}
-	switch v := strings.ToLower(get("OATHPIPE_RECONCILE_TAKE_BACK")); v {
+	switch v := strings.ToLower(l.get("OATHPIPE_RECONCILE_TAKE_BACK")); v {
 	case "none":
 	case "disabled":
 		c.ReconcileTakeBack = true
 	default:
-		bad("OATHPIPE_RECONCILE_TAKE_BACK", fmt.Sprintf("%q: want none or disabled", v))
+		l.bad("OATHPIPE_RECONCILE_TAKE_BACK", fmt.Sprintf("%q: want none or disabled", v))
 	}
-	if n, err := strconv.Atoi(get("OATHPIPE_RECONCILE_STUCK_DAYS")); err != nil || n < 1 || n > 365 {
-		bad("OATHPIPE_RECONCILE_STUCK_DAYS", fmt.Sprintf("%q: want a number of days from 1 to 365", get("OATHPIPE_RECONCILE_STUCK_DAYS")))
-	} else {
+	if n := l.number("OATHPIPE_RECONCILE_STUCK_DAYS", 1, 365, "a number of days from 1 to 365"); n > 0 {
 		c.ReconcileStuckAfter = time.Duration(n) * 24 * time.Hour
 	}
-	if c.NotifyURL = getenv("OATHPIPE_NOTIFY_URL"); strings.TrimSpace(c.NotifyURL) != "" {
-		c.NotifyURL = strings.TrimSpace(c.NotifyURL)
-		if u, err := url.Parse(c.NotifyURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopback.URL(c.NotifyURL))) {
-			bad("OATHPIPE_NOTIFY_URL", "not an https URL (http only on loopback); the value is not shown: it holds the webhook's secret")
-		}
-	}
+}
+
+// development checks the settings for the local stand-ins: the CA bundle, and the offline
+// token, refused unless every endpoint it could go to is on loopback.
+func (l *loader) development(c *Config) {
 	if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
-			bad("OATHPIPE_CA_FILE", err.Error())
+			l.bad("OATHPIPE_CA_FILE", err.Error())
 		}
 	}
 	if c.OfflineToken != "" {
 		for _, s := range c.offlineEndpoints() {
 			if !loopback.URL(s.val) {
-				bad("OATHPIPE_OFFLINE_TOKEN", fmt.Sprintf("refused: %s (%s) is not on loopback; the offline credential is for the local stand-ins only", s.name, s.val))
+				l.bad("OATHPIPE_OFFLINE_TOKEN", fmt.Sprintf("refused: %s (%s) is not on loopback; the offline credential is for the local stand-ins only", s.name, s.val))
 			}
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return c, nil
 }
 
 type namedURL struct{ name, val string }
