@@ -49,6 +49,34 @@ type jsonSummary struct {
 }
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
+	v, code, ok := parseValidate(args, stderr)
+	if !ok {
+		return code
+	}
+	src, closeSrc, err := openSource(v.name)
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
+		return exitUsage
+	}
+	defer closeSrc()
+	// What stays alive while reading is the duplicate index: pointer-free arrays that cost the
+	// collector almost nothing to scan, so collecting sooner keeps the process near that size.
+	defer debug.SetGCPercent(debug.SetGCPercent(20))
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	defer out.Flush()
+	return v.validate(src, out, stderr)
+}
+
+// validation is one `oathpipe validate` run, from its flags.
+type validation struct {
+	name   string // the FILE, or - for standard input
+	asJSON bool
+	opts   seedfile.Options
+	keys   envelope.Keys
+}
+
+// parseValidate reads validate's flags; when ok is false, code is the exit status.
+func parseValidate(args []string, stderr io.Writer) (v validation, code int, ok bool) {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -69,98 +97,106 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&zipPasswords, "zip-password", "a password for zip archives; repeat for more (default $OATHPIPE_ZIP_PASSWORD)")
 	files, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+		return v, exitOK, false
 	}
 	if err != nil {
-		return exitUsage
+		return v, exitUsage, false
 	}
 	if len(files) != 1 {
 		fmt.Fprintln(stderr, "oathpipe validate: give exactly one FILE")
 		fs.Usage()
-		return exitUsage
+		return v, exitUsage, false
 	}
-	switch *format {
+	v.name, v.asJSON = files[0], *asJSON
+	if v.opts, err = readOptions(*format, *encoding, *hashFlag, *pskcKey, *pskcPassword); err != nil {
+		fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
+		return v, exitUsage, false
+	}
+	v.opts.Model, v.opts.Manufacturer = strings.TrimSpace(*model), strings.TrimSpace(*manufacturer)
+	if v.keys, err = envelopeKeys(*pgpKey, *pgpPassphrase, zipPasswords); err != nil {
+		fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
+		return v, exitUsage, false
+	}
+	return v, exitOK, true
+}
+
+// readOptions is the seed file reader's options from validate's flags and, for the PSKC key
+// and password, the environment.
+func readOptions(format, encoding, hash, pskcKey, pskcPassword string) (seedfile.Options, error) {
+	switch format {
 	case "auto":
-		*format = ""
+		format = ""
 	case "", string(seedfile.FormatEntraCSV), string(seedfile.FormatGraphCSV), string(seedfile.FormatPSKC), string(seedfile.FormatOATHCSV):
 	default:
-		fmt.Fprintf(stderr, "oathpipe validate: --format %q: use entra-csv, graph-csv, pskc, oath-csv or auto\n", *format)
-		return exitUsage
+		return seedfile.Options{}, fmt.Errorf("--format %q: use entra-csv, graph-csv, pskc, oath-csv or auto", format)
 	}
-	if *encoding != "base32" && *encoding != "hex" {
-		fmt.Fprintf(stderr, "oathpipe validate: --secret-encoding %q: use base32 or hex\n", *encoding)
-		return exitUsage
+	if encoding != "base32" && encoding != "hex" {
+		return seedfile.Options{}, fmt.Errorf("--secret-encoding %q: use base32 or hex", encoding)
 	}
-	opts := seedfile.Options{Format: seedfile.Format(*format), SecretEncoding: *encoding, PSKCPassword: *pskcPassword}
+	opts := seedfile.Options{Format: seedfile.Format(format), SecretEncoding: encoding, PSKCPassword: pskcPassword}
 	if opts.PSKCPassword == "" {
 		opts.PSKCPassword = os.Getenv("OATHPIPE_PSKC_PASSWORD")
 	}
-	if *hashFlag != "" {
-		h, ok := seedfile.ParseHash(*hashFlag)
+	if hash != "" {
+		h, ok := seedfile.ParseHash(hash)
 		if !ok || h == token.SHA512 {
-			fmt.Fprintf(stderr, "oathpipe validate: --hash %q: use sha1 or sha256 (Entra ID takes no other)\n", *hashFlag)
-			return exitUsage
+			return seedfile.Options{}, fmt.Errorf("--hash %q: use sha1 or sha256 (Entra ID takes no other)", hash)
 		}
 		opts.Hash = h
 	}
-	keyHex, keyFrom := *pskcKey, "--pskc-key"
+	keyHex, keyFrom := pskcKey, "--pskc-key"
 	if keyHex == "" {
 		keyHex, keyFrom = os.Getenv("OATHPIPE_PSKC_KEY"), "OATHPIPE_PSKC_KEY"
 	}
 	if keyHex != "" {
 		key, err := seedfile.ParsePSKCKey(keyHex)
 		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe validate: %s: %v\n", keyFrom, err)
-			return exitUsage
+			return seedfile.Options{}, fmt.Errorf("%s: %w", keyFrom, err)
 		}
 		opts.PSKCKey = key
 	}
-	opts.Model, opts.Manufacturer = strings.TrimSpace(*model), strings.TrimSpace(*manufacturer)
-	keys, err := envelopeKeys(*pgpKey, *pgpPassphrase, zipPasswords)
-	if err != nil {
-		fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
-		return exitUsage
-	}
+	return opts, nil
+}
 
-	name := files[0]
+// openSource opens the file to validate (- is standard input); a regular file can be read at
+// any offset (zip archives need it).
+func openSource(name string) (envelope.Source, func(), error) {
 	src := envelope.Source{Name: name, R: os.Stdin}
-	if name != "-" {
-		f, err := os.Open(name)
-		if err != nil {
-			fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
-			return exitUsage
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err == nil && st.IsDir() {
-			fmt.Fprintf(stderr, "oathpipe validate: %s is a directory\n", name)
-			return exitUsage
-		}
-		src.R = f
-		if err == nil && st.Mode().IsRegular() {
-			src.At, src.Size = f, st.Size()
-		}
+	if name == "-" {
+		return src, func() {}, nil
 	}
+	f, err := os.Open(name)
+	if err != nil {
+		return src, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && st.IsDir() {
+		f.Close()
+		return src, nil, fmt.Errorf("%s is a directory", name)
+	}
+	src.R = f
+	if err == nil && st.Mode().IsRegular() {
+		src.At, src.Size = f, st.Size()
+	}
+	return src, func() { f.Close() }, nil
+}
 
-	// What stays alive while reading is the duplicate index: pointer-free arrays that cost the
-	// collector almost nothing to scan, so collecting sooner keeps the process near that size.
-	defer debug.SetGCPercent(debug.SetGCPercent(20))
-	out := bufio.NewWriterSize(stdout, 64<<10)
-	defer out.Flush()
+// validate reads every file inside src and reports each to out; it returns the exit status.
+func (v validation) validate(src envelope.Source, out *bufio.Writer, stderr io.Writer) int {
 	newReporter := func(name string) reporter {
-		if *asJSON {
+		if v.asJSON {
 			return &jsonReporter{w: out, name: name}
 		}
 		return &tableReporter{w: out, name: name}
 	}
 	exit, inner := exitOK, 0
-	err = envelope.Open(src, keys, envelope.Limits{}, func(in envelope.Inner) error {
+	err := envelope.Open(src, v.keys, envelope.Limits{}, func(in envelope.Inner) error {
 		if inner++; inner > 1 {
 			out.WriteString("\n")
 		}
 		rep := newReporter(in.Name)
 		rep.start()
-		sum, err := seedfile.Read(in.R, opts, rep.token, rep.problem)
+		sum, err := seedfile.Read(in.R, v.opts, rep.token, rep.problem)
 		var fe *seedfile.FileError
 		var ee *envelope.Error
 		switch {
@@ -182,7 +218,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &ee):
 		// The delivered file cannot be opened: a file-level problem of the file as delivered.
-		rep := newReporter(cmpOr(ee.Name, name))
+		rep := newReporter(cmpOr(ee.Name, v.name))
 		rep.start()
 		rep.problem(envelopeProblem(ee))
 		rep.end(seedfile.Summary{})
@@ -192,7 +228,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		if token.KindOf(err) == token.KindInvalid {
 			fmt.Fprintf(stderr, "oathpipe validate: %v\n", err)
 		} else {
-			fmt.Fprintf(stderr, "oathpipe validate: %s: %v\n", name, err)
+			fmt.Fprintf(stderr, "oathpipe validate: %s: %v\n", v.name, err)
 		}
 		return exitUsage
 	}
