@@ -107,30 +107,8 @@ func decodeAssignBody(body []byte) (pipeline.AssignRequest, *Problem) {
 		if err := dec.Decode(&raw); err != nil {
 			return r, newProblem(codeMalformedBody, "The request body must be a JSON object: "+jsonProblem(err))
 		}
-		switch key {
-		case "userPrincipalName":
-			if !json.Valid(raw) || raw[0] != '"' || json.Unmarshal(raw, &b.UserPrincipalName) != nil {
-				return r, typeProblem(key, "a string: the user's principal name (name@domain) or object id", raw)
-			}
-		case "verificationCode":
-			var code string
-			if raw[0] != '"' || json.Unmarshal(raw, &code) != nil {
-				return r, typeProblem(key, `a string of the 6 digits shown on the token, such as "012345"`, raw)
-			}
-			b.VerificationCode = &code
-		case "activate":
-			var on bool
-			if (string(raw) != "true" && string(raw) != "false") || json.Unmarshal(raw, &on) != nil {
-				return r, typeProblem(key, "true or false (a JSON boolean, without quotes)", raw)
-			}
-			b.Activate = &on
-		default:
-			for _, f := range assignFields {
-				if strings.EqualFold(f, key) {
-					return r, newProblem(codeMalformedBody, "Field names are case-sensitive: write "+f+", not "+strconv.Quote(key)+".")
-				}
-			}
-			return r, newProblem(codeUnknownField, "Unknown field "+strconv.Quote(key)+"; allowed: userPrincipalName, verificationCode, activate.")
+		if p := b.set(key, raw); p != nil {
+			return r, p
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -139,6 +117,44 @@ func decodeAssignBody(body []byte) (pipeline.AssignRequest, *Problem) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return r, newProblem(codeMalformedBody, "The request body must hold exactly one JSON object.")
 	}
+	return b.request()
+}
+
+// set sets the field key of b from its raw JSON value, refusing a value of another JSON type
+// and a key that is not one of assignFields (naming the right spelling when only its case
+// differs).
+func (b *AssignBody) set(key string, raw json.RawMessage) *Problem {
+	switch key {
+	case "userPrincipalName":
+		if !json.Valid(raw) || raw[0] != '"' || json.Unmarshal(raw, &b.UserPrincipalName) != nil {
+			return typeProblem(key, "a string: the user's principal name (name@domain) or object id", raw)
+		}
+	case "verificationCode":
+		var code string
+		if raw[0] != '"' || json.Unmarshal(raw, &code) != nil {
+			return typeProblem(key, `a string of the 6 digits shown on the token, such as "012345"`, raw)
+		}
+		b.VerificationCode = &code
+	case "activate":
+		var on bool
+		if (string(raw) != "true" && string(raw) != "false") || json.Unmarshal(raw, &on) != nil {
+			return typeProblem(key, "true or false (a JSON boolean, without quotes)", raw)
+		}
+		b.Activate = &on
+	default:
+		for _, f := range assignFields {
+			if strings.EqualFold(f, key) {
+				return newProblem(codeMalformedBody, "Field names are case-sensitive: write "+f+", not "+strconv.Quote(key)+".")
+			}
+		}
+		return newProblem(codeUnknownField, "Unknown field "+strconv.Quote(key)+"; allowed: userPrincipalName, verificationCode, activate.")
+	}
+	return nil
+}
+
+// request validates a decoded body: a user, and a code only with activation.
+func (b AssignBody) request() (pipeline.AssignRequest, *Problem) {
+	var r pipeline.AssignRequest
 	upn := strings.TrimSpace(b.UserPrincipalName)
 	if !validUser(upn) {
 		return r, newProblem(codeInvalidUPN, "userPrincipalName must be a user principal name (name@domain) or a user object id.")
