@@ -56,50 +56,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	fs := flag.NewFlagSet("oathpipe-dev "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("root", "", "project root (host.json, functions/, testdata/); default: found from the working directory")
-	app := fs.String("app", "", "the oathpipe binary; default: next to oathpipe-dev, else built with go build")
-	users := fs.String("users", "", "users for the Graph stand-in (JSON); default ROOT/testdata/users.json")
-	api := fs.String("api", "127.0.0.1:7071", "address of the HTTP front (/api/...)")
-	retry := fs.Duration("retry-delay", 2*time.Second, "wait before a failed message or blob is tried again (host.json says 30s)")
-	level := fs.String("log-level", "info", "runner and stack log level: debug, info, warn, error")
-	appLevel := fs.String("app-log-level", "", "the app's OATHPIPE_LOG_LEVEL (default: error for demo, info for up)")
-	noApp := fs.Bool("no-app", false, "up: start storage and the stand-ins only, for `func start` (see docs/local.md)")
-	settingsOut := fs.String("local-settings", "", "up: write a local.settings.json for `func start` pointing at this stack")
-	files := fs.String("files", "", "demo: comma-separated vendor files; default ROOT/testdata/demo/token2-batch-{clean,mistakes}.csv")
-	timeout := fs.Duration("timeout", 2*time.Minute, "demo: give up when the imports have not settled by then")
-	var sec secretFlags
-	fs.StringVar(&sec.pskcKey, "pskc-key", "", "hex pre-shared key for encrypted PSKC files: the app's OATHPIPE_PSKC_KEY")
-	fs.StringVar(&sec.pskcPassword, "pskc-password", "", "password for PBKDF2-protected PSKC files: the app's OATHPIPE_PSKC_PASSWORD")
-	fs.StringVar(&sec.pgpKeyFile, "pgp-key", "", "FILE: an ASCII-armored OpenPGP private key, put in the stand-in vault for PGP-encrypted seed files")
-	fs.Func("zip-password", "a password for password-protected zip files (repeatable), put in the stand-in vault", func(v string) error {
-		sec.zipPasswords = append(sec.zipPasswords, v)
-		return nil
-	})
-	fs.Usage = func() { usage(stderr); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
+	f := newStackFlags(cmd, stderr)
+	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "oathpipe-dev %s: unexpected argument %q\n", cmd, fs.Arg(0))
+	if f.fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "oathpipe-dev %s: unexpected argument %q\n", cmd, f.fs.Arg(0))
 		return exitUsage
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "oathpipe-dev: --log-level %q: want debug, info, warn or error\n", *level)
+	log, err := f.logger(cmd, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "oathpipe-dev: %v\n", err)
 		return exitUsage
 	}
-	if cmd == "demo" && !flagSet(fs, "log-level") {
-		lvl = slog.LevelWarn // the demo's own output is the story; the logs are for trouble
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-
-	var err error
-	if *root, err = findRoot(*root); err != nil {
+	if *f.root, err = findRoot(*f.root); err != nil {
 		fmt.Fprintln(stderr, "oathpipe-dev:", err)
 		return exitUsage
 	}
@@ -107,50 +80,114 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	opts := devstack.Options{Root: *root, UsersFile: *users, APIAddr: *api, RetryDelay: *retry, NoApp: *noApp,
-		Logger: log, AppOutput: stderr}
-	if opts.Settings, opts.VaultSecrets, err = sec.apply(os.Getenv); err != nil {
+	opts, err := f.options(cmd, log, stderr)
+	if err != nil {
 		fmt.Fprintln(stderr, "oathpipe-dev:", err)
 		return exitUsage
 	}
-	if *appLevel == "" && os.Getenv("OATHPIPE_LOG_LEVEL") == "" {
-		*appLevel = "info"
-		if cmd == "demo" {
-			// The demo's mistakes are expected and shown in its tables; the app logs them at warn.
-			*appLevel = "error"
-		}
-	}
-	if *appLevel != "" {
-		opts.Settings["OATHPIPE_LOG_LEVEL"] = *appLevel
-	}
-	if !*noApp {
+	if !*f.noApp {
 		var cleanup func()
-		opts.AppPath, cleanup, err = findApp(ctx, *app, *root, log)
+		opts.AppPath, cleanup, err = findApp(ctx, *f.app, *f.root, log)
 		if err != nil {
 			fmt.Fprintln(stderr, "oathpipe-dev:", err)
 			return exitUsage
 		}
 		defer cleanup()
 	}
-
 	if cmd == "demo" {
-		if !flagSet(fs, "api") && !canListen(*api) {
-			// The demo prints its API address; it need not fail because 7071 is in use.
-			log.Warn("port in use; the demo's HTTP front takes a free port", "api", *api)
-			opts.APIAddr = "127.0.0.1:0"
-		}
-		var fileList []string
-		if *files != "" {
-			fileList = strings.Split(*files, ",")
-		} else {
-			fileList = []string{
-				filepath.Join(*root, "testdata", "demo", "token2-batch-clean.csv"),
-				filepath.Join(*root, "testdata", "demo", "token2-batch-mistakes.csv"),
-			}
-		}
-		return runDemo(ctx, opts, fileList, *timeout, stdout, stderr)
+		return f.demo(ctx, opts, log, stdout, stderr)
 	}
-	return runUp(ctx, opts, *settingsOut, stdout, stderr)
+	return runUp(ctx, opts, *f.settingsOut, stdout, stderr)
+}
+
+// stackFlags are the flags of `up` and `demo`.
+type stackFlags struct {
+	fs                                     *flag.FlagSet
+	root, app, users, api, level, appLevel *string
+	settingsOut, files                     *string
+	retry, timeout                         *time.Duration
+	noApp                                  *bool
+	sec                                    secretFlags
+}
+
+func newStackFlags(cmd string, stderr io.Writer) *stackFlags {
+	fs := flag.NewFlagSet("oathpipe-dev "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &stackFlags{fs: fs}
+	f.root = fs.String("root", "", "project root (host.json, functions/, testdata/); default: found from the working directory")
+	f.app = fs.String("app", "", "the oathpipe binary; default: next to oathpipe-dev, else built with go build")
+	f.users = fs.String("users", "", "users for the Graph stand-in (JSON); default ROOT/testdata/users.json")
+	f.api = fs.String("api", "127.0.0.1:7071", "address of the HTTP front (/api/...)")
+	f.retry = fs.Duration("retry-delay", 2*time.Second, "wait before a failed message or blob is tried again (host.json says 30s)")
+	f.level = fs.String("log-level", "info", "runner and stack log level: debug, info, warn, error")
+	f.appLevel = fs.String("app-log-level", "", "the app's OATHPIPE_LOG_LEVEL (default: error for demo, info for up)")
+	f.noApp = fs.Bool("no-app", false, "up: start storage and the stand-ins only, for `func start` (see docs/local.md)")
+	f.settingsOut = fs.String("local-settings", "", "up: write a local.settings.json for `func start` pointing at this stack")
+	f.files = fs.String("files", "", "demo: comma-separated vendor files; default ROOT/testdata/demo/token2-batch-{clean,mistakes}.csv")
+	f.timeout = fs.Duration("timeout", 2*time.Minute, "demo: give up when the imports have not settled by then")
+	fs.StringVar(&f.sec.pskcKey, "pskc-key", "", "hex pre-shared key for encrypted PSKC files: the app's OATHPIPE_PSKC_KEY")
+	fs.StringVar(&f.sec.pskcPassword, "pskc-password", "", "password for PBKDF2-protected PSKC files: the app's OATHPIPE_PSKC_PASSWORD")
+	fs.StringVar(&f.sec.pgpKeyFile, "pgp-key", "", "FILE: an ASCII-armored OpenPGP private key, put in the stand-in vault for PGP-encrypted seed files")
+	fs.Func("zip-password", "a password for password-protected zip files (repeatable), put in the stand-in vault", func(v string) error {
+		f.sec.zipPasswords = append(f.sec.zipPasswords, v)
+		return nil
+	})
+	fs.Usage = func() { usage(stderr); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
+	return f
+}
+
+// logger is the stack's own logger at --log-level (warn for the demo unless given).
+func (f *stackFlags) logger(cmd string, stderr io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*f.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *f.level)
+	}
+	if cmd == "demo" && !flagSet(f.fs, "log-level") {
+		lvl = slog.LevelWarn // the demo's own output is the story; the logs are for trouble
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// options is the stack's Options from the flags: the app's settings and the stand-in vault's
+// secrets (secretFlags.apply), and the app's log level.
+func (f *stackFlags) options(cmd string, log *slog.Logger, stderr io.Writer) (devstack.Options, error) {
+	opts := devstack.Options{Root: *f.root, UsersFile: *f.users, APIAddr: *f.api, RetryDelay: *f.retry, NoApp: *f.noApp,
+		Logger: log, AppOutput: stderr}
+	var err error
+	if opts.Settings, opts.VaultSecrets, err = f.sec.apply(os.Getenv); err != nil {
+		return opts, err
+	}
+	appLevel := *f.appLevel
+	if appLevel == "" && os.Getenv("OATHPIPE_LOG_LEVEL") == "" {
+		appLevel = "info"
+		if cmd == "demo" {
+			// The demo's mistakes are expected and shown in its tables; the app logs them at warn.
+			appLevel = "error"
+		}
+	}
+	if appLevel != "" {
+		opts.Settings["OATHPIPE_LOG_LEVEL"] = appLevel
+	}
+	return opts, nil
+}
+
+// demo runs the demo over --files (default the two files of testdata/demo).
+func (f *stackFlags) demo(ctx context.Context, opts devstack.Options, log *slog.Logger, stdout, stderr io.Writer) int {
+	if !flagSet(f.fs, "api") && !canListen(*f.api) {
+		// The demo prints its API address; it need not fail because 7071 is in use.
+		log.Warn("port in use; the demo's HTTP front takes a free port", "api", *f.api)
+		opts.APIAddr = "127.0.0.1:0"
+	}
+	var fileList []string
+	if *f.files != "" {
+		fileList = strings.Split(*f.files, ",")
+	} else {
+		fileList = []string{
+			filepath.Join(*f.root, "testdata", "demo", "token2-batch-clean.csv"),
+			filepath.Join(*f.root, "testdata", "demo", "token2-batch-mistakes.csv"),
+		}
+	}
+	return runDemo(ctx, opts, fileList, *f.timeout, stdout, stderr)
 }
 
 func usage(w io.Writer) {

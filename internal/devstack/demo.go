@@ -58,18 +58,9 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "Graph stand-in: %s is held by %s, a disabled account\n", LeaverSerial, leaver)
-	var names []string
-	for _, f := range o.Files {
-		content, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("demo: read vendor file: %w", err)
-		}
-		name := filepath.Base(f)
-		if _, err := s.uploadInbox(ctx, name, content); err != nil {
-			return nil, fmt.Errorf("demo: %w", err)
-		}
-		fmt.Fprintf(o.Out, "uploaded %s to %s (%d bytes)\n", name, pipeline.InboxContainer, len(content))
-		names = append(names, name)
+	names, err := s.uploadFiles(ctx, o.Files, o.Out)
+	if err != nil {
+		return nil, err
 	}
 
 	res := &DemoResult{}
@@ -84,43 +75,69 @@ func (s *Stack) Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		return res, err
 	}
 
-	serial, from, to, err := s.pickReassignment(res.Imports)
-	if err != nil {
+	if res.Serial, res.Reassigned, err = s.reassignOne(ctx, res.Imports, o.Out); err != nil {
 		return res, err
 	}
-	res.Serial = serial
-	fmt.Fprintf(o.Out, "reassigning %s from %s to %s:\nPUT %s/tokens/%s/assignment {\"userPrincipalName\":%q}\n",
+	if err := s.retireAndReconcile(ctx, o.Out, res.Imports, res.Serial); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// uploadFiles drops each vendor file into seed-inbox and returns their blob names.
+func (s *Stack) uploadFiles(ctx context.Context, files []string, out io.Writer) ([]string, error) {
+	var names []string
+	for _, f := range files {
+		content, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("demo: read vendor file: %w", err)
+		}
+		name := filepath.Base(f)
+		if _, err := s.uploadInbox(ctx, name, content); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		fmt.Fprintf(out, "uploaded %s to %s (%d bytes)\n", name, pipeline.InboxContainer, len(content))
+		names = append(names, name)
+	}
+
+	return names, nil
+}
+
+// reassignOne reassigns one activated token of imports to another user through PUT
+// /api/tokens/{serial}/assignment, prints the answer and checks it against the Graph stand-in.
+func (s *Stack) reassignOne(ctx context.Context, imports []*pipeline.ImportStatus, out io.Writer) (string, *pipeline.Assignment, error) {
+	serial, from, to, err := s.pickReassignment(imports)
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(out, "reassigning %s from %s to %s:\nPUT %s/tokens/%s/assignment {\"userPrincipalName\":%q}\n",
 		serial, from, to, s.Endpoints.APIBase, url.PathEscape(serial), to)
 	status, body, err := s.api(ctx, http.MethodPut, "tokens/"+url.PathEscape(serial)+"/assignment",
 		map[string]string{"userPrincipalName": to})
 	if err != nil {
-		return res, fmt.Errorf("demo: reassign %s: %w", serial, err)
+		return serial, nil, fmt.Errorf("demo: reassign %s: %w", serial, err)
 	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, body, "", "  ") != nil {
 		pretty.Write(body)
 	}
-	fmt.Fprintf(o.Out, "%d %s\n%s\n", status, http.StatusText(status), pretty.String())
+	fmt.Fprintf(out, "%d %s\n%s\n", status, http.StatusText(status), pretty.String())
 	if status != http.StatusOK {
-		return res, fmt.Errorf("demo: reassign %s to %s: the API answered %d", serial, to, status)
+		return serial, nil, fmt.Errorf("demo: reassign %s to %s: the API answered %d", serial, to, status)
 	}
 	var a pipeline.Assignment
 	if err := json.Unmarshal(body, &a); err != nil {
-		return res, fmt.Errorf("demo: reassign answer: %w", err)
+		return serial, nil, fmt.Errorf("demo: reassign answer: %w", err)
 	}
-	res.Reassigned = &a
 	if !strings.EqualFold(a.UserPrincipalName, to) || !a.Changed {
-		return res, fmt.Errorf("demo: reassign %s: answer says user %q changed=%v; want %s, changed", serial, a.UserPrincipalName, a.Changed, to)
+		return serial, &a, fmt.Errorf("demo: reassign %s: answer says user %q changed=%v; want %s, changed", serial, a.UserPrincipalName, a.Changed, to)
 	}
 	d, ok := s.Graph.Server.DeviceBySerial(serial)
 	if !ok || !strings.EqualFold(d.AssignedUPN, to) || d.Status != "activated" {
-		return res, fmt.Errorf("demo: after reassignment the Graph stand-in has %s as %q for %q; want activated for %s", serial, d.Status, d.AssignedUPN, to)
+		return serial, &a, fmt.Errorf("demo: after reassignment the Graph stand-in has %s as %q for %q; want activated for %s", serial, d.Status, d.AssignedUPN, to)
 	}
-	fmt.Fprintf(o.Out, "\nGraph stand-in: %s is %s for %s\n", serial, d.Status, d.AssignedUPN)
-	if err := s.retireAndReconcile(ctx, o.Out, res.Imports, serial); err != nil {
-		return res, err
-	}
-	return res, nil
+	fmt.Fprintf(out, "\nGraph stand-in: %s is %s for %s\n", serial, d.Status, d.AssignedUPN)
+	return serial, &a, nil
 }
 
 // uploadInbox drops a vendor file into seed-inbox with the Azure SDK, as an admin would, and

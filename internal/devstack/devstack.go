@@ -167,9 +167,28 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	if s.dir, err = os.MkdirTemp("", "oathpipe-dev-"); err != nil {
 		return fmt.Errorf("devstack: state folder: %w", err)
 	}
+	if err = s.startAzurite(ctx); err != nil {
+		return err
+	}
+	if err = s.startStandIns(); err != nil {
+		return err
+	}
+	if err = s.writeEndpoints(); err != nil {
+		return err
+	}
+	if err = ensureResources(ctx, s.Endpoints.StorageConnectionString, s.log); err != nil {
+		return fmt.Errorf("devstack: %w", err)
+	}
+	if o.NoApp {
+		return nil
+	}
+	return s.startFrontAndApp(ctx)
+}
 
+// startAzurite starts Azurite (the project's node_modules copy when OATHPIPE_AZURITE is unset).
+func (s *Stack) startAzurite(ctx context.Context) (err error) {
 	if os.Getenv("OATHPIPE_AZURITE") == "" {
-		if p := filepath.Join(o.Root, "node_modules", ".bin", "azurite"); fileExists(p) {
+		if p := filepath.Join(s.opts.Root, "node_modules", ".bin", "azurite"); fileExists(p) {
 			_ = os.Setenv("OATHPIPE_AZURITE", p)
 		}
 	}
@@ -177,7 +196,13 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	s.log.Info("azurite started", "blob", s.Azurite.BlobURL(), "queue", s.Azurite.QueueURL(), "table", s.Azurite.TableURL(), "pid", s.Azurite.Pid())
+	return nil
+}
 
+// startStandIns starts the Key Vault and Graph stand-ins over TLS and puts the secrets of
+// Options.VaultSecrets in the vault.
+func (s *Stack) startStandIns() (err error) {
+	o := s.opts
 	vo := o.Vault
 	vo.Token = OfflineToken
 	if s.Vault, err = kvstandin.StartTLS(vo); err != nil {
@@ -199,10 +224,14 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		}
 		s.log.Info("secret put in the key vault stand-in", "secret", name, "bytes", len(value))
 	}
+	return nil
+}
 
+// writeEndpoints writes the stand-ins' CA bundle into the state folder and fills s.Endpoints.
+func (s *Stack) writeEndpoints() error {
 	caFile := filepath.Join(s.dir, "ca.pem")
 	bundle := append(append([]byte{}, s.Vault.CAPEM...), s.Graph.CAPEM...)
-	if err = os.WriteFile(caFile, bundle, 0o600); err != nil {
+	if err := os.WriteFile(caFile, bundle, 0o600); err != nil {
 		return fmt.Errorf("devstack: write CA bundle: %w", err)
 	}
 	s.Endpoints = Endpoints{
@@ -215,16 +244,14 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		CAFile:                  caFile,
 		OfflineToken:            OfflineToken,
 	}
-	if err = ensureResources(ctx, s.Endpoints.StorageConnectionString, s.log); err != nil {
-		return fmt.Errorf("devstack: %w", err)
-	}
-	if o.NoApp {
-		return nil
-	}
+	return nil
+}
 
-	ln, err := net.Listen("tcp", o.APIAddr)
+// startFrontAndApp serves the HTTP front on Options.APIAddr and starts the app and its runner.
+func (s *Stack) startFrontAndApp(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.APIAddr)
 	if err != nil {
-		return fmt.Errorf("devstack: HTTP front on %s (--api): %w", o.APIAddr, err)
+		return fmt.Errorf("devstack: HTTP front on %s (--api): %w", s.opts.APIAddr, err)
 	}
 	s.Endpoints.APIBase = "http://" + ln.Addr().String() + "/" + s.host.RoutePrefix
 	s.front = &http.Server{Handler: http.HandlerFunc(s.serveFront), ReadHeaderTimeout: 10 * time.Second}
