@@ -195,6 +195,10 @@ type ProvisionMessage struct {
 	// PopReceipt, sys, ...): the host copies a message's top-level fields over them.
 	ThrottledSince time.Time `json:"throttledSince,omitzero"`
 	Throttles      int       `json:"throttles,omitempty"`
+	// RetiredBefore is when the serial was retired, when the vault found it had been (the
+	// import of a retired serial is a new token): the token's row then carries the warning
+	// CodeRetiredBefore.
+	RetiredBefore time.Time `json:"retiredBefore,omitzero"`
 }
 
 // ImportRequest asks ImportFromInbox to import seed-inbox/{Name}: from a BlobCreated event

@@ -246,6 +246,7 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 		r.DeviceID = o.DeviceID
 	}
 	r.UserID = o.UserID
+	r.Problems = o.WithWarnings(r.Problems)
 	if !was && pipeline.Settled(o.Status) {
 		imp := l.imports[id]
 		imp.Pending--
