@@ -226,7 +226,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
 	return &app{pipeline: p, lifecycle: life, account: acct, reconciliation: pipeline.Reconciliation{
-		Lifecycle: life, Seeds: vaultCatalog{v},
+		Lifecycle: life, Seeds: vaultCatalog{v}, Reports: acct.Blobs,
 		Options: pipeline.ReconcileOptions{TakeBackDisabled: cfg.ReconcileTakeBack, StuckAfter: cfg.ReconcileStuckAfter},
 	}}, nil
 }

@@ -239,6 +239,11 @@ func (b *Blobs) Read(ctx context.Context, container, name string) ([]byte, error
 	return content, nil
 }
 
+// ReadReport implements pipeline.ReportReader: seed-reports/{name}.json (KindNotFound when absent).
+func (b *Blobs) ReadReport(ctx context.Context, name string) ([]byte, error) {
+	return b.Read(ctx, config.ReportsContainer, name+".json")
+}
+
 // Park keeps a queue message that could not be handled as token-parked/{name}, never over an
 // existing blob (If-None-Match: *): an earlier copy under the name is the same message, parked
 // by an earlier delivery, and is fine. metadata pairs are stored as blob metadata.
