@@ -222,6 +222,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
 		Envelope:         envelopeSecrets(v, cfg),
 		Notifier:         notifier(cfg, hc),
+		ReportsURL:       acct.Blobs.ReportsURL(),
 		Logger:           log.With("component", "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
@@ -51,6 +50,7 @@ type Deps struct {
 	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
 	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
 	Notifier         Notifier         // OATHPIPE_NOTIFY_URL: summaries of imports that settle with failures; nil: off
+	ReportsURL       string           // the seed-reports container's URL, for links in notifications ("": container paths)
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }
@@ -61,7 +61,6 @@ type Pipeline struct {
 	locks       serialLocks     // HTTP API changes, by serial
 	importLocks serialLocks     // ledger settlements, by import id
 	activations activationTimes // when this process last activated each token (assign_steps.go)
-	notified    sync.Map        // import summaries this process sent (notify.go): one per import and outcome
 	log         *slog.Logger
 	now         func() time.Time
 	onChunk     func(n int) // tests: called with the size of each chunk an import holds

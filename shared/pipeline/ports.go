@@ -217,6 +217,10 @@ type Ledger interface {
 	SetTokenOutcome(ctx context.Context, importID string, line int, o Outcome) (lastSettled bool, err error)
 	// Audit appends one audit record.
 	Audit(ctx context.Context, a AuditRecord) error
+	// ClaimNotification records key (an import's outcome) as notified on the import and
+	// answers first=true for exactly one caller per import and key across every instance (a
+	// conditional update); a later different key is a new claim.
+	ClaimNotification(ctx context.Context, importID, key string) (first bool, err error)
 }
 
 // Queue sends provisioning messages to the token-provisioning queue as plain JSON text (the

@@ -354,7 +354,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 		}
 	}
 	if len(rep.Findings) > 0 {
-		p.notify(ctx, reconcileSummary(rep))
+		p.notify(ctx, p.reconcileSummary(rep))
 	}
 	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
