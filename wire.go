@@ -97,11 +97,12 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
 		Envelope:         vault.EnvelopeSecrets{Vault: v, PGPKeySecret: cfg.PGPKeySecret, ZipSecret: cfg.ZipPasswordsSecret},
 		Notifier:         notifier(cfg, hc),
+		ReportsURL:       st.blobs.ReportsURL(),
 		Logger:           log.With("component", "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
 	return &app{pipeline: p, lifecycle: life, store: st, reconciliation: pipeline.Reconciliation{
-		Lifecycle: life, Seeds: vaultCatalog{v},
+		Lifecycle: life, Seeds: vaultCatalog{v}, Reports: st.blobs,
 		Options: pipeline.ReconcileOptions{TakeBackDisabled: cfg.ReconcileTakeBack, StuckAfter: cfg.ReconcileStuckAfter},
 	}}, nil
 }
