@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
 )
 
 // Notifier sends a short summary for people to an incoming webhook (package notify). The text
