@@ -68,11 +68,7 @@ func OpenAccount(tb testing.TB, connectionString string) *Account {
 // PutInbox uploads a seed file to seed-inbox, the way an admin or a vendor portal drops one,
 // and returns its ETag.
 func (a *Account) PutInbox(ctx context.Context, name string, content []byte, metadata map[string]string) (string, error) {
-	md := make(map[string]*string, len(metadata))
-	for k, v := range metadata {
-		md[k] = to.Ptr(v)
-	}
-	resp, err := a.inbox.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: md})
+	resp, err := a.inbox.UploadBuffer(ctx, pipeline.InboxContainer, name, content, &azblob.UploadBufferOptions{Metadata: blobMetadata(metadata)})
 	if err != nil {
 		return "", fmt.Errorf("upload %s to %s: %w", name, pipeline.InboxContainer, err)
 	}
@@ -82,13 +78,17 @@ func (a *Account) PutInbox(ctx context.Context, name string, content []byte, met
 // PutInboxStream uploads what r streams (to its end) to seed-inbox/{name} in blocks, without
 // holding it, and returns its ETag: PutInbox for a generated big file (benchmarks).
 func (a *Account) PutInboxStream(ctx context.Context, name string, r io.Reader, metadata map[string]string) (string, error) {
-	md := make(map[string]*string, len(metadata))
-	for k, v := range metadata {
-		md[k] = to.Ptr(v)
-	}
-	resp, err := a.inbox.UploadStream(ctx, pipeline.InboxContainer, name, r, &azblob.UploadStreamOptions{Metadata: md})
+	resp, err := a.inbox.UploadStream(ctx, pipeline.InboxContainer, name, r, &azblob.UploadStreamOptions{Metadata: blobMetadata(metadata)})
 	if err != nil {
 		return "", fmt.Errorf("upload %s to %s: %w", name, pipeline.InboxContainer, err)
 	}
 	return string(*resp.ETag), nil
+}
+
+func blobMetadata(m map[string]string) map[string]*string {
+	md := make(map[string]*string, len(m))
+	for k, v := range m {
+		md[k] = to.Ptr(v)
+	}
+	return md
 }
