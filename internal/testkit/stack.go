@@ -2,13 +2,14 @@ package testkit
 
 import (
 	"bytes"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/oathpipe/oathpipe/internal/graphstandin"
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
