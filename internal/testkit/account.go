@@ -8,6 +8,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/oathpipe/oathpipe/shared/ledger"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -22,6 +23,10 @@ type Account struct {
 	Poison    *storage.Queue // token-provisioning-poison
 	Imports   *storage.Queue // seed-imports
 	Ledger    *ledger.Ledger // oathpipeledger and oathpipeaudit
+
+	// ProvisionClient is token-provisioning's own client, for tests that receive its messages
+	// the way the host's queue trigger does.
+	ProvisionClient *azqueue.QueueClient
 
 	inbox *azblob.Client // uploads to seed-inbox (PutInbox), which nothing in the app does
 }
@@ -43,6 +48,9 @@ func OpenAccount(tb testing.TB, connectionString string) *Account {
 		if *q.to, err = storage.NewQueue(o, q.name); err != nil {
 			tb.Fatal(err)
 		}
+	}
+	if a.ProvisionClient, err = azqueue.NewQueueClientFromConnectionString(connectionString, pipeline.ProvisionQueue, nil); err != nil {
+		tb.Fatal(err)
 	}
 	if a.inbox, err = azblob.NewClientFromConnectionString(connectionString, nil); err != nil {
 		tb.Fatal(err)

@@ -212,7 +212,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 			t.Errorf("%s is still in the inbox: %v", name, err)
 		}
 	}
-	h := &host{p: p, q: a.Provision.Client(), workers: 4, twice: true}
+	h := &host{p: p, q: a.ProvisionClient, workers: 4, twice: true}
 	h.drain(t, ctx, settled(ctx, a.Ledger, results["e2e/clean batch ü.csv"].ImportID, results["e2e/mixed #1.csv"].ImportID, results["e2e/misplaced.csv"].ImportID))
 	if len(h.texts) != 3+5+1 {
 		t.Errorf("%d messages received, want 9 (one per valid token, none duplicated by the repeated import)", len(h.texts))
@@ -329,7 +329,7 @@ func TestCrashesOnAzurite(t *testing.T) {
 				}
 				ids = append(ids, res.ImportID)
 			}
-			h := &host{p: p, q: a.Provision.Client(), workers: 2}
+			h := &host{p: p, q: a.ProvisionClient, workers: 2}
 			h.drain(t, ctx, settled(ctx, a.Ledger, ids...))
 			if !plan.fired {
 				t.Fatal("the crash never fired")
@@ -383,7 +383,7 @@ func TestConcurrentSettlementOnAzurite(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			(&host{p: p, q: a.Provision.Client(), workers: 8}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
+			(&host{p: p, q: a.ProvisionClient, workers: 8}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
 		}()
 	}
 	wg.Wait()
@@ -423,7 +423,7 @@ func TestAPIOnAzurite(t *testing.T) {
 	if err != nil || res.Valid != len(serials) {
 		t.Fatalf("import: %+v %v", res, err)
 	}
-	(&host{p: p, q: a.Provision.Client(), workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
+	(&host{p: p, q: a.ProvisionClient, workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
 
 	for i, ser := range serials {
 		upn := []string{ada, grace, alan, "edsger.dijkstra@contoso.example", "barbara.liskov@contoso.example"}[i]

@@ -70,7 +70,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 					b.Fatal(err)
 				}
 				id := pipeline.ImportID(name, etag)
-				h := &host{p: p, q: a.Provision.Client(), workers: c.workers}
+				h := &host{p: p, q: a.ProvisionClient, workers: c.workers}
 
 				start := time.Now()
 				var wg sync.WaitGroup

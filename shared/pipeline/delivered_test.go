@@ -76,7 +76,7 @@ func TestDeliveredFilesOnAzurite(t *testing.T) {
 			ids = append(ids, pt.ImportID)
 		}
 	}
-	h := &host{p: p, q: a.Provision.Client(), workers: 4, twice: true}
+	h := &host{p: p, q: a.ProvisionClient, workers: 4, twice: true}
 	h.drain(t, ctx, settled(ctx, a.Ledger, ids...))
 
 	want := map[string]struct{ status, upn string }{

@@ -59,7 +59,7 @@ func TestLifecycleOnAzurite(t *testing.T) {
 	if err != nil || res.Valid != 4 {
 		t.Fatalf("import: %+v %v", res, err)
 	}
-	(&host{p: p, q: a.Provision.Client(), workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
+	(&host{p: p, q: a.ProvisionClient, workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
 	// One device in Entra that oathpipe never imported (no seed, no ledger row).
 	if _, _, err := s.Dir.EnsureDevice(ctx, token.Token{Serial: "LC-X", Manufacturer: "Token2", Model: "C202"}, freshSeed(ss)); err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func TestLifecycleOnAzurite(t *testing.T) {
 	if err != nil || res2.Valid != 1 {
 		t.Fatalf("re-import of a retired serial: %+v %v", res2, err)
 	}
-	(&host{p: p, q: a.Provision.Client(), workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
+	(&host{p: p, q: a.ProvisionClient, workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
 	if row, err := a.Ledger.TokenBySerial(ctx, "LC-3"); err != nil || row.Status != pipeline.StatusActivated || row.ImportID != res2.ImportID {
 		t.Errorf("LC-3 imported again after retire: %+v %v, want activated in the new import", row, err)
 	}

@@ -46,14 +46,14 @@ func TestReconcileOnAzurite(t *testing.T) {
 	if err != nil || res.Valid != len(rows) {
 		t.Fatalf("import: %+v %v", res, err)
 	}
-	(&host{p: p, q: a.Provision.Client(), workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
+	(&host{p: p, q: a.ProvisionClient, workers: 2}).drain(t, ctx, settled(ctx, a.Ledger, res.ImportID))
 	// RC-7: assigned, never activated (OATHPIPE_ACTIVATION=none).
 	pn := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) { d.AssignOnly = true })
 	res2, err := pn.Import(ctx, upload(t, ctx, a, "reconcile/assigned.csv", testkit.EntraCSV([]testkit.Row{ss.Row("RC-7", barbara)})))
 	if err != nil || res2.Valid != 1 {
 		t.Fatalf("import 2: %+v %v", res2, err)
 	}
-	(&host{p: pn, q: a.Provision.Client(), workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
+	(&host{p: pn, q: a.ProvisionClient, workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
 
 	// The disagreements.
 	if !s.Graph.Server.SetAccountEnabled(alan, false) || !s.Graph.Server.DeleteUser(edsger) {

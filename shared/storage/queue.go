@@ -142,6 +142,3 @@ func (q *Queue) enqueueText(ctx context.Context, texts ...string) error {
 	wg.Wait()
 	return first
 }
-
-// Client is the underlying azqueue client, for callers that receive messages (the local runner).
-func (q *Queue) Client() *azqueue.QueueClient { return q.client }

@@ -280,7 +280,7 @@ func TestEnqueuePlainText(t *testing.T) {
 	}
 	seen := map[int]bool{}
 	for len(seen) < 40 {
-		resp, err := q.Client().DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+		resp, err := q.client.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -82,7 +82,7 @@ func TestPipelineOnStorage(t *testing.T) {
 	// Play the host: every message delivered twice, at once.
 	var texts []string
 	for {
-		resp, err := a.Provision.Client().DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+		resp, err := a.ProvisionClient.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +91,7 @@ func TestPipelineOnStorage(t *testing.T) {
 		}
 		for _, m := range resp.Messages {
 			texts = append(texts, *m.MessageText)
-			if _, err := a.Provision.Client().DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil); err != nil {
+			if _, err := a.ProvisionClient.DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
