@@ -63,17 +63,25 @@ func newBlobWatch(r *Runner, fn Function, t Binding, pat *blobPattern, bc *azblo
 func (w *blobWatch) run(ctx context.Context) {
 	defer w.wg.Wait()
 	for {
-		if err := w.scan(ctx); err != nil && ctx.Err() == nil {
+		turn := Poll{Function: w.fn.Name, Source: w.pat.container, Began: time.Now()}
+		var err error
+		if turn.Started, err = w.scan(ctx); err != nil && ctx.Err() == nil {
 			w.r.log.Warn("list blobs", "function", w.fn.Name, "container", w.pat.container, "err", err)
 		}
+		w.mu.Lock()
+		turn.Err, turn.InFlight = err, len(w.inflight)
+		w.mu.Unlock()
+		w.r.reportPoll(turn)
 		if !sleep(ctx, w.r.poll) {
 			return
 		}
 	}
 }
 
-// scan lists the container and starts a delivery for every blob not yet handled.
-func (w *blobWatch) scan(ctx context.Context) error {
+// scan lists the container and starts a delivery for every blob not yet handled; it returns
+// how many it started.
+func (w *blobWatch) scan(ctx context.Context) (int, error) {
+	started := 0
 	pager := w.blobs.NewListBlobsFlatPager(w.pat.container, &azblob.ListBlobsFlatOptions{
 		Include: container.ListBlobsInclude{Metadata: true},
 	})
@@ -84,10 +92,10 @@ func (w *blobWatch) scan(ctx context.Context) error {
 				w.r.log.Info("container does not exist yet; waiting", "container", w.pat.container)
 			}
 			w.missing = true
-			return nil
+			return started, nil
 		}
 		if err != nil {
-			return err
+			return started, err
 		}
 		w.missing = false
 		for _, it := range page.Segment.BlobItems {
@@ -105,9 +113,10 @@ func (w *blobWatch) scan(ctx context.Context) error {
 			case w.slots <- struct{}{}:
 			case <-ctx.Done():
 				w.release(*it.Name, string(*it.Properties.ETag))
-				return nil
+				return started, nil
 			}
 			w.wg.Add(1)
+			started++
 			go func(it *container.BlobItem) {
 				defer w.wg.Done()
 				defer func() { <-w.slots }()
@@ -115,7 +124,7 @@ func (w *blobWatch) scan(ctx context.Context) error {
 			}(it)
 		}
 	}
-	return nil
+	return started, nil
 }
 
 func blobKey(name, etag string) string { return name + "\x00" + etag }
