@@ -48,9 +48,7 @@ var knownLarge = []string{
 	"shared/pipeline/import.go: (*Pipeline).storeAndQueue",
 	"shared/pipeline/import.go: (*Pipeline).vaultAndQueue",
 	"shared/pipeline/reconcile.go: (*Lifecycle).Reconcile",
-	// internal/runner, shared/seedfile
-	"internal/runner/blobs.go: (*blobWatch).deliver",
-	"internal/runner/route.go: ParseRoute",
+	// shared/seedfile
 	"shared/seedfile/csv.go: (*checker).readCSV",
 	"shared/seedfile/oathcsv.go: (*checker).readOATHCSV",
 	"shared/seedfile/pskc.go: (*checker).keyPackage",
