@@ -48,12 +48,6 @@ var knownLarge = []string{
 	"shared/pipeline/import.go: (*Pipeline).storeAndQueue",
 	"shared/pipeline/import.go: (*Pipeline).vaultAndQueue",
 	"shared/pipeline/reconcile.go: (*Lifecycle).Reconcile",
-	// shared/seedfile
-	"shared/seedfile/csv.go: (*checker).readCSV",
-	"shared/seedfile/oathcsv.go: (*checker).readOATHCSV",
-	"shared/seedfile/pskc.go: (*checker).keyPackage",
-	"shared/seedfile/pskc.go: (*pskcState).keys",
-	"shared/seedfile/read.go: (*checker).finish",
 }
 
 // funcSize is one function's size.
