@@ -142,25 +142,20 @@ func (h Host) withDefaults() Host {
 	if h == (Host{}) {
 		return def
 	}
-	if h.MaxDequeueCount <= 0 {
-		h.MaxDequeueCount = def.MaxDequeueCount
-	}
-	if h.BatchSize <= 0 {
-		h.BatchSize = def.BatchSize
-	}
-	if h.PoisonBlobThreshold <= 0 {
-		h.PoisonBlobThreshold = def.PoisonBlobThreshold
-	}
-	if h.BlobParallelism <= 0 {
-		h.BlobParallelism = def.BlobParallelism
-	}
-	if h.FunctionTimeout <= 0 {
-		h.FunctionTimeout = def.FunctionTimeout
-	}
-	if h.MaxPollInterval <= 0 {
-		h.MaxPollInterval = def.MaxPollInterval
-	}
+	orDefault(&h.MaxDequeueCount, def.MaxDequeueCount)
+	orDefault(&h.BatchSize, def.BatchSize)
+	orDefault(&h.PoisonBlobThreshold, def.PoisonBlobThreshold)
+	orDefault(&h.BlobParallelism, def.BlobParallelism)
+	orDefault(&h.FunctionTimeout, def.FunctionTimeout)
+	orDefault(&h.MaxPollInterval, def.MaxPollInterval)
 	return h
+}
+
+// orDefault sets *v to def when it is not positive.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // connections builds one blob and one queue client per connection name, on first use.
