@@ -2,6 +2,7 @@ package arrows
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,6 +36,9 @@ var (
 	//   shared/otp       TOTP codes                         shared/logctx    log keys and handler
 	//   shared/azerr     classifies Azure SDK failures into the domain's error kinds
 	libraries = []string{"shared/seedfile", "shared/envelope", "shared/otp", "shared/logctx", "shared/azerr"}
+
+	// leaves import only the standard library, so any package may import them (decision A).
+	leaves = []string{"shared/logctx"}
 
 	// config may be imported only by the packages that wire: the root package (main.go), cmd/…
 	// and internal/… (devstack wires the local stack for cmd/oathpipe-dev, testkit the test
@@ -104,6 +108,12 @@ func matches(p string, patterns []string) bool {
 	return false
 }
 
+// isStd reports whether p is a standard library package: its first element has no dot.
+func isStd(p string) bool {
+	first, _, _ := strings.Cut(p, "/")
+	return !strings.Contains(first, ".")
+}
+
 // isStandIn reports whether p is a stand-in for an outside service: internal/*standin.
 func isStandIn(p string) bool {
 	parts := strings.Split(p, "/")
@@ -156,6 +166,9 @@ func violations(pkgs []pkg, binary []pkg) []string {
 		from := rel(p.ImportPath)
 		for _, imp := range p.Imports {
 			to := rel(imp)
+			if matches(from, leaves) && !isStd(imp) {
+				add(from, cmp.Or(to, imp), "a leaf imports only the standard library")
+			}
 			if to == "" || to == from {
 				continue
 			}
@@ -216,6 +229,7 @@ func TestArrowsCatch(t *testing.T) {
 		{ImportPath: m("internal/testkit"), Imports: []string{m("shared/config"), m("internal/graphstandin")},
 			TestImports: []string{m("internal/kvstandin")}},
 		{ImportPath: m("handlers"), XTestImports: []string{m("internal/kvstandin")}},
+		{ImportPath: m("shared/logctx"), Imports: []string{"log/slog", m("shared/token"), "github.com/Azure/azure-sdk-for-go/sdk/azcore"}},
 	}
 	binary := []pkg{{ImportPath: m(".")}, {ImportPath: m("shared/token")}, {ImportPath: m("internal/testkit")},
 		{ImportPath: m("internal/kvstandin/cmd/kvstandin")}, {ImportPath: "fmt"}}
@@ -224,6 +238,8 @@ func TestArrowsCatch(t *testing.T) {
 		". imports internal/kvstandin/cmd/kvstandin: the production binary links test infrastructure (go list -deps .)",
 		". imports internal/testkit: the production binary links test infrastructure (go list -deps .)",
 		"shared/ledger imports shared/config: only main, cmd/ and internal/ read the configuration",
+		"shared/logctx imports github.com/Azure/azure-sdk-for-go/sdk/azcore: a leaf imports only the standard library",
+		"shared/logctx imports shared/token: a leaf imports only the standard library",
 		"shared/pipeline imports shared/vault: the domain and the libraries import no adapter",
 		"shared/pipeline/pipelinetest imports internal/kvstandin: only internal/, cmd/ and tests import a stand-in",
 		"shared/seedfile imports shared/entra: the domain and the libraries import no adapter",
