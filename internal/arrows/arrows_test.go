@@ -23,7 +23,7 @@ var (
 
 	// adapters are the packages that each talk to one outside service. No adapter imports
 	// another: main.go wires them together through the interfaces the domain defines.
-	//   shared/azauth   Microsoft Entra ID's token endpoint (the credential)
+	//   shared/azauth   Microsoft Entra ID's token endpoint (the one credential and transport)
 	//   shared/storage  Azure Blob and Queue storage
 	//   shared/ledger   Azure Table storage (the import ledger)
 	//   shared/vault    Azure Key Vault (the seeds, the PGP/PSKC keys)
@@ -32,8 +32,10 @@ var (
 	adapters = []string{"shared/azauth", "shared/storage", "shared/ledger", "shared/vault", "shared/entra", "shared/notify"}
 
 	// libraries are pure: they talk to no service, and import no adapter (the domain they may).
-	//   shared/seedfile  vendor seed files (CSV, PSKC)     shared/envelope  PGP/PSKC envelopes
-	//   shared/otp       TOTP codes                         shared/logctx    log keys and handler
+	//   shared/seedfile  vendor seed files (CSV, OATH CSV, PSKC)
+	//   shared/envelope  the OpenPGP messages and zip archives seed files arrive in
+	//   shared/otp       TOTP codes
+	//   shared/logctx    the log keys and the context-aware slog handler
 	//   shared/azerr     classifies Azure SDK failures into the domain's error kinds
 	libraries = []string{"shared/seedfile", "shared/envelope", "shared/otp", "shared/logctx", "shared/azerr"}
 
