@@ -37,10 +37,11 @@ var (
 	//   shared/otp       TOTP codes
 	//   shared/logctx    the log keys and the context-aware slog handler
 	//   shared/azerr     classifies Azure SDK failures into the domain's error kinds
-	libraries = []string{"shared/seedfile", "shared/envelope", "shared/otp", "shared/logctx", "shared/azerr"}
+	//   shared/loopback  whether an endpoint is on this machine (plain HTTP, the offline token)
+	libraries = []string{"shared/seedfile", "shared/envelope", "shared/otp", "shared/logctx", "shared/azerr", "shared/loopback"}
 
 	// leaves import only the standard library, so any package may import them (decision A).
-	leaves = []string{"shared/logctx"}
+	leaves = []string{"shared/logctx", "shared/loopback"}
 
 	// config may be imported only by the packages that wire: the root package (main.go), cmd/…
 	// and internal/… (devstack wires the local stack for cmd/oathpipe-dev, testkit the test
@@ -55,24 +56,6 @@ var (
 		"shared/pipeline/pipelinetest/...", "shared/storage/e2e/...",
 	}
 )
-
-// knownViolations are the arrows broken today (issue 16). Each line goes when its fix lands;
-// the test fails on a violation not listed here and on a line here that no longer happens, so
-// the list cannot go stale. When it is empty, delete it and the loops that read it.
-var knownViolations = []string{
-	// Decision E: only main and cmd/ read shared/config (items 1, 2).
-	"handlers imports shared/config: only main, cmd/ and internal/ read the configuration",
-	"shared/azauth imports shared/config: only main, cmd/ and internal/ read the configuration",
-	"shared/ledger imports shared/config: only main, cmd/ and internal/ read the configuration",
-	"shared/pipeline imports shared/config: only main, cmd/ and internal/ read the configuration",
-	"shared/storage imports shared/config: only main, cmd/ and internal/ read the configuration",
-	// Item 1: storage no longer builds the ledger.
-	"shared/storage imports shared/ledger: an adapter imports another adapter",
-	// Decision D: the parts of pipelinetest that build stand-ins move to internal/testkit.
-	"shared/pipeline/pipelinetest imports internal/graphstandin: only internal/, cmd/ and tests import a stand-in",
-	"shared/pipeline/pipelinetest imports internal/kvstandin: only internal/, cmd/ and tests import a stand-in",
-	"shared/pipeline/pipelinetest imports shared/config: only main, cmd/ and internal/ read the configuration",
-}
 
 // pkg is what go list says of one package.
 type pkg struct {
@@ -201,14 +184,7 @@ func violations(pkgs []pkg, binary []pkg) []string {
 func TestArrows(t *testing.T) {
 	found := violations(goList(t, "./..."), goList(t, "-deps", "."))
 	for _, v := range found {
-		if !slices.Contains(knownViolations, v) {
-			t.Errorf("%s", v)
-		}
-	}
-	for _, k := range knownViolations {
-		if !slices.Contains(found, k) {
-			t.Errorf("fixed, so delete its line from knownViolations: %q", k)
-		}
+		t.Errorf("%s", v)
 	}
 }
 
