@@ -5,7 +5,6 @@ package handlers
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,19 +82,6 @@ func object(raw json.RawMessage, v any) error {
 // DataString returns Data[key] as a string (message text), accepting both encodings.
 func (in *Invocation) DataString(key string) (string, bool) { return primitive(in.Data[key]) }
 
-// DataBytes returns Data[key] as bytes: the host sends blob content base64-encoded.
-func (in *Invocation) DataBytes(key string) ([]byte, error) {
-	s, ok := primitive(in.Data[key])
-	if !ok {
-		return nil, fmt.Errorf("invocation has no Data.%s", key)
-	}
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("Data.%s is not base64: %w", key, err)
-	}
-	return b, nil
-}
-
 // Meta returns Metadata[key] as a string, accepting both encodings.
 func (in *Invocation) Meta(key string) string {
 	s, _ := primitive(in.Metadata[key])
@@ -106,15 +92,6 @@ func (in *Invocation) Meta(key string) string {
 func (in *Invocation) MetaInt(key string) int {
 	n, _ := strconv.Atoi(in.Meta(key))
 	return n
-}
-
-// MetaObject decodes Metadata[key] (an object, or a string holding one) into v.
-func (in *Invocation) MetaObject(key string, v any) error {
-	raw, ok := in.Metadata[key]
-	if !ok {
-		return fmt.Errorf("invocation has no Metadata.%s", key)
-	}
-	return object(raw, v)
 }
 
 // HTTPRequest is an HTTP trigger's Data.<name>.

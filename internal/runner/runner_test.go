@@ -291,7 +291,7 @@ func TestBlobTriggerHostShape(t *testing.T) {
 	_, stop := startRunnerOpts(t, h, func(o *Options) { o.Functions = []Function{blobFunction("EventGrid")} })
 	waitFor(t, "BlobFn invocation", 10*time.Second, func() bool { return len(h.callsTo("BlobFn")) == 1 })
 	inv := h.callsTo("BlobFn")[0].inv
-	got, err := inv.DataBytes("file")
+	got, err := dataBytes(inv, "file")
 	if err != nil || string(got) != string(content) {
 		t.Fatalf("Data.file = %q, %v", got, err)
 	}
@@ -299,7 +299,7 @@ func TestBlobTriggerHostShape(t *testing.T) {
 		t.Errorf("raw Metadata.name = %s; want the host's double encoding", raw)
 	}
 	var props map[string]json.RawMessage
-	if err := inv.MetaObject("Properties", &props); err != nil {
+	if err := metaObject(inv, "Properties", &props); err != nil {
 		t.Fatal(err)
 	}
 	if e := string(props["ETag"]); e != "{}" {
@@ -326,7 +326,7 @@ func TestBlobTriggerHostShape(t *testing.T) {
 		t.Errorf("Properties.ContentLength = %s", l)
 	}
 	var meta map[string]string
-	if err := inv.MetaObject("Metadata", &meta); err != nil || meta["uploadedby"] != "ada" {
+	if err := metaObject(inv, "Metadata", &meta); err != nil || meta["uploadedby"] != "ada" {
 		t.Errorf("Metadata.Metadata = %v, %v", meta, err)
 	}
 	if _, err := bc.ServiceClient().NewContainerClient(ReceiptsContainer).NewBlobClient("x").GetProperties(ctx, nil); err == nil {
