@@ -15,7 +15,7 @@ import (
 	"github.com/oathpipe/oathpipe/shared/storage"
 )
 
-// Account is the storage adapters and the ledger on one storage account, as serve.go wires them
+// Account is the storage adapters and the ledger on one storage account, as wire.go wires them
 // from SeedStorage, built here from a connection string (Azurite).
 type Account struct {
 	Blobs     *storage.Blobs // seed-inbox, seed-reports, seed-rejected, token-parked

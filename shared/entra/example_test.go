@@ -14,7 +14,7 @@ import (
 
 // Provisioning one token: resolve the user, find or create the device, assign it, activate it
 // with a code computed from the seed. In Azure, GraphURL comes from OATHPIPE_GRAPH_URL and the
-// credential from azauth.Credential(cfg).
+// credential from azauth.Credential.
 func Example() {
 	users, err := graphstandin.LoadUsers("../../testdata/users.json")
 	if err != nil {

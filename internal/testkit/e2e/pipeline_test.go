@@ -19,7 +19,7 @@ import (
 
 // TestPipelineOnStorage runs the real pipeline over these adapters and the real ledger on
 // Azurite, with the vault and entra clients on the Key Vault and Graph stand-ins: the wiring
-// serve.go does. It checks what only the real storage shows — the inbox blob leaves only after
+// wire.go does. It checks what only the real storage shows — the inbox blob leaves only after
 // the import, messages are plain text the worker reads back, the final report is rewritten
 // once the last token settles (every message delivered twice, concurrently), audit records land
 // in their table — and scans everything stored for the seeds.
