@@ -10,6 +10,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"github.com/oathpipe/oathpipe/internal/azurite"
 	"github.com/oathpipe/oathpipe/shared/ledger"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/storage"
@@ -29,6 +30,18 @@ type Account struct {
 	ProvisionClient *azqueue.QueueClient
 
 	inbox *azblob.Client // uploads to seed-inbox (PutInbox), which nothing in the app does
+}
+
+// StartAzurite starts an Azurite of the test's own, stopped when the test ends, and returns its
+// connection string.
+func StartAzurite(tb testing.TB) string {
+	tb.Helper()
+	server, err := azurite.Start(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(server.Stop)
+	return server.ConnectionString()
 }
 
 // OpenAccount builds the adapters on the account behind connectionString and creates the

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/oathpipe/oathpipe/handlers"
-	"github.com/oathpipe/oathpipe/internal/azurite"
 	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/ledger"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
@@ -43,12 +42,7 @@ func TestProvisionFailedParksOnAzurite(t *testing.T) {
 		t.Skip("end to end")
 	}
 	ctx := context.Background()
-	server, err := azurite.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Stop()
-	a := testkit.OpenAccount(t, server.ConnectionString())
+	a := testkit.OpenAccount(t, testkit.StartAzurite(t))
 	stack := testkit.NewStack(t, testkit.Options{})
 	p := stack.Pipeline(downLedger{a.Ledger}, a.Provision, a.Blobs, nil)
 	srv := handlers.New(handlers.Options{Pipeline: p, Parker: a.Blobs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

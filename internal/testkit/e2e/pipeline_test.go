@@ -11,7 +11,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
-	"github.com/oathpipe/oathpipe/internal/azurite"
 	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/storage"
@@ -28,12 +27,8 @@ func TestPipelineOnStorage(t *testing.T) {
 		t.Skip("end to end")
 	}
 	ctx := context.Background()
-	server, err := azurite.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Stop()
-	a := testkit.OpenAccount(t, server.ConnectionString())
+	conn := testkit.StartAzurite(t)
+	a := testkit.OpenAccount(t, conn)
 	stack := testkit.NewStack(t, testkit.Options{})
 	p := stack.Pipeline(a.Ledger, a.Provision, a.Blobs, nil)
 
@@ -149,7 +144,7 @@ func TestPipelineOnStorage(t *testing.T) {
 	}
 
 	// Nothing stored anywhere but the vault and seed-rejected holds a seed.
-	stored := append(append([]string{}, texts...), testkit.StoredOutsideVault(t, ctx, server.ConnectionString()))
+	stored := append(append([]string{}, texts...), testkit.StoredOutsideVault(t, ctx, conn))
 	if n := strings.Count(stored[len(stored)-1], "\n"); n < 20 {
 		t.Fatalf("scanned only %d stored lines", n)
 	}
