@@ -18,6 +18,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Names the host uses for blob trigger bookkeeping.
@@ -64,7 +66,7 @@ func (w *blobWatch) run(ctx context.Context) {
 	defer w.wg.Wait()
 	for {
 		if err := w.scan(ctx); err != nil && ctx.Err() == nil {
-			w.r.log.Warn("list blobs", "function", w.fn.Name, "container", w.pat.container, "err", err)
+			w.r.log.Warn("list blobs", logctx.Function, w.fn.Name, "container", w.pat.container, logctx.Error, err)
 		}
 		if !sleep(ctx, w.r.poll) {
 			return
@@ -191,7 +193,7 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
+			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, logctx.Error, err)
 		}
 		return
 	}
@@ -199,7 +201,7 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	dl.Body.Close()
 	if err != nil {
 		if ctx.Err() == nil {
-			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
+			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, logctx.Error, err)
 		}
 		return
 	}
@@ -245,17 +247,17 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	case err == nil:
 		if w.receipts() {
 			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+				w.r.log.Warn("blob receipt", "blob", name, logctx.Error, rerr)
 			}
 		}
 		w.markDone(k)
 	case tries >= w.r.host.PoisonBlobThreshold:
 		if perr := w.poison(bg, name, etag); perr != nil {
-			w.r.log.Error("blob poison message", "blob", name, "err", perr)
+			w.r.log.Error("blob poison message", "blob", name, logctx.Error, perr)
 		}
 		if w.receipts() {
 			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+				w.r.log.Warn("blob receipt", "blob", name, logctx.Error, rerr)
 			}
 		}
 		w.markDone(k)

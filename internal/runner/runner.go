@@ -12,6 +12,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Options configures a Runner.
@@ -196,7 +198,7 @@ func New(o Options) (*Runner, error) {
 				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
 			}
 		default:
-			r.log.Warn("trigger type not run locally; function skipped", "function", fn.Name, "trigger", t.Type)
+			r.log.Warn("trigger type not run locally; function skipped", logctx.Function, fn.Name, "trigger", t.Type)
 		}
 	}
 	return r, nil

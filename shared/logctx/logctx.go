@@ -103,8 +103,12 @@ func from(ctx context.Context, k ctxKey) string {
 // attribute or one added by Logger.With before any group, is not added again. Records logged
 // without a context (Info rather than InfoContext) carry nothing from it.
 //
-// Inside a group (Logger.WithGroup) the ids still go to the top level of the record.
+// Inside a group (Logger.WithGroup) the ids still go to the top level of the record. A next
+// that NewHandler made already is returned as it is, so wrapping twice adds nothing twice.
 func NewHandler(next slog.Handler) slog.Handler {
+	if h, ok := next.(*handler); ok {
+		return h
+	}
 	return &handler{next: next, base: next}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/oathpipe/oathpipe/shared/envelope"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -132,7 +133,7 @@ func (p *Pipeline) pgpKeys(ctx context.Context) (envelope.Keys, error) {
 		for _, a := range armored {
 			keys, err := envelope.ParsePGPKeys([][]byte{a}, nil)
 			if err != nil {
-				p.log.Warn("a PGP key version in the vault cannot be read; skipped", slog.String("error", err.Error()))
+				p.log.Warn("a PGP key version in the vault cannot be read; skipped", slog.String(logctx.Error, err.Error()))
 				continue
 			}
 			k.PGP = k.PGP.Append(keys)
@@ -219,7 +220,7 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 			// archive's files are imports of their own names: a repeat of a finished archive
 			// whose blob is gone lands here.)
 			p.log.Info("the blob is no longer in the inbox as delivered; nothing to import",
-				slog.String("file", f.Name), slog.String("importId", ImportID(f.Name, f.ETag)))
+				slog.String(logctx.File, f.Name), slog.String(logctx.ImportID, ImportID(f.Name, f.ETag)))
 			return &ImportResult{ImportID: ImportID(f.Name, f.ETag), FileName: f.Name, Gone: true}, nil
 		}
 		return nil, err
@@ -247,7 +248,7 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 		return p.importFile(ctx, f, part)
 	}
 	id := ImportID(f.Name, f.ETag)
-	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
+	log := p.log.With(slog.String(logctx.ImportID, id), slog.String(logctx.File, f.Name))
 	all := &ImportResult{ImportID: id, FileName: f.Name, Format: "zip", Disposition: DispositionDeleted, Repeat: true}
 	for i := range parts {
 		res, err := p.importFile(ctx, InboxFile{Name: parts[i].name, ETag: f.ETag, Metadata: f.Metadata,

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -62,7 +63,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		deadline = p.now().Add(p.d.ImportBudget)
 	}
 	id := ImportID(f.Name, f.ETag)
-	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
+	log := p.log.With(slog.String(logctx.ImportID, id), slog.String(logctx.File, f.Name))
 
 	imp, created, err := p.d.Ledger.BeginImport(ctx, ImportRecord{
 		ImportID: id, FileName: f.Name, ETag: f.ETag, Stage: StageStarted, Created: p.now(), Updated: p.now(),
@@ -402,9 +403,9 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 	if r.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
 	}
-	log := p.log.With(slog.String("file", r.Name))
+	log := p.log.With(slog.String(logctx.File, r.Name))
 	if r.ImportID != "" {
-		log = log.With(slog.String("importId", r.ImportID))
+		log = log.With(slog.String(logctx.ImportID, r.ImportID))
 	}
 	f, err := p.d.Inbox.ReadInbox(ctx, r.Name)
 	switch {
@@ -516,9 +517,9 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 					fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
 					return
 				default:
-					p.log.Warn("seed refused by the vault", slog.String("importId", importID),
-						slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
-						slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
+					p.log.Warn("seed refused by the vault", slog.String(logctx.ImportID, importID),
+						slog.String(logctx.Serial, r.Token.Serial), slog.Int(logctx.Line, r.Line), slog.String(logctx.Kind, string(token.KindOf(err))),
+						slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, reasonOf(err)))
 					o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
 					if err := p.settle(ctx, importID, r.Line, o); err != nil {
 						fail(err)
@@ -635,9 +636,9 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 		} else if now.Add(wait).Sub(since) > p.d.OutageWindow {
 			return err
 		}
-		log.Warn("vault unavailable; backing off inside the invocation", slog.String("serial", r.Token.Serial),
-			slog.Int("line", r.Line), slog.Duration("wait", wait), slog.String("kind", string(token.KindOf(err))),
-			slog.String("reason", reasonOf(err)))
+		log.Warn("vault unavailable; backing off inside the invocation", slog.String(logctx.Serial, r.Token.Serial),
+			slog.Int(logctx.Line, r.Line), slog.Duration("wait", wait), slog.String(logctx.Kind, string(token.KindOf(err))),
+			slog.String(logctx.Reason, reasonOf(err)))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

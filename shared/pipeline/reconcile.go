@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -112,7 +113,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if o.TakeBackDisabled {
 		rep.TakeBack = "disabled"
 	}
-	log := l.logger(slog.String("caller", ReconcileCaller))
+	log := l.logger(slog.String(logctx.Caller, ReconcileCaller))
 
 	var devs []token.Device
 	link := ""
@@ -371,7 +372,7 @@ func cmpOr(a, b string) string {
 // the reconciliation as the caller. It answers the finding's action.
 func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Device, u token.User) string {
 	p := l.p
-	log = log.With(slog.String("serial", d.Serial))
+	log = log.With(slog.String(logctx.Serial, d.Serial))
 	defer p.locks.lock(d.Serial)()
 	audit := AuditRecord{Caller: ReconcileCaller, Action: "take-back", Serial: d.Serial, FromUser: u.UserPrincipalName}
 	if err := p.unassign(ctx, d); err != nil {

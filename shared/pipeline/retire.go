@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -32,7 +33,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
 	p := l.p
-	log := l.logger(slog.String("serial", serial), slog.String("caller", caller))
+	log := l.logger(slog.String(logctx.Serial, serial), slog.String(logctx.Caller, caller))
 	defer p.locks.lock(serial)()
 	audit := AuditRecord{Caller: caller, Action: "retire", Serial: serial}
 	fail := func(err error) (*Retirement, error) {
@@ -65,7 +66,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 			return fail(fmt.Errorf("retire %s: delete it from Entra ID: %w", serial, err))
 		}
 		r.DeviceDeleted = true
-		log.Info("token deleted from Entra", slog.String("deviceId", dev.ID))
+		log.Info("token deleted from Entra", slog.String(logctx.DeviceID, dev.ID))
 	case token.KindOf(err) == token.KindNotFound:
 		if !hasRow {
 			return fail(fmt.Errorf("retire %s: %w", serial, err))
