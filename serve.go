@@ -128,10 +128,11 @@ func newLogger(stdout, stderr io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	return slog.New(splitHandler{
+	// logctx adds the invocation id, import id and serial the context carries to every line.
+	return slog.New(logctx.NewHandler(splitHandler{
 		low:  slog.NewJSONHandler(stdout, opts),
 		high: slog.NewJSONHandler(stderr, opts),
-	}).With("app", "oathpipe")
+	})).With("app", "oathpipe")
 }
 
 // splitHandler sends records below WARN to low and the others to high.

@@ -26,7 +26,7 @@ const (
 	Function     = "function"     // the Functions function invoked
 	Component    = "component"    // the package that logs
 	File         = "file"         // a blob name in a seed container
-	Line         = "line"         // a line of a seed file
+	Line         = "line"         // a line of a seed file (the runner: of a function's Logs)
 	Secret       = "secret"       // a Key Vault secret name
 	Manufacturer = "manufacturer" // a token's manufacturer
 	Caller       = "caller"       // who called the HTTP API

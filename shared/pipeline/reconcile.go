@@ -266,7 +266,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if len(rep.Findings) > 0 {
 		p.notify(ctx, reconcileSummary(rep))
 	}
-	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
+	log.InfoContext(ctx, "reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
 }
 
@@ -372,7 +372,7 @@ func cmpOr(a, b string) string {
 // the reconciliation as the caller. It answers the finding's action.
 func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Device, u token.User) string {
 	p := l.p
-	log = log.With(slog.String(logctx.Serial, d.Serial))
+	ctx = logctx.WithSerial(ctx, d.Serial)
 	defer p.locks.lock(d.Serial)()
 	audit := AuditRecord{Caller: ReconcileCaller, Action: "take-back", Serial: d.Serial, FromUser: u.UserPrincipalName}
 	if err := p.unassign(ctx, d); err != nil {
@@ -385,7 +385,7 @@ func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Devi
 	if err := p.audit(ctx, log, audit, nil, true); err != nil {
 		return "taken-back (audit record not written: " + reasonOf(err) + ")"
 	}
-	log.Info("token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
+	log.InfoContext(ctx, "token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
 	return "taken-back"
 }
 

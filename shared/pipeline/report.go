@@ -147,7 +147,7 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	if err != nil {
 		return fmt.Errorf("write report of %s: %w", imp.FileName, err)
 	}
-	p.log.Info("report written", logctx.ImportID, importID, logctx.File, imp.FileName, "settled", st.Settled,
+	p.log.InfoContext(ctx, "report written", logctx.ImportID, importID, logctx.File, imp.FileName, "settled", st.Settled,
 		"failures", b.failures, "tokensOmitted", st.TokensOmitted)
 	if st.Settled && b.failures > 0 {
 		// The final report may be written more than once (a repeated message, the import's own
