@@ -75,6 +75,7 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		log.WarnContext(ctx, "provisioning failed", slog.String(logctx.Kind, string(token.KindOf(err))),
 			slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, o.Reason))
 	}
+	o.Warnings = retiredWarning(m)
 	if err := p.settle(ctx, m.ImportID, m.Line, o); err != nil {
 		return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
 	}
@@ -298,7 +299,8 @@ func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reaso
 	}
 	reason = "gave up after repeated attempts: " + reason
 	log.ErrorContext(ctx, "token provisioning abandoned", slog.String(logctx.Reason, reason))
-	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID})
+	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID,
+		Warnings: retiredWarning(m)})
 }
 
 // activation says how assignActivate activates a token.
