@@ -44,8 +44,7 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	case r.VerificationCode != "" && !r.Activate:
 		return nil, token.Errorf(token.KindInvalid, "verificationCode is only used to activate; drop it or set activate")
 	}
-	ctx = logctx.WithSerial(ctx, r.Serial)
-	log := p.log.With(slog.String(logctx.Caller, r.Caller))
+	ctx, log := logctx.WithSerial(ctx, r.Serial), p.log.With(slog.String(logctx.Caller, r.Caller))
 	defer p.locks.lock(r.Serial)()
 
 	a := &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName}
@@ -168,8 +167,7 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 	if serial == "" {
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
-	ctx = logctx.WithSerial(ctx, serial)
-	log := p.log.With(slog.String(logctx.Caller, caller))
+	ctx, log := logctx.WithSerial(ctx, serial), p.log.With(slog.String(logctx.Caller, caller))
 	defer p.locks.lock(serial)()
 	audit := AuditRecord{Caller: caller, Action: "unassign", Serial: serial}
 	fail := func(err error) (*Assignment, error) {

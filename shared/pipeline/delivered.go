@@ -248,8 +248,7 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 		return p.importFile(ctx, f, part)
 	}
 	id := ImportID(f.Name, f.ETag)
-	ctx = logctx.WithImport(ctx, id)
-	log := p.log.With(slog.String(logctx.File, f.Name))
+	ctx, log := logctx.WithImport(ctx, id), p.log.With(slog.String(logctx.File, f.Name))
 	all := &ImportResult{ImportID: id, FileName: f.Name, Format: "zip", Disposition: DispositionDeleted, Repeat: true}
 	for i := range parts {
 		res, err := p.importFile(ctx, InboxFile{Name: parts[i].name, ETag: f.ETag, Metadata: f.Metadata,

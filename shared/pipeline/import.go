@@ -63,8 +63,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		deadline = p.now().Add(p.d.ImportBudget)
 	}
 	id := ImportID(f.Name, f.ETag)
-	ctx = logctx.WithImport(ctx, id)
-	log := p.log.With(slog.String(logctx.File, f.Name))
+	ctx, log := logctx.WithImport(ctx, id), p.log.With(slog.String(logctx.File, f.Name))
 
 	imp, created, err := p.d.Ledger.BeginImport(ctx, ImportRecord{
 		ImportID: id, FileName: f.Name, ETag: f.ETag, Stage: StageStarted, Created: p.now(), Updated: p.now(),

@@ -34,8 +34,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
 	p := l.p
-	ctx = logctx.WithSerial(ctx, serial)
-	log := l.logger(slog.String(logctx.Caller, caller))
+	ctx, log := logctx.WithSerial(ctx, serial), l.logger(slog.String(logctx.Caller, caller))
 	defer p.locks.lock(serial)()
 	audit := AuditRecord{Caller: caller, Action: "retire", Serial: serial}
 	fail := func(err error) (*Retirement, error) {
