@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // shutdownGrace is how long in-flight invocations may finish after SIGTERM. The host stops
@@ -64,7 +65,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	log := newLogger(stdout, stderr, cfg.LogLevel)
 	srv, err := newHandler(cfg, log)
 	if err != nil {
-		log.Error("cannot start", "err", err)
+		log.Error("cannot start", logctx.Error, err)
 		return exitUsage
 	}
 	// Loopback only: the host connects to http://127.0.0.1:{port} (WorkerConstants.HostName in
@@ -72,7 +73,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	// should reach the worker.
 	ln, err := net.Listen("tcp", listenAddr(cfg.Port))
 	if err != nil {
-		log.Error("cannot listen", "port", cfg.Port, "err", err)
+		log.Error("cannot listen", "port", cfg.Port, logctx.Error, err)
 		return exitProblem
 	}
 	hs := &http.Server{
@@ -91,7 +92,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	select {
 	case err := <-errc:
-		log.Error("server stopped", "err", err)
+		log.Error("server stopped", logctx.Error, err)
 		return exitProblem
 	case <-ctx.Done():
 	}
@@ -99,7 +100,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("shutdown cut in-flight invocations short", "err", err)
+		log.Warn("shutdown cut in-flight invocations short", logctx.Error, err)
 		return exitProblem
 	}
 	return exitOK
@@ -117,10 +118,11 @@ func newLogger(stdout, stderr io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	return slog.New(splitHandler{
+	// logctx adds the invocation id, import id and serial the context carries to every line.
+	return slog.New(logctx.NewHandler(splitHandler{
 		low:  slog.NewJSONHandler(stdout, opts),
 		high: slog.NewJSONHandler(stderr, opts),
-	}).With("app", "oathpipe")
+	})).With("app", "oathpipe")
 }
 
 // splitHandler sends records below WARN to low and the others to high.

@@ -12,6 +12,7 @@ import (
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/entra"
 	"github.com/oathpipe/oathpipe/shared/ledger"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/notify"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
@@ -39,7 +40,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		Lifecycle:    a.lifecycle,
 		Reconciler:   a.reconciliation,
 		Reports:      a.store.blobs,
-		Logger:       log.With("component", "handlers"),
+		Logger:       log.With(logctx.Component, "handlers"),
 	}), nil
 }
 
@@ -71,11 +72,11 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_CA_FILE: %w", err)
 	}
-	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "vault")})
+	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With(logctx.Component, "vault")})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
 	}
-	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra"),
+	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With(logctx.Component, "entra"),
 		AdaptiveWrites: true})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
@@ -84,7 +85,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(cfg, scred, hc, log.With("component", "storage"))
+	st, err := openStore(cfg, scred, hc, log.With(logctx.Component, "storage"))
 	if err != nil {
 		return nil, fmt.Errorf("SeedStorage: %w", err)
 	}
@@ -98,7 +99,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Envelope:         vault.EnvelopeSecrets{Vault: v, PGPKeySecret: cfg.PGPKeySecret, ZipSecret: cfg.ZipPasswordsSecret},
 		Notifier:         notifier(cfg, hc),
 		ReportsURL:       st.blobs.ReportsURL(),
-		Logger:           log.With("component", "pipeline"),
+		Logger:           log.With(logctx.Component, "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
 	return &app{pipeline: p, lifecycle: life, store: st, reconciliation: pipeline.Reconciliation{

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/devstack"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Exit codes.
@@ -145,7 +146,7 @@ func (f *stackFlags) logger(cmd string, stderr io.Writer) (*slog.Logger, error) 
 	if cmd == "demo" && !flagSet(f.fs, "log-level") {
 		lvl = slog.LevelWarn // the demo's own output is the story; the logs are for trouble
 	}
-	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})), nil
+	return slog.New(logctx.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))), nil
 }
 
 // options is the stack's Options from the flags: the app's settings and the stand-in vault's

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/envelope"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
@@ -99,6 +100,8 @@ func New(d Deps) *Pipeline {
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// The import id and serial travel in the context (logctx); its handler logs them.
+	p.log = slog.New(logctx.NewHandler(p.log.Handler()))
 	if p.now == nil {
 		p.now = time.Now
 	}
