@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
@@ -82,7 +82,7 @@ func TestServeAnswersHostAndShutsDown(t *testing.T) {
 	defer cancel()
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	go func() { done <- serve(ctx, func(k string) string { return env[k] }, &stdout, &stderr, ready) }()
 	var addr string
 	select {
@@ -169,24 +169,6 @@ func BenchmarkServeStart(b *testing.B) {
 		cancel()
 		<-done
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server goroutine and the test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestLogStreams: the host records every stderr line of a custom handler as an Error (unless it
