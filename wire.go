@@ -65,8 +65,10 @@ type store struct {
 // and ledger. Every constructor here is offline; the first request makes the first call.
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	cred, err := azauth.Credential(azauth.Identity{OfflineToken: cfg.OfflineToken, ClientID: cfg.ManagedIdentityClientID})
-	if err != nil {
+	if err != nil && cfg.ManagedIdentityClientID != "" {
 		return nil, fmt.Errorf("OATHPIPE_MANAGED_IDENTITY_CLIENT_ID: %w", err)
+	} else if err != nil {
+		return nil, err
 	}
 	hc, err := azauth.HTTPClient(cfg.CAFile)
 	if err != nil {
