@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,11 +62,6 @@ func reconcileSummary(rep *ReconcileReport) string {
 	return s + fmt.Sprintf(" Report: %s/%s.json (GET /api/reconcile/latest)", config.ReportsContainer, rep.ReportName)
 }
 
-func sortedKeys(m map[string]int) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
+func sortedKeys[K ~string](m map[K]int) []K {
+	return slices.Sorted(maps.Keys(m))
 }

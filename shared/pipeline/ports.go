@@ -53,42 +53,12 @@ type Directory interface {
 	ListUserMethods(ctx context.Context, userID string) ([]token.Method, error)
 }
 
-// Token statuses in the ledger. A row moves forward only: rejected and failed rows stay as
-// they are until the HTTP API changes the token; vaulted rows become available, assigned,
-// activated or failed when their provisioning message is handled.
-const (
-	StatusRejected  = "rejected"  // the row failed validation; nothing of it is stored
-	StatusVaulted   = "vaulted"   // accepted: its seed goes to the vault, then its message to the queue
-	StatusQueued    = "queued"    // shown for vaulted rows once the import's messages are sent
-	StatusAvailable = "available" // no UPN: the device is in the Entra inventory, unassigned
-	StatusAssigned  = "assigned"  // assigned, not activated (OATHPIPE_ACTIVATION=none)
-	StatusActivated = "activated" // assigned and activated
-	StatusFailed    = "failed"    // a permanent failure; Reason says why
-)
-
-// Settled reports whether a ledger token status is final for its import (no message pending).
-func Settled(status string) bool {
-	switch status {
-	case StatusRejected, StatusAvailable, StatusAssigned, StatusActivated, StatusFailed, StatusRetired:
-		return true
-	}
-	return false
-}
-
-// Import stages, in order. The stage tells a repeated delivery what is already done.
-const (
-	StageStarted  = "started"  // BeginImport ran; nothing else is known to be done
-	StageVaulted  = "vaulted"  // every row is written to the ledger and Pending counted; seeds are being stored
-	StageEnqueued = "enqueued" // every valid seed is confirmed in the vault and its message sent
-	StageDone     = "done"     // the source blob has left the inbox
-)
-
 // ImportRecord is one import (one upload of one file) in the ledger.
 type ImportRecord struct {
 	ImportID string // derived from the blob name and ETag: see ImportID
 	FileName string // the blob name in seed-inbox
 	ETag     string
-	Stage    string // StageStarted ... StageDone
+	Stage    Stage
 	Format   string
 	Rows     int
 	Valid    int
@@ -116,7 +86,7 @@ type TokenRecord struct {
 	Manufacturer      string
 	Model             string
 	UserPrincipalName string
-	Status            string // StatusRejected ... StatusFailed
+	Status            RowStatus
 	Reason            string // plain reason for failed/rejected; never a seed
 	Problems          []seedfile.Problem
 	SeedFingerprint   string // token.Fingerprint of the seed: tells seeds apart, recovers nothing
@@ -127,7 +97,7 @@ type TokenRecord struct {
 
 // Outcome is what SetTokenOutcome records on a token row.
 type Outcome struct {
-	Status            string
+	Status            RowStatus
 	Reason            string
 	UserPrincipalName string // the user the token is now assigned to ("" when unassigned)
 	DeviceID          string
@@ -157,14 +127,11 @@ type Ledger interface {
 	// BeginImport stores rec (Stage StageStarted) if no import with rec.ImportID exists and
 	// returns it with created=true; otherwise it returns the stored record, unchanged.
 	BeginImport(ctx context.Context, rec ImportRecord) (stored ImportRecord, created bool, err error)
-	// PutTokens writes the rows of imp's file and records imp's file facts (Format, Rows, Valid,
-	// Invalid, Problems) and Pending, and moves the import to StageVaulted. Rows already stored are
-	// left as they are, and Pending is set only when the import was still at StageStarted, so a
-	// repeated import never moves a token back or counts it twice.
-	PutTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
 	// AddTokens writes a chunk of rows of imp's file (rows already stored are left as they are)
-	// and points the serial index at its non-rejected rows, like PutTokens, without touching
-	// the import's summary. A big file is recorded in chunks; SealImport ends it.
+	// and points the serial index at its non-rejected rows (TokenBySerial), unless a newer
+	// import holds the serial, without touching the import's summary. A big file is recorded in
+	// chunks; SealImport ends it, so a repeated import never moves a token back or counts it
+	// twice.
 	AddTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
 	// SealImport records imp's file facts (Format, Rows, Valid, Invalid, Problems, Disposition)
 	// and — only while the import is still at StageStarted — sets Pending to imp.Pending and moves
@@ -176,7 +143,7 @@ type Ledger interface {
 	EachToken(ctx context.Context, importID string, from, to int, fn func(TokenRecord) error) error
 	// SetImportStage moves the import to stage (never back) and records disposition when not
 	// empty. It must not touch Pending.
-	SetImportStage(ctx context.Context, importID, stage, disposition string) error
+	SetImportStage(ctx context.Context, importID string, stage Stage, disposition string) error
 	// SetImportCheckpoint moves the import's Checkpoint forward to line (never back) and, in the
 	// same update, adds refused to its Refused count; when line is not past the checkpoint,
 	// nothing changes (so a repeated chunk is never counted twice).
