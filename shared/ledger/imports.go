@@ -60,30 +60,20 @@ func (l *Ledger) GetImport(ctx context.Context, importID string) (pipeline.Impor
 	return e.record(), nil
 }
 
-// SetImportStage moves the import to stage (never back) and records disposition when not
-// empty. It leaves Pending alone (a conditional update, retried on conflict).
-func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipeline.Stage, disposition string) error {
-	op := "ledger: import " + importID + " to stage " + string(stage)
-	if !stage.Known() {
-		return &token.Error{Kind: token.KindInvalid, Op: op, Message: "unknown stage"}
-	}
+// updateSummary applies change to the import's summary and writes it back, conditional on its
+// ETag and retried on conflict, when change reports that it changed something (Updated is
+// stamped then). A missing import is KindNotFound.
+func (l *Ledger) updateSummary(ctx context.Context, op, importID string, change func(*summaryEntity) bool) error {
 	err := l.retryRace(ctx, op, func() error {
 		var e summaryEntity
 		etag, err := get(ctx, l.table, keyFor(importID), summaryRow, &e)
 		if err != nil {
 			if isNotFound(err) {
-				return notFound(op, "no such import", err)
+				return notFound(op, "no such import (BeginImport first)", err)
 			}
 			return err
 		}
-		changed := false
-		if e.Stage.Before(stage) {
-			e.Stage, changed = stage, true
-		}
-		if disposition != "" && disposition != e.Disposition {
-			e.Disposition, changed = disposition, true
-		}
-		if !changed {
+		if !change(&e) {
 			return nil
 		}
 		e.Updated = formatTime(l.now())
@@ -91,6 +81,25 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipe
 		return err
 	})
 	return classify(op, err)
+}
+
+// SetImportStage moves the import to stage (never back) and records disposition when not
+// empty. It leaves Pending alone (a conditional update, retried on conflict).
+func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipeline.Stage, disposition string) error {
+	op := "ledger: import " + importID + " to stage " + string(stage)
+	if !stage.Known() {
+		return &token.Error{Kind: token.KindInvalid, Op: op, Message: "unknown stage"}
+	}
+	return l.updateSummary(ctx, op, importID, func(e *summaryEntity) bool {
+		changed := false
+		if e.Stage.Before(stage) {
+			e.Stage, changed = stage, true
+		}
+		if disposition != "" && disposition != e.Disposition {
+			e.Disposition, changed = disposition, true
+		}
+		return changed
+	})
 }
 
 // SetImportCheckpoint records that every row of the import up to line is stored in the vault
@@ -100,25 +109,14 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipe
 // counted twice (a conditional update, retried on conflict).
 func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line, refused int) error {
 	op := fmt.Sprintf("ledger: checkpoint import %s at line %d", importID, line)
-	err := l.retryRace(ctx, op, func() error {
-		var e summaryEntity
-		etag, err := get(ctx, l.table, keyFor(importID), summaryRow, &e)
-		if err != nil {
-			if isNotFound(err) {
-				return notFound(op, "no such import", err)
-			}
-			return err
-		}
+	return l.updateSummary(ctx, op, importID, func(e *summaryEntity) bool {
 		if line <= e.Checkpoint {
-			return nil
+			return false
 		}
 		e.Checkpoint = line
 		e.Refused += refused
-		e.Updated = formatTime(l.now())
-		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
-		return err
+		return true
 	})
-	return classify(op, err)
 }
 
 // SealImport records imp's file facts (Format, Rows, Valid, Invalid, Problems, and Disposition
@@ -128,16 +126,7 @@ func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line,
 // valid rows) is the count; a repeat after the stage moved changes no count.
 func (l *Ledger) SealImport(ctx context.Context, imp pipeline.ImportRecord) error {
 	op := "ledger: record the facts of import " + imp.ImportID
-	pk := keyFor(imp.ImportID)
-	err := l.retryRace(ctx, op, func() error {
-		var e summaryEntity
-		etag, err := get(ctx, l.table, pk, summaryRow, &e)
-		if err != nil {
-			if isNotFound(err) {
-				return notFound(op, "no such import (BeginImport first)", err)
-			}
-			return err
-		}
+	return l.updateSummary(ctx, op, imp.ImportID, func(e *summaryEntity) bool {
 		e.Format, e.Rows, e.Valid, e.Invalid = imp.Format, imp.Rows, imp.Valid, imp.Invalid
 		e.Problems = encodeProblems(imp.Problems)
 		if imp.Disposition != "" {
@@ -147,9 +136,6 @@ func (l *Ledger) SealImport(ctx context.Context, imp pipeline.ImportRecord) erro
 			e.Pending = max(imp.Pending, 0)
 			e.Stage = pipeline.StageVaulted
 		}
-		e.Updated = formatTime(l.now())
-		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
-		return err
+		return true
 	})
-	return classify(op, err)
 }
