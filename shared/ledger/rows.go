@@ -14,7 +14,7 @@ import (
 
 // AddTokens writes one chunk of the rows of imp's file (in transactions of up to 100 rows)
 // and points the serial index at its non-rejected rows; it leaves the summary alone (SealImport
-// ends the recording). Rows already stored are left as they are: a transaction that meets one
+// ends the recording). An import BeginImport did not store is KindNotFound. Rows already stored are left as they are: a transaction that meets one
 // (a repeat after a crash part way) reads back the lines of its own range, one query, and
 // writes only the missing rows. Nothing is read of the rest of the import, so recording a big
 // file in chunks costs the same per chunk from its first line to its last.
@@ -27,13 +27,11 @@ func (l *Ledger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 	if err != nil {
 		return err
 	}
-	created := imp.Created
-	if created.IsZero() {
-		cur, err := l.GetImport(ctx, imp.ImportID)
-		if err != nil {
-			return err
-		}
-		created = cur.Created
+	// The stored import, not the caller's copy: rows belong to an import BeginImport stored, and
+	// the serial index compares the Created it stored (one read a chunk).
+	cur, err := l.GetImport(ctx, imp.ImportID)
+	if err != nil {
+		return err
 	}
 	pk := keyFor(imp.ImportID)
 	for _, part := range batches(fresh, func(r pipeline.TokenRecord) int { return len(mustJSON(newRowEntity(pk, r))) }) {
@@ -41,7 +39,7 @@ func (l *Ledger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 			return classify(op, err)
 		}
 	}
-	if err := l.indexSerials(ctx, imp.ImportID, created, rows); err != nil {
+	if err := l.indexSerials(ctx, imp.ImportID, cur.Created, rows); err != nil {
 		return err
 	}
 	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows))

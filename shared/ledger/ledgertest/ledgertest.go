@@ -248,14 +248,18 @@ func testNotFound(t *testing.T, l pipeline.Ledger) {
 			_, err := l.SetTokenOutcome(ctx, "imp-none", 2, pipeline.Outcome{Status: pipeline.StatusFailed})
 			return err
 		}(),
-		"Stage":      l.SetImportStage(ctx, "imp-none", pipeline.StageDone, ""),
-		"Checkpoint": l.SetImportCheckpoint(ctx, "imp-none", 10, 0),
-		"AddTokens":  l.AddTokens(ctx, pipeline.ImportRecord{ImportID: "imp-none"}, VaultedRows("imp-none", 1)),
-		"SealImport": l.SealImport(ctx, pipeline.ImportRecord{ImportID: "imp-none", Pending: 1}),
+		"Stage":                  l.SetImportStage(ctx, "imp-none", pipeline.StageDone, ""),
+		"Checkpoint":             l.SetImportCheckpoint(ctx, "imp-none", 10, 0),
+		"AddTokens":              l.AddTokens(ctx, pipeline.ImportRecord{ImportID: "imp-none"}, VaultedRows("imp-none", 1)),
+		"AddTokens with Created": l.AddTokens(ctx, pipeline.ImportRecord{ImportID: "imp-none", Created: T0}, VaultedRows("imp-none", 1)),
+		"SealImport":             l.SealImport(ctx, pipeline.ImportRecord{ImportID: "imp-none", Pending: 1}),
 	} {
 		if token.KindOf(err) != token.KindNotFound {
 			t.Errorf("%s: %v (kind %q), want KindNotFound", name, err, token.KindOf(err))
 		}
+	}
+	if _, err := l.TokenBySerial(ctx, VaultedRows("imp-none", 1)[0].Serial); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("rows refused for want of an import were indexed: %v", err)
 	}
 	if rows, err := l.ListTokens(ctx, "imp-none"); err != nil || len(rows) != 0 {
 		t.Errorf("ListTokens of no import = %v, %v; want none, no error", rows, err)
