@@ -42,6 +42,7 @@ type summaryEntity struct {
 	Refused      int    // rows the vault refused, up to Checkpoint
 	Problems     string // JSON []seedfile.Problem, file-level
 	Disposition  string
+	Notified     string // the outcome last notified (ClaimNotification)
 	Created      string
 	Updated      string
 }

@@ -102,6 +102,19 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipe
 	})
 }
 
+// ClaimNotification implements pipeline.Ledger: a conditional update of the import's Notified,
+// retried on conflict, so one caller across instances wins each key.
+func (l *Ledger) ClaimNotification(ctx context.Context, importID, key string) (bool, error) {
+	op := "ledger: claim the notification of import " + importID
+	first := false
+	err := l.updateSummary(ctx, op, importID, func(e *summaryEntity) bool {
+		first = e.Notified != key // per attempt: the last one, which wrote, decides
+		e.Notified = key
+		return first
+	})
+	return first && err == nil, err
+}
+
 // SetImportCheckpoint records that every row of the import up to line is stored in the vault
 // and queued, so a continuation resumes after it, and adds refused (the rows the vault refused
 // since the last checkpoint) to the import's Refused count in the same update. The checkpoint

@@ -38,6 +38,9 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		}
 		next := row
 		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, clip(o.Reason), o.UserPrincipalName, o.UserID
+		if len(o.Warnings) > 0 {
+			next.Problems = encodeProblems(o.WithWarnings(decodeProblems(row.Problems)))
+		}
 		if o.DeviceID != "" {
 			next.DeviceID = o.DeviceID
 		}

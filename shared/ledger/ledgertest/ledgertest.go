@@ -30,6 +30,8 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Ledger) {
 		{"NewerImportHoldsNames", testNewerImportHoldsNames},
 		{"RejectedRowsWithSerialAreNotIndexed", testRejectedRowsNotIndexed},
 		{"ChunkedRecording", testChunkedRecording},
+		{"Warnings", testWarnings},
+		{"ClaimNotificationOnce", testClaimNotificationOnce},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })
 	}

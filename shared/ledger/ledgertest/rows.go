@@ -284,3 +284,68 @@ func testChunkedRecording(t *testing.T, l pipeline.Ledger) {
 		t.Errorf("checkpoints changed the import: %+v", got)
 	}
 }
+
+// testWarnings: an outcome's warnings join the row's problems, each once by code.
+func testWarnings(t *testing.T, l pipeline.Ledger) {
+	ctx := context.Background()
+	imp := Begin(t, l, "imp-warn", "warn.csv", T0)
+	rows := VaultedRows(imp.ImportID, 1)
+	rows[0].Problems = []seedfile.Problem{{Line: 2, Field: "model", Code: "model.fallback", Message: "model from the fallback"}}
+	imp.Rows, imp.Valid, imp.Pending = 1, 1, 1
+	record(t, l, imp, rows)
+	o := pipeline.Outcome{Status: pipeline.StatusActivated, Warnings: []seedfile.Problem{
+		{Line: 2, Field: "serial number", Code: "serial.retired-before", Message: "retired before"},
+		{Line: 2, Field: "model", Code: "model.fallback", Message: "again"},
+	}}
+	for range 2 {
+		if _, err := l.SetTokenOutcome(ctx, imp.ImportID, 2, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := l.GetToken(ctx, imp.ImportID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, p := range got.Problems {
+		codes = append(codes, p.Code)
+	}
+	if fmt.Sprint(codes) != "[model.fallback serial.retired-before]" || got.Problems[0].Message != "model from the fallback" {
+		t.Errorf("problems after two outcomes with warnings: %+v", got.Problems)
+	}
+}
+
+// testClaimNotificationOnce: instances racing to claim one import's notification get one
+// winner per key; a new outcome (another key) is claimed again; an unknown import is not found.
+func testClaimNotificationOnce(t *testing.T, l pipeline.Ledger) {
+	ctx := context.Background()
+	imp := Begin(t, l, "imp-claim", "claim.csv", time.Now())
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			first, err := l.ClaimNotification(ctx, imp.ImportID, "k1")
+			if err != nil {
+				t.Error(err)
+			}
+			if first {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners for one key, want 1", wins.Load())
+	}
+	if first, err := l.ClaimNotification(ctx, imp.ImportID, "k2"); err != nil || !first {
+		t.Errorf("a new outcome: %v %v, want claimed", first, err)
+	}
+	if first, err := l.ClaimNotification(ctx, imp.ImportID, "k2"); err != nil || first {
+		t.Errorf("the same outcome again: %v %v, want not claimed", first, err)
+	}
+	if _, err := l.ClaimNotification(ctx, "imp-none", "k1"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("unknown import: %v, want not found", err)
+	}
+}

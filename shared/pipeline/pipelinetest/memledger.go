@@ -25,6 +25,7 @@ type MemLedger struct {
 	statuses map[string][]byte
 	byName   map[string]memIndex // the latest import of a file name
 	serials  map[string]memIndex // the latest non-rejected row of a serial
+	notified map[string]string   // ClaimNotification's key per import
 	Audits   []pipeline.AuditRecord
 	now      func() time.Time
 }
@@ -41,7 +42,7 @@ type memIndex struct {
 func NewMemLedger() *MemLedger {
 	return &MemLedger{
 		imports: map[string]*pipeline.ImportRecord{}, rows: map[string]map[int]*pipeline.TokenRecord{},
-		byName: map[string]memIndex{}, serials: map[string]memIndex{}, now: time.Now,
+		byName: map[string]memIndex{}, serials: map[string]memIndex{}, notified: map[string]string{}, now: time.Now,
 	}
 }
 
@@ -349,6 +350,7 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 	if o.DeviceID != "" {
 		next.DeviceID = o.DeviceID
 	}
+	next.Problems = o.WithWarnings(r.Problems)
 	if l.statuses != nil {
 		next = pipeline.TokenRecord{ImportID: id, Line: line, Status: o.Status}
 	}
@@ -370,6 +372,20 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 	}
 	imp.Pending = max(imp.Pending-1, 0)
 	return imp.Pending == 0, nil
+}
+
+// ClaimNotification implements pipeline.Ledger.
+func (l *MemLedger) ClaimNotification(_ context.Context, id, key string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.imports[id]; !ok {
+		return false, notFound("import " + id)
+	}
+	if l.notified[id] == key {
+		return false, nil
+	}
+	l.notified[id] = key
+	return true, nil
 }
 
 // Audit implements pipeline.Ledger.
