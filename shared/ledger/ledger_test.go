@@ -15,7 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/oathpipe/oathpipe/internal/azurite"
-	"github.com/oathpipe/oathpipe/shared/ledger/ledgertest"
+	"github.com/oathpipe/oathpipe/internal/ledgertest"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"

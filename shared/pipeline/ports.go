@@ -141,7 +141,7 @@ type AuditRecord struct {
 
 // Ledger records what happened to each import and token (Azure Table storage: package ledger).
 // Every method is safe to call concurrently from many workers and instances. The contract
-// suite in shared/ledger/ledgertest holds every implementation to what is written here.
+// suite in internal/ledgertest holds every implementation to what is written here.
 type Ledger interface {
 	// BeginImport stores rec (Stage StageStarted, Created stamped when zero, no counts: Pending,
 	// Checkpoint and Refused start at zero) if no import with rec.ImportID exists and returns it

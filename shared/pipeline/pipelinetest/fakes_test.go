@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/oathpipe/oathpipe/shared/ledger/ledgertest"
+	"github.com/oathpipe/oathpipe/internal/ledgertest"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 )

@@ -14,7 +14,7 @@ import (
 )
 
 // MemLedger is an in-memory pipeline.Ledger that counts and settles rows as the Table storage
-// ledger (package ledger) does; both pass the contract suite in shared/ledger/ledgertest. For
+// ledger (package ledger) does; both pass the contract suite in internal/ledgertest. For
 // flow tests that run without Azurite.
 type MemLedger struct {
 	mu      sync.Mutex
