@@ -39,8 +39,6 @@ var knownLarge = []string{
 	"shared/entra/methods.go: (*Client).activateLoop",
 	"shared/vault/vault.go: (*Vault).Entries",
 	// shared/ledger
-	"shared/ledger/ledger.go: (*Ledger).PutTokens",
-	"shared/ledger/ledger.go: (*Ledger).AddTokens",
 	// shared/pipeline
 	"shared/pipeline/assign.go: (*Pipeline).assignToken",
 	"shared/pipeline/import.go: (*Pipeline).importFile",
