@@ -101,8 +101,8 @@ func (l *MemLedger) setRow(r pipeline.TokenRecord) error {
 		return err
 	}
 	st := l.statuses[r.ImportID]
-	if n := r.Line + 1 - len(st); n > 0 {
-		st = append(st, make([]byte, n)...)
+	for len(st) <= r.Line {
+		st = append(st, 0)
 	}
 	st[r.Line] = c
 	l.statuses[r.ImportID] = st
