@@ -59,3 +59,15 @@ func (s RowStatus) Settled() bool {
 	}
 	return false
 }
+
+// PendingDelta is what a row moving from status s to next does to its import's Pending count
+// (once the import is sealed): -1 when it settles, +1 when it stops being settled, else 0.
+func (s RowStatus) PendingDelta(next RowStatus) int {
+	switch {
+	case !s.Settled() && next.Settled():
+		return -1
+	case s.Settled() && !next.Settled():
+		return +1
+	}
+	return 0
+}

@@ -361,17 +361,13 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 	if err := l.setRow(next); err != nil {
 		return false, err
 	}
-	was := r.Status.Settled()
+	delta := r.Status.PendingDelta(next.Status)
 	imp := l.imports[id]
-	if imp == nil || imp.Stage == pipeline.StageStarted || was == next.Status.Settled() {
+	if imp == nil || imp.Stage == pipeline.StageStarted || delta == 0 {
 		return false, nil
 	}
-	if was {
-		imp.Pending++
-		return false, nil
-	}
-	imp.Pending = max(imp.Pending-1, 0)
-	return imp.Pending == 0, nil
+	imp.Pending = max(imp.Pending+delta, 0)
+	return delta < 0 && imp.Pending == 0, nil
 }
 
 // ClaimNotification implements pipeline.Ledger.
