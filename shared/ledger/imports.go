@@ -6,6 +6,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -43,7 +44,7 @@ func (l *Ledger) BeginImport(ctx context.Context, rec pipeline.ImportRecord) (pi
 	if err := l.pointIndex(ctx, fileIndexPart, rec.FileName, rec.ImportID, 0, rec.Created); err != nil {
 		return pipeline.ImportRecord{}, false, err
 	}
-	l.log.InfoContext(ctx, "ledger: import recorded", "importId", rec.ImportID, "file", rec.FileName)
+	l.log.InfoContext(ctx, "ledger: import recorded", logctx.ImportID, rec.ImportID, logctx.File, rec.FileName)
 	return e.record(), true, nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -42,7 +43,7 @@ func (l *Ledger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 	if err := l.indexSerials(ctx, imp.ImportID, cur.Created, rows); err != nil {
 		return err
 	}
-	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows))
+	l.log.DebugContext(ctx, "ledger: rows written", logctx.ImportID, imp.ImportID, "rows", len(rows))
 	return nil
 }
 

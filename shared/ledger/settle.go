@@ -7,6 +7,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -36,7 +37,7 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		return false, classify(op, err)
 	}
 	if last {
-		l.log.InfoContext(ctx, "ledger: import settled", "importId", importID, "line", line)
+		l.log.InfoContext(ctx, "ledger: import settled", logctx.ImportID, importID, logctx.Line, line)
 	}
 	return last, nil
 }
@@ -75,7 +76,7 @@ func (l *Ledger) recordOutcome(ctx context.Context, op, importID string, line in
 	}
 	sum.Pending += delta
 	if sum.Pending < 0 {
-		l.log.WarnContext(ctx, "ledger: pending count would go below zero; kept at zero", "importId", importID, "line", line)
+		l.log.WarnContext(ctx, "ledger: pending count would go below zero; kept at zero", logctx.ImportID, importID, logctx.Line, line)
 		sum.Pending = 0
 	}
 	sum.Updated = next.Updated

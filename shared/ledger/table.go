@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -53,7 +54,7 @@ func (l *Ledger) retryRace(ctx context.Context, op string, attempt func() error)
 		if i+1 >= maxTries {
 			return &token.Error{Kind: token.KindTransient, Op: op, Message: fmt.Sprintf("still contended after %d conditional updates", maxTries), Err: err}
 		}
-		l.log.DebugContext(ctx, "ledger: conditional update lost a race, retrying", "op", op, "try", i+1)
+		l.log.DebugContext(ctx, "ledger: conditional update lost a race, retrying", logctx.Op, op, "try", i+1)
 		pause := time.Duration(1+mrand.IntN(4*min(i+1, 10))) * time.Millisecond
 		select {
 		case <-ctx.Done():
