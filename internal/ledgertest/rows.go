@@ -316,10 +316,15 @@ func testWarnings(t *testing.T, l pipeline.Ledger) {
 }
 
 // testClaimNotificationOnce: instances racing to claim one import's notification get one
-// winner per key; a new outcome (another key) is claimed again; an unknown import is not found.
+// winner per key; a new outcome (another key) is claimed again; a claim is not a change of the
+// import (Updated stays); an unknown import is not found.
 func testClaimNotificationOnce(t *testing.T, l pipeline.Ledger) {
 	ctx := context.Background()
 	imp := Begin(t, l, "imp-claim", "claim.csv", time.Now())
+	before, err := l.GetImport(ctx, imp.ImportID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for range 8 {
@@ -344,6 +349,9 @@ func testClaimNotificationOnce(t *testing.T, l pipeline.Ledger) {
 	}
 	if first, err := l.ClaimNotification(ctx, imp.ImportID, "k2"); err != nil || first {
 		t.Errorf("the same outcome again: %v %v, want not claimed", first, err)
+	}
+	if after, _ := l.GetImport(ctx, imp.ImportID); !after.Updated.Equal(before.Updated) {
+		t.Errorf("a claim moved the import's Updated from %v to %v", before.Updated, after.Updated)
 	}
 	if _, err := l.ClaimNotification(ctx, "imp-none", "k1"); token.KindOf(err) != token.KindNotFound {
 		t.Errorf("unknown import: %v, want not found", err)

@@ -62,8 +62,8 @@ func (l *Ledger) GetImport(ctx context.Context, importID string) (pipeline.Impor
 }
 
 // updateSummary applies change to the import's summary and writes it back, conditional on its
-// ETag and retried on conflict, when change reports that it changed something (Updated is
-// stamped then). A missing import is KindNotFound.
+// ETag and retried on conflict, when change reports that it changed something. A missing
+// import is KindNotFound.
 func (l *Ledger) updateSummary(ctx context.Context, op, importID string, change func(*summaryEntity) bool) error {
 	err := l.retryRace(ctx, op, func() error {
 		var e summaryEntity
@@ -77,7 +77,6 @@ func (l *Ledger) updateSummary(ctx context.Context, op, importID string, change 
 		if !change(&e) {
 			return nil
 		}
-		e.Updated = formatTime(l.now())
 		_, err = l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
 		return err
 	})
@@ -99,12 +98,16 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID string, stage pipe
 		if disposition != "" && disposition != e.Disposition {
 			e.Disposition, changed = disposition, true
 		}
+		if changed {
+			e.Updated = formatTime(l.now())
+		}
 		return changed
 	})
 }
 
 // ClaimNotification implements pipeline.Ledger: a conditional update of the import's Notified,
-// retried on conflict, so one caller across instances wins each key.
+// retried on conflict, so one caller across instances wins each key. It leaves Updated alone:
+// a claim is not a change of the import.
 func (l *Ledger) ClaimNotification(ctx context.Context, importID, key string) (bool, error) {
 	op := "ledger: claim the notification of import " + importID
 	first := false
@@ -129,6 +132,7 @@ func (l *Ledger) SetImportCheckpoint(ctx context.Context, importID string, line,
 		}
 		e.Checkpoint = line
 		e.Refused += refused
+		e.Updated = formatTime(l.now())
 		return true
 	})
 }
@@ -150,6 +154,7 @@ func (l *Ledger) SealImport(ctx context.Context, imp pipeline.ImportRecord) erro
 			e.Pending = max(imp.Pending, 0)
 			e.Stage = pipeline.StageVaulted
 		}
+		e.Updated = formatTime(l.now())
 		return true
 	})
 }
