@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -202,7 +203,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if o.TakeBackDisabled {
 		rep.TakeBack = "disabled"
 	}
-	log := l.logger(slog.String("caller", ReconcileCaller))
+	log := l.logger(slog.String(logctx.Caller, ReconcileCaller))
 
 	var devs []token.Device
 	link := ""
@@ -356,7 +357,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if len(rep.Findings) > 0 {
 		p.notify(ctx, p.reconcileSummary(rep))
 	}
-	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
+	log.InfoContext(ctx, "reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
 }
 
@@ -485,7 +486,7 @@ func cmpOr(a, b string) string {
 // the reconciliation as the caller. It answers the finding's action.
 func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Device, u token.User) string {
 	p := l.p
-	log = log.With(slog.String("serial", d.Serial))
+	ctx = logctx.WithSerial(ctx, d.Serial)
 	defer p.locks.lock(d.Serial)()
 	audit := AuditRecord{Caller: ReconcileCaller, Action: "take-back", Serial: d.Serial, FromUser: u.UserPrincipalName}
 	if err := p.unassign(ctx, d); err != nil {
@@ -498,7 +499,7 @@ func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Devi
 	if err := p.audit(ctx, log, audit, nil, true); err != nil {
 		return "taken-back (audit record not written: " + reasonOf(err) + ")"
 	}
-	log.Info("token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
+	log.InfoContext(ctx, "token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
 	return "taken-back"
 }
 
