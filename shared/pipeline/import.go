@@ -512,7 +512,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 					mu.Lock()
 					stalled = true
 					mu.Unlock()
-				case retryable(err):
+				case token.IsTransient(err):
 					fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
 					return
 				default:
@@ -621,7 +621,7 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 	var since time.Time
 	for {
 		_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		if err == nil || !token.IsTransient(err) || ctx.Err() != nil {
 			return err
 		}
 		now := p.now()
@@ -862,22 +862,6 @@ func stageRank(s string) int {
 		return 3
 	}
 	return 0
-}
-
-// retryable reports whether a failure is worth another delivery: throttling, transient upstream
-// failures, unclassified (internal) failures, and cancelled or expired contexts.
-func retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	switch token.KindOf(err) {
-	case token.KindTransient, token.KindThrottled, token.KindInternal:
-		return true
-	}
-	return false
 }
 
 // reasonOf is the plain reason recorded for a permanent failure.
