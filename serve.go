@@ -222,11 +222,12 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		ReadOptions:      seedfile.Options{PSKCKey: cfg.PSKCKey, PSKCPassword: cfg.PSKCPassword},
 		Envelope:         envelopeSecrets(v, cfg),
 		Notifier:         notifier(cfg, hc),
+		ReportsURL:       acct.Blobs.ReportsURL(),
 		Logger:           log.With("component", "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
 	return &app{pipeline: p, lifecycle: life, account: acct, reconciliation: pipeline.Reconciliation{
-		Lifecycle: life, Seeds: vaultCatalog{v},
+		Lifecycle: life, Seeds: vaultCatalog{v}, Reports: acct.Blobs,
 		Options: pipeline.ReconcileOptions{TakeBackDisabled: cfg.ReconcileTakeBack, StuckAfter: cfg.ReconcileStuckAfter},
 	}}, nil
 }

@@ -149,6 +149,7 @@ type summaryEntity struct {
 	Refused      int    // rows the vault refused, up to Checkpoint
 	Problems     string // JSON []seedfile.Problem, file-level
 	Disposition  string
+	Notified     string // the outcome last notified (ClaimNotification)
 	Created      string
 	Updated      string
 }
@@ -438,6 +439,34 @@ func (l *Ledger) SetImportStage(ctx context.Context, importID, stage, dispositio
 		return err
 	})
 	return classify(op, err)
+}
+
+// ClaimNotification implements pipeline.Ledger: a conditional update of the import's Notified,
+// retried on conflict, so one caller across instances wins each key.
+func (l *Ledger) ClaimNotification(ctx context.Context, importID, key string) (bool, error) {
+	op := "ledger: claim the notification of import " + importID
+	first := false
+	err := l.retryRace(ctx, op, func() error {
+		first = false
+		var e summaryEntity
+		etag, err := get(ctx, l.table, keyFor(importID), summaryRow, &e)
+		if err != nil {
+			if isNotFound(err) {
+				return notFound(op, "no such import", err)
+			}
+			return err
+		}
+		if e.Notified == key {
+			return nil
+		}
+		e.Notified = key
+		if _, err := l.table.UpdateEntity(ctx, mustJSON(e), &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace}); err != nil {
+			return err
+		}
+		first = true
+		return nil
+	})
+	return first, classify(op, err)
 }
 
 // SetImportCheckpoint records that every row of the import up to line is stored in the vault
@@ -892,6 +921,9 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		}
 		next := row
 		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, clip(o.Reason), o.UserPrincipalName, o.UserID
+		if len(o.Warnings) > 0 {
+			next.Problems = encodeProblems(o.WithWarnings(decodeProblems(row.Problems)))
+		}
 		if o.DeviceID != "" {
 			next.DeviceID = o.DeviceID
 		}

@@ -717,3 +717,39 @@ func TestChunkedRecording(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimNotificationOnce: instances racing to claim one import's notification get one
+// winner per key; a new outcome (another key) is claimed again; an unknown import is not found.
+func TestClaimNotificationOnce(t *testing.T) {
+	ctx := context.Background()
+	l := newLedger(t)
+	imp := begin(t, l, "imp-claim", "claim.csv", time.Now())
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			first, err := l.ClaimNotification(ctx, imp.ImportID, "k1")
+			if err != nil {
+				t.Error(err)
+			}
+			if first {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners for one key, want 1", wins.Load())
+	}
+	if first, err := l.ClaimNotification(ctx, imp.ImportID, "k2"); err != nil || !first {
+		t.Errorf("a new outcome: %v %v, want claimed", first, err)
+	}
+	if first, err := l.ClaimNotification(ctx, imp.ImportID, "k2"); err != nil || first {
+		t.Errorf("the same outcome again: %v %v, want not claimed", first, err)
+	}
+	if _, err := l.ClaimNotification(ctx, "imp-none", "k1"); token.KindOf(err) != token.KindNotFound {
+		t.Errorf("unknown import: %v, want not found", err)
+	}
+}

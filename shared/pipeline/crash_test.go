@@ -108,8 +108,8 @@ type crashVault struct {
 	c *crashPlan
 }
 
-func (v crashVault) PutSeed(ctx context.Context, t token.Token, s token.Seed, id string) (created bool, err error) {
-	err = v.c.step("vault.PutSeed", func() (e error) { created, e = v.SeedVault.PutSeed(ctx, t, s, id); return })
+func (v crashVault) PutSeed(ctx context.Context, t token.Token, s token.Seed, id string) (retired time.Time, err error) {
+	err = v.c.step("vault.PutSeed", func() (e error) { retired, e = v.SeedVault.PutSeed(ctx, t, s, id); return })
 	return
 }
 func (v crashVault) GetSeed(ctx context.Context, m, serial string) (s token.Seed, err error) {

@@ -612,11 +612,11 @@ func (v *vaultRun) writer() {
 // returns false when the run has failed.
 func (v *vaultRun) store(j vaultJob) bool {
 	r := j.r
-	err := v.p.putSeed(v.ctx, v.log, v.importID, r, v.deadline)
+	retired, err := v.p.putSeed(v.ctx, v.log, v.importID, r, v.deadline)
 	switch {
 	case err == nil:
 		m := ProvisionMessage{ImportID: v.importID, FileName: v.name, Line: r.Line, SerialNumber: r.Token.Serial,
-			Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName}
+			Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName, RetiredBefore: retired}
 		select {
 		case v.out <- vaultReady{j.i, m}:
 			return true
@@ -723,13 +723,14 @@ var errStalled = errors.New("the vault kept failing until the time budget ended"
 // putSeed stores one record's seed, backing off on transient failures (throttling, outages):
 // waits start at RetryWait and double up to MaxRetryWait. With a deadline it keeps trying
 // until the deadline (then errStalled); without one, for OutageWindow (then the last error).
-func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID string, r seedfile.Record, deadline time.Time) error {
+// It answers when the serial was retired before, when it was (SeedVault.PutSeed).
+func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID string, r seedfile.Record, deadline time.Time) (time.Time, error) {
 	wait := p.d.RetryWait
 	var since time.Time
 	for {
-		_, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
+		retired, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
 		if err == nil || !token.IsTransient(err) || ctx.Err() != nil {
-			return err
+			return retired, err
 		}
 		now := p.now()
 		if since.IsZero() {
@@ -737,10 +738,10 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 		}
 		if !deadline.IsZero() {
 			if !now.Add(wait).Before(deadline) {
-				return errStalled
+				return time.Time{}, errStalled
 			}
 		} else if now.Add(wait).Sub(since) > p.d.OutageWindow {
-			return err
+			return time.Time{}, err
 		}
 		log.Warn("vault unavailable; backing off inside the invocation", slog.String("serial", r.Token.Serial),
 			slog.Int("line", r.Line), slog.Duration("wait", wait), slog.String("kind", string(token.KindOf(err))),
@@ -749,7 +750,7 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return time.Time{}, ctx.Err()
 		case <-t.C:
 		}
 		wait = min(2*wait, p.d.MaxRetryWait)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -190,6 +191,14 @@ func TestLifecycleOnAzurite(t *testing.T) {
 	(&host{p: p, q: a.Provision.Client(), workers: 1}).drain(t, ctx, settled(ctx, a.Ledger, res2.ImportID))
 	if row, err := a.Ledger.TokenBySerial(ctx, "LC-3"); err != nil || row.Status != pipeline.StatusActivated || row.ImportID != res2.ImportID {
 		t.Errorf("LC-3 imported again after retire: %+v %v, want activated in the new import", row, err)
+	}
+	// The report says the serial was retired before (issue 17: "the report says it was retired before").
+	st, err := p.ImportStatusByID(ctx, "lifecycle/replacement.csv", res2.ImportID)
+	if err != nil || len(st.Tokens) != 1 {
+		t.Fatalf("report of the re-import: %+v %v", st, err)
+	}
+	if ws := st.Tokens[0].Warnings; len(ws) != 1 || ws[0].Code != pipeline.CodeRetiredBefore || !strings.Contains(ws[0].Message, "LC-3 was retired on ") {
+		t.Errorf("re-import report line %+v: want one %s warning naming the serial and the date", st.Tokens[0], pipeline.CodeRetiredBefore)
 	}
 	if ut, err := l.UserTokens(ctx, ada); err != nil || len(ut.Tokens) != 0 {
 		t.Errorf("ada after retire: %+v %v", ut, err)

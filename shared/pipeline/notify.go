@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -32,18 +33,32 @@ func (p *Pipeline) notify(ctx context.Context, text string) {
 	}()
 }
 
+// reportLink is the link to seed-reports/{name}{suffix} in a notification: a URL under
+// Deps.ReportsURL, or the container path when the URL is not known. Each path segment of the
+// name is escaped (a file name may hold spaces, '#' or '?').
+func (p *Pipeline) reportLink(name, suffix string) string {
+	if p.d.ReportsURL == "" {
+		return config.ReportsContainer + "/" + name + suffix
+	}
+	segs := strings.Split(name+suffix, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.TrimSuffix(p.d.ReportsURL, "/") + "/" + strings.Join(segs, "/")
+}
+
 // importSummary is the notification of an import that settled with failures.
-func importSummary(st *ImportStatus) string {
+func (p *Pipeline) importSummary(st *ImportStatus) string {
 	var parts []string
 	for _, k := range sortedKeys(st.Counts) {
 		parts = append(parts, fmt.Sprintf("%s %d", k, st.Counts[k]))
 	}
-	return fmt.Sprintf("oathpipe: the import of %s settled with failures (%d rows: %s). Report: %s/%s.json and %s.failures.csv",
-		st.FileName, st.Rows, strings.Join(parts, ", "), config.ReportsContainer, st.FileName, st.FileName)
+	return fmt.Sprintf("oathpipe: the import of %s settled with failures (%d rows: %s). Report: %s and %s (GET /api/imports/%s)",
+		st.FileName, st.Rows, strings.Join(parts, ", "), p.reportLink(st.FileName, ".json"), p.reportLink(st.FileName, ".failures.csv"), st.FileName)
 }
 
 // reconcileSummary is the notification of a reconciliation that found something.
-func reconcileSummary(rep *ReconcileReport) string {
+func (p *Pipeline) reconcileSummary(rep *ReconcileReport) string {
 	var parts []string
 	for _, k := range sortedKeys(rep.Counts) {
 		parts = append(parts, fmt.Sprintf("%s %d", k, rep.Counts[k]))
@@ -58,7 +73,7 @@ func reconcileSummary(rep *ReconcileReport) string {
 	if taken > 0 {
 		s += fmt.Sprintf(" %d tokens taken back from disabled accounts.", taken)
 	}
-	return s + fmt.Sprintf(" Report: %s/%s.json (GET /api/reconcile/latest)", config.ReportsContainer, rep.ReportName)
+	return s + fmt.Sprintf(" Report: %s and %s (GET /api/reconcile/latest)", p.reportLink(rep.ReportName, ".json"), p.reportLink(rep.ReportName, ".failures.csv"))
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
@@ -51,6 +50,7 @@ type Deps struct {
 	Envelope         EnvelopeKeys     // PGP keys and zip passwords for delivered files; nil: none
 	EnvelopeLimits   envelope.Limits  // caps on what a delivered file expands to; zero: the defaults
 	Notifier         Notifier         // OATHPIPE_NOTIFY_URL: summaries of imports that settle with failures; nil: off
+	ReportsURL       string           // the seed-reports container's URL, for links in notifications ("": container paths)
 	Logger           *slog.Logger     // default: discard
 	Now              func() time.Time // default: time.Now
 }
@@ -61,7 +61,6 @@ type Pipeline struct {
 	locks       serialLocks     // HTTP API changes, by serial
 	importLocks serialLocks     // ledger settlements, by import id
 	activations activationTimes // when this process last activated each token (assign_steps.go)
-	notified    sync.Map        // import summaries this process sent (notify.go): one per import and outcome
 	log         *slog.Logger
 	now         func() time.Time
 	onChunk     func(n int) // tests: called with the size of each chunk an import holds
@@ -195,6 +194,10 @@ type ProvisionMessage struct {
 	// PopReceipt, sys, ...): the host copies a message's top-level fields over them.
 	ThrottledSince time.Time `json:"throttledSince,omitzero"`
 	Throttles      int       `json:"throttles,omitempty"`
+	// RetiredBefore is when the serial was retired, when the vault found it had been (the
+	// import of a retired serial is a new token): the token's row then carries the warning
+	// CodeRetiredBefore.
+	RetiredBefore time.Time `json:"retiredBefore,omitzero"`
 }
 
 // ImportRequest asks ImportFromInbox to import seed-inbox/{Name}: from a BlobCreated event

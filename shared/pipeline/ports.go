@@ -7,6 +7,7 @@ package pipeline
 import (
 	"context"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/seedfile"
@@ -17,8 +18,10 @@ import (
 type SeedVault interface {
 	// PutSeed stores seed for t. The same seed again is a no-op (created=false); a different seed
 	// under the same token is a *token.Error of KindConflict naming the serial, and nothing is
-	// overwritten. importID is recorded as a tag.
-	PutSeed(ctx context.Context, t token.Token, seed token.Seed, importID string) (created bool, err error)
+	// overwritten. importID is recorded as a tag. retiredBefore is when the serial was retired,
+	// when it was (this seed is then a new token's: the serial imported again after a retire,
+	// also on a repeated import); zero otherwise.
+	PutSeed(ctx context.Context, t token.Token, seed token.Seed, importID string) (retiredBefore time.Time, err error)
 	// GetSeed returns the seed stored for the token (KindNotFound when there is none).
 	GetSeed(ctx context.Context, manufacturer, serial string) (token.Seed, error)
 }
@@ -132,6 +135,21 @@ type Outcome struct {
 	UserPrincipalName string // the user the token is now assigned to ("" when unassigned)
 	DeviceID          string
 	UserID            string
+	// Warnings are added to the row's Problems (kept for a row that passed validation as its
+	// warnings), each once by Code: what the report should say beside the outcome.
+	Warnings []seedfile.Problem
+}
+
+// WithWarnings returns problems with o's Warnings added, each one whose Code problems does not
+// hold yet: recording the same outcome twice adds nothing. problems is not modified.
+func (o Outcome) WithWarnings(problems []seedfile.Problem) []seedfile.Problem {
+	out := problems
+	for _, w := range o.Warnings {
+		if !slices.ContainsFunc(out, func(p seedfile.Problem) bool { return p.Code == w.Code }) {
+			out = append(slices.Clip(out), w)
+		}
+	}
+	return out
 }
 
 // AuditRecord is one change made through the HTTP API (table oathpipeaudit).
@@ -199,6 +217,10 @@ type Ledger interface {
 	SetTokenOutcome(ctx context.Context, importID string, line int, o Outcome) (lastSettled bool, err error)
 	// Audit appends one audit record.
 	Audit(ctx context.Context, a AuditRecord) error
+	// ClaimNotification records key (an import's outcome) as notified on the import and
+	// answers first=true for exactly one caller per import and key across every instance (a
+	// conditional update); a later different key is a new claim.
+	ClaimNotification(ctx context.Context, importID, key string) (first bool, err error)
 }
 
 // Queue sends provisioning messages to the token-provisioning queue as plain JSON text (the

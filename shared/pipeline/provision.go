@@ -74,6 +74,7 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		log.Warn("provisioning failed", slog.String("kind", string(token.KindOf(err))),
 			slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", o.Reason))
 	}
+	o.Warnings = retiredWarning(m)
 	if err := p.settle(ctx, m.ImportID, m.Line, o); err != nil {
 		return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
 	}
@@ -296,7 +297,8 @@ func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reaso
 	}
 	reason = "gave up after repeated attempts: " + reason
 	log.Error("token provisioning abandoned", slog.String("reason", reason))
-	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID})
+	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID,
+		Warnings: retiredWarning(m)})
 }
 
 // activation says how assignActivate activates a token.

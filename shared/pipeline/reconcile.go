@@ -48,11 +48,45 @@ type Reconciliation struct {
 	Lifecycle *Lifecycle
 	Seeds     SeedCatalog
 	Options   ReconcileOptions
+	Reports   ReportReader // the previous report (for Untracked sightings); nil: none read
 }
 
-// Run reconciles once with the configured options.
+// Run reconciles once with the configured options, the previous report (LatestReconcileReport,
+// read from Reports when set) telling it since when untracked devices have been stuck.
 func (r Reconciliation) Run(ctx context.Context) (*ReconcileReport, error) {
-	return r.Lifecycle.Reconcile(ctx, r.Seeds, r.Options)
+	o := r.Options
+	if r.Reports != nil && o.Previous == nil {
+		prev, err := PreviousReconcileReport(ctx, r.Reports)
+		if err != nil {
+			return nil, err
+		}
+		o.Previous = prev
+	}
+	return r.Lifecycle.Reconcile(ctx, r.Seeds, o)
+}
+
+// ReportReader reads seed-reports/{name}.json as written before (KindNotFound when there is
+// none; package storage).
+type ReportReader interface {
+	ReadReport(ctx context.Context, name string) ([]byte, error)
+}
+
+// PreviousReconcileReport reads the last reconciliation's report (nil when there is none yet,
+// or when it cannot be decoded: the sightings then start again, which errs towards reporting a
+// stuck device later, never sooner).
+func PreviousReconcileReport(ctx context.Context, r ReportReader) (*ReconcileReport, error) {
+	b, err := r.ReadReport(ctx, LatestReconcileReport)
+	if token.KindOf(err) == token.KindNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: read the previous report: %w", err)
+	}
+	var prev ReconcileReport
+	if json.Unmarshal(b, &prev) != nil {
+		return nil, nil
+	}
+	return &prev, nil
 }
 
 // ReconcileCaller names the reconciliation as the caller in audit records.
@@ -65,6 +99,12 @@ type ReconcileOptions struct {
 	TakeBackDisabled bool
 	StuckAfter       time.Duration // default 7 days
 	Concurrency      int           // user and ledger reads at once (default 16)
+	// Previous is the last reconciliation's report: a device with no ledger row has no record
+	// of when it was assigned, so its Untracked sighting carries the first time a
+	// reconciliation saw it in that status. nil: every sighting starts now.
+	Previous *ReconcileReport
+
+	sightings *sightings // set by Reconcile
 }
 
 // Finding is one disagreement between Entra, Key Vault and the ledger. It never holds a seed.
@@ -83,16 +123,65 @@ type Finding struct {
 
 // ReconcileReport is seed-reports/reconcile/{date}.json.
 type ReconcileReport struct {
-	Date       string         `json:"date"`
-	Started    time.Time      `json:"started"`
-	Finished   time.Time      `json:"finished"`
-	Devices    int            `json:"devices"` // hardware tokens in Entra
-	Seeds      int            `json:"seeds"`   // seeds in the vault
-	TakeBack   string         `json:"takeBack"`
-	StuckDays  int            `json:"stuckDays"`
-	Counts     map[string]int `json:"counts"` // findings per kind
-	Findings   []Finding      `json:"findings"`
-	ReportName string         `json:"reportName"` // the blob name under seed-reports, without .json
+	Date      string         `json:"date"`
+	Started   time.Time      `json:"started"`
+	Finished  time.Time      `json:"finished"`
+	Devices   int            `json:"devices"` // hardware tokens in Entra
+	Seeds     int            `json:"seeds"`   // seeds in the vault
+	TakeBack  string         `json:"takeBack"`
+	StuckDays int            `json:"stuckDays"`
+	Counts    map[string]int `json:"counts"` // findings per kind
+	Findings  []Finding      `json:"findings"`
+	// Untracked are the devices in assigned or failedActivation that the ledger has no row for
+	// (uploaded by hand, or a lost row), with the first reconciliation that saw each so: the
+	// next reconciliations find them stuck from that time.
+	Untracked  []Sighting `json:"untracked,omitempty"`
+	ReportName string     `json:"reportName"` // the blob name under seed-reports, without .json
+}
+
+// Sighting is a device the ledger does not know, seen in Status since Since (at least).
+type Sighting struct {
+	SerialNumber string    `json:"serialNumber"`
+	Status       string    `json:"status"`
+	Since        time.Time `json:"since"`
+}
+
+// sightings carries the previous report's Untracked over to this one's.
+type sightings struct {
+	mu   sync.Mutex
+	prev map[string]Sighting // by upper-cased serial
+	now  time.Time
+	seen []Sighting
+}
+
+func newSightings(prev *ReconcileReport, now time.Time) *sightings {
+	s := &sightings{prev: map[string]Sighting{}, now: now.UTC()}
+	if prev != nil {
+		for _, u := range prev.Untracked {
+			s.prev[strings.ToUpper(u.SerialNumber)] = u
+		}
+	}
+	return s
+}
+
+// see records d (no ledger row, in a stuck-able status) and returns since when it has been so:
+// the previous sighting's time when it was in the same status then, else now.
+func (s *sightings) see(d token.Device) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := Sighting{SerialNumber: d.Serial, Status: string(d.Status), Since: s.now}
+	if p, ok := s.prev[strings.ToUpper(d.Serial)]; ok && p.Status == u.Status && p.Since.Before(u.Since) {
+		u.Since = p.Since
+	}
+	s.seen = append(s.seen, u)
+	return u.Since
+}
+
+func (s *sightings) list() []Sighting {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sort.Slice(s.seen, func(i, j int) bool { return s.seen[i].SerialNumber < s.seen[j].SerialNumber })
+	return s.seen
 }
 
 // Reconcile compares Entra (the inventory, read page by page), the vault's seeds and the
@@ -108,6 +197,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	}
 	p := l.p
 	now := p.now()
+	o.sightings = newSightings(o.Previous, now)
 	rep := &ReconcileReport{Date: now.UTC().Format("2006-01-02"), Started: now.UTC(), StuckDays: int(o.StuckAfter / (24 * time.Hour)), Counts: map[string]int{}, Findings: []Finding{}}
 	if o.TakeBackDisabled {
 		rep.TakeBack = "disabled"
@@ -138,6 +228,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	rep.Findings = append(rep.Findings, found.list...)
+	rep.Untracked = o.sightings.list()
 	if err := l.writeReconcileReport(ctx, rep); err != nil {
 		return nil, err
 	}
@@ -320,7 +411,7 @@ func (l *Lifecycle) writeReconcileReport(ctx context.Context, rep *ReconcileRepo
 		}
 	}
 	if len(rep.Findings) > 0 {
-		p.notify(ctx, reconcileSummary(rep))
+		p.notify(ctx, p.reconcileSummary(rep))
 	}
 	return nil
 }
@@ -366,6 +457,7 @@ func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d tok
 	}
 	row, err := p.d.Ledger.TokenBySerial(ctx, d.Serial)
 	if token.KindOf(err) == token.KindNotFound {
+		untracked(base, d, o, now, seeded, add)
 		return nil
 	}
 	if err != nil {
@@ -384,6 +476,28 @@ func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d tok
 		add(f)
 	}
 	return nil
+}
+
+// untracked checks a device the ledger has no row for: with its seed in the vault the ledger
+// lost it (a disagreement); in assigned or failedActivation it is stuck once the first
+// reconciliation that saw it so is longer ago than StuckAfter (its Sighting in the report).
+func untracked(base Finding, d token.Device, o ReconcileOptions, now time.Time, seeded bool, add func(Finding)) {
+	if seeded {
+		f := base
+		f.Kind, f.Detail = FindingLedgerDisagrees, "the ledger has no row for this token; Entra ID has the device and the vault its seed"
+		add(f)
+	}
+	if d.Status != token.StatusAssigned && d.Status != token.StatusFailedActivation {
+		return
+	}
+	since := o.sightings.see(d)
+	if now.Sub(since) > o.StuckAfter {
+		f := base
+		f.Kind = FindingStuck
+		f.Detail = fmt.Sprintf("%s since at least %s (more than %d days; no ledger row, so seen so by every reconciliation since): activate it or take it back",
+			d.Status, since.UTC().Format("2006-01-02"), int(o.StuckAfter/(24*time.Hour)))
+		add(f)
+	}
 }
 
 // disagreement says how the ledger row contradicts Entra's device ("" when it does not). Rows

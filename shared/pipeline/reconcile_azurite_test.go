@@ -162,9 +162,65 @@ func TestReconcileOnAzurite(t *testing.T) {
 	if rep3, err := l.Reconcile(ctx, vaultCatalog{s.Vault}, pipeline.ReconcileOptions{}); err != nil || rep3.Counts[pipeline.FindingHeldByDisabled] != 0 {
 		t.Errorf("after take-back: %+v %v", rep3.Counts, err)
 	}
+
+	// A device the ledger never knew (uploaded by hand), assigned and never activated: the
+	// first reconciliation that sees it only notes it (Untracked); one more than StuckAfter
+	// later, reading that report back, finds it stuck since then.
+	barbaraUser, err := s.Dir.ResolveUser(ctx, barbara)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Dir.EnsureDevice(ctx, token.Token{Serial: "RC-Y", Manufacturer: "Token2", Model: "C202", AssignTo: barbaraUser.ID}, freshSeed(ss)); err != nil {
+		t.Fatal(err)
+	}
+	rep4, err := pipeline.Reconciliation{Lifecycle: l, Seeds: vaultCatalog{s.Vault}, Reports: a.Blobs}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := findingsOf(rep4, pipeline.FindingStuck); strings.Join(f, ",") != "RC-7" {
+		t.Errorf("first sight of RC-Y: stuck %v, want RC-7 only", f)
+	}
+	if len(rep4.Untracked) != 1 || rep4.Untracked[0].SerialNumber != "RC-Y" || rep4.Untracked[0].Status != string(token.StatusAssigned) {
+		t.Fatalf("untracked: %+v, want RC-Y assigned (RC-X is available: never stuck)", rep4.Untracked)
+	}
+	firstSeen := rep4.Untracked[0].Since
+	muchLater := s.Pipeline(a.Ledger, a.Provision, a.Blobs, func(d *pipeline.Deps) {
+		d.Now = func() time.Time { return time.Now().Add(20 * 24 * time.Hour) }
+	})
+	lm := pipeline.NewLifecycle(muchLater, pipeline.LifecycleDeps{Inventory: s.Dir, Seeds: s.Vault})
+	rep5, err := pipeline.Reconciliation{Lifecycle: lm, Seeds: vaultCatalog{s.Vault}, Reports: a.Blobs}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := findingsOf(rep5, pipeline.FindingStuck); strings.Join(f, ",") != "RC-7,RC-Y" {
+		t.Errorf("ten days after first sight: stuck %v, want RC-7 and RC-Y", f)
+	}
+	if len(rep5.Untracked) != 1 || !rep5.Untracked[0].Since.Equal(firstSeen) {
+		t.Errorf("untracked carried over: %+v, want RC-Y since %v", rep5.Untracked, firstSeen)
+	}
+	// Without the previous report the sighting starts again: not stuck yet.
+	rep6, err := lm.Reconcile(ctx, vaultCatalog{s.Vault}, pipeline.ReconcileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := findingsOf(rep6, pipeline.FindingStuck); strings.Join(f, ",") != "RC-7" {
+		t.Errorf("no previous report: stuck %v, want RC-7 only", f)
+	}
+
 	for _, leak := range append(ss.Leaks("report", string(js)+string(csv)+note), ss.Leaks("logs", s.Logs.String())...) {
 		t.Error(leak)
 	}
+}
+
+// findingsOf lists the serials of rep's findings of kind, in report order.
+func findingsOf(rep *pipeline.ReconcileReport, kind string) []string {
+	var out []string
+	for _, f := range rep.Findings {
+		if f.Kind == kind {
+			out = append(out, f.SerialNumber)
+		}
+	}
+	return out
 }
 
 // chanNotifier hands each notification to a channel.

@@ -2,11 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -149,13 +152,29 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	p.log.Info("report written", "importId", importID, "file", imp.FileName, "settled", st.Settled,
 		"failures", b.failures, "tokensOmitted", st.TokensOmitted)
 	if st.Settled && b.failures > 0 {
-		// The final report may be written more than once (a repeated message, the import's own
-		// last check): one summary per import and outcome from this process.
-		if _, sent := p.notified.LoadOrStore(importID+"|"+fmt.Sprint(st.Counts), true); !sent {
-			p.notify(ctx, importSummary(st))
-		}
+		p.notifyImport(ctx, st)
 	}
 	return nil
+}
+
+// notifyImport sends the summary of an import that settled with failures once per import and
+// outcome across every instance: the final report may be written more than once (a repeated
+// message, the import's own last check, two instances), and the ledger's ClaimNotification
+// lets one of them send it. A claim that cannot be recorded sends nothing (logged): a missed
+// summary is better than one repeated on every redelivery.
+func (p *Pipeline) notifyImport(ctx context.Context, st *ImportStatus) {
+	if p.d.Notifier == nil {
+		return
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprint(st.Counts)))
+	first, err := p.d.Ledger.ClaimNotification(ctx, st.ImportID, hex.EncodeToString(sum[:8]))
+	if err != nil {
+		p.log.WarnContext(ctx, "notification not sent: the claim was not recorded", slog.String("importId", st.ImportID), slog.String("error", err.Error()))
+		return
+	}
+	if first {
+		p.notify(ctx, p.importSummary(st))
+	}
 }
 
 // streamFailures streams the failures CSV of imp from the ledger through a pipe; stop ends

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"encoding/csv"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,4 +96,33 @@ func FuzzFailuresCSV(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOutcomeWithWarnings: an outcome's warnings are added once by code, and the row's own
+// problems stay as they were.
+func TestOutcomeWithWarnings(t *testing.T) {
+	w := seedfile.Problem{Line: 2, Code: CodeRetiredBefore, Message: "retired"}
+	other := seedfile.Problem{Line: 2, Code: "manufacturer.hint", Message: "hint"}
+	o := Outcome{Warnings: []seedfile.Problem{w}}
+	for _, tt := range []struct {
+		name string
+		in   []seedfile.Problem
+		want []string
+	}{
+		{"none before", nil, []string{CodeRetiredBefore}},
+		{"another warning kept", []seedfile.Problem{other}, []string{"manufacturer.hint", CodeRetiredBefore}},
+		{"recorded twice", []seedfile.Problem{other, w}, []string{"manufacturer.hint", CodeRetiredBefore}},
+	} {
+		in := slices.Clone(tt.in)
+		var got []string
+		for _, p := range o.WithWarnings(in) {
+			got = append(got, p.Code)
+		}
+		if !slices.Equal(got, tt.want) || !slices.Equal(in, tt.in) {
+			t.Errorf("%s: %v (input now %v), want %v", tt.name, got, in, tt.want)
+		}
+	}
+	if got := (Outcome{}).WithWarnings([]seedfile.Problem{other}); len(got) != 1 {
+		t.Errorf("no warnings: %v", got)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -98,4 +99,22 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 	}
 	log.Info("token retired", slog.Bool("changed", r.Changed), slog.String("from", r.PreviousUserPrincipalName))
 	return r, nil
+}
+
+// CodeRetiredBefore is the row warning of a serial imported again after it was retired: a new
+// token with its own seed, whatever the file calls it.
+const CodeRetiredBefore = "token.retired-before"
+
+// retiredWarning is the CodeRetiredBefore warning for m's row, when the vault found the serial
+// retired before (nil otherwise).
+func retiredWarning(m ProvisionMessage) []seedfile.Problem {
+	if m.RetiredBefore.IsZero() {
+		return nil
+	}
+	when := "before"
+	if m.RetiredBefore.Unix() != 0 {
+		when = "on " + m.RetiredBefore.UTC().Format("2006-01-02")
+	}
+	return []seedfile.Problem{{Line: m.Line, Field: "serial number", Code: CodeRetiredBefore,
+		Message: fmt.Sprintf("serial %s was retired %s: this import makes it a new token with its own seed (the retired seed stays in Key Vault's history)", m.SerialNumber, when)}}
 }

@@ -77,7 +77,7 @@ type countingVault struct {
 	clock *steppedClock
 }
 
-func (v *countingVault) PutSeed(ctx context.Context, t token.Token, s token.Seed, id string) (bool, error) {
+func (v *countingVault) PutSeed(ctx context.Context, t token.Token, s token.Seed, id string) (time.Time, error) {
 	if v.n.Add(1) == v.stop {
 		v.clock.jump.Store(true)
 	}

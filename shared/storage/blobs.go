@@ -239,6 +239,18 @@ func (b *Blobs) Read(ctx context.Context, container, name string) ([]byte, error
 	return content, nil
 }
 
+// ReportsURL is the URL of the seed-reports container (no trailing slash), for links to the
+// reports in notifications: an admin opens them with Storage Explorer, the portal or
+// `az storage blob download --blob-url URL --auth-mode login` (the container is private).
+func (b *Blobs) ReportsURL() string {
+	return strings.TrimSuffix(b.client.URL(), "/") + "/" + config.ReportsContainer
+}
+
+// ReadReport implements pipeline.ReportReader: seed-reports/{name}.json (KindNotFound when absent).
+func (b *Blobs) ReadReport(ctx context.Context, name string) ([]byte, error) {
+	return b.Read(ctx, config.ReportsContainer, name+".json")
+}
+
 // Park keeps a queue message that could not be handled as token-parked/{name}, never over an
 // existing blob (If-None-Match: *): an earlier copy under the name is the same message, parked
 // by an earlier delivery, and is fine. metadata pairs are stored as blob metadata.

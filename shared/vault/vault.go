@@ -40,8 +40,11 @@ const (
 	TagDigits       = "digits"
 	TagPeriod       = "period"
 	TagRetired      = "retired" // set (to the time, RFC 3339) on the version a retire soft-deleted
-	tagAppValue     = "seed-v1"
-	maxTagValue     = 256
+	// TagRetiredBefore is set (to the retire's time, RFC 3339) on the version a re-import of a
+	// retired serial wrote: a repeated import finds it and still says the serial was retired.
+	TagRetiredBefore = "retiredBefore"
+	tagAppValue      = "seed-v1"
+	maxTagValue      = 256
 )
 
 // DefaultRetry is the retry policy used when Options.Retry is nil: the SDK retries 408, 429,
@@ -150,13 +153,20 @@ type PutOptions struct {
 	// of answering KindConflict. Older versions stay in Key Vault's history. Reassignment never
 	// needs it: only a deliberate re-seed does.
 	Replace bool
+
+	// retiredBefore, when set, receives the time the serial was retired before (PutSeed).
+	retiredBefore *time.Time
+	// retiredAt is the retired version's TagRetired value, for the version a reissue writes.
+	retiredAt string
 }
 
-// PutSeed implements pipeline.SeedVault: Put without Replace. created is true when a new secret
-// (or version) was written.
-func (v *Vault) PutSeed(ctx context.Context, t token.Token, seed token.Seed, importID string) (created bool, err error) {
-	o, err := v.Put(ctx, t, seed, PutOptions{ImportID: importID})
-	return o == Created || o == Replaced || o == Reissued, err
+// PutSeed implements pipeline.SeedVault: Put without Replace. retiredBefore is when the serial
+// was retired, when it was (Put answered Reissued, or the stored seed is the version such a
+// re-import wrote); zero otherwise.
+func (v *Vault) PutSeed(ctx context.Context, t token.Token, seed token.Seed, importID string) (retiredBefore time.Time, err error) {
+	opts := PutOptions{ImportID: importID, retiredBefore: &retiredBefore}
+	_, err = v.Put(ctx, t, seed, opts)
+	return retiredBefore, err
 }
 
 // Put stores seed for t, idempotently: the same seed again is Unchanged; a different seed under
@@ -264,10 +274,13 @@ func (v *Vault) compare(ctx context.Context, log *slog.Logger, op string, t toke
 		// a token found again) becomes a new version without the mark; the retired one stays
 		// in the history.
 		log.Info("serial was retired before; its new seed is stored as a new token")
+		opts.retiredAt = tagValue(stored.tags, TagRetired)
+		opts.noteRetired(opts.retiredAt)
 		return v.write(ctx, log, op, t, seed, opts, Reissued)
 	}
 	if stored.ok && stored.doc.Serial == t.Serial && NormalizeManufacturer(stored.doc.Manufacturer) == NormalizeManufacturer(t.Manufacturer) &&
 		sameSeed(stored.seed, seed) {
+		opts.noteRetired(tagValue(stored.tags, TagRetiredBefore))
 		if same == Recovered {
 			log.Info("seed already stored (recovered)")
 		} else {
@@ -298,7 +311,7 @@ func (v *Vault) write(ctx context.Context, log *slog.Logger, op string, t token.
 		Value:            &value,
 		ContentType:      ptr(ContentType),
 		SecretAttributes: &azsecrets.SecretAttributes{Enabled: ptr(true)},
-		Tags:             tags(t, seed, opts.ImportID),
+		Tags:             tags(t, seed, opts),
 	}, nil)
 	if err != nil {
 		return "", classify(op, err) // Put recovers ObjectIsDeletedButRecoverable: see responseError
@@ -312,7 +325,28 @@ func (v *Vault) write(ctx context.Context, log *slog.Logger, op string, t token.
 	return o, nil
 }
 
-func tags(t token.Token, s token.Seed, importID string) map[string]*string {
+// noteRetired hands a TagRetired/TagRetiredBefore value to PutSeed's caller (a value that is
+// not a time still says the serial was retired: the Unix epoch stands for "when unknown").
+func (o PutOptions) noteRetired(at string) {
+	if o.retiredBefore == nil || at == "" {
+		return
+	}
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		t = time.Unix(0, 0).UTC()
+	}
+	*o.retiredBefore = t
+}
+
+func tagValue(tags map[string]*string, key string) string {
+	if v := tags[key]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+func tags(t token.Token, s token.Seed, opts PutOptions) map[string]*string {
+	importID := opts.ImportID
 	cut := func(v string) *string {
 		if len(v) > maxTagValue {
 			v = v[:maxTagValue]
@@ -333,6 +367,9 @@ func tags(t token.Token, s token.Seed, importID string) map[string]*string {
 	}
 	if importID != "" {
 		m[TagImportID] = cut(importID)
+	}
+	if opts.retiredAt != "" {
+		m[TagRetiredBefore] = cut(opts.retiredAt)
 	}
 	return m
 }

@@ -48,9 +48,9 @@ func TestPutGetRoundTrip(t *testing.T) {
 				t.Fatalf("GetSeed = %v, want %v", got, tt.seed)
 			}
 			// Idempotent: the same seed again writes nothing.
-			created, err := e.vault.PutSeed(ctx, tt.tok, tt.seed, "imp-2")
-			if err != nil || created {
-				t.Fatalf("PutSeed again = %v, %v; want false, nil", created, err)
+			retired, err := e.vault.PutSeed(ctx, tt.tok, tt.seed, "imp-2")
+			if err != nil || !retired.IsZero() {
+				t.Fatalf("PutSeed again = %v, %v; want no retire, nil", retired, err)
 			}
 			if has, err := e.vault.Has(ctx, tt.tok.Manufacturer, tt.tok.Serial); !has || err != nil {
 				t.Fatalf("Has = %v, %v", has, err)
@@ -412,5 +412,32 @@ func TestRetireThenReimport(t *testing.T) {
 	}
 	if o, err := e.vault.Put(ctx, tok, fresh, vault.PutOptions{}); err != nil || o != vault.Reissued {
 		t.Fatalf("same seed after retire = %v, %v; want reissued", o, err)
+	}
+}
+
+// TestPutSeedSaysRetiredBefore: PutSeed answers when a serial was retired, on the import that
+// reissues it and on a repeat of that import (the new version carries TagRetiredBefore), and
+// zero for a serial never retired.
+func TestPutSeedSaysRetiredBefore(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tok := token.Token{Serial: "RB-1", Manufacturer: "Token2"}
+	seed := seedOf("retired-before-0001")
+	if at, err := e.vault.PutSeed(ctx, tok, seed, "imp-1"); err != nil || !at.IsZero() {
+		t.Fatalf("first PutSeed = %v, %v; want zero", at, err)
+	}
+	before := time.Now().UTC().Add(-time.Second)
+	if err := e.vault.Retire(ctx, "Token2", "RB-1"); err != nil {
+		t.Fatal(err)
+	}
+	at, err := e.vault.PutSeed(ctx, tok, seed, "imp-2")
+	if err != nil || at.Before(before) || at.After(time.Now().Add(time.Second)) {
+		t.Fatalf("PutSeed after retire = %v, %v; want the retire's time (after %v)", at, err, before)
+	}
+	again, err := e.vault.PutSeed(ctx, tok, seed, "imp-2")
+	if err != nil || !again.Equal(at) {
+		t.Fatalf("repeated PutSeed = %v, %v; want %v again", again, err, at)
+	}
+	if s := e.kv.Server.Secrets(); len(s) != 1 || s[0].Tags[vault.TagRetiredBefore] == "" {
+		t.Fatalf("secret after reissue: %+v; want the %s tag", s, vault.TagRetiredBefore)
 	}
 }

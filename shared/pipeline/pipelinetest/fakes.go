@@ -25,6 +25,8 @@ type MemLedger struct {
 	imports map[string]*pipeline.ImportRecord
 	rows    map[string]map[int]*pipeline.TokenRecord
 	Audits  []pipeline.AuditRecord
+
+	notified map[string]string // ClaimNotification's key per import
 }
 
 // NewMemLedger returns an empty ledger.
@@ -246,12 +248,30 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 		r.DeviceID = o.DeviceID
 	}
 	r.UserID = o.UserID
+	r.Problems = o.WithWarnings(r.Problems)
 	if !was && pipeline.Settled(o.Status) {
 		imp := l.imports[id]
 		imp.Pending--
 		return imp.Pending == 0, nil
 	}
 	return false, nil
+}
+
+// ClaimNotification implements pipeline.Ledger.
+func (l *MemLedger) ClaimNotification(_ context.Context, id, key string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.imports[id]; !ok {
+		return false, notFound("import " + id)
+	}
+	if l.notified == nil {
+		l.notified = map[string]string{}
+	}
+	if l.notified[id] == key {
+		return false, nil
+	}
+	l.notified[id] = key
+	return true, nil
 }
 
 // Audit implements pipeline.Ledger.
