@@ -181,6 +181,7 @@ type rowEntity struct {
 	DeviceID          string
 	UserID            string
 	Updated           string
+	Cause             string // pipeline.FailureCause of a failed row ("" otherwise)
 }
 
 func (e *rowEntity) record() pipeline.TokenRecord {
@@ -188,7 +189,7 @@ func (e *rowEntity) record() pipeline.TokenRecord {
 		ImportID: e.ImportID, Line: e.Line, Serial: e.Serial, Manufacturer: e.Manufacturer, Model: e.Model,
 		UserPrincipalName: e.UserPrincipalName, Status: e.Status, Reason: e.Reason,
 		Problems: decodeProblems(e.Problems), SeedFingerprint: e.SeedFingerprint,
-		DeviceID: e.DeviceID, UserID: e.UserID, Updated: parseTime(e.Updated),
+		DeviceID: e.DeviceID, UserID: e.UserID, Updated: parseTime(e.Updated), Cause: pipeline.FailureCause(e.Cause),
 	}
 }
 
@@ -198,7 +199,7 @@ func newRowEntity(pk string, r pipeline.TokenRecord) rowEntity {
 		ImportID: r.ImportID, Line: r.Line, Serial: r.Serial, Manufacturer: r.Manufacturer, Model: r.Model,
 		UserPrincipalName: r.UserPrincipalName, Status: r.Status, Reason: clip(r.Reason),
 		Problems: encodeProblems(r.Problems), SeedFingerprint: r.SeedFingerprint,
-		DeviceID: r.DeviceID, UserID: r.UserID, Updated: formatTime(r.Updated),
+		DeviceID: r.DeviceID, UserID: r.UserID, Updated: formatTime(r.Updated), Cause: string(r.Cause),
 	}
 }
 
@@ -894,7 +895,7 @@ func (l *Ledger) TokenBySerial(ctx context.Context, serial string) (pipeline.Tok
 	return l.GetToken(ctx, idx.ImportID, idx.Line)
 }
 
-// SetTokenOutcome records o on the row (line) of an import: o.Status, o.Reason,
+// SetTokenOutcome records o on the row (line) of an import: o.Status, o.Reason, o.Cause,
 // o.UserPrincipalName and o.UserID replace the row's (an unassigned token has neither user);
 // o.DeviceID is kept when empty (the device outlives assignments).
 //
@@ -921,6 +922,7 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		}
 		next := row
 		next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, clip(o.Reason), o.UserPrincipalName, o.UserID
+		next.Cause = string(o.Cause)
 		if len(o.Warnings) > 0 {
 			next.Problems = encodeProblems(o.WithWarnings(decodeProblems(row.Problems)))
 		}

@@ -409,7 +409,7 @@ func (p *Pipeline) chunkTodo(ctx context.Context, id, name string, chunk []seedf
 		switch row, ok := status[r.Line]; {
 		case !ok || row.Status == StatusVaulted:
 			todo = append(todo, r)
-		case row.Status == StatusFailed && strings.HasPrefix(row.Reason, vaultFailurePrefix):
+		case row.Status == StatusFailed && row.Cause == CauseVaultRefused:
 			refused = append(refused, r.Line)
 		}
 	}
@@ -502,9 +502,9 @@ func dispositionOf(imp ImportRecord) string {
 	return DispositionDeleted
 }
 
-// vaultFailurePrefix starts the reason of a valid row the vault refused, so a repeated delivery
-// can tell those rows from tokens that failed later, in provisioning.
-const vaultFailurePrefix = "not stored in the vault: "
+// vaultRefusedReason starts the reason of a valid row the vault refused, for people; code tells
+// those rows from tokens that failed later by their cause, CauseVaultRefused.
+const vaultRefusedReason = "not stored in the vault: "
 
 // vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
 // message as soon as its seed is confirmed, in small batches, while later seeds are still being
@@ -641,7 +641,7 @@ func (v *vaultRun) refuse(j vaultJob, err error) bool {
 	v.p.log.Warn("seed refused by the vault", slog.String("importId", v.importID),
 		slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
 		slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
-	o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
+	o := Outcome{Status: StatusFailed, Cause: CauseVaultRefused, Reason: vaultRefusedReason + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
 	if err := v.p.settle(v.ctx, v.importID, r.Line, o); err != nil {
 		v.fail(err)
 		return false

@@ -243,7 +243,7 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 		return false, notFound(fmt.Sprintf("line %d of %s", line, id))
 	}
 	was := pipeline.Settled(r.Status)
-	r.Status, r.Reason, r.UserPrincipalName = o.Status, o.Reason, o.UserPrincipalName
+	r.Status, r.Reason, r.UserPrincipalName, r.Cause = o.Status, o.Reason, o.UserPrincipalName, o.Cause
 	if o.DeviceID != "" {
 		r.DeviceID = o.DeviceID
 	}
