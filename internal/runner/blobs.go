@@ -63,17 +63,25 @@ func newBlobWatch(r *Runner, fn Function, t Binding, pat *blobPattern, bc *azblo
 func (w *blobWatch) run(ctx context.Context) {
 	defer w.wg.Wait()
 	for {
-		if err := w.scan(ctx); err != nil && ctx.Err() == nil {
+		turn := Poll{Function: w.fn.Name, Source: w.pat.container, Began: time.Now()}
+		var err error
+		if turn.Started, err = w.scan(ctx); err != nil && ctx.Err() == nil {
 			w.r.log.Warn("list blobs", "function", w.fn.Name, "container", w.pat.container, "err", err)
 		}
+		w.mu.Lock()
+		turn.Err, turn.InFlight = err, len(w.inflight)
+		w.mu.Unlock()
+		w.r.reportPoll(turn)
 		if !sleep(ctx, w.r.poll) {
 			return
 		}
 	}
 }
 
-// scan lists the container and starts a delivery for every blob not yet handled.
-func (w *blobWatch) scan(ctx context.Context) error {
+// scan lists the container and starts a delivery for every blob not yet handled; it returns
+// how many it started.
+func (w *blobWatch) scan(ctx context.Context) (int, error) {
+	started := 0
 	pager := w.blobs.NewListBlobsFlatPager(w.pat.container, &azblob.ListBlobsFlatOptions{
 		Include: container.ListBlobsInclude{Metadata: true},
 	})
@@ -84,10 +92,10 @@ func (w *blobWatch) scan(ctx context.Context) error {
 				w.r.log.Info("container does not exist yet; waiting", "container", w.pat.container)
 			}
 			w.missing = true
-			return nil
+			return started, nil
 		}
 		if err != nil {
-			return err
+			return started, err
 		}
 		w.missing = false
 		for _, it := range page.Segment.BlobItems {
@@ -105,9 +113,10 @@ func (w *blobWatch) scan(ctx context.Context) error {
 			case w.slots <- struct{}{}:
 			case <-ctx.Done():
 				w.release(*it.Name, string(*it.Properties.ETag))
-				return nil
+				return started, nil
 			}
 			w.wg.Add(1)
+			started++
 			go func(it *container.BlobItem) {
 				defer w.wg.Done()
 				defer func() { <-w.slots }()
@@ -115,7 +124,7 @@ func (w *blobWatch) scan(ctx context.Context) error {
 			}(it)
 		}
 	}
-	return nil
+	return started, nil
 }
 
 func blobKey(name, etag string) string { return name + "\x00" + etag }
@@ -178,58 +187,83 @@ func (w *blobWatch) writeReceipt(ctx context.Context, name, etag string) error {
 // deliver downloads the blob at the listed ETag and invokes the function with it.
 func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params map[string]string) {
 	name, etag := *it.Name, string(*it.Properties.ETag)
-	k := blobKey(name, etag)
 	defer w.release(name, etag)
 	start := time.Now()
+	content, dl, ok := w.download(ctx, name, etag)
+	if !ok {
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout) // the host's functionTimeout
+	_, err := w.r.Invoke(ictx, w.fn.Name, w.payload(it, dl, content, params))
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // shutting down: not a failed try; the next run delivers it again
+	}
+	d := w.settle(ctx, name, etag, err)
+	d.Duration = time.Since(start)
+	w.r.report(d)
+}
 
+// download reads the blob at etag. It reports false, having logged any failure worth a line,
+// when the blob is gone or replaced since the listing (the next listing sees the new state)
+// or could not be read.
+func (w *blobWatch) download(ctx context.Context, name, etag string) ([]byte, azblob.DownloadStreamResponse, bool) {
 	ifMatch := azcore.ETag(etag)
 	dl, err := w.blobs.DownloadStream(ctx, w.pat.container, name, &azblob.DownloadStreamOptions{
 		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: &ifMatch}},
 	})
 	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ConditionNotMet) {
-		return // deleted or replaced since the listing; the next listing sees the new state
+		return nil, dl, false
+	}
+	var content []byte
+	if err == nil {
+		content, err = io.ReadAll(dl.Body)
+		dl.Body.Close()
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
 		}
-		return
+		return nil, dl, false
 	}
-	content, err := io.ReadAll(dl.Body)
-	dl.Body.Close()
-	if err != nil {
-		if ctx.Err() == nil {
-			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
-		}
-		return
-	}
+	return content, dl, true
+}
 
+// payload is the invocation of one blob: its content as base64 text (binary and string blob
+// inputs alike), the path parameters, Uri, Properties and Metadata as the host sends them.
+func (w *blobWatch) payload(it *container.BlobItem, dl azblob.DownloadStreamResponse, content []byte, params map[string]string) Payload {
 	p := Payload{Data: map[string]any{}, Metadata: map[string]any{}}
-	// binary and string blob inputs both arrive as base64 text.
 	p.Data[w.trig.Name] = base64.StdEncoding.EncodeToString(content)
 	for k, v := range params {
 		p.Metadata[k] = hostString(v)
 	}
-	p.Metadata["Uri"] = hostString(w.blobURL(name))
+	p.Metadata["Uri"] = hostString(w.blobURL(*it.Name))
 	p.Metadata["Properties"] = blobProperties(it, dl, len(content))
-	meta := map[string]string{} // IDictionary<string,string>: an object
+	p.Metadata["Metadata"] = blobMetadata(it) // IDictionary<string,string>: an object
+	p.Metadata["sys"] = sysData(w.fn.Name, time.Now())
+	return p
+}
+
+// blobMetadata is a listed blob's metadata as plain strings.
+func blobMetadata(it *container.BlobItem) map[string]string {
+	md := map[string]string{}
 	for k, v := range it.Metadata {
 		if v != nil {
-			meta[k] = *v
+			md[k] = *v
 		}
 	}
-	p.Metadata["Metadata"] = meta
-	p.Metadata["sys"] = sysData(w.fn.Name, time.Now())
+	return md
+}
 
-	ictx, cancel := context.WithTimeout(ctx, w.r.host.FunctionTimeout) // the host's functionTimeout
-	_, err = w.r.Invoke(ictx, w.fn.Name, p)
-	cancel()
-	if err != nil && ctx.Err() != nil {
-		return // shutting down: not a failed try; the next run delivers it again
-	}
-	// Bookkeeping finishes even when shutdown began during the invocation.
-	bg, bgCancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer bgCancel()
+// settle counts one try of (name, etag) that ended with err and does the bookkeeping: on
+// success a receipt (in scan mode); after poisonBlobThreshold failed tries a poison message
+// and a receipt; otherwise nothing, so the next listing retries it at once (host.json's
+// queues.visibilityTimeout does not apply to blob triggers). It finishes even when shutdown
+// began during the invocation.
+func (w *blobWatch) settle(ctx context.Context, name, etag string, err error) Delivery {
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	k := blobKey(name, etag)
 	d := Delivery{Function: w.fn.Name, Trigger: BlobTrigger, Key: name, Err: err}
 	w.mu.Lock()
 	if err != nil {
@@ -238,33 +272,23 @@ func (w *blobWatch) deliver(ctx context.Context, it *container.BlobItem, params 
 	} else {
 		d.DequeueCount = w.failures[k] + 1
 	}
-	tries := d.DequeueCount
 	w.mu.Unlock()
-
-	switch {
-	case err == nil:
-		if w.receipts() {
-			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
-			}
-		}
-		w.markDone(k)
-	case tries >= w.r.host.PoisonBlobThreshold:
+	if err != nil && d.DequeueCount < w.r.host.PoisonBlobThreshold {
+		return d
+	}
+	if err != nil {
 		if perr := w.poison(bg, name, etag); perr != nil {
 			w.r.log.Error("blob poison message", "blob", name, "err", perr)
 		}
-		if w.receipts() {
-			if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-				w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
-			}
-		}
-		w.markDone(k)
 		d.Poisoned = true
-	default:
-		// Retried at once: host.json's queues.visibilityTimeout does not apply to blob triggers.
 	}
-	d.Duration = time.Since(start)
-	w.r.report(d)
+	if w.receipts() {
+		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
+			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+		}
+	}
+	w.markDone(k)
+	return d
 }
 
 func (w *blobWatch) markDone(k string) {
@@ -323,13 +347,7 @@ func blobProperties(it *container.BlobItem, dl azblob.DownloadStreamResponse, si
 	if pr.BlobType != nil {
 		out["BlobType"] = blobTypeNumber(string(*pr.BlobType))
 	}
-	md := map[string]string{}
-	for k, v := range it.Metadata {
-		if v != nil {
-			md[k] = *v
-		}
-	}
-	out["Metadata"] = md
+	out["Metadata"] = blobMetadata(it)
 	return out
 }
 

@@ -40,25 +40,31 @@ func newGridWatch(r *Runner, sub EventGridSubscription, bc *azblob.Client, qc *a
 
 func (g *gridWatch) run(ctx context.Context) {
 	for {
-		if err := g.scan(ctx); err != nil && ctx.Err() == nil {
+		turn := Poll{Source: g.sub.Container, Began: time.Now()}
+		var err error
+		if turn.Started, err = g.scan(ctx); err != nil && ctx.Err() == nil {
 			g.r.log.Warn("event grid: list blobs", "container", g.sub.Container, "err", err)
 		}
+		turn.Err = err
+		g.r.reportPoll(turn)
 		if !sleep(ctx, g.r.poll) {
 			return
 		}
 	}
 }
 
-func (g *gridWatch) scan(ctx context.Context) error {
+// scan queues an event for every blob version not announced yet; it returns how many it queued.
+func (g *gridWatch) scan(ctx context.Context) (int, error) {
+	queued := 0
 	present := map[string]bool{}
 	pager := g.blobs.NewListBlobsFlatPager(g.sub.Container, nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if bloberror.HasCode(err, bloberror.ContainerNotFound) {
-			return nil
+			return queued, nil
 		}
 		if err != nil {
-			return err
+			return queued, err
 		}
 		for _, it := range page.Segment.BlobItems {
 			if it.Name == nil || it.Properties == nil || it.Properties.ETag == nil {
@@ -81,8 +87,9 @@ func (g *gridWatch) scan(ctx context.Context) error {
 				}
 			}
 			if err != nil {
-				return err
+				return queued, err
 			}
+			queued++
 			g.mu.Lock()
 			g.seen[name] = etag
 			g.mu.Unlock()
@@ -96,7 +103,7 @@ func (g *gridWatch) scan(ctx context.Context) error {
 		}
 	}
 	g.mu.Unlock()
-	return nil
+	return queued, nil
 }
 
 // GridEvent is an Event Grid event in EventGridSchema.

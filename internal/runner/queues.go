@@ -37,6 +37,16 @@ type queueWatch struct {
 	poison *azqueue.QueueClient // nil for a "-poison" queue
 }
 
+func newQueueWatch(r *Runner, fn Function, t Binding, qc *azqueue.ServiceClient) *queueWatch {
+	w := &queueWatch{r: r, fn: fn, trig: t, q: qc.NewQueueClient(t.QueueName)}
+	// QueueListenerFactory.cs CreatePoisonQueueReference: a queue whose name ends in
+	// "-poison" has no poison queue.
+	if !strings.HasSuffix(strings.ToLower(t.QueueName), PoisonSuffix) {
+		w.poison = qc.NewQueueClient(t.QueueName + PoisonSuffix)
+	}
+	return w
+}
+
 func (w *queueWatch) run(ctx context.Context) {
 	batch := w.r.host.QueueConcurrency()
 	if batch < 1 {
@@ -48,40 +58,23 @@ func (w *queueWatch) run(ctx context.Context) {
 	idle := w.r.poll
 	missing := false
 	for ctx.Err() == nil {
+		turn := Poll{Function: w.fn.Name, Source: w.trig.QueueName, Began: time.Now()}
 		free := batch - len(slots)
 		if free == 0 {
+			turn.Full, turn.InFlight = true, len(slots)
+			w.r.reportPoll(turn)
 			if !sleep(ctx, 20*time.Millisecond) {
 				return
 			}
 			continue
 		}
-		// Hidden for the function timeout (plus a margin); released early on failure or shutdown.
-		lease := int32((w.r.host.FunctionTimeout + time.Minute) / time.Second)
-		// Not cancelled by shutdown: a dequeue cut off after the service hid its messages would
-		// lose them for the whole lease. What it returns after shutdown is released below.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		resp, err := w.q.DequeueMessages(dctx, &azqueue.DequeueMessagesOptions{
-			NumberOfMessages: to.Ptr(int32(min(free, 32))), VisibilityTimeout: to.Ptr(lease),
-		})
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			if err == nil {
-				w.release(resp.Messages)
-			}
+		msgs, err := w.dequeue(ctx, free, &missing)
+		if ctx.Err() != nil {
 			return
-		case queueerror.HasCode(err, queueerror.QueueNotFound):
-			if !missing {
-				w.r.log.Info("queue does not exist yet; waiting", "queue", w.trig.QueueName)
-			}
-			missing = true
-		case err != nil:
-			w.r.log.Warn("dequeue", "queue", w.trig.QueueName, "err", err)
 		}
-		if err == nil {
-			missing = false
-		}
-		if err != nil || len(resp.Messages) == 0 {
+		if err != nil || len(msgs) == 0 {
+			turn.Err, turn.InFlight = err, len(slots)
+			w.r.reportPoll(turn)
 			if !sleep(ctx, idle) {
 				return
 			}
@@ -89,7 +82,7 @@ func (w *queueWatch) run(ctx context.Context) {
 			continue
 		}
 		idle = w.r.poll
-		for _, m := range resp.Messages {
+		for _, m := range msgs {
 			slots <- struct{}{}
 			wg.Add(1)
 			go func() {
@@ -98,7 +91,42 @@ func (w *queueWatch) run(ctx context.Context) {
 				w.deliver(ctx, m)
 			}()
 		}
+		turn.Started, turn.InFlight = len(msgs), len(slots)
+		w.r.reportPoll(turn)
 	}
+}
+
+// dequeue receives up to free messages (at most 32), hidden for the function timeout plus a
+// margin. What it receives after shutdown began is released at once. A missing queue is
+// logged once (missing remembers it) and returned as its error.
+func (w *queueWatch) dequeue(ctx context.Context, free int, missing *bool) ([]*azqueue.DequeuedMessage, error) {
+	// Hidden for the function timeout (plus a margin); released early on failure or shutdown.
+	lease := int32((w.r.host.FunctionTimeout + time.Minute) / time.Second)
+	// Not cancelled by shutdown: a dequeue cut off after the service hid its messages would
+	// lose them for the whole lease. What it returns after shutdown is released below.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	resp, err := w.q.DequeueMessages(dctx, &azqueue.DequeueMessagesOptions{
+		NumberOfMessages: to.Ptr(int32(min(free, 32))), VisibilityTimeout: to.Ptr(lease),
+	})
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		if err == nil {
+			w.release(resp.Messages)
+		}
+		return nil, ctx.Err()
+	case queueerror.HasCode(err, queueerror.QueueNotFound):
+		if !*missing {
+			w.r.log.Info("queue does not exist yet; waiting", "queue", w.trig.QueueName)
+		}
+		*missing = true
+		return nil, err
+	case err != nil:
+		w.r.log.Warn("dequeue", "queue", w.trig.QueueName, "err", err)
+		return nil, err
+	}
+	*missing = false
+	return resp.Messages, nil
 }
 
 func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {

@@ -32,71 +32,23 @@ func ParseRoute(template string) (*Route, error) {
 		if seg == "" {
 			return nil, fmt.Errorf("route %q has an empty segment", template)
 		}
-		var sb strings.Builder
-		optional, catchAll := false, false
-		for rest := seg; rest != ""; {
-			open := strings.IndexByte(rest, '{')
-			if open < 0 {
-				if strings.ContainsRune(rest, '}') {
-					return nil, fmt.Errorf("route %q: unmatched }", template)
-				}
-				sb.WriteString("(?i:" + regexp.QuoteMeta(rest) + ")")
-				break
-			}
-			if strings.ContainsRune(rest[:open], '}') {
-				return nil, fmt.Errorf("route %q: unmatched }", template)
-			}
-			if open > 0 {
-				sb.WriteString("(?i:" + regexp.QuoteMeta(rest[:open]) + ")")
-			}
-			end := strings.IndexByte(rest[open:], '}')
-			if end < 0 {
-				return nil, fmt.Errorf("route %q: unmatched {", template)
-			}
-			inner := rest[open+1 : open+end]
-			rest = rest[open+end+1:]
-			catchAll = strings.HasPrefix(inner, "*")
-			inner = strings.TrimPrefix(inner, "*")
-			if k := strings.IndexAny(inner, ":="); k >= 0 {
-				inner = inner[:k]
-			}
-			if strings.HasSuffix(inner, "?") {
-				optional = true
-				inner = strings.TrimSuffix(inner, "?")
-			}
-			if !validName(inner) {
-				return nil, fmt.Errorf("route %q: bad parameter name %q", template, inner)
-			}
-			if seen[strings.ToLower(inner)] {
-				return nil, fmt.Errorf("route %q: parameter %q appears twice", template, inner)
-			}
-			seen[strings.ToLower(inner)] = true
-			r.params = append(r.params, inner)
-			switch {
-			case catchAll:
-				if i != len(segs)-1 || rest != "" {
-					return nil, fmt.Errorf("route %q: a catch-all parameter must come last", template)
-				}
-				sb.WriteString("(.*)")
-			default:
-				sb.WriteString("([^/]+)")
-			}
-			if optional && (i != len(segs)-1 || rest != "" || sb.Len() != len("([^/]+)")) {
-				return nil, fmt.Errorf("route %q: only a whole last segment may be optional", template)
-			}
+		rs, err := parseSegment(template, seg, i == len(segs)-1, seen)
+		if err != nil {
+			return nil, err
 		}
+		r.params = append(r.params, rs.params...)
 		sep := ""
 		if i > 0 {
 			sep = "/"
 		}
 		switch {
-		case optional:
-			b.WriteString("(?:" + sep + sb.String() + ")?")
-		case catchAll && sb.String() == "(.*)" && i > 0:
+		case rs.optional:
+			b.WriteString("(?:" + sep + rs.pattern + ")?")
+		case rs.catchAll && rs.pattern == "(.*)" && i > 0:
 			// A whole-segment catch-all may also match nothing, slash included.
 			b.WriteString("(?:/(.*))?")
 		default:
-			b.WriteString(sep + sb.String())
+			b.WriteString(sep + rs.pattern)
 		}
 	}
 	b.WriteString("/?$")
@@ -106,6 +58,80 @@ func ParseRoute(template string) (*Route, error) {
 	}
 	r.re = re
 	return r, nil
+}
+
+// routeSegment is one compiled segment of a route template.
+type routeSegment struct {
+	pattern  string   // its regular expression
+	params   []string // the parameters it names, in order
+	optional bool     // it has a "{name?}" parameter
+	catchAll bool     // its last parameter is "{*name}"
+}
+
+// parseSegment compiles one segment (last: the template's last) of template; seen holds the
+// parameter names so far, lower-cased, and gains this segment's.
+func parseSegment(template, seg string, last bool, seen map[string]bool) (routeSegment, error) {
+	var rs routeSegment
+	var sb strings.Builder
+	for rest := seg; rest != ""; {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			if strings.ContainsRune(rest, '}') {
+				return rs, fmt.Errorf("route %q: unmatched }", template)
+			}
+			sb.WriteString("(?i:" + regexp.QuoteMeta(rest) + ")")
+			break
+		}
+		if strings.ContainsRune(rest[:open], '}') {
+			return rs, fmt.Errorf("route %q: unmatched }", template)
+		}
+		if open > 0 {
+			sb.WriteString("(?i:" + regexp.QuoteMeta(rest[:open]) + ")")
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return rs, fmt.Errorf("route %q: unmatched {", template)
+		}
+		name, optional, catchAll := parseParam(rest[open+1 : open+end])
+		rest = rest[open+end+1:]
+		rs.optional, rs.catchAll = rs.optional || optional, catchAll
+		if !validName(name) {
+			return rs, fmt.Errorf("route %q: bad parameter name %q", template, name)
+		}
+		if seen[strings.ToLower(name)] {
+			return rs, fmt.Errorf("route %q: parameter %q appears twice", template, name)
+		}
+		seen[strings.ToLower(name)] = true
+		rs.params = append(rs.params, name)
+		if catchAll {
+			if !last || rest != "" {
+				return rs, fmt.Errorf("route %q: a catch-all parameter must come last", template)
+			}
+			sb.WriteString("(.*)")
+		} else {
+			sb.WriteString("([^/]+)")
+		}
+		if rs.optional && (!last || rest != "" || sb.Len() != len("([^/]+)")) {
+			return rs, fmt.Errorf("route %q: only a whole last segment may be optional", template)
+		}
+	}
+	rs.pattern = sb.String()
+	return rs, nil
+}
+
+// parseParam reads what stands between { and }: "*name" (catch-all), "name?" (optional),
+// and a constraint or default after ':' or '=', accepted and ignored.
+func parseParam(inner string) (name string, optional, catchAll bool) {
+	catchAll = strings.HasPrefix(inner, "*")
+	inner = strings.TrimPrefix(inner, "*")
+	if k := strings.IndexAny(inner, ":="); k >= 0 {
+		inner = inner[:k]
+	}
+	if strings.HasSuffix(inner, "?") {
+		optional = true
+		inner = strings.TrimSuffix(inner, "?")
+	}
+	return inner, optional, catchAll
 }
 
 func validName(s string) bool {

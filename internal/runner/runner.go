@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +27,10 @@ type Options struct {
 	PollInterval time.Duration
 	// Observe, when set, is called after every delivery (from several goroutines).
 	Observe func(Delivery)
+	// Polled, when set, is called at the end of every turn of a storage trigger's polling loop
+	// (from several goroutines). A test that asserts something is not delivered waits for a
+	// settled turn that began after the thing had its chance (Poll.Settled).
+	Polled func(Poll)
 	// EventGrid plays Event Grid system-topic subscriptions: every blob created in Container
 	// becomes a Microsoft.Storage.BlobCreated event message on Queue.
 	EventGrid []EventGridSubscription
@@ -56,6 +59,25 @@ type Delivery struct {
 	Duration     time.Duration
 }
 
+// Poll describes one turn of a storage trigger's polling loop: a blob trigger's or an Event
+// Grid subscription's listing of its container, or a queue trigger's dequeue.
+type Poll struct {
+	Function string    // the function; "" for an Event Grid subscription
+	Source   string    // the container or queue polled
+	Began    time.Time // when the turn began
+	Started  int       // deliveries the turn started (for Event Grid: events it queued)
+	InFlight int       // the watcher's deliveries still running when the turn ended, those it started included
+	Full     bool      // a queue trigger with no free slot: the turn did not dequeue
+	Err      error     // the listing, dequeue or event write failed
+}
+
+// Settled reports whether the turn looked, found nothing to start and had nothing running:
+// every delivery the watcher started before it has finished and been reported to Observe
+// (for Event Grid: every blob listed has had its event queued).
+func (p Poll) Settled() bool {
+	return !p.Full && p.Err == nil && p.Started == 0 && p.InFlight == 0
+}
+
 // Runner delivers invocations to the handler. Create it with New; Run drives the storage
 // triggers and ServeHTTP is the HTTP front (/api/...).
 type Runner struct {
@@ -67,6 +89,7 @@ type Runner struct {
 	log        *slog.Logger
 	poll       time.Duration
 	observe    func(Delivery)
+	polled     func(Poll)
 
 	blobs  []*blobWatch
 	queues []*queueWatch
@@ -81,32 +104,9 @@ func New(o Options) (*Runner, error) {
 	if o.HandlerURL == "" {
 		return nil, errors.New("runner: HandlerURL is required")
 	}
-	// Zero fields take host.json's defaults.
-	def := DefaultHost()
-	if o.Host == (Host{}) {
-		o.Host = def
-	}
-	if o.Host.MaxDequeueCount <= 0 {
-		o.Host.MaxDequeueCount = def.MaxDequeueCount
-	}
-	if o.Host.BatchSize <= 0 {
-		o.Host.BatchSize = def.BatchSize
-	}
-	if o.Host.PoisonBlobThreshold <= 0 {
-		o.Host.PoisonBlobThreshold = def.PoisonBlobThreshold
-	}
-	if o.Host.BlobParallelism <= 0 {
-		o.Host.BlobParallelism = def.BlobParallelism
-	}
-	if o.Host.FunctionTimeout <= 0 {
-		o.Host.FunctionTimeout = def.FunctionTimeout
-	}
-	if o.Host.MaxPollInterval <= 0 {
-		o.Host.MaxPollInterval = def.MaxPollInterval
-	}
 	r := &Runner{
-		fns: o.Functions, host: o.Host, handlerURL: o.HandlerURL, hostID: o.HostID,
-		client: o.HTTPClient, log: o.Logger, poll: o.PollInterval, observe: o.Observe,
+		fns: o.Functions, host: o.Host.withDefaults(), handlerURL: o.HandlerURL, hostID: o.HostID,
+		client: o.HTTPClient, log: o.Logger, poll: o.PollInterval, observe: o.Observe, polled: o.Polled,
 	}
 	if r.hostID == "" {
 		r.hostID = "oathpipe-dev"
@@ -120,86 +120,112 @@ func New(o Options) (*Runner, error) {
 	if r.poll <= 0 {
 		r.poll = 250 * time.Millisecond
 	}
-	blobClients := map[string]*azblob.Client{}
-	queueClients := map[string]*azqueue.ServiceClient{}
-	conn := func(name string) (*azblob.Client, *azqueue.ServiceClient, error) {
-		if c, ok := blobClients[name]; ok {
-			return c, queueClients[name], nil
-		}
-		cs := o.Connection[name]
-		if cs == "" {
-			return nil, nil, fmt.Errorf("runner: no connection string for connection %q", name)
-		}
-		bc, err := azblob.NewClientFromConnectionString(cs, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("runner: blob client for %q: %w", name, err)
-		}
-		qc, err := azqueue.NewServiceClientFromConnectionString(cs, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("runner: queue client for %q: %w", name, err)
-		}
-		blobClients[name], queueClients[name] = bc, qc
-		return bc, qc, nil
-	}
+	conns := &connections{strings: o.Connection, blobs: map[string]*azblob.Client{}, queues: map[string]*azqueue.ServiceClient{}}
 	for _, g := range o.EventGrid {
-		bc, qc, err := conn(g.Connection)
+		bc, qc, err := conns.get(g.Connection)
 		if err != nil {
 			return nil, err
 		}
 		r.grids = append(r.grids, newGridWatch(r, g, bc, qc))
 	}
 	for _, fn := range o.Functions {
-		t, ok := fn.Trigger()
-		if !ok {
-			return nil, fmt.Errorf("runner: function %s has no trigger", fn.Name)
-		}
-		switch t.Type {
-		case BlobTrigger:
-			bc, qc, err := conn(t.Connection)
-			if err != nil {
-				return nil, err
-			}
-			pat, err := parseBlobPattern(t.Path)
-			if err != nil {
-				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
-			}
-			r.blobs = append(r.blobs, newBlobWatch(r, fn, t, pat, bc, qc))
-		case QueueTrigger:
-			_, qc, err := conn(t.Connection)
-			if err != nil {
-				return nil, err
-			}
-			qw := &queueWatch{r: r, fn: fn, trig: t, q: qc.NewQueueClient(t.QueueName)}
-			// QueueListenerFactory.cs CreatePoisonQueueReference: a queue whose name ends in
-			// "-poison" has no poison queue.
-			if !strings.HasSuffix(strings.ToLower(t.QueueName), PoisonSuffix) {
-				qw.poison = qc.NewQueueClient(t.QueueName + PoisonSuffix)
-			}
-			r.queues = append(r.queues, qw)
-		case HTTPTrigger:
-			rt, err := ParseRoute(routeOrName(t.Route, fn.Name))
-			if err != nil {
-				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
-			}
-			r.routes = append(r.routes, httpRoute{fn: fn, trig: t, route: rt})
-		case TimerTrigger:
-			// The host resolves %NAME% from the app settings and refuses a function whose
-			// schedule does not parse; so does the runner.
-			expr, err := resolveSetting(t.Schedule, o.AppSetting)
-			if err == nil {
-				var sched *schedule
-				if sched, err = parseSchedule(expr); err == nil {
-					r.timers = append(r.timers, &timerWatch{r: r, fn: fn, trig: t, sched: sched, now: time.Now})
-				}
-			}
-			if err != nil {
-				return nil, fmt.Errorf("runner: function %s: %w", fn.Name, err)
-			}
-		default:
-			r.log.Warn("trigger type not run locally; function skipped", "function", fn.Name, "trigger", t.Type)
+		if err := r.add(fn, conns, o.AppSetting); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// withDefaults is h with its zero fields taking host.json's defaults (all of them when h is zero).
+func (h Host) withDefaults() Host {
+	def := DefaultHost()
+	if h == (Host{}) {
+		return def
+	}
+	orDefault(&h.MaxDequeueCount, def.MaxDequeueCount)
+	orDefault(&h.BatchSize, def.BatchSize)
+	orDefault(&h.PoisonBlobThreshold, def.PoisonBlobThreshold)
+	orDefault(&h.BlobParallelism, def.BlobParallelism)
+	orDefault(&h.FunctionTimeout, def.FunctionTimeout)
+	orDefault(&h.MaxPollInterval, def.MaxPollInterval)
+	return h
+}
+
+// orDefault sets *v to def when it is not positive.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// connections builds one blob and one queue client per connection name, on first use.
+type connections struct {
+	strings map[string]string // connection strings by name
+	blobs   map[string]*azblob.Client
+	queues  map[string]*azqueue.ServiceClient
+}
+
+func (c *connections) get(name string) (*azblob.Client, *azqueue.ServiceClient, error) {
+	if bc, ok := c.blobs[name]; ok {
+		return bc, c.queues[name], nil
+	}
+	cs := c.strings[name]
+	if cs == "" {
+		return nil, nil, fmt.Errorf("runner: no connection string for connection %q", name)
+	}
+	bc, err := azblob.NewClientFromConnectionString(cs, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("runner: blob client for %q: %w", name, err)
+	}
+	qc, err := azqueue.NewServiceClientFromConnectionString(cs, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("runner: queue client for %q: %w", name, err)
+	}
+	c.blobs[name], c.queues[name] = bc, qc
+	return bc, qc, nil
+}
+
+// add sets up the watcher or route of one function by its trigger.
+func (r *Runner) add(fn Function, conns *connections, setting func(string) string) error {
+	t, ok := fn.Trigger()
+	if !ok {
+		return fmt.Errorf("runner: function %s has no trigger", fn.Name)
+	}
+	switch t.Type {
+	case BlobTrigger:
+		bc, qc, err := conns.get(t.Connection)
+		if err != nil {
+			return err
+		}
+		pat, err := parseBlobPattern(t.Path)
+		if err != nil {
+			return fmt.Errorf("runner: function %s: %w", fn.Name, err)
+		}
+		r.blobs = append(r.blobs, newBlobWatch(r, fn, t, pat, bc, qc))
+	case QueueTrigger:
+		_, qc, err := conns.get(t.Connection)
+		if err != nil {
+			return err
+		}
+		r.queues = append(r.queues, newQueueWatch(r, fn, t, qc))
+	case HTTPTrigger:
+		rt, err := ParseRoute(routeOrName(t.Route, fn.Name))
+		if err != nil {
+			return fmt.Errorf("runner: function %s: %w", fn.Name, err)
+		}
+		r.routes = append(r.routes, httpRoute{fn: fn, trig: t, route: rt})
+	case TimerTrigger:
+		// The host resolves %NAME% from the app settings and refuses a function whose
+		// schedule does not parse; so does the runner.
+		sched, err := timerSchedule(t.Schedule, setting)
+		if err != nil {
+			return fmt.Errorf("runner: function %s: %w", fn.Name, err)
+		}
+		r.timers = append(r.timers, &timerWatch{r: r, fn: fn, trig: t, sched: sched, now: time.Now})
+	default:
+		r.log.Warn("trigger type not run locally; function skipped", "function", fn.Name, "trigger", t.Type)
+	}
+	return nil
 }
 
 // Run delivers blob and queue triggers until ctx is done, then waits for the invocations in
@@ -247,6 +273,13 @@ func (r *Runner) report(d Delivery) {
 	r.log.Log(context.Background(), lvl, msg, attrs...)
 	if r.observe != nil {
 		r.observe(d)
+	}
+}
+
+// reportPoll hands one finished polling turn to Options.Polled.
+func (r *Runner) reportPoll(p Poll) {
+	if r.polled != nil {
+		r.polled(p)
 	}
 }
 

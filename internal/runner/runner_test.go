@@ -224,13 +224,20 @@ func blobFunction(source string) Function {
 		Path: "seed-inbox/{name}", Source: source, Connection: "SeedStorage", DataType: "binary"}}}
 }
 
-// delivered collects the runner's deliveries (Options.Observe) so a test waits on events, not sleeps.
+// delivered collects the runner's deliveries (Options.Observe) and polling turns
+// (Options.Polled) so a test waits on events, not sleeps.
 type delivered struct {
-	mu sync.Mutex
-	ds []Delivery
+	mu    sync.Mutex
+	ds    []Delivery
+	polls []Poll
 }
 
 func (d *delivered) add(x Delivery) { d.mu.Lock(); d.ds = append(d.ds, x); d.mu.Unlock() }
+func (d *delivered) poll(p Poll)    { d.mu.Lock(); d.polls = append(d.polls, p); d.mu.Unlock() }
+
+// watch sets the options that feed d.
+func (d *delivered) watch(o *Options) { o.Observe, o.Polled = d.add, d.poll }
+
 func (d *delivered) keys(fn string) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -241,6 +248,30 @@ func (d *delivered) keys(fn string) []string {
 		}
 	}
 	return out
+}
+
+// turnSince reports whether fn's watcher ("" for an Event Grid subscription) finished a turn
+// that began after since and for which ok holds.
+func (d *delivered) turnSince(fn string, since time.Time, ok func(Poll) bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.polls {
+		if p.Function == fn && p.Began.After(since) && ok(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// settle waits until fn's watcher has begun a turn after now and found nothing to do with
+// nothing running: whatever it was going to deliver by then has been delivered and reported.
+// A test asserting that something did not happen calls it first, so the thing had its chance.
+func (d *delivered) settle(t *testing.T, fn string) {
+	t.Helper()
+	since := time.Now()
+	waitFor(t, fmt.Sprintf("a settled turn of %q", fn), 10*time.Second, func() bool {
+		return d.turnSince(fn, since, Poll.Settled)
+	})
 }
 
 // TestBlobTriggerHostShape: Metadata.Properties is the v12 BlobProperties as Newtonsoft writes
@@ -315,7 +346,8 @@ func TestBlobTriggerHostShape(t *testing.T) {
 }
 
 // TestBlobTriggerScanReceipts: in scan mode a receipt keeps a restarted runner from delivering
-// the same upload again; the test waits for a sentinel blob to be delivered, then checks.
+// the same upload again; the test waits for a sentinel blob to be delivered and for a settled
+// listing after it, then checks.
 func TestBlobTriggerScanReceipts(t *testing.T) {
 	resetStorage(t)
 	ctx := context.Background()
@@ -329,11 +361,14 @@ func TestBlobTriggerScanReceipts(t *testing.T) {
 	stop()
 	var seen delivered
 	h2 := &fakeHandler{}
-	_, _ = startRunnerOpts(t, h2, func(o *Options) { o.Functions = []Function{blobFunction("")}; o.Observe = seen.add })
+	_, _ = startRunnerOpts(t, h2, func(o *Options) { o.Functions = []Function{blobFunction("")}; seen.watch(o) })
 	if _, err := bc.UploadBuffer(ctx, "seed-inbox", "sentinel.csv", []byte("s"), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "sentinel delivered", 10*time.Second, func() bool { return len(seen.keys("BlobFn")) >= 1 })
+	// A later listing that starts nothing while nothing runs: a.csv, listed before the
+	// sentinel, had its chance, and any delivery of it has been reported.
+	seen.settle(t, "BlobFn")
 	if keys := seen.keys("BlobFn"); fmt.Sprint(keys) != "[sentinel.csv]" {
 		t.Fatalf("deliveries after restart %v; want only the sentinel (a.csv has a receipt)", keys)
 	}
@@ -357,7 +392,7 @@ func TestBlobTriggerImmediateRetries(t *testing.T) {
 		o.Functions = []Function{blobFunction("EventGrid")}
 		o.Host.PoisonBlobThreshold = 3
 		o.Host.VisibilityTimeout = time.Hour // must not delay blob retries
-		o.Observe = seen.add
+		seen.watch(o)
 	})
 	waitFor(t, "blob poison message", 15*time.Second, func() bool {
 		resp, err := qc.NewQueueClient(BlobPoisonQueue).PeekMessages(ctx, nil)
@@ -367,6 +402,7 @@ func TestBlobTriggerImmediateRetries(t *testing.T) {
 		t.Errorf("three tries took %v; want them at once", d)
 	}
 	waitFor(t, "third delivery reported", 5*time.Second, func() bool { return len(seen.keys("BlobFn")) == 3 })
+	seen.settle(t, "BlobFn") // a listing after the poisoning delivers it no more
 	if n := len(h.callsTo("BlobFn")); n != 3 {
 		t.Fatalf("%d tries; want poisonBlobThreshold = 3", n)
 	}
@@ -388,14 +424,22 @@ func TestEventGridBlobCreated(t *testing.T) {
 	ctx := context.Background()
 	bc, _ := clients(t)
 	h := &fakeHandler{}
+	var seen delivered
 	_, _ = startRunnerOpts(t, h, func(o *Options) {
 		o.EventGrid = []EventGridSubscription{{Connection: "SeedStorage", Container: "seed-inbox", Queue: "seed-imports"}}
+		seen.watch(o)
 	})
 	up, err := bc.UploadBuffer(ctx, "seed-inbox", "dir/a b.csv", []byte("serial\n1\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "ImportSeeds invocation", 10*time.Second, func() bool { return len(h.callsTo("ImportSeeds")) == 1 })
+	// One event: a listing after it queues no other, and the queue then has nothing left.
+	seen.settle(t, "")
+	seen.settle(t, "ImportSeeds")
+	if n := len(h.callsTo("ImportSeeds")); n != 1 {
+		t.Fatalf("%d ImportSeeds invocations; want one event for one blob", n)
+	}
 	inv := h.callsTo("ImportSeeds")[0].inv
 	text, ok := inv.DataString("event")
 	if !ok {
@@ -452,11 +496,16 @@ func TestPoisonQueueHasNoPoisonQueue(t *testing.T) {
 		return http.StatusInternalServerError, `{}`
 	}}
 	var seen delivered
-	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Observe = seen.add })
+	_, _ = startRunnerOpts(t, h, seen.watch)
 	waitFor(t, "both messages handled", 10*time.Second, func() bool { return len(seen.keys("ProvisionFailed")) == 2 })
+	// A dequeue after both that receives nothing: neither came back, and no third try runs.
+	seen.settle(t, "ProvisionFailed")
 	calls := h.callsTo("ProvisionFailed")
 	if len(calls) != 1 {
 		t.Fatalf("%d invocations; want 1 (the worn message is skipped)", len(calls))
+	}
+	if n := len(seen.keys("ProvisionFailed")); n != 2 {
+		t.Fatalf("%d deliveries; want 2 (one failed, one skipped, neither again)", n)
 	}
 	if job, _ := calls[0].inv.DataString("job"); !strings.Contains(job, "FRESH") {
 		t.Fatalf("invoked with %q", job)
@@ -498,19 +547,33 @@ func TestQueueConcurrency(t *testing.T) {
 	var mu sync.Mutex
 	running, peak := 0, 0
 	release := make(chan struct{})
-	h := &fakeHandler{answer: func(*http.Request, string, *handlers.Invocation) (int, string) {
+	h := &fakeHandler{answer: func(r *http.Request, _ string, _ *handlers.Invocation) (int, string) {
 		mu.Lock()
 		running++
 		peak = max(peak, running)
 		mu.Unlock()
-		<-release
+		select {
+		case <-release:
+		case <-r.Context().Done(): // the runner stopped: a failed test ends without waiting here
+		}
 		mu.Lock()
 		running--
 		mu.Unlock()
 		return http.StatusOK, `{}`
 	}}
-	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Host.BatchSize, o.Host.NewBatchThreshold = 4, 2 })
+	var seen delivered
+	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Host.BatchSize, o.Host.NewBatchThreshold = 4, 2; seen.watch(o) })
 	waitFor(t, "six running", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return running == 6 })
+	// The runner had its chance to start a seventh: a turn after the sixth found no free slot.
+	since := time.Now()
+	waitFor(t, "a turn with no free slot", 10*time.Second, func() bool {
+		return seen.turnSince("ProvisionToken", since, func(p Poll) bool { return p.Full && p.InFlight == 6 })
+	})
+	mu.Lock()
+	if peak != 6 {
+		t.Errorf("peak %d at once while six were held; want batchSize + newBatchThreshold = 6", peak)
+	}
+	mu.Unlock()
 	close(release)
 	waitFor(t, "all twelve", 10*time.Second, func() bool { return len(h.callsTo("ProvisionToken")) == 12 })
 	if peak != 6 {
@@ -537,10 +600,16 @@ func TestQueueTriggerRetriesThenPoison(t *testing.T) {
 		return http.StatusOK, `{"Outputs":{}}`
 	}}
 	var seen delivered
-	_, _ = startRunnerOpts(t, h, func(o *Options) { o.Observe = seen.add })
-	// Wait on the runner's own reports (deliveries finished, messages deleted), not on a sleep.
+	_, _ = startRunnerOpts(t, h, seen.watch)
+	// Wait on the runner's own reports (deliveries finished, messages deleted), not on a sleep,
+	// then for a dequeue of each queue that finds nothing: no seventh try, no second poisoning.
 	waitFor(t, "ProvisionFailed delivered", 20*time.Second, func() bool { return len(seen.keys("ProvisionFailed")) == 1 })
 	waitFor(t, "six ProvisionToken deliveries", 5*time.Second, func() bool { return len(seen.keys("ProvisionToken")) == 6 })
+	seen.settle(t, "ProvisionToken")
+	seen.settle(t, "ProvisionFailed")
+	if n, m := len(seen.keys("ProvisionToken")), len(seen.keys("ProvisionFailed")); n != 6 || m != 1 {
+		t.Fatalf("%d ProvisionToken and %d ProvisionFailed deliveries; want 6 and 1", n, m)
+	}
 
 	var goodTries, badCounts []int
 	for _, c := range h.callsTo("ProvisionToken") {

@@ -155,6 +155,15 @@ func resolveSetting(v string, setting func(string) string) (string, error) {
 	return v, nil
 }
 
+// timerSchedule resolves a timer binding's schedule (%NAME% from the app settings) and parses it.
+func timerSchedule(v string, setting func(string) string) (*schedule, error) {
+	expr, err := resolveSetting(v, setting)
+	if err != nil {
+		return nil, err
+	}
+	return parseSchedule(expr)
+}
+
 // timerWatch fires one timer-triggered function on its schedule.
 type timerWatch struct {
 	r     *Runner

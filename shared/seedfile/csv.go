@@ -92,22 +92,20 @@ func (r *csvReader) next() (fields [][]byte, start int, err error) {
 // ignored), longer than a row's 64 KiB; held once, so memory stays flat.
 const maxHeader = 1 << 20
 
-// readLongLine returns the next physical line without its line end, like readLine, but up to
-// limit bytes (beyond the reader's 64 KiB buffer). A longer line is skipped: errLineTooLong.
+// readLine returns the next physical line without its line end. A line longer than the
+// reader's buffer (64 KiB) is skipped: errLineTooLong. The slice is valid until the next call.
+func (r *csvReader) readLine() ([]byte, error) { return r.readLongLine(0) }
+
+// readLongLine is readLine for a line of up to limit bytes, beyond the reader's buffer (0: the
+// buffer's size). A longer line is skipped: errLineTooLong. A line that fits the buffer is
+// returned in it, valid until the next call.
 func (r *csvReader) readLongLine(limit int) ([]byte, error) {
 	var buf []byte
 	for {
 		b, err := r.br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if len(buf)+len(b) > limit {
-				r.line++
-				for errors.Is(err, bufio.ErrBufferFull) {
-					_, err = r.br.ReadSlice('\n')
-				}
-				if err != nil && !errors.Is(err, io.EOF) {
-					return nil, err
-				}
-				return nil, errLineTooLong
+				return nil, r.skipLine(err)
 			}
 			buf = append(buf, b...)
 			continue
@@ -119,45 +117,30 @@ func (r *csvReader) readLongLine(limit int) ([]byte, error) {
 			return nil, io.EOF
 		}
 		if buf == nil {
-			buf = b // one buffer's worth: valid until the next read, as readLine's
+			buf = b // one buffer's worth: valid until the next read
 		} else {
 			buf = append(buf, b...)
 		}
-		if len(buf) > limit+2 {
-			r.line++
+		r.line++
+		if limit > 0 && len(buf) > limit+2 {
 			return nil, errLineTooLong
 		}
-		r.line++
 		buf = bytes.TrimSuffix(buf, []byte("\n"))
 		return bytes.TrimSuffix(buf, []byte("\r")), nil
 	}
 }
 
-// readLine returns the next physical line without its line end. The slice is valid until the
-// next call.
-func (r *csvReader) readLine() ([]byte, error) {
-	b, err := r.br.ReadSlice('\n')
-	switch {
-	case errors.Is(err, bufio.ErrBufferFull):
-		r.line++
-		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = r.br.ReadSlice('\n')
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		return nil, errLineTooLong
-	case errors.Is(err, io.EOF):
-		if len(b) == 0 {
-			return nil, io.EOF
-		}
-	case err != nil:
-		return nil, err
-	}
+// skipLine reads past the rest of a line too long to keep (err: the bufio.ErrBufferFull that
+// found it) and counts it: errLineTooLong, or the reader's own failure.
+func (r *csvReader) skipLine(err error) error {
 	r.line++
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	b = bytes.TrimSuffix(b, []byte("\r"))
-	return b, nil
+	for errors.Is(err, bufio.ErrBufferFull) {
+		_, err = r.br.ReadSlice('\n')
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return errLineTooLong
 }
 
 // split cuts line into fields at r.sep, honouring double quotes ("" inside quotes is a quote)
@@ -258,48 +241,119 @@ func normaliseHeader(b []byte) string {
 
 func (c *checker) readCSV(br *bufio.Reader) error {
 	r := &csvReader{br: br, sep: ','}
-	// Header: the first non-blank line.
-	var header []byte
+	header, err := c.csvHeader(r)
+	if err != nil {
+		return err
+	}
+	layout, err := c.csvLayout(r, header, r.line)
+	if err != nil {
+		return err
+	}
+	secretBuf := make([]byte, 0, 256)
+	var k candidate
+	for {
+		fields, start, err := r.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, errLineTooLong) {
+			c.badRow(r.line, CodeRowTooLong, "the line is over 64 KiB")
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read seed file line %d: %w", r.line, err)
+		}
+		if blank(fields) {
+			continue
+		}
+		if len(fields) != len(layout.cols) {
+			// Not read at all: a shifted column could put a seed where the serial should be.
+			c.badRow(start, CodeRowColumns, fmt.Sprintf("the row has %d columns; the header has %d", len(fields), len(layout.cols)))
+			continue
+		}
+		k = candidate{line: start, digits: 6}
+		// The serial and UPN first: problems found in earlier columns name the row by them.
+		if layout.at[colSerial] > 0 {
+			k.serial = fields[layout.at[colSerial]-1]
+		}
+		if layout.at[colUPN] > 0 {
+			k.upn = fields[layout.at[colUPN]-1]
+		}
+		c.rowCells(k.serial, k.upn)
+		for i, col := range layout.cols {
+			c.csvCell(&k, col, fields[i], &secretBuf)
+		}
+		if err := c.finish(&k); err != nil {
+			return err
+		}
+	}
+	if c.sum.Rows == 0 {
+		return c.fileProblem(CodeFileNoRows, "the file has a header but no token rows")
+	}
+	return nil
+}
+
+// badRow counts a row that could not be read as columns, with its one problem.
+func (c *checker) badRow(line int, code, msg string) {
+	c.sum.Rows++
+	c.rowCells(nil, nil)
+	c.problem(line, "row", code, msg)
+	c.rowBad = false
+	c.sum.Invalid++
+}
+
+// csvHeader reads up to the header: the first line neither blank nor Excel's "sep=".
+func (c *checker) csvHeader(r *csvReader) ([]byte, error) {
 	for {
 		line, err := r.readLongLine(maxHeader)
 		if errors.Is(err, io.EOF) {
-			return c.fileProblem(CodeFileEmpty, "the file has only blank lines")
+			return nil, c.fileProblem(CodeFileEmpty, "the file has only blank lines")
 		}
 		if errors.Is(err, errLineTooLong) {
-			return c.fileProblem(CodeFileHeaderTooLong, fmt.Sprintf("the header (line %d) is over 1 MiB; oathpipe reads headers up to 1 MiB "+
+			return nil, c.fileProblem(CodeFileHeaderTooLong, fmt.Sprintf("the header (line %d) is over 1 MiB; oathpipe reads headers up to 1 MiB "+
 				"(thousands of columns: the extra ones are ignored), so this is not a seed-file header", r.line))
 		}
 		if err != nil {
-			return fmt.Errorf("read seed file: %w", err)
+			return nil, fmt.Errorf("read seed file: %w", err)
 		}
 		if t := bytes.TrimSpace(line); len(t) > 0 && !bytes.HasPrefix(bytes.ToLower(t), []byte("sep=")) {
-			header = line
-			break
+			return line, nil
 		}
 	}
-	headerLine := r.line
+}
+
+// csvLayout is what a header says: each column's meaning, and where each known column is
+// (its index + 1; 0 when absent).
+type csvLayout struct {
+	cols []column
+	at   [numColumns]int
+}
+
+// csvLayout reads the header at headerLine: the separator, the columns, and from their names
+// the format (Entra's CSV or Graph's) unless the options fix it. It sets c.f to the format's
+// field names.
+func (c *checker) csvLayout(r *csvReader, header []byte, headerLine int) (csvLayout, error) {
 	r.sep = guessSeparator(header)
 	cells, _ := r.split(header)
-	cols := make([]column, len(cells))
-	var at [numColumns]int
+	l := csvLayout{cols: make([]column, len(cells))}
 	graph := false
 	for i, cell := range cells {
 		name := normaliseHeader(cell)
 		col := headerNames[name]
-		cols[i] = col
+		l.cols[i] = col
 		if col == colIgnored {
 			continue
 		}
-		if at[col] != 0 {
-			return c.fileProblem(CodeFileNoHeader, fmt.Sprintf("the header (line %d) names the %s column twice", headerLine, entraFields.name(col)))
+		if l.at[col] != 0 {
+			return l, c.fileProblem(CodeFileNoHeader, fmt.Sprintf("the header (line %d) names the %s column twice", headerLine, entraFields.name(col)))
 		}
-		at[col] = i + 1
+		l.at[col] = i + 1
 		if name == "timeintervalinseconds" || name == "hashfunction" || name == "userprincipalname" {
 			graph = true
 		}
 	}
-	if at[colSerial] == 0 || at[colSecret] == 0 {
-		return c.fileProblem(CodeFileNoHeader, "no seed-file header: the first line must name the columns, e.g. upn,serial number,secret key,time interval,manufacturer,model")
+	if l.at[colSerial] == 0 || l.at[colSecret] == 0 {
+		return l, c.fileProblem(CodeFileNoHeader, "no seed-file header: the first line must name the columns, e.g. upn,serial number,secret key,time interval,manufacturer,model")
 	}
 	switch c.opts.Format {
 	case FormatEntraCSV:
@@ -316,121 +370,82 @@ func (c *checker) readCSV(br *bufio.Reader) error {
 		c.f = graphFields
 	}
 	for _, col := range []column{colInterval, colManufacturer, colModel} {
-		if at[col] == 0 {
-			return c.fileProblem(CodeFileMissingColumn, fmt.Sprintf("the header (line %d) has no %s column", headerLine, c.f.name(col)))
+		if l.at[col] == 0 {
+			return l, c.fileProblem(CodeFileMissingColumn, fmt.Sprintf("the header (line %d) has no %s column", headerLine, c.f.name(col)))
 		}
 	}
-	hexSecrets := c.opts.SecretEncoding == "hex"
-	secretBuf := make([]byte, 0, 256)
-	var k candidate
-	for {
-		fields, start, err := r.next()
-		if errors.Is(err, io.EOF) {
-			break
+	return l, nil
+}
+
+// csvCell reads one cell v of column col into k, reporting what is wrong with it. A decoded
+// secret lands in *secretBuf, reused from row to row.
+func (c *checker) csvCell(k *candidate, col column, v []byte, secretBuf *[]byte) {
+	switch col {
+	case colUPN:
+		k.upn = v
+	case colSerial:
+		k.serial = v
+	case colManufacturer:
+		k.manufacturer = v
+	case colModel:
+		k.model = v
+	case colSecret:
+		c.csvSecret(k, v, secretBuf)
+	case colInterval:
+		n, ok := atoiField(v)
+		switch {
+		case len(v) == 0:
+			c.problem(k.line, c.f.interval, CodeIntervalMissing, "the time interval is empty (30 or 60)")
+			k.intervalReported = true
+		case !ok:
+			c.problem(k.line, c.f.interval, CodeIntervalUnsupported, "the time interval is not a whole number of seconds (30 or 60)")
+			k.intervalReported = true
 		}
-		if errors.Is(err, errLineTooLong) {
-			c.sum.Rows++
-			c.rowCells(nil, nil)
-			c.problem(r.line, "row", CodeRowTooLong, "the line is over 64 KiB")
-			c.rowBad = false
-			c.sum.Invalid++
-			continue
+		k.interval = n
+	case colHash:
+		if len(v) == 0 {
+			return
 		}
-		if err != nil {
-			return fmt.Errorf("read seed file line %d: %w", r.line, err)
+		h, ok := parseHash(v)
+		k.hash, k.hashGiven = h, true
+		if !ok {
+			c.problem(k.line, c.f.hash, CodeHashUnsupported, "unknown hash function; Entra ID takes hmacsha1 or hmacsha256")
+			k.hashReported = true
 		}
-		if blank(fields) {
-			continue
+	case colDigits:
+		if len(v) == 0 {
+			return
 		}
-		if len(fields) != len(cols) {
-			c.sum.Rows++
-			c.rowCells(nil, nil) // a shifted column could put a seed where the serial should be
-			c.problem(start, "row", CodeRowColumns, fmt.Sprintf("the row has %d columns; the header has %d", len(fields), len(cols)))
-			c.rowBad = false
-			c.sum.Invalid++
-			continue
-		}
-		k = candidate{line: start, digits: 6}
-		// The serial and UPN first: problems found in earlier columns name the row by them.
-		if at[colSerial] > 0 {
-			k.serial = fields[at[colSerial]-1]
-		}
-		if at[colUPN] > 0 {
-			k.upn = fields[at[colUPN]-1]
-		}
-		c.rowCells(k.serial, k.upn)
-		for i, col := range cols {
-			v := fields[i]
-			switch col {
-			case colUPN:
-				k.upn = v
-			case colSerial:
-				k.serial = v
-			case colManufacturer:
-				k.manufacturer = v
-			case colModel:
-				k.model = v
-			case colSecret:
-				if len(v) == 0 {
-					continue
-				}
-				k.secretChecked = true
-				var ok bool
-				if hexSecrets {
-					secretBuf, ok = decodeHex(secretBuf[:0], v)
-					if !ok {
-						c.problem(start, c.f.secret, CodeSecretNotHex, "the secret key is not hex (0-9, A-F, an even number of characters)")
-					}
-				} else {
-					secretBuf, ok = decodeBase32(secretBuf[:0], v)
-					if !ok {
-						c.problem(start, c.f.secret, CodeSecretNotBase32, notBase32Message(v, c.opts.Advice))
-					}
-				}
-				if ok {
-					k.secret = secretBuf
-				}
-			case colInterval:
-				n, ok := atoiField(v)
-				switch {
-				case len(v) == 0:
-					c.problem(start, c.f.interval, CodeIntervalMissing, "the time interval is empty (30 or 60)")
-					k.intervalReported = true
-				case !ok:
-					c.problem(start, c.f.interval, CodeIntervalUnsupported, "the time interval is not a whole number of seconds (30 or 60)")
-					k.intervalReported = true
-				}
-				k.interval = n
-			case colHash:
-				if len(v) == 0 {
-					continue
-				}
-				h, ok := parseHash(v)
-				k.hash, k.hashGiven = h, true
-				if !ok {
-					c.problem(start, c.f.hash, CodeHashUnsupported, "unknown hash function; Entra ID takes hmacsha1 or hmacsha256")
-					k.hashReported = true
-				}
-			case colDigits:
-				n, ok := atoiField(v)
-				if len(v) == 0 {
-					continue
-				}
-				k.digits = n
-				if !ok {
-					c.problem(start, c.f.digits, CodeDigitsUnsupported, "digits is not a number; Entra ID takes 6")
-					k.digitsReported = true
-				}
-			}
-		}
-		if err := c.finish(&k); err != nil {
-			return err
+		n, ok := atoiField(v)
+		k.digits = n
+		if !ok {
+			c.problem(k.line, c.f.digits, CodeDigitsUnsupported, "digits is not a number; Entra ID takes 6")
+			k.digitsReported = true
 		}
 	}
-	if c.sum.Rows == 0 {
-		return c.fileProblem(CodeFileNoRows, "the file has a header but no token rows")
+}
+
+// csvSecret decodes a secret cell (Base32, or hex with the hex secret encoding) into k.
+func (c *checker) csvSecret(k *candidate, v []byte, secretBuf *[]byte) {
+	if len(v) == 0 {
+		return
 	}
-	return nil
+	k.secretChecked = true
+	var ok bool
+	if c.opts.SecretEncoding == "hex" {
+		*secretBuf, ok = decodeHex((*secretBuf)[:0], v)
+		if !ok {
+			c.problem(k.line, c.f.secret, CodeSecretNotHex, "the secret key is not hex (0-9, A-F, an even number of characters)")
+		}
+	} else {
+		*secretBuf, ok = decodeBase32((*secretBuf)[:0], v)
+		if !ok {
+			c.problem(k.line, c.f.secret, CodeSecretNotBase32, notBase32Message(v, c.opts.Advice))
+		}
+	}
+	if ok {
+		k.secret = *secretBuf
+	}
 }
 
 func (f *fields) name(col column) string {

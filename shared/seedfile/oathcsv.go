@@ -84,7 +84,6 @@ func (c *checker) readOATHCSV(br *bufio.Reader) error {
 		for i := range cells {
 			cells[i] = bytes.TrimSpace(cells[i])
 		}
-		k := candidate{line: r.line, interval: 30, digits: 6}
 		if len(cells) < 3 {
 			c.sum.Rows++
 			c.sum.Invalid++
@@ -92,53 +91,8 @@ func (c *checker) readOATHCSV(br *bufio.Reader) error {
 				Message: fmt.Sprintf("%d fields; an OATH CSV row is serial, key, type[, digits[, period[, hash]]]", len(cells))})
 			continue
 		}
-		k.serial = cells[0]
-		c.rowCells(k.serial, nil)
-		if v := cells[1]; len(v) > 0 {
-			k.secretChecked = true
-			var ok bool
-			if secretBuf, ok = decodeHex(secretBuf[:0], v); ok {
-				k.secret = secretBuf
-			} else {
-				c.problem(k.line, c.f.secret, CodeSecretNotHex, "the key is not hex (pairs of 0-9, a-f)")
-			}
-		}
-		switch typ := strings.ToLower(string(cells[2])); {
-		case typ == "totp":
-		case typ == "hotp":
-			c.problem(k.line, "type", CodeAlgorithmHOTP, "an HOTP (counter) token; Entra ID takes TOTP tokens only")
-		case strings.HasPrefix(typ, "ocra"):
-			c.problem(k.line, "type", CodeAlgorithmUnknown, "an OCRA (challenge-response) token; Entra ID takes TOTP tokens only")
-		default:
-			c.problem(k.line, "type", CodeAlgorithmUnknown, "the token type is not totp")
-		}
-		if len(cells) > 3 && len(cells[3]) > 0 {
-			if n, ok := atoiField(cells[3]); ok {
-				k.digits = n
-			} else {
-				c.problem(k.line, c.f.digits, CodeDigitsUnsupported, "the digits are not a number (Entra ID takes 6)")
-				k.digitsReported = true
-			}
-		}
-		if len(cells) > 4 && len(cells[4]) > 0 {
-			if n, ok := atoiField(cells[4]); ok {
-				k.interval = n
-			} else {
-				c.problem(k.line, c.f.interval, CodeIntervalUnsupported, "the period is not a whole number of seconds (30 or 60)")
-				k.intervalReported = true
-			}
-		}
-		if len(cells) > 5 && len(cells[5]) > 0 {
-			h, ok := parseHash(cells[5])
-			k.hash, k.hashGiven = h, true
-			if !ok {
-				c.problem(k.line, c.f.hash, CodeHashUnsupported, "unknown hash; Entra ID takes sha1 or sha256")
-				k.hashReported = true
-			}
-		} else if n := len(k.secret); n == 64 {
-			// LinOTP and privacyIDEA infer the hash from the key length: 64 bytes is SHA-512.
-			k.hash, k.hashGiven = token.SHA512, true
-		}
+		k := candidate{line: r.line, interval: 30, digits: 6}
+		c.oathRow(&k, cells, &secretBuf)
 		if err := c.finish(&k); err != nil {
 			return err
 		}
@@ -147,4 +101,61 @@ func (c *checker) readOATHCSV(br *bufio.Reader) error {
 		return c.fileProblem(CodeFileNoRows, "the OATH CSV file has no token rows")
 	}
 	return nil
+}
+
+// oathRow reads the cells (at least three) of one OATH CSV row into k, reporting what is
+// wrong with them. A decoded key lands in *secretBuf, reused from row to row.
+func (c *checker) oathRow(k *candidate, cells [][]byte, secretBuf *[]byte) {
+	k.serial = cells[0]
+	c.rowCells(k.serial, nil)
+	if v := cells[1]; len(v) > 0 {
+		k.secretChecked = true
+		var ok bool
+		if *secretBuf, ok = decodeHex((*secretBuf)[:0], v); ok {
+			k.secret = *secretBuf
+		} else {
+			c.problem(k.line, c.f.secret, CodeSecretNotHex, "the key is not hex (pairs of 0-9, a-f)")
+		}
+	}
+	switch typ := strings.ToLower(string(cells[2])); {
+	case typ == "totp":
+	case typ == "hotp":
+		c.problem(k.line, "type", CodeAlgorithmHOTP, "an HOTP (counter) token; Entra ID takes TOTP tokens only")
+	case strings.HasPrefix(typ, "ocra"):
+		c.problem(k.line, "type", CodeAlgorithmUnknown, "an OCRA (challenge-response) token; Entra ID takes TOTP tokens only")
+	default:
+		c.problem(k.line, "type", CodeAlgorithmUnknown, "the token type is not totp")
+	}
+	// The optional numbers: digits, then period.
+	for _, o := range []struct {
+		cell        int
+		value       *int
+		reported    *bool
+		field, code string
+		message     string
+	}{
+		{3, &k.digits, &k.digitsReported, c.f.digits, CodeDigitsUnsupported, "the digits are not a number (Entra ID takes 6)"},
+		{4, &k.interval, &k.intervalReported, c.f.interval, CodeIntervalUnsupported, "the period is not a whole number of seconds (30 or 60)"},
+	} {
+		if len(cells) <= o.cell || len(cells[o.cell]) == 0 {
+			continue
+		}
+		if n, ok := atoiField(cells[o.cell]); ok {
+			*o.value = n
+		} else {
+			c.problem(k.line, o.field, o.code, o.message)
+			*o.reported = true
+		}
+	}
+	if len(cells) > 5 && len(cells[5]) > 0 {
+		h, ok := parseHash(cells[5])
+		k.hash, k.hashGiven = h, true
+		if !ok {
+			c.problem(k.line, c.f.hash, CodeHashUnsupported, "unknown hash; Entra ID takes sha1 or sha256")
+			k.hashReported = true
+		}
+	} else if n := len(k.secret); n == 64 {
+		// LinOTP and privacyIDEA infer the hash from the key length: 64 bytes is SHA-512.
+		k.hash, k.hashGiven = token.SHA512, true
+	}
 }

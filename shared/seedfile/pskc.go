@@ -35,22 +35,25 @@ type pskcEncrypted struct {
 }
 
 type pskcEncryptionKey struct {
-	KeyName    string `xml:"KeyName"`
-	DerivedKey *struct {
-		Method struct {
-			Algorithm string `xml:"Algorithm,attr"`
-			Params    struct {
-				Salt           string `xml:"Salt>Specified"`
-				IterationCount int    `xml:"IterationCount"`
-				KeyLength      int    `xml:"KeyLength"`
-				PRF            struct {
-					Algorithm string `xml:"Algorithm,attr"`
-					Text      string `xml:",chardata"` // python-pskc 1.2 writes the URI as text
-				} `xml:"PRF"`
-			} `xml:"PBKDF2-params"`
-		} `xml:"KeyDerivationMethod"`
-	} `xml:"DerivedKey"`
-	X509 *struct{} `xml:"X509Data"`
+	KeyName    string          `xml:"KeyName"`
+	DerivedKey *pskcDerivedKey `xml:"DerivedKey"`
+	X509       *struct{}       `xml:"X509Data"`
+}
+
+// pskcDerivedKey is a transport key derived from a password (PBKDF2, RFC 6030 §6.2).
+type pskcDerivedKey struct {
+	Method struct {
+		Algorithm string `xml:"Algorithm,attr"`
+		Params    struct {
+			Salt           string `xml:"Salt>Specified"`
+			IterationCount int    `xml:"IterationCount"`
+			KeyLength      int    `xml:"KeyLength"`
+			PRF            struct {
+				Algorithm string `xml:"Algorithm,attr"`
+				Text      string `xml:",chardata"` // python-pskc 1.2 writes the URI as text
+			} `xml:"PRF"`
+		} `xml:"PBKDF2-params"`
+	} `xml:"KeyDerivationMethod"`
 }
 
 type pskcMACMethod struct {
@@ -71,24 +74,27 @@ type pskcKeyPackage struct {
 		Model        string `xml:"Model"`
 		UserID       string `xml:"UserId"`
 	} `xml:"DeviceInfo"`
-	Key *struct {
-		Algorithm string `xml:"Algorithm,attr"`
-		UserID    string `xml:"UserId"`
-		Params    struct {
-			Suite          string `xml:"Suite"`
-			ResponseFormat *struct {
-				Length   string `xml:"Length,attr"`
-				Encoding string `xml:"Encoding,attr"`
-			} `xml:"ResponseFormat"`
-		} `xml:"AlgorithmParameters"`
-		Data struct {
-			Secret       *pskcValue `xml:"Secret"`
-			TimeInterval *pskcValue `xml:"TimeInterval"`
-		} `xml:"Data"`
-		Policy struct {
-			ExpiryDate string `xml:"ExpiryDate"`
-		} `xml:"Policy"`
-	} `xml:"Key"`
+	Key *pskcKey `xml:"Key"`
+}
+
+// pskcKey is a KeyPackage's Key.
+type pskcKey struct {
+	Algorithm string `xml:"Algorithm,attr"`
+	UserID    string `xml:"UserId"`
+	Params    struct {
+		Suite          string `xml:"Suite"`
+		ResponseFormat *struct {
+			Length   string `xml:"Length,attr"`
+			Encoding string `xml:"Encoding,attr"`
+		} `xml:"ResponseFormat"`
+	} `xml:"AlgorithmParameters"`
+	Data struct {
+		Secret       *pskcValue `xml:"Secret"`
+		TimeInterval *pskcValue `xml:"TimeInterval"`
+	} `xml:"Data"`
+	Policy struct {
+		ExpiryDate string `xml:"ExpiryDate"`
+	} `xml:"Policy"`
 }
 
 // pskcState is what the container header establishes for its KeyPackages.
@@ -192,7 +198,6 @@ type errFile struct{ code, msg string }
 func (e *errFile) Error() string { return e.msg }
 
 func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error {
-	f := &c.f
 	k := candidate{
 		line:         line,
 		serial:       []byte(strings.TrimSpace(kp.DeviceInfo.SerialNo)),
@@ -217,22 +222,41 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		return c.finish(&k)
 	}
 	// The secret first: a wrong key stops the file before any row problem is reported.
-	if sec := key.Data.Secret; sec != nil {
-		secret, err := st.secret(c.opts, sec)
-		var fe *errFile
-		switch {
-		case errors.As(err, &fe):
-			return c.fileProblem(fe.code, fe.msg)
-		case errors.Is(err, errMACMismatch):
-			k.secretChecked = true
-			c.problem(line, f.secret, CodeSecretMACMismatch, "the secret's MAC does not match: the file was altered")
-		case err != nil:
-			k.secretChecked = true
-			c.problem(line, f.secret, CodeSecretNotBase64, "the secret is not Base64")
-		default:
-			k.secret = secret
-		}
+	if err := c.keySecret(st, key, &k); err != nil {
+		return err
 	}
+	c.keyParams(key, &k)
+	return c.finish(&k)
+}
+
+// keySecret reads the Key's secret into k. A problem with the whole file (a wrong key, a
+// missing MAC) is returned; a problem with this secret is reported on its row.
+func (c *checker) keySecret(st *pskcState, key *pskcKey, k *candidate) error {
+	sec := key.Data.Secret
+	if sec == nil {
+		return nil
+	}
+	secret, err := st.secret(c.opts, sec)
+	var fe *errFile
+	switch {
+	case errors.As(err, &fe):
+		return c.fileProblem(fe.code, fe.msg)
+	case errors.Is(err, errMACMismatch):
+		k.secretChecked = true
+		c.problem(k.line, c.f.secret, CodeSecretMACMismatch, "the secret's MAC does not match: the file was altered")
+	case err != nil:
+		k.secretChecked = true
+		c.problem(k.line, c.f.secret, CodeSecretNotBase64, "the secret is not Base64")
+	default:
+		k.secret = secret
+	}
+	return nil
+}
+
+// keyParams reads how the Key makes codes (algorithm, Suite, ResponseFormat, TimeInterval)
+// and its expiry into k, reporting what Entra ID would not take.
+func (c *checker) keyParams(key *pskcKey, k *candidate) {
+	f, line := &c.f, k.line
 	alg := strings.ToLower(key.Algorithm)
 	switch {
 	case strings.HasSuffix(alg, ":totp") || strings.HasSuffix(alg, "#totp"):
@@ -258,7 +282,7 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 		}
 	}
 	if d := strings.TrimSpace(key.Policy.ExpiryDate); d != "" {
-		c.expiry(&k, d)
+		c.expiry(k, d)
 	}
 	if ti := key.Data.TimeInterval; ti != nil {
 		if ti.PlainValue == nil {
@@ -271,7 +295,6 @@ func (c *checker) keyPackage(st *pskcState, kp *pskcKeyPackage, line int) error 
 			k.intervalReported = true
 		}
 	}
-	return c.finish(&k)
 }
 
 var errMACMismatch = errors.New("MAC mismatch")
@@ -354,36 +377,9 @@ func (st *pskcState) keys(opts Options, ciph pskcCipher) error {
 	case ek.X509 != nil:
 		return &errFile{CodePSKCUnsupported, "secrets are encrypted to an X.509 certificate; ask the vendor for a pre-shared key or password"}
 	case ek.DerivedKey != nil:
-		m := ek.DerivedKey.Method
-		if !strings.HasSuffix(m.Algorithm, "#pbkdf2") {
-			return unsupportedAlgorithm("key derivation", m.Algorithm)
-		}
-		if opts.PSKCPassword == "" {
-			return &errFile{CodePSKCKeyMissing, opts.Advice.advise("secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD",
-				"secrets are protected by a password: an administrator must set the app setting OATHPIPE_PSKC_PASSWORD (a Key Vault reference), then upload the file again")}
-		}
-		salt, err := base64.StdEncoding.DecodeString(strings.TrimSpace(m.Params.Salt))
-		if err != nil || m.Params.IterationCount <= 0 || m.Params.IterationCount > 10_000_000 {
-			return &errFile{CodePSKCMalformed, "the PBKDF2 salt or iteration count cannot be read"}
-		}
-		n := m.Params.KeyLength
-		if n == 0 {
-			n = ciph.keyLens[len(ciph.keyLens)-1]
-		}
-		prfName := cmp.Or(strings.TrimSpace(m.Params.PRF.Algorithm), strings.TrimSpace(m.Params.PRF.Text))
-		prf, ok := macHash(prfName)
-		if prfName == "" {
-			prf, ok = sha1.New, true // RFC 8018's default
-		}
-		if !ok {
-			return unsupportedAlgorithm("PBKDF2 pseudo-random function", prfName)
-		}
-		if n != 16 && n != 24 && n != 32 {
-			return &errFile{CodePSKCMalformed, fmt.Sprintf("the PBKDF2 key length is %d bytes; a transport key is 16, 24 or 32", n)}
-		}
-		key, err := pbkdf2.Key(prf, opts.PSKCPassword, salt, m.Params.IterationCount, n)
+		key, err := derivedKey(opts, ek.DerivedKey, ciph)
 		if err != nil {
-			return &errFile{CodePSKCMalformed, "the PBKDF2 parameters cannot be used"}
+			return err
 		}
 		st.transport = key
 	default:
@@ -393,6 +389,48 @@ func (st *pskcState) keys(opts Options, ciph pskcCipher) error {
 		}
 		st.transport = opts.PSKCKey
 	}
+	return st.macKeys()
+}
+
+// derivedKey derives the transport key from the password with PBKDF2 (RFC 8018) as dk says.
+func derivedKey(opts Options, dk *pskcDerivedKey, ciph pskcCipher) ([]byte, error) {
+	m := dk.Method
+	if !strings.HasSuffix(m.Algorithm, "#pbkdf2") {
+		return nil, unsupportedAlgorithm("key derivation", m.Algorithm)
+	}
+	if opts.PSKCPassword == "" {
+		return nil, &errFile{CodePSKCKeyMissing, opts.Advice.advise("secrets are protected by a password: give --pskc-password or OATHPIPE_PSKC_PASSWORD",
+			"secrets are protected by a password: an administrator must set the app setting OATHPIPE_PSKC_PASSWORD (a Key Vault reference), then upload the file again")}
+	}
+	salt, err := base64.StdEncoding.DecodeString(strings.TrimSpace(m.Params.Salt))
+	if err != nil || m.Params.IterationCount <= 0 || m.Params.IterationCount > 10_000_000 {
+		return nil, &errFile{CodePSKCMalformed, "the PBKDF2 salt or iteration count cannot be read"}
+	}
+	n := m.Params.KeyLength
+	if n == 0 {
+		n = ciph.keyLens[len(ciph.keyLens)-1]
+	}
+	prfName := cmp.Or(strings.TrimSpace(m.Params.PRF.Algorithm), strings.TrimSpace(m.Params.PRF.Text))
+	prf, ok := macHash(prfName)
+	if prfName == "" {
+		prf, ok = sha1.New, true // RFC 8018's default
+	}
+	if !ok {
+		return nil, unsupportedAlgorithm("PBKDF2 pseudo-random function", prfName)
+	}
+	if n != 16 && n != 24 && n != 32 {
+		return nil, &errFile{CodePSKCMalformed, fmt.Sprintf("the PBKDF2 key length is %d bytes; a transport key is 16, 24 or 32", n)}
+	}
+	key, err := pbkdf2.Key(prf, opts.PSKCPassword, salt, m.Params.IterationCount, n)
+	if err != nil {
+		return nil, &errFile{CodePSKCMalformed, "the PBKDF2 parameters cannot be used"}
+	}
+	return key, nil
+}
+
+// macKeys sets up the MAC of the secrets from the MACMethod, the transport key known: its
+// hash, and its key (decrypted with the transport key, or the transport key itself).
+func (st *pskcState) macKeys() error {
 	mm := st.macMethod
 	if mm == nil || strings.TrimSpace(mm.Algorithm) == "" {
 		// Allowed for key wrap; a CBC value is refused when it comes (pskc.mac-missing).

@@ -273,8 +273,42 @@ func (c *checker) rowCells(serial, upn []byte) { c.rowSerial, c.rowUPN = serial,
 
 // finish applies the shared rules to a row, counts it and hands a valid one to onRecord.
 func (c *checker) finish(k *candidate) error {
-	f := &c.f
 	c.sum.Rows++
+	c.checkPublic(k)
+	warnings := append(c.applyHints(k), k.warnings...)
+	if len(k.upn) > 0 && !ValidUPN(k.upn) {
+		c.problem(k.line, c.f.upn, CodeUPNMalformed, "not a user principal name (name@domain.example); leave it empty to put the token in the inventory unassigned")
+	}
+	c.checkSecret(k)
+	h := c.checkCode(k)
+	c.rowCells(nil, nil)
+	if c.rowBad {
+		c.rowBad = false
+		c.sum.Invalid++
+		return nil
+	}
+	c.sum.Valid++
+	rec := Record{
+		Line: k.line,
+		Token: token.Token{
+			Serial:       string(k.serial),
+			Manufacturer: c.intern(k.manufacturer),
+			Model:        c.intern(k.model),
+		},
+		UserPrincipalName: string(k.upn),
+		Seed:              token.Seed{Secret: bytes.Clone(k.secret), Hash: h, Digits: k.digits, Period: k.interval},
+		Warnings:          warnings,
+	}
+	if err := c.onRecord(rec); err != nil {
+		return fmt.Errorf("seed file line %d, serial %s: %w", k.line, rec.Token.Serial, err)
+	}
+	return nil
+}
+
+// checkPublic checks the values Entra shows (serial, manufacturer, model): plain text, not a
+// seed, and a serial that is there and new.
+func (c *checker) checkPublic(k *candidate) {
+	f := &c.f
 	for _, v := range []struct {
 		field string
 		value []byte
@@ -292,6 +326,12 @@ func (c *checker) finish(k *candidate) error {
 	} else if first, dup := c.seen(&c.serials, c.serialKey, k.serial, k.line); dup {
 		c.problem(k.line, f.serial, CodeSerialDuplicate, fmt.Sprintf("this serial number already appears on line %d", first))
 	}
+}
+
+// applyHints fills an empty manufacturer or model from the hints (a model, for PSKC and OATH
+// CSV, from FallbackModel) and returns the warnings that say so; without one it is a problem.
+func (c *checker) applyHints(k *candidate) []Problem {
+	f := &c.f
 	var warnings []Problem
 	warn := func(field, code, msg string) {
 		warnings = append(warnings, Problem{Line: k.line, Field: field, Code: code, Message: msg,
@@ -319,24 +359,33 @@ func (c *checker) finish(k *candidate) error {
 			c.problem(k.line, f.model, CodeModelMissing, "the model is empty"+c.opts.Advice.advise(" (or give --model)", " (or give the blob metadata hint model)"))
 		}
 	}
-	warnings = append(warnings, k.warnings...)
-	if len(k.upn) > 0 && !ValidUPN(k.upn) {
-		c.problem(k.line, f.upn, CodeUPNMalformed, "not a user principal name (name@domain.example); leave it empty to put the token in the inventory unassigned")
-	}
+	return warnings
+}
+
+// checkSecret checks the seed: there, of a length Entra takes, and not seen before.
+func (c *checker) checkSecret(k *candidate) {
+	f := &c.f
 	if k.secret == nil && !k.secretChecked {
 		c.problem(k.line, f.secret, CodeSecretMissing, "the secret key is empty")
 	}
-	if k.secret != nil {
-		switch n := len(k.secret); {
-		case n < MinSecretBytes:
-			c.problem(k.line, f.secret, CodeSecretTooShort, fmt.Sprintf("the seed is %d bits; at least 128 are required (RFC 4226), 160 recommended", n*8))
-		case n > MaxSecretBytes:
-			c.problem(k.line, f.secret, CodeSecretTooLong, fmt.Sprintf("the seed is %d Base32 characters; Entra ID takes at most %d", (n*8+4)/5, MaxSecretBase32))
-		}
-		if first, dup := c.seen(&c.seeds, c.seedKey, k.secret, k.line); dup {
-			c.problem(k.line, f.secret, CodeSecretDuplicate, fmt.Sprintf("the same seed already appears on line %d under another serial number", first))
-		}
+	if k.secret == nil {
+		return
 	}
+	switch n := len(k.secret); {
+	case n < MinSecretBytes:
+		c.problem(k.line, f.secret, CodeSecretTooShort, fmt.Sprintf("the seed is %d bits; at least 128 are required (RFC 4226), 160 recommended", n*8))
+	case n > MaxSecretBytes:
+		c.problem(k.line, f.secret, CodeSecretTooLong, fmt.Sprintf("the seed is %d Base32 characters; Entra ID takes at most %d", (n*8+4)/5, MaxSecretBase32))
+	}
+	if first, dup := c.seen(&c.seeds, c.seedKey, k.secret, k.line); dup {
+		c.problem(k.line, f.secret, CodeSecretDuplicate, fmt.Sprintf("the same seed already appears on line %d under another serial number", first))
+	}
+}
+
+// checkCode checks how codes are made (interval, digits, hash) against what Entra takes, and
+// returns the hash: the file's, else the option's, else inferred from the seed's length.
+func (c *checker) checkCode(k *candidate) token.Hash {
+	f := &c.f
 	if !k.intervalReported && k.interval != 30 && k.interval != 60 {
 		c.problem(k.line, f.interval, CodeIntervalUnsupported, fmt.Sprintf("time interval %d s; Entra ID takes 30 or 60", k.interval))
 	}
@@ -353,28 +402,7 @@ func (c *checker) finish(k *candidate) error {
 	if !k.hashReported && h != token.SHA1 && h != token.SHA256 {
 		c.problem(k.line, f.hash, CodeHashUnsupported, fmt.Sprintf("hash %s; Entra ID takes SHA-1 or SHA-256", hashName(h)))
 	}
-	c.rowCells(nil, nil)
-	if c.rowBad {
-		c.rowBad = false
-		c.sum.Invalid++
-		return nil
-	}
-	c.sum.Valid++
-	rec := Record{
-		Line: k.line,
-		Token: token.Token{
-			Serial:       string(k.serial),
-			Manufacturer: c.intern(k.manufacturer),
-			Model:        c.intern(k.model),
-		},
-		UserPrincipalName: string(k.upn),
-		Seed:              token.Seed{Secret: bytes.Clone(k.secret), Hash: h, Digits: k.digits, Period: k.interval},
-		Warnings:          warnings,
-	}
-	if err := c.onRecord(rec); err != nil {
-		return fmt.Errorf("seed file line %d, serial %s: %w", k.line, rec.Token.Serial, err)
-	}
-	return nil
+	return h
 }
 
 // inferHash guesses the hash from the seed length the way vendors do when a file has no hash
