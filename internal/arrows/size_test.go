@@ -41,13 +41,6 @@ var knownLarge = []string{
 	// shared/ledger
 	"shared/ledger/ledger.go: (*Ledger).PutTokens",
 	"shared/ledger/ledger.go: (*Ledger).AddTokens",
-	// shared/pipeline
-	"shared/pipeline/assign.go: (*Pipeline).assignToken",
-	"shared/pipeline/import.go: (*Pipeline).importFile",
-	"shared/pipeline/import.go: (*Pipeline).recordFile",
-	"shared/pipeline/import.go: (*Pipeline).storeAndQueue",
-	"shared/pipeline/import.go: (*Pipeline).vaultAndQueue",
-	"shared/pipeline/reconcile.go: (*Lifecycle).Reconcile",
 }
 
 // funcSize is one function's size.
