@@ -105,3 +105,30 @@ func TestRefineAndAnswer(t *testing.T) {
 		t.Error("AnswerOf found an answer in a plain error")
 	}
 }
+
+// FuzzClassify: any answer (status, header code, body) gets a kind and a message, never
+// panics, and the shared rules hold: 429 throttled, 408 and 5xx transient, 400 invalid.
+func FuzzClassify(f *testing.F) {
+	f.Add(400, "InvalidInput", `{"error":{"code":"BadParameter","message":"bad"}}`)
+	f.Add(409, "", `{"error":{"innererror":{"code":"ObjectIsBeingDeleted"}}}`)
+	f.Add(429, "", "")
+	f.Add(503, "ServerBusy", "<xml/>")
+	f.Add(200, "", `{"error":null}`)
+	f.Fuzz(func(t *testing.T, status int, code, body string) {
+		status = 100 + (status%500+500)%500
+		h := http.Header{"X-Ms-Request-Id": {"req-f"}}
+		err := Classify("op", Service{Name: "svc", Role: "Role"}, &azcore.ResponseError{StatusCode: status, ErrorCode: code,
+			RawResponse: &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(body))}})
+		var te *token.Error
+		if !errors.As(err, &te) || te.Kind == "" || te.Message == "" {
+			t.Fatalf("status %d: %#v", status, err)
+		}
+		want := map[int]token.Kind{429: token.KindThrottled, 408: token.KindTransient, 400: token.KindInvalid}[status]
+		if status >= 500 {
+			want = token.KindTransient
+		}
+		if want != "" && te.Kind != want {
+			t.Fatalf("status %d: kind %s, want %s", status, te.Kind, want)
+		}
+	})
+}
