@@ -16,7 +16,8 @@ import (
 
 // serialLocks serialises the HTTP API's changes to one serial inside this instance, so two
 // concurrent PUTs for the same token run one after the other: the second sees the first's result.
-// Across instances Entra itself refuses the loser's assignment, which is answered as a conflict.
+// Across instances Entra itself refuses the loser's assignment (or the winner takes the token on
+// before the loser activates it), which is answered as a conflict naming the holder (lostRace).
 type serialLocks [64]sync.Mutex
 
 func (l *serialLocks) lock(serial string) func() {
