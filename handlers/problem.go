@@ -98,7 +98,7 @@ var kindCodes = map[token.Kind]problemCode{
 }
 
 // problemFor turns a pipeline error into the caller's problem by its kind (token.KindOf, which
-// also counts an unclassified call cut short by its deadline as transient). Internal failures
+// also counts an unclassified call cut short by its context as transient). Internal failures
 // get a generic detail (the log has the rest); every other kind carries the error's own
 // message, which the pipeline keeps free of seeds.
 func problemFor(err error) *Problem {
