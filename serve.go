@@ -23,6 +23,7 @@ import (
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/entra"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/storage"
@@ -74,7 +75,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	log := newLogger(stdout, stderr, cfg.LogLevel)
 	srv, err := newHandler(cfg, log)
 	if err != nil {
-		log.Error("cannot start", "err", err)
+		log.Error("cannot start", logctx.Error, err)
 		return exitUsage
 	}
 	// Loopback only: the host connects to http://127.0.0.1:{port} (WorkerConstants.HostName in
@@ -82,7 +83,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	// should reach the worker.
 	ln, err := net.Listen("tcp", listenAddr(cfg.Port))
 	if err != nil {
-		log.Error("cannot listen", "port", cfg.Port, "err", err)
+		log.Error("cannot listen", "port", cfg.Port, logctx.Error, err)
 		return exitProblem
 	}
 	hs := &http.Server{
@@ -101,7 +102,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	select {
 	case err := <-errc:
-		log.Error("server stopped", "err", err)
+		log.Error("server stopped", logctx.Error, err)
 		return exitProblem
 	case <-ctx.Done():
 	}
@@ -109,7 +110,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("shutdown cut in-flight invocations short", "err", err)
+		log.Warn("shutdown cut in-flight invocations short", logctx.Error, err)
 		return exitProblem
 	}
 	return exitOK
@@ -127,10 +128,11 @@ func newLogger(stdout, stderr io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: l}
-	return slog.New(splitHandler{
+	// logctx adds the invocation id, import id and serial the context carries to every line.
+	return slog.New(logctx.NewHandler(splitHandler{
 		low:  slog.NewJSONHandler(stdout, opts),
 		high: slog.NewJSONHandler(stderr, opts),
-	}).With("app", "oathpipe")
+	})).With("app", "oathpipe")
 }
 
 // splitHandler sends records below WARN to low and the others to high.
@@ -173,7 +175,7 @@ func newHandler(cfg *config.Config, log *slog.Logger) (*handlers.Server, error) 
 		Lifecycle:    a.lifecycle,
 		Reconciler:   a.reconciliation,
 		Reports:      a.account.Blobs,
-		Logger:       log.With("component", "handlers"),
+		Logger:       log.With(logctx.Component, "handlers"),
 	}), nil
 }
 
@@ -196,11 +198,11 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_CA_FILE: %w", err)
 	}
-	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "vault")})
+	v, err := vault.New(vault.Options{VaultURL: cfg.KeyVaultURL, Credential: cred, HTTPClient: hc, Logger: log.With(logctx.Component, "vault")})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_KEYVAULT_URL: %w", err)
 	}
-	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With("component", "entra"),
+	dir, err := entra.New(entra.Options{GraphURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log.With(logctx.Component, "entra"),
 		AdaptiveWrites: true})
 	if err != nil {
 		return nil, fmt.Errorf("OATHPIPE_GRAPH_URL: %w", err)
@@ -209,7 +211,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	acct, err := storage.Open(cfg, scred, hc, log.With("component", "storage"))
+	acct, err := storage.Open(cfg, scred, hc, log.With(logctx.Component, "storage"))
 	if err != nil {
 		return nil, fmt.Errorf("SeedStorage: %w", err)
 	}
@@ -223,7 +225,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Envelope:         envelopeSecrets(v, cfg),
 		Notifier:         notifier(cfg, hc),
 		ReportsURL:       acct.Blobs.ReportsURL(),
-		Logger:           log.With("component", "pipeline"),
+		Logger:           log.With(logctx.Component, "pipeline"),
 	})
 	life := pipeline.NewLifecycle(p, pipeline.LifecycleDeps{Inventory: dir, Seeds: v})
 	return &app{pipeline: p, lifecycle: life, account: acct, reconciliation: pipeline.Reconciliation{

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // offlineEnv is a complete, valid configuration whose endpoints are all closed loopback ports:
@@ -205,6 +207,22 @@ func TestLogStreams(t *testing.T) {
 	}
 	if !strings.Contains(e, `"function":"ImportSeeds"`) || !strings.Contains(out.String(), `"function":"ImportSeeds"`) {
 		t.Errorf("attributes lost on one stream")
+	}
+	// The logctx handler is installed: ids carried by the context reach both streams.
+	ctx := logctx.WithInvocation(context.Background(), "inv-1")
+	log.InfoContext(ctx, "c")
+	log.WarnContext(ctx, "cw")
+	lineOf := func(stream, msg string) string {
+		for _, l := range strings.Split(stream, "\n") {
+			if strings.Contains(l, `"msg":"`+msg+`"`) {
+				return l
+			}
+		}
+		return ""
+	}
+	if !strings.Contains(lineOf(out.String(), "c"), `"invocationId":"inv-1"`) ||
+		!strings.Contains(lineOf(errOut.String(), "cw"), `"invocationId":"inv-1"`) {
+		t.Errorf("the context's invocation id is not logged:\n%s\n%s", out.String(), errOut.String())
 	}
 	quiet := newLogger(&out, &errOut, "warn")
 	if quiet.Enabled(context.Background(), slog.LevelInfo) || !quiet.Enabled(context.Background(), slog.LevelWarn) {

@@ -15,6 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -47,8 +48,8 @@ func (s *Server) httpFunction(route string, methods []string, h apiFunc) invocat
 		start := time.Now()
 		c := &apiCall{log: log}
 		res := s.serveAPI(ctx, c, in, route, methods, h)
-		withInstance(&res, invocationIDFrom(ctx))
-		c.log.Info("http request", "route", route, "status", res.StatusCode, "ms", time.Since(start).Milliseconds())
+		withInstance(&res, logctx.InvocationFrom(ctx))
+		c.log.InfoContext(ctx, "http request", "route", route, logctx.Status, res.StatusCode, "ms", time.Since(start).Milliseconds())
 		return outcome{status: http.StatusOK, resp: Response{Outputs: map[string]any{"res": res}}}
 	}
 }
@@ -56,7 +57,7 @@ func (s *Server) httpFunction(route string, methods []string, h apiFunc) invocat
 func (s *Server) serveAPI(ctx context.Context, c *apiCall, in *Invocation, route string, methods []string, h apiFunc) HTTPResponse {
 	req, err := in.DataHTTPRequest("req")
 	if err != nil {
-		c.log.Warn("undecodable http request", "err", err)
+		c.log.WarnContext(ctx, "undecodable http request", logctx.Error, err)
 		return problemResponse(newProblem(codeMalformedBody, "The request could not be read."))
 	}
 	c.req = req
@@ -72,9 +73,9 @@ func (s *Server) serveAPI(ctx context.Context, c *apiCall, in *Invocation, route
 	}
 	var p *Problem
 	c.caller, p = authorize(req, s.role)
-	c.log = c.log.With("caller", c.caller)
+	c.log = c.log.With(logctx.Caller, c.caller)
 	if p != nil {
-		c.log.Warn("caller refused", "code", p.Code)
+		c.log.WarnContext(ctx, "caller refused", "code", p.Code)
 		return problemResponse(p)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.budget)
@@ -99,13 +100,13 @@ func withInstance(res *HTTPResponse, invocationID string) {
 }
 
 // fail answers err as a problem and logs it with its upstream request id.
-func (c *apiCall) fail(err error) HTTPResponse {
+func (c *apiCall) fail(ctx context.Context, err error) HTTPResponse {
 	p := problemFor(err)
 	lvl := slog.LevelInfo
 	if p.Status >= 500 {
 		lvl = slog.LevelError
 	}
-	c.log.Log(context.Background(), lvl, "request failed", "code", p.Code, "status", p.Status, "kind", string(token.KindOf(err)), "requestId", p.RequestID, "err", err)
+	c.log.Log(ctx, lvl, "request failed", "code", p.Code, logctx.Status, p.Status, logctx.Kind, string(token.KindOf(err)), logctx.RequestID, p.RequestID, logctx.Error, err)
 	return problemResponse(p)
 }
 

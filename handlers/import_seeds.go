@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -25,35 +26,37 @@ import (
 func (s *Server) importSeeds(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
 	text, ok := in.DataString("event")
 	if !ok {
-		log.Error("seed-imports message has no Data.event")
+		log.ErrorContext(ctx, "seed-imports message has no Data.event")
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"seed-imports message has no Data.event"}}}
 	}
 	reqs, skipped, err := importRequests(text)
 	if err != nil {
 		// Retrying cannot fix it; the host's poison queue keeps it for an operator.
-		log.Error("undecodable seed-imports message", "err", err)
+		log.ErrorContext(ctx, "undecodable seed-imports message", logctx.Error, err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"undecodable seed-imports message: " + err.Error()}}}
 	}
 	var lines []string
 	for _, sk := range skipped {
-		log.Info("event ignored", "reason", sk)
+		log.InfoContext(ctx, "event ignored", logctx.Reason, sk)
 		lines = append(lines, "event ignored: "+sk)
 	}
 	for _, r := range reqs {
-		l := log.With("file", r.Name, "continuation", r.Continuation)
+		ctx := ctx // narrowed to this request's import
+		l := log.With(logctx.File, r.Name, "continuation", r.Continuation)
 		if r.ImportID != "" {
-			l = l.With("importId", r.ImportID, "part", r.Part)
+			ctx = logctx.WithImport(ctx, r.ImportID)
+			l = l.With("part", r.Part)
 		}
-		l.Info("import started")
+		l.InfoContext(ctx, "import started")
 		res, err := s.p.ImportFromInbox(ctx, r)
 		if err != nil {
-			l.Error("import failed; the host will retry the message", "err", err)
+			l.ErrorContext(ctx, "import failed; the host will retry the message", logctx.Error, err)
 			return outcome{status: http.StatusInternalServerError, resp: Response{
 				Logs: append(lines, fmt.Sprintf("import of %s failed (will be retried): %v", r.Name, err)),
 			}}
 		}
 		lines = append(lines, importLine(res))
-		l.Info("import answered", "importId", res.ImportID, "rows", res.Rows, "valid", res.Valid,
+		l.InfoContext(ctx, "import answered", logctx.ImportID, res.ImportID, "rows", res.Rows, "valid", res.Valid,
 			"invalid", res.Invalid, "queued", res.Queued, "failed", res.Failed, "disposition", res.Disposition,
 			"repeat", res.Repeat, "continued", res.Continued, "checkpoint", res.Checkpoint, "gone", res.Gone, "replaced", res.Replaced)
 	}

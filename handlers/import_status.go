@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strings"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // ImportStatusRoute is the ImportStatus function's route (under /api). The name is a catch-all
@@ -26,22 +28,22 @@ func (s *Server) importStatusAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		return problemResponse(newProblem(codeInvalidName, "The import name in the request path must be the file's name in seed-inbox "+
 			"(1 to 1024 printable characters, no white space at either end)."))
 	}
-	c.log = c.log.With("file", name)
+	c.log = c.log.With(logctx.File, name)
 	id, given := c.req.query("importId")
 	if given {
 		if len(id) > maxImportIDBytes || !printablePathValue(id) {
 			return problemResponse(newProblem(codeInvalidRequest, "The importId query parameter must be an import id as a report gives it (imp-...)."))
 		}
-		c.log = c.log.With("importId", id)
+		c.log = c.log.With(logctx.ImportID, id)
 		st, err := s.p.ImportStatusByID(ctx, name, id)
 		if err != nil {
-			return c.fail(err)
+			return c.fail(ctx, err)
 		}
 		return jsonResponse(http.StatusOK, st)
 	}
 	st, err := s.p.ImportStatus(ctx, name)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	return jsonResponse(http.StatusOK, st)
 }

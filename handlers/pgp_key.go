@@ -28,7 +28,7 @@ func (s *Server) pgpKeyAPI(ctx context.Context, c *apiCall) HTTPResponse {
 	}
 	key, err := s.pgp.PGPPublicKey(ctx)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	return HTTPResponse{StatusCode: http.StatusOK, Body: key, Headers: map[string]string{
 		"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",

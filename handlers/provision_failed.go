@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // provisionFailed handles a message of token-provisioning-poison: the host gave up on it after
@@ -24,29 +25,30 @@ import (
 func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invocation) outcome {
 	dq := in.MetaInt("DequeueCount")
 	text, _ := in.DataString("job")
-	log = log.With("dequeueCount", dq)
+	log = log.With(logctx.DequeueCount, dq)
 	m, err := provisionMessage(in, "job")
 	if err != nil {
 		// Retrying cannot fix it: park it at once for an operator.
-		log.Error("undecodable poison message; parking it", "err", err)
+		log.ErrorContext(ctx, "undecodable poison message; parking it", logctx.Error, err)
 		return s.parkPoison(ctx, log, config.PoisonQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
-	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line)
+	ctx = logctx.WithSerial(logctx.WithImport(ctx, m.ImportID), m.SerialNumber)
+	log = log.With(logctx.Line, m.Line)
 	reason := fmt.Sprintf("provisioning gave up after %d deliveries; the message was moved to %s", s.maxDQ, config.PoisonQueue)
 	err = s.p.RecordPoisoned(ctx, m, reason)
 	if err == nil {
-		log.Warn("token recorded as failed after exhausting its retries")
+		log.WarnContext(ctx, "token recorded as failed after exhausting its retries")
 		return outcome{status: http.StatusOK, resp: Response{Logs: []string{
 			fmt.Sprintf("token %s (import %s, line %d) recorded as failed: %s", m.SerialNumber, m.ImportID, m.Line, reason),
 		}}}
 	}
 	if dq < s.maxDQ {
-		log.Error("recording the poisoned token failed; the host will retry", "err", err)
+		log.ErrorContext(ctx, "recording the poisoned token failed; the host will retry", logctx.Error, err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{
 			Logs: []string{fmt.Sprintf("record failed token %s (import %s, line %d) failed (will be retried): %v", m.SerialNumber, m.ImportID, m.Line, err)},
 		}}
 	}
-	log.Error("recording the poisoned token failed on its last delivery; parking the message", "err", err)
+	log.ErrorContext(ctx, "recording the poisoned token failed on its last delivery; parking the message", logctx.Error, err)
 	name := fmt.Sprintf("%s/%010d.json", url.PathEscape(m.ImportID), m.Line)
 	return s.parkPoison(ctx, log, config.PoisonQueue, name, text, dq, err.Error())
 }
@@ -55,7 +57,7 @@ func (s *Server) provisionFailed(ctx context.Context, log *slog.Logger, in *Invo
 // 200, or 500 when even that fails (the host then redelivers it while its dequeue count allows).
 func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, source, name, text string, dq int, lastErr string) outcome {
 	if s.park == nil {
-		log.Error("no token-parked container configured; the host will retry the message")
+		log.ErrorContext(ctx, "no token-parked container configured; the host will retry the message")
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"cannot park the message: no parking configured"}}}
 	}
 	if len(lastErr) > 1000 {
@@ -67,11 +69,11 @@ func (s *Server) parkPoison(ctx context.Context, log *slog.Logger, source, name,
 		"lasterror", url.QueryEscape(lastErr), // metadata values are ASCII
 		"parkedat", time.Now().UTC().Format(time.RFC3339))
 	if err != nil {
-		log.Error("parking the message failed; the host will retry it", "blob", config.ParkedContainer+"/"+name, "err", err)
+		log.ErrorContext(ctx, "parking the message failed; the host will retry it", "blob", config.ParkedContainer+"/"+name, logctx.Error, err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{
 			fmt.Sprintf("park %s/%s failed (will be retried): %v", config.ParkedContainer, name, err)}}}
 	}
-	log.Error("message parked; re-enqueue it to "+source+" once the cause is fixed (docs/operations.md)",
+	log.ErrorContext(ctx, "message parked; re-enqueue it to "+source+" once the cause is fixed (docs/operations.md)",
 		"blob", config.ParkedContainer+"/"+name)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{
 		fmt.Sprintf("message parked as %s/%s: %s", config.ParkedContainer, name, lastErr)}}}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -30,10 +31,11 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 		// Retrying cannot fix a message that does not decode, and dropping it could lose a token
 		// (a message written by a newer or older version): park it at once for an operator.
 		text, _ := in.DataString("job")
-		log.Error("undecodable provisioning message; parking it", "messageId", in.Meta("Id"), "err", err)
+		log.ErrorContext(ctx, "undecodable provisioning message; parking it", logctx.MessageID, in.Meta("Id"), logctx.Error, err)
 		return s.parkPoison(ctx, log, config.ProvisionQueue, "undecodable/"+digest(text)+".json", text, dq, "undecodable: "+err.Error())
 	}
-	log = log.With("importId", m.ImportID, "serial", m.SerialNumber, "line", m.Line, "dequeueCount", dq, "messageId", in.Meta("Id"))
+	ctx = logctx.WithSerial(logctx.WithImport(ctx, m.ImportID), m.SerialNumber)
+	log = log.With(logctx.Line, m.Line, logctx.DequeueCount, dq, logctx.MessageID, in.Meta("Id"))
 	out, err := s.p.Provision(ctx, m, dq)
 	if err != nil && dq >= s.maxDQ {
 		// The last delivery: the host would move the message to the poison queue, which does
@@ -42,14 +44,14 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 		reason := fmt.Sprintf("%d deliveries failed; last error: %v", dq, err)
 		rerr := s.p.RecordPoisoned(ctx, m, reason)
 		if rerr == nil {
-			log.Error("provisioning failed on the last delivery; token recorded as failed", "err", err, "requestId", token.RequestIDOf(err))
+			log.ErrorContext(ctx, "provisioning failed on the last delivery; token recorded as failed", logctx.Error, err, logctx.RequestID, token.RequestIDOf(err))
 			return outcome{status: http.StatusOK, resp: Response{Logs: []string{
 				fmt.Sprintf("token %s (import %s, line %d) recorded as failed: %s", m.SerialNumber, m.ImportID, m.Line, reason)}}}
 		}
-		log.Error("recording the failed token failed; leaving it to the poison queue", "err", rerr)
+		log.ErrorContext(ctx, "recording the failed token failed; leaving it to the poison queue", logctx.Error, rerr)
 	}
 	if err != nil {
-		log.Warn("provisioning failed; the host will retry", "err", err, "requestId", token.RequestIDOf(err))
+		log.WarnContext(ctx, "provisioning failed; the host will retry", logctx.Error, err, logctx.RequestID, token.RequestIDOf(err))
 		return outcome{status: http.StatusInternalServerError, resp: Response{
 			Logs: []string{fmt.Sprintf("provision %s (import %s, line %d), delivery %d of %d failed (will be retried): %v", m.SerialNumber, m.ImportID, m.Line, dq, s.maxDQ, err)},
 		}}
@@ -57,7 +59,7 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 	if out.Requeued {
 		// Throttled: the pipeline put the token back on the queue with a delay. Answering 200
 		// deletes this message, so throttling never spends a delivery.
-		log.Info("token throttled; re-queued", "retryAfter", out.RetryAfter.String())
+		log.InfoContext(ctx, "token throttled; re-queued", "retryAfter", out.RetryAfter.String())
 		return outcome{status: http.StatusOK, resp: Response{Logs: []string{
 			fmt.Sprintf("token %s (import %s, line %d): throttled, re-queued to be tried again in %s", out.SerialNumber, out.ImportID, out.Line, out.RetryAfter.Round(time.Second))}}}
 	}
@@ -68,7 +70,7 @@ func (s *Server) provisionToken(ctx context.Context, log *slog.Logger, in *Invoc
 	if out.Repeat {
 		line += " (already settled)"
 	}
-	log.Info("token settled", "status", out.Status, "reason", out.Reason, "repeat", out.Repeat)
+	log.InfoContext(ctx, "token settled", logctx.Status, out.Status, logctx.Reason, out.Reason, "repeat", out.Repeat)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{line}}}
 }
 

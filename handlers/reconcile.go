@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -34,15 +35,15 @@ type ReportReader interface {
 // host records as a failed invocation (a timer is not retried; the next schedule runs again).
 func (s *Server) reconcile(ctx context.Context, log *slog.Logger, _ *Invocation) outcome {
 	if s.reconciler == nil {
-		log.Error("reconciliation not configured")
+		log.ErrorContext(ctx, "reconciliation not configured")
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"reconciliation not configured"}}}
 	}
 	rep, err := s.reconciler.Run(ctx)
 	if err != nil {
-		log.Error("reconciliation failed", "kind", string(token.KindOf(err)), "err", err)
+		log.ErrorContext(ctx, "reconciliation failed", logctx.Kind, string(token.KindOf(err)), logctx.Error, err)
 		return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"reconciliation failed: " + err.Error()}}}
 	}
-	log.Info("reconciliation done", "devices", rep.Devices, "seeds", rep.Seeds, "findings", len(rep.Findings), "report", rep.ReportName)
+	log.InfoContext(ctx, "reconciliation done", "devices", rep.Devices, "seeds", rep.Seeds, "findings", len(rep.Findings), "report", rep.ReportName)
 	return outcome{status: http.StatusOK, resp: Response{Logs: []string{fmt.Sprintf("reconciled %d devices and %d seeds: %d findings in %s/%s.json",
 		rep.Devices, rep.Seeds, len(rep.Findings), config.ReportsContainer, rep.ReportName)}}}
 }
@@ -57,7 +58,7 @@ func (s *Server) reconcileLatestAPI(ctx context.Context, c *apiCall) HTTPRespons
 		return problemResponse(newProblem(codeNotFound, "No reconciliation has run yet; the Reconcile function runs on OATHPIPE_RECONCILE_SCHEDULE, or run oathpipe reconcile."))
 	}
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	return HTTPResponse{StatusCode: http.StatusOK, Body: string(b), Headers: map[string]string{"Content-Type": "application/json", "Cache-Control": "no-store"}}
 }

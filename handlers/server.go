@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -108,6 +109,8 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// The invocation id, and the import id and serial below it, travel in the context.
+	s.log = slog.New(logctx.NewHandler(s.log.Handler()))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /{$}", s.ready)
 	s.mux.HandleFunc("HEAD /{$}", s.ready)
@@ -150,15 +153,14 @@ type invocationFunc func(ctx context.Context, log *slog.Logger, in *Invocation) 
 // writes the answer.
 func (s *Server) invocation(name string, h invocationFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		log := s.log.With("function", name)
+		log := s.log.With(logctx.Function, name)
 		ctx := r.Context()
 		if id := r.Header.Get("X-Azure-Functions-InvocationId"); id != "" && len(id) <= 64 {
-			log = log.With("invocationId", id)
-			ctx = context.WithValue(ctx, invocationIDKey{}, id)
+			ctx = logctx.WithInvocation(ctx, id)
 		}
 		in, err := DecodeInvocation(r)
 		if err != nil {
-			log.Error("undecodable invocation", "err", err)
+			log.ErrorContext(ctx, "undecodable invocation", logctx.Error, err)
 			out := badInvocation(name, err)
 			writeResponse(w, out.status, out.resp)
 			return
@@ -172,7 +174,7 @@ func (s *Server) safely(ctx context.Context, log *slog.Logger, in *Invocation, h
 	defer func() {
 		if v := recover(); v != nil {
 			// The panic value may hold anything; log only its type and the stack.
-			log.Error("handler panic", "panicType", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+			log.ErrorContext(ctx, "handler panic", "panicType", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
 			out = outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{"internal error; see the handler's log"}}}
 		}
 	}()
@@ -197,12 +199,4 @@ func badInvocation(name string, err error) outcome {
 		}}
 	}
 	return outcome{status: http.StatusInternalServerError, resp: Response{Logs: []string{msg}}}
-}
-
-type invocationIDKey struct{}
-
-// invocationIDFrom returns the host's invocation id (X-Azure-Functions-InvocationId), if known.
-func invocationIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(invocationIDKey{}).(string)
-	return id
 }

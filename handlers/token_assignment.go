@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -34,20 +35,20 @@ func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		return problemResponse(newProblem(codeInvalidSerial, "The serial number in the request path must be 1 to 128 bytes of printable UTF-8, "+
 			"with no white space at either end (URL-encode it, \"/\" as %2F)."))
 	}
-	c.log = c.log.With("serial", serial)
+	c.log = c.log.With(logctx.Serial, serial)
 	switch c.method {
 	case http.MethodGet:
 		a, err := s.p.TokenState(ctx, serial)
 		if err != nil {
-			return c.fail(err)
+			return c.fail(ctx, err)
 		}
 		return jsonResponse(http.StatusOK, a)
 	case http.MethodDelete:
 		a, err := s.p.UnassignToken(ctx, serial, c.caller)
 		if err != nil {
-			return c.fail(err)
+			return c.fail(ctx, err)
 		}
-		c.log.Info("token unassigned", "previousUser", a.PreviousUserPrincipalName, "changed", a.Changed)
+		c.log.InfoContext(ctx, "token unassigned", "previousUser", a.PreviousUserPrincipalName, "changed", a.Changed)
 		return jsonResponse(http.StatusOK, a)
 	default: // PUT
 		body, p := c.req.requestBody()
@@ -61,10 +62,10 @@ func (s *Server) assignmentAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		r.Serial, r.Caller = serial, c.caller
 		a, err := s.p.AssignToken(ctx, r)
 		if err != nil {
-			return c.failWithState(err)
+			return c.failWithState(ctx, err)
 		}
-		c.log.Info("token assigned", "user", a.UserPrincipalName, "previousUser", a.PreviousUserPrincipalName,
-			"status", a.Status, "changed", a.Changed, "activatedWith", a.ActivatedWith)
+		c.log.InfoContext(ctx, "token assigned", logctx.User, a.UserPrincipalName, "previousUser", a.PreviousUserPrincipalName,
+			logctx.Status, a.Status, "changed", a.Changed, "activatedWith", a.ActivatedWith)
 		return jsonResponse(http.StatusOK, a)
 	}
 }
@@ -218,15 +219,15 @@ func jsonProblem(err error) string {
 
 // failWithState answers a failed change like fail, adding who holds the token now and its
 // status (heldBy, tokenStatus) when the pipeline read them back (pipeline.StateError).
-func (c *apiCall) failWithState(err error) HTTPResponse {
+func (c *apiCall) failWithState(ctx context.Context, err error) HTTPResponse {
 	var se *pipeline.StateError
 	if !errors.As(err, &se) {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	p := problemFor(err)
 	holder := se.HeldBy
 	p.HeldBy, p.TokenStatus = &holder, se.TokenStatus
-	c.log.Info("request failed", "code", p.Code, "status", p.Status, "kind", string(token.KindOf(err)),
-		"requestId", p.RequestID, "heldBy", holder, "tokenStatus", se.TokenStatus, "err", err)
+	c.log.InfoContext(ctx, "request failed", "code", p.Code, logctx.Status, p.Status, logctx.Kind, string(token.KindOf(err)),
+		logctx.RequestID, p.RequestID, "heldBy", holder, "tokenStatus", se.TokenStatus, logctx.Error, err)
 	return problemResponse(p)
 }

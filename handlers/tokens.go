@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 )
 
@@ -102,7 +103,7 @@ func (s *Server) tokensAPI(ctx context.Context, c *apiCall) HTTPResponse {
 	}
 	page, err := s.life.ListTokens(ctx, f, limit, cont)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	return jsonResponse(http.StatusOK, page)
 }
@@ -116,10 +117,10 @@ func (s *Server) userTokensAPI(ctx context.Context, c *apiCall) HTTPResponse {
 	if !validUser(upn) || strings.TrimSpace(upn) != upn {
 		return problemResponse(newProblem(codeInvalidUPN, "The path must name a user principal name (name@domain) or a user object id."))
 	}
-	c.log = c.log.With("user", upn)
+	c.log = c.log.With(logctx.User, upn)
 	ut, err := s.life.UserTokens(ctx, upn)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
 	return jsonResponse(http.StatusOK, ut)
 }
@@ -134,11 +135,11 @@ func (s *Server) retireTokenAPI(ctx context.Context, c *apiCall) HTTPResponse {
 		return problemResponse(newProblem(codeInvalidSerial, "The serial number in the request path must be 1 to 128 bytes of printable UTF-8, "+
 			"with no white space at either end (URL-encode it, \"/\" as %2F)."))
 	}
-	c.log = c.log.With("serial", serial)
+	c.log = c.log.With(logctx.Serial, serial)
 	r, err := s.life.RetireToken(ctx, serial, c.caller)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ctx, err)
 	}
-	c.log.Info("token retired", "previousUser", r.PreviousUserPrincipalName, "changed", r.Changed)
+	c.log.InfoContext(ctx, "token retired", "previousUser", r.PreviousUserPrincipalName, "changed", r.Changed)
 	return jsonResponse(http.StatusOK, r)
 }

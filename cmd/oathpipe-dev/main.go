@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/internal/devstack"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Exit codes.
@@ -96,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd == "demo" && !flagSet(fs, "log-level") {
 		lvl = slog.LevelWarn // the demo's own output is the story; the logs are for trouble
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	log := slog.New(logctx.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
 
 	var err error
 	if *root, err = findRoot(*root); err != nil {

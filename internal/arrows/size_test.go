@@ -34,10 +34,6 @@ var knownLarge = []string{
 	"rejected.go: runRejected",
 	"shared/config/config.go: Load",
 	"validate.go: runValidate",
-	// internal/graphstandin, shared/entra, shared/vault
-	"internal/graphstandin/server.go: (*Server).ServeHTTP",
-	"shared/entra/methods.go: (*Client).activateLoop",
-	"shared/vault/vault.go: (*Vault).Entries",
 	// shared/ledger
 	"shared/ledger/ledger.go: (*Ledger).PutTokens",
 	"shared/ledger/ledger.go: (*Ledger).AddTokens",

@@ -30,6 +30,7 @@ import (
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/internal/runner"
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // OfflineToken is the bearer token the stand-ins accept and the app sends
@@ -196,7 +197,7 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		if err = putSecret(s.Vault.Server, name, value); err != nil {
 			return fmt.Errorf("devstack: key vault stand-in: %w", err)
 		}
-		s.log.Info("secret put in the key vault stand-in", "secret", name, "bytes", len(value))
+		s.log.Info("secret put in the key vault stand-in", logctx.Secret, name, "bytes", len(value))
 	}
 
 	caFile := filepath.Join(s.dir, "ca.pem")
@@ -324,7 +325,7 @@ func (s *Stack) startApp(ctx context.Context) error {
 	a.runner, err = runner.New(runner.Options{
 		Functions: s.fns, Host: s.host, HandlerURL: a.handlerURL,
 		Connection: map[string]string{config.StorageConnection: s.Endpoints.StorageConnectionString},
-		Logger:     s.log.With("component", "runner"), PollInterval: 200 * time.Millisecond, Observe: s.opts.Observe,
+		Logger:     s.log.With(logctx.Component, "runner"), PollInterval: 200 * time.Millisecond, Observe: s.opts.Observe,
 		// The Event Grid system-topic subscription infra/ deploys: BlobCreated of seed-inbox into seed-imports.
 		EventGrid: []runner.EventGridSubscription{{Connection: config.StorageConnection, Container: config.InboxContainer, Queue: config.ImportsQueue}},
 		// %NAME% in function.json (Reconcile's schedule) from the app's settings; infra/ always
@@ -393,7 +394,7 @@ func (s *Stack) supervise(a *appProcess) {
 	}
 	s.restarts++
 	if err := s.startApp(s.done); err != nil {
-		s.log.Error("restart the app", "err", err)
+		s.log.Error("restart the app", logctx.Error, err)
 	}
 }
 

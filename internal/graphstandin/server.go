@@ -1,7 +1,6 @@
 package graphstandin
 
 import (
-	"bytes"
 	"compress/gzip"
 	"crypto/tls"
 	"encoding/json"
@@ -174,23 +173,6 @@ func (s *Server) Stats() Stats {
 	return s.stats
 }
 
-// FailNext makes the next n requests fail with status (429 answers carry Retry-After: 1).
-func (s *Server) FailNext(n int, status int) { s.AddFault(Fault{Status: status, Count: n}) }
-
-// AddFault injects a failure.
-func (s *Server) AddFault(f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, &f)
-}
-
-// ClearFaults removes the injected failures that have not fired.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = nil
-}
-
 // apiError is a Graph error answer.
 type apiError struct {
 	status     int
@@ -224,32 +206,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.stats.Requests++
 	s.mu.Unlock()
 
-	if s.opts.Latency > 0 {
-		t := time.NewTimer(s.opts.Latency)
-		select {
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-
-	authz := r.Header.Get("Authorization")
-	if authz == "" {
-		s.mu.Lock()
-		s.stats.NoAuth++
-		s.mu.Unlock()
-		writeError(w, reqID, errf(401, "InvalidAuthenticationToken", "Access token is empty."))
+	if !s.delay(r) {
 		return
 	}
-	if authz != "Bearer "+s.opts.Token {
-		s.mu.Lock()
-		s.stats.BadAuth++
-		s.mu.Unlock()
-		writeError(w, reqID, errf(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."))
+	if aerr := s.authenticate(r); aerr != nil {
+		writeError(w, reqID, aerr)
 		return
 	}
-
 	body, err := readBody(r)
 	if err != nil {
 		writeError(w, reqID, errf(400, "BadRequest", "Unable to read the request body: %v", err))
@@ -261,49 +224,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
 		s.stats.Gzipped++
 	}
-
-	fault := s.takeFault(r)
-	if fault != nil && !fault.AfterApply {
-		writeError(w, reqID, faultError(fault))
-		return
-	}
-
-	if isWrite(r.Method) {
-		if aerr := s.checkWriteBody(r, body); aerr != nil {
-			writeError(w, reqID, s.word(aerr))
-			return
-		}
-		if n := s.opts.ThrottleEachWrite; n > 0 {
-			key := r.Method + " " + strings.ToLower(r.URL.Path) + " " + string(body)
-			if s.throttled[key] < n {
-				s.throttled[key]++
-				s.stats.Throttled++
-				secs := max(1, s.opts.ThrottleRetryAfter)
-				e := errf(429, "TooManyRequests", "Too many requests. Retry after %d seconds.", secs)
-				e.retryAfter = secs
-				writeError(w, reqID, e)
-				return
-			}
-		}
-		cost := writeCost(body)
-		if wait, ok := s.take(cost); s.rate > 0 && !ok {
-			s.stats.Throttled++
-			secs := max(1, int(math.Ceil(wait.Seconds())))
-			e := errf(429, "TooManyRequests", "Too many requests. Retry after %d seconds.", secs)
-			e.retryAfter = secs
-			writeError(w, reqID, e)
-			return
-		}
-		s.stats.Writes += int64(cost)
-	}
-
-	ans, aerr := s.route(r, body)
-	if fault != nil {
-		writeError(w, reqID, faultError(fault))
-		return
-	}
+	ans, aerr := s.handle(r, body)
 	if aerr != nil {
-		writeError(w, reqID, s.word(aerr))
+		writeError(w, reqID, aerr)
 		return
 	}
 	if ans.body == nil {
@@ -316,76 +239,57 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func isWrite(method string) bool {
-	return method == http.MethodPost || method == http.MethodPatch || method == http.MethodDelete || method == http.MethodPut
+// delay holds the request for Options.Latency; false when the client gave up meanwhile.
+func (s *Server) delay(r *http.Request) bool {
+	if s.opts.Latency <= 0 {
+		return true
+	}
+	t := time.NewTimer(s.opts.Latency)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
-// writeCost counts the items of a bulk (#$delta) request; any other write costs 1.
-func writeCost(body []byte) int {
-	if len(body) == 0 || !bytes.Contains(body, []byte("$delta")) {
-		return 1
-	}
-	var b struct {
-		Value []json.RawMessage `json:"value"`
-	}
-	if json.Unmarshal(body, &b) != nil || len(b.Value) == 0 {
-		return 1
-	}
-	return len(b.Value)
-}
-
-// take spends cost writes from the bucket, or says how long until it could.
-func (s *Server) take(cost int) (time.Duration, bool) {
-	if s.rate <= 0 {
-		return 0, true
-	}
-	now := s.now()
-	if !s.last.IsZero() {
-		s.tokens = math.Min(s.burst, s.tokens+now.Sub(s.last).Seconds()*s.rate)
-	}
-	s.last = now
-	need := math.Min(float64(cost), s.burst)
-	if s.tokens >= need {
-		s.tokens -= float64(cost)
-		return 0, true
-	}
-	return time.Duration((need - s.tokens) / s.rate * float64(time.Second)), false
-}
-
-func (s *Server) takeFault(r *http.Request) *Fault {
-	for i, f := range s.faults {
-		if (f.Method == "" || strings.EqualFold(f.Method, r.Method)) && strings.Contains(r.URL.Path, f.PathContains) {
-			f.Count--
-			if f.Count <= 0 {
-				s.faults = append(s.faults[:i], s.faults[i+1:]...)
-			}
-			return f
-		}
+// authenticate refuses a request without the accepted bearer token, counting it.
+func (s *Server) authenticate(r *http.Request) *apiError {
+	authz := r.Header.Get("Authorization")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case authz == "":
+		s.stats.NoAuth++
+		return errf(401, "InvalidAuthenticationToken", "Access token is empty.")
+	case authz != "Bearer "+s.opts.Token:
+		s.stats.BadAuth++
+		return errf(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
 	}
 	return nil
 }
 
-func faultError(f *Fault) *apiError {
-	ra := f.RetryAfter
-	if ra <= 0 {
-		ra = 1
+// handle answers an authenticated request, with s.mu held: an injected fault (before or after
+// the request is carried out), then a write's admission (admitWrite), then its route.
+func (s *Server) handle(r *http.Request, body []byte) (answer, *apiError) {
+	fault := s.takeFault(r)
+	if fault != nil && !fault.AfterApply {
+		return answer{}, faultError(fault)
 	}
-	switch f.Status {
-	case 403:
-		return errf(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-	case 429:
-		e := errf(429, "TooManyRequests", "Too many requests. Retry after %d seconds.", ra)
-		e.retryAfter = ra
-		return e
-	case 404:
-		return notFound("injected")
-	case 503:
-		return &apiError{status: 503, code: "serviceNotAvailable", msg: "The service is temporarily unavailable.", retryAfter: ra}
-	case 504:
-		return &apiError{status: 504, code: "gatewayTimeout", msg: "The gateway timed out.", retryAfter: ra}
-	default:
-		return errf(f.Status, "generalException", "An injected failure.")
+	if isWrite(r.Method) {
+		if aerr := s.admitWrite(r, body); aerr != nil {
+			return answer{}, aerr
+		}
 	}
+	ans, aerr := s.route(r, body)
+	if fault != nil {
+		return answer{}, faultError(fault)
+	}
+	if aerr != nil {
+		return answer{}, s.word(aerr)
+	}
+	return ans, nil
 }
 
 func writeError(w http.ResponseWriter, reqID string, e *apiError) {
@@ -421,34 +325,6 @@ func readBody(r *http.Request) ([]byte, error) {
 		rd = io.LimitReader(z, 4<<20)
 	}
 	return io.ReadAll(rd)
-}
-
-// checkWriteBody refuses a write whose body is missing where its endpoint needs one (counted:
-// a client that lost its body on a resend) or, unless Lenient.AnyContentType, whose body is
-// not labelled Content-Type: application/json.
-func (s *Server) checkWriteBody(r *http.Request, body []byte) *apiError {
-	if needsBody(r) && len(bytes.TrimSpace(body)) == 0 {
-		s.stats.EmptyBodies++
-		return errf(400, "BadRequest", "Empty Payload. JSON content expected.")
-	}
-	if len(body) == 0 || s.opts.Lenient.AnyContentType {
-		return nil
-	}
-	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(r.Header.Get("Content-Type"), ";", 2)[0]))
-	if ct != "application/json" {
-		return errf(415, "UnsupportedMediaType", "Content-Type must be application/json.")
-	}
-	return nil
-}
-
-// needsBody says whether a write's endpoint takes a JSON body: every POST and PATCH except
-// deactivate.
-func needsBody(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodPost, http.MethodPatch, http.MethodPut:
-		return !strings.HasSuffix(strings.ToLower(r.URL.Path), "/deactivate")
-	}
-	return false
 }
 
 // word applies OpaqueMessages: every 400 says only "Invalid request.".

@@ -18,6 +18,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Names the host uses for blob trigger bookkeeping.
@@ -66,7 +68,7 @@ func (w *blobWatch) run(ctx context.Context) {
 		turn := Poll{Function: w.fn.Name, Source: w.pat.container, Began: time.Now()}
 		var err error
 		if turn.Started, err = w.scan(ctx); err != nil && ctx.Err() == nil {
-			w.r.log.Warn("list blobs", "function", w.fn.Name, "container", w.pat.container, "err", err)
+			w.r.log.Warn("list blobs", logctx.Function, w.fn.Name, "container", w.pat.container, logctx.Error, err)
 		}
 		w.mu.Lock()
 		turn.Err, turn.InFlight = err, len(w.inflight)
@@ -222,7 +224,7 @@ func (w *blobWatch) download(ctx context.Context, name, etag string) ([]byte, az
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, "err", err)
+			w.r.log.Warn("download blob", "container", w.pat.container, "blob", name, logctx.Error, err)
 		}
 		return nil, dl, false
 	}
@@ -278,13 +280,13 @@ func (w *blobWatch) settle(ctx context.Context, name, etag string, err error) De
 	}
 	if err != nil {
 		if perr := w.poison(bg, name, etag); perr != nil {
-			w.r.log.Error("blob poison message", "blob", name, "err", perr)
+			w.r.log.Error("blob poison message", "blob", name, logctx.Error, perr)
 		}
 		d.Poisoned = true
 	}
 	if w.receipts() {
 		if rerr := w.writeReceipt(bg, name, etag); rerr != nil {
-			w.r.log.Warn("blob receipt", "blob", name, "err", rerr)
+			w.r.log.Warn("blob receipt", "blob", name, logctx.Error, rerr)
 		}
 	}
 	w.markDone(k)

@@ -13,6 +13,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // BlobCreatedType is the Event Grid event type of a new or overwritten blob.
@@ -43,7 +45,7 @@ func (g *gridWatch) run(ctx context.Context) {
 		turn := Poll{Source: g.sub.Container, Began: time.Now()}
 		var err error
 		if turn.Started, err = g.scan(ctx); err != nil && ctx.Err() == nil {
-			g.r.log.Warn("event grid: list blobs", "container", g.sub.Container, "err", err)
+			g.r.log.Warn("event grid: list blobs", "container", g.sub.Container, logctx.Error, err)
 		}
 		turn.Err = err
 		g.r.reportPoll(turn)

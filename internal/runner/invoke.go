@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Payload is an invocation request as the host sends it: POST /<Function> with
@@ -97,7 +99,7 @@ func (r *Runner) Invoke(ctx context.Context, fn string, p Payload) (*Result, err
 			Err: fmt.Errorf("decode answer: %w", err)}
 	}
 	for _, line := range res.Logs {
-		r.log.Info("function log", "function", fn, "invocation", invocationID, "line", line)
+		r.log.Info("function log", logctx.Function, fn, logctx.InvocationID, invocationID, logctx.Line, line)
 	}
 	return &res, nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/queueerror"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // PoisonSuffix ends the name of a queue's poison queue.
@@ -122,7 +124,7 @@ func (w *queueWatch) dequeue(ctx context.Context, free int, missing *bool) ([]*a
 		*missing = true
 		return nil, err
 	case err != nil:
-		w.r.log.Warn("dequeue", "queue", w.trig.QueueName, "err", err)
+		w.r.log.Warn("dequeue", "queue", w.trig.QueueName, logctx.Error, err)
 		return nil, err
 	}
 	*missing = false
@@ -176,12 +178,12 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 	switch {
 	case err == nil:
 		if _, derr := w.q.DeleteMessage(bg, id, pop, nil); derr != nil && !queueerror.HasCode(derr, queueerror.MessageNotFound) {
-			w.r.log.Warn("delete message", "queue", w.trig.QueueName, "id", id, "err", derr)
+			w.r.log.Warn("delete message", "queue", w.trig.QueueName, "id", id, logctx.Error, derr)
 		}
 	case ctx.Err() != nil:
 		// Shutting down: make the message visible again now so the next run takes it.
 		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); uerr != nil {
-			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, logctx.Error, uerr)
 		}
 		return
 	case count >= w.r.host.MaxDequeueCount && w.poison != nil:
@@ -194,7 +196,7 @@ func (w *queueWatch) deliver(ctx context.Context, m *azqueue.DequeuedMessage) {
 			vis = int32(PoisonQueueRetry / time.Second)
 		}
 		if _, uerr := w.q.UpdateMessage(bg, id, pop, text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(vis)}); uerr != nil {
-			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, "err", uerr)
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", id, logctx.Error, uerr)
 		}
 	}
 	d.Duration = time.Since(start)
@@ -211,7 +213,7 @@ func (w *queueWatch) release(msgs []*azqueue.DequeuedMessage) {
 		}
 		if _, err := w.q.UpdateMessage(ctx, *m.MessageID, *m.PopReceipt, *m.MessageText,
 			&azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(int32(0))}); err != nil {
-			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", *m.MessageID, "err", err)
+			w.r.log.Warn("release message", "queue", w.trig.QueueName, "id", *m.MessageID, logctx.Error, err)
 		}
 	}
 }
@@ -227,11 +229,11 @@ func (w *queueWatch) moveToPoison(ctx context.Context, id, pop, text string) boo
 		}
 	}
 	if err != nil {
-		w.r.log.Error("move to poison queue", "queue", w.trig.QueueName, "id", id, "err", err)
+		w.r.log.Error("move to poison queue", "queue", w.trig.QueueName, "id", id, logctx.Error, err)
 		return false
 	}
 	if _, err := w.q.DeleteMessage(ctx, id, pop, nil); err != nil && !queueerror.HasCode(err, queueerror.MessageNotFound) {
-		w.r.log.Warn("delete poisoned message", "queue", w.trig.QueueName, "id", id, "err", err)
+		w.r.log.Warn("delete poisoned message", "queue", w.trig.QueueName, "id", id, logctx.Error, err)
 	}
 	return true
 }

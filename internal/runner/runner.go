@@ -11,6 +11,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Options configures a Runner.
@@ -223,7 +225,7 @@ func (r *Runner) add(fn Function, conns *connections, setting func(string) strin
 		}
 		r.timers = append(r.timers, &timerWatch{r: r, fn: fn, trig: t, sched: sched, now: time.Now})
 	default:
-		r.log.Warn("trigger type not run locally; function skipped", "function", fn.Name, "trigger", t.Type)
+		r.log.Warn("trigger type not run locally; function skipped", logctx.Function, fn.Name, "trigger", t.Type)
 	}
 	return nil
 }

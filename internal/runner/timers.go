@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // TimerTrigger is the timer trigger type, delivered on its NCRONTAB schedule.
@@ -185,7 +187,7 @@ func (w *timerWatch) run(ctx context.Context) {
 		now := w.now()
 		at, err := w.sched.next(now)
 		if err != nil {
-			w.r.log.Error("timer stopped", "function", w.fn.Name, "err", err)
+			w.r.log.Error("timer stopped", logctx.Function, w.fn.Name, logctx.Error, err)
 			return
 		}
 		if !sleep(ctx, at.Sub(now)) {

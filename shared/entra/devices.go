@@ -10,6 +10,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
 
 	"github.com/oathpipe/oathpipe/shared/entra/internal/graphwire"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -155,8 +156,8 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 		default:
 			if d, ferr := c.FindDevice(ctx, t.Serial); ferr == nil {
 				if sameParameters(d, t, period, h) {
-					c.log.InfoContext(ctx, "token found after a refused or lost create", "serial", d.Serial,
-						"device_id", d.ID, "kind", k, "request_id", token.RequestIDOf(err))
+					c.log.InfoContext(ctx, "token found after a refused or lost create", logctx.Serial, d.Serial,
+						logctx.DeviceID, d.ID, logctx.Kind, k, logctx.RequestID, token.RequestIDOf(err))
 					return d, nil
 				}
 				return token.Device{}, &token.Error{Kind: token.KindConflict, Op: op, RequestID: token.RequestIDOf(err), Err: err,
@@ -170,7 +171,7 @@ func (c *Client) CreateDevice(ctx context.Context, t token.Token, seed token.See
 		// Created, but the answer is unreadable: read it back.
 		return c.FindDevice(ctx, t.Serial)
 	}
-	c.log.InfoContext(ctx, "token created in Entra ID", "serial", t.Serial, "device_id", d.ID, "assigned_to", t.AssignTo)
+	c.log.InfoContext(ctx, "token created in Entra ID", logctx.Serial, t.Serial, logctx.DeviceID, d.ID, logctx.AssignedTo, t.AssignTo)
 	return d, nil
 }
 
@@ -222,7 +223,7 @@ func (c *Client) EnsureDevice(ctx context.Context, t token.Token, seed token.See
 	switch token.KindOf(err) {
 	case token.KindTransient, token.KindThrottled:
 		if again, ferr := c.FindDevice(ctx, t.Serial); ferr == nil {
-			c.log.InfoContext(ctx, "token found after an ambiguous create", "serial", t.Serial, "device_id", again.ID)
+			c.log.InfoContext(ctx, "token found after an ambiguous create", logctx.Serial, t.Serial, logctx.DeviceID, again.ID)
 			return again, false, nil
 		}
 	}

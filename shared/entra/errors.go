@@ -9,6 +9,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/oathpipe/oathpipe/shared/entra/internal/graphwire"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -69,7 +70,7 @@ func (c *Client) classify(ctx context.Context, a graphwire.Area, op string, err 
 			msg = "the call to Microsoft Graph was cut short: " + err.Error()
 		}
 		e := &token.Error{Kind: token.KindTransient, Op: op, Message: msg, Err: err}
-		c.log.WarnContext(ctx, "graph call failed", "op", op, "kind", e.Kind, "err", err)
+		c.log.WarnContext(ctx, "graph call failed", logctx.Op, op, logctx.Kind, e.Kind, logctx.Error, err)
 		return e
 	}
 	e := &token.Error{Op: op, RequestID: f.RequestID, Err: err}
@@ -80,7 +81,7 @@ func (c *Client) classify(ctx context.Context, a graphwire.Area, op string, err 
 			e.RetryAfter = 5 * time.Second
 		}
 	}
-	c.log.WarnContext(ctx, "graph call failed", "op", op, "kind", e.Kind, "status", f.Status,
-		"code", f.Code, "graph_message", f.Message, "request_id", f.RequestID)
+	c.log.WarnContext(ctx, "graph call failed", logctx.Op, op, logctx.Kind, e.Kind, logctx.Status, f.Status,
+		"code", f.Code, "graphMessage", f.Message, logctx.RequestID, f.RequestID)
 	return e
 }

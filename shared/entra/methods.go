@@ -11,6 +11,7 @@ import (
 	abs "github.com/microsoft/kiota-abstractions-go"
 
 	"github.com/oathpipe/oathpipe/shared/entra/internal/graphwire"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/otp"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -94,7 +95,7 @@ func (c *Client) Assign(ctx context.Context, userID, deviceID string) (string, e
 		return "", err
 	}
 	if m, err := graphwire.ParseMethod(raw); err == nil && m.ID != "" {
-		c.log.InfoContext(ctx, "token assigned", "device_id", deviceID, "user_id", userID, "method_id", m.ID)
+		c.log.InfoContext(ctx, "token assigned", logctx.DeviceID, deviceID, logctx.UserID, userID, logctx.MethodID, m.ID)
 		return m.ID, nil
 	}
 	again, err := c.ListUserMethods(ctx, userID)
@@ -113,7 +114,7 @@ func (c *Client) Unassign(ctx context.Context, userID, methodID string) error {
 	op := fmt.Sprintf("unassign method %s from user %s", methodID, userID)
 	err := c.send(ctx, abs.DELETE, c.methodsURL(userID)+"/"+pathEscape(methodID), nil, nil)
 	if err == nil {
-		c.log.InfoContext(ctx, "token unassigned", "user_id", userID, "method_id", methodID)
+		c.log.InfoContext(ctx, "token unassigned", logctx.UserID, userID, logctx.MethodID, methodID)
 		return nil
 	}
 	err = c.classify(ctx, graphwire.AreaMethods, op, err)
@@ -160,7 +161,7 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		t := c.now()
 		if wait := StepWait(t, after, seed.Period); wait > 0 {
 			c.log.InfoContext(ctx, "waiting for a time step later than the token's last activation",
-				"user_id", userID, "method_id", methodID, "wait", wait)
+				logctx.UserID, userID, logctx.MethodID, methodID, "wait", wait)
 			if err := c.sleep(ctx, wait); err != nil {
 				return "", &token.Error{Kind: token.KindTransient, Op: op, Message: "cancelled while waiting for a time step later than the token's last activation.", Err: err}
 			}
@@ -190,7 +191,7 @@ func (c *Client) Activate(ctx context.Context, userID, methodID string, seed tok
 		wait := StepWait(c.now(), used, seed.Period) + MinCodeLife
 		if !waitOutlastsDeadline(ctx, wait) {
 			c.log.InfoContext(ctx, "computed code refused; trying once more from the next time step",
-				"user_id", userID, "method_id", methodID, "wait", wait, "request_id", token.RequestIDOf(err))
+				logctx.UserID, userID, logctx.MethodID, methodID, "wait", wait, logctx.RequestID, token.RequestIDOf(err))
 			after = used
 			err = c.activateLoop(ctx, op, userID, methodID, "seed", code)
 		}
@@ -237,46 +238,8 @@ func (c *Client) ActivateWithCode(ctx context.Context, userID, methodID, code st
 // method is already activated, is checked the same way before it is reported.
 func (c *Client) activateLoop(ctx context.Context, op, userID, methodID, with string, code func() (string, error)) error {
 	for try := 1; ; try++ {
-		var err error
-		if try > 1 {
-			activated, lerr := c.methodActivated(ctx, userID, methodID)
-			switch {
-			case lerr == nil && activated:
-				c.log.InfoContext(ctx, "token found activated after an ambiguous failure; not sent again",
-					"user_id", userID, "method_id", methodID, "with", with, "tries", try-1)
-				return nil
-			case lerr != nil && !token.IsTransient(lerr):
-				return lerr
-			case lerr != nil:
-				err = lerr // the look failed too: this try fails without sending
-			}
-		}
-		if err == nil {
-			cd, cerr := code()
-			if cerr != nil {
-				return cerr
-			}
-			err = c.postActivate(ctx, op, userID, methodID, cd, noRetry)
-			if err == nil {
-				c.log.InfoContext(ctx, "token activated", "user_id", userID, "method_id", methodID, "with", with, "tries", try)
-				return nil
-			}
-			if !token.IsTransient(err) {
-				k := token.KindOf(err)
-				if k == token.KindConflict || (try > 1 && k == token.KindBadCode) {
-					// An earlier try may have activated it (its answer lost, the look too early).
-					if activated, lerr := c.methodActivated(ctx, userID, methodID); lerr == nil && activated {
-						return nil
-					}
-				}
-				if k == token.KindInvalid {
-					// A refusal whose words we do not know: the method's status tells.
-					return c.activateRefusal(ctx, op, userID, methodID, err)
-				}
-				return err
-			}
-		}
-		if try >= maxActivateTries {
+		done, err := c.activateTry(ctx, op, userID, methodID, with, try, code)
+		if done || try >= maxActivateTries {
 			return err
 		}
 		wait := token.RetryAfterOf(err)
@@ -288,12 +251,60 @@ func (c *Client) activateLoop(ctx context.Context, op, userID, methodID, with st
 			// with its Retry-After and request-id) instead of a cancelled wait.
 			return err
 		}
-		c.log.InfoContext(ctx, "activation will be retried after looking at the method", "user_id", userID,
-			"method_id", methodID, "with", with, "wait", wait, "request_id", token.RequestIDOf(err))
+		c.log.InfoContext(ctx, "activation will be retried after looking at the method", logctx.UserID, userID,
+			logctx.MethodID, methodID, "with", with, "wait", wait, logctx.RequestID, token.RequestIDOf(err))
 		if err := c.sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
+}
+
+// activateTry is activateLoop's try number try. After the first it looks at the method before
+// sending: found activated is success; a failed look fails the try without sending. done
+// reports whether err (nil: activated) is the answer; otherwise err is an ambiguous failure
+// (throttling, 5xx, timeout) to retry after.
+func (c *Client) activateTry(ctx context.Context, op, userID, methodID, with string, try int, code func() (string, error)) (done bool, err error) {
+	if try > 1 {
+		activated, lerr := c.methodActivated(ctx, userID, methodID)
+		switch {
+		case lerr == nil && activated:
+			c.log.InfoContext(ctx, "token found activated after an ambiguous failure; not sent again",
+				logctx.UserID, userID, logctx.MethodID, methodID, "with", with, "tries", try-1)
+			return true, nil
+		case lerr != nil:
+			return !token.IsTransient(lerr), lerr // a transient look fails the try without sending
+		}
+	}
+	cd, err := code()
+	if err != nil {
+		return true, err
+	}
+	err = c.postActivate(ctx, op, userID, methodID, cd, noRetry)
+	if err == nil {
+		c.log.InfoContext(ctx, "token activated", logctx.UserID, userID, logctx.MethodID, methodID, "with", with, "tries", try)
+		return true, nil
+	}
+	if token.IsTransient(err) {
+		return false, err
+	}
+	return true, c.activateRefused(ctx, op, userID, methodID, try, err)
+}
+
+// activateRefused settles a refused (not ambiguous) activation of try: a conflict, or a code
+// refused after an earlier try, may mean that try activated it (its answer lost, the look too
+// early), so the method is looked at; a refusal whose words we do not know is settled by the
+// method's status (activateRefusal).
+func (c *Client) activateRefused(ctx context.Context, op, userID, methodID string, try int, err error) error {
+	k := token.KindOf(err)
+	if k == token.KindConflict || (try > 1 && k == token.KindBadCode) {
+		if activated, lerr := c.methodActivated(ctx, userID, methodID); lerr == nil && activated {
+			return nil
+		}
+	}
+	if k == token.KindInvalid {
+		return c.activateRefusal(ctx, op, userID, methodID, err)
+	}
+	return err
 }
 
 // methodActivated reads the user's methods and reports whether methodID is activated.
@@ -327,7 +338,7 @@ func (c *Client) activateRefusal(ctx context.Context, op, userID, methodID strin
 	}
 	switch st {
 	case token.StatusActivated:
-		c.log.InfoContext(ctx, "activation refused in words we do not know, but the method is activated", "user_id", userID, "method_id", methodID)
+		c.log.InfoContext(ctx, "activation refused in words we do not know, but the method is activated", logctx.UserID, userID, logctx.MethodID, methodID)
 		return nil
 	case token.StatusFailedActivation:
 		return &token.Error{Kind: token.KindBadCode, Op: op, Message: graphwire.BadCodeMessage + graphSays(refusal),

@@ -32,6 +32,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -302,7 +303,7 @@ func (l *Ledger) retryRace(ctx context.Context, op string, attempt func() error)
 		if i+1 >= maxTries {
 			return &token.Error{Kind: token.KindTransient, Op: op, Message: fmt.Sprintf("still contended after %d conditional updates", maxTries), Err: err}
 		}
-		l.log.DebugContext(ctx, "ledger: conditional update lost a race, retrying", "op", op, "try", i+1)
+		l.log.DebugContext(ctx, "ledger: conditional update lost a race, retrying", logctx.Op, op, "try", i+1)
 		pause := time.Duration(1+mrand.IntN(4*min(i+1, 10))) * time.Millisecond
 		select {
 		case <-ctx.Done():
@@ -347,7 +348,7 @@ func (l *Ledger) BeginImport(ctx context.Context, rec pipeline.ImportRecord) (pi
 	if err := l.pointIndex(ctx, fileIndexPart, rec.FileName, rec.ImportID, 0, rec.Created); err != nil {
 		return pipeline.ImportRecord{}, false, err
 	}
-	l.log.InfoContext(ctx, "ledger: import recorded", "importId", rec.ImportID, "file", rec.FileName)
+	l.log.InfoContext(ctx, "ledger: import recorded", logctx.ImportID, rec.ImportID, logctx.File, rec.FileName)
 	return e.record(), true, nil
 }
 
@@ -601,7 +602,7 @@ func (l *Ledger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 	if err := l.indexSerials(ctx, imp.ImportID, created, rows); err != nil {
 		return err
 	}
-	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows), "new", len(fresh))
+	l.log.DebugContext(ctx, "ledger: rows written", logctx.ImportID, imp.ImportID, "rows", len(rows), "new", len(fresh))
 	return nil
 }
 
@@ -680,7 +681,7 @@ func (l *Ledger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows 
 	if err := l.indexSerials(ctx, imp.ImportID, created, rows); err != nil {
 		return err
 	}
-	l.log.DebugContext(ctx, "ledger: rows written", "importId", imp.ImportID, "rows", len(rows))
+	l.log.DebugContext(ctx, "ledger: rows written", logctx.ImportID, imp.ImportID, "rows", len(rows))
 	return nil
 }
 
@@ -957,7 +958,7 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		}
 		sum.Pending += delta
 		if sum.Pending < 0 {
-			l.log.WarnContext(ctx, "ledger: pending count would go below zero; kept at zero", "importId", importID, "line", line)
+			l.log.WarnContext(ctx, "ledger: pending count would go below zero; kept at zero", logctx.ImportID, importID, logctx.Line, line)
 			sum.Pending = 0
 		}
 		sum.Updated = next.Updated
@@ -974,7 +975,7 @@ func (l *Ledger) SetTokenOutcome(ctx context.Context, importID string, line int,
 		return false, classify(op, err)
 	}
 	if last {
-		l.log.InfoContext(ctx, "ledger: import settled", "importId", importID, "line", line)
+		l.log.InfoContext(ctx, "ledger: import settled", logctx.ImportID, importID, logctx.Line, line)
 	}
 	return last, nil
 }

@@ -26,7 +26,7 @@ const (
 	Function     = "function"     // the Functions function invoked
 	Component    = "component"    // the package that logs
 	File         = "file"         // a blob name in a seed container
-	Line         = "line"         // a line of a seed file
+	Line         = "line"         // a line of a seed file (the runner: of a function's Logs)
 	Secret       = "secret"       // a Key Vault secret name
 	Manufacturer = "manufacturer" // a token's manufacturer
 	Caller       = "caller"       // who called the HTTP API
@@ -103,8 +103,12 @@ func from(ctx context.Context, k ctxKey) string {
 // attribute or one added by Logger.With before any group, is not added again. Records logged
 // without a context (Info rather than InfoContext) carry nothing from it.
 //
-// Inside a group (Logger.WithGroup) the ids still go to the top level of the record.
+// Inside a group (Logger.WithGroup) the ids still go to the top level of the record. A next
+// that NewHandler made already is returned as it is, so wrapping twice adds nothing twice.
 func NewHandler(next slog.Handler) slog.Handler {
+	if h, ok := next.(*handler); ok {
+		return h
+	}
 	return &handler{next: next, base: next}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -35,7 +36,7 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	if err != nil {
 		return nil, err
 	}
-	log := p.log.With(slog.String("serial", r.Serial), slog.String("caller", r.Caller))
+	ctx, log := logctx.WithSerial(ctx, r.Serial), p.log.With(slog.String(logctx.Caller, r.Caller))
 	defer p.locks.lock(r.Serial)()
 
 	c := &assignCall{log: log, a: &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName},
@@ -46,7 +47,7 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	if err := p.audit(ctx, log, c.audit, nil, c.a.Changed); err != nil {
 		return nil, err
 	}
-	log.Info("token assignment", slog.String("to", c.a.UserPrincipalName), slog.Bool("changed", c.a.Changed), slog.String("status", c.a.Status))
+	log.InfoContext(ctx, "token assignment", slog.String("to", c.a.UserPrincipalName), slog.Bool("changed", c.a.Changed), slog.String(logctx.Status, c.a.Status))
 	return c.a, nil
 }
 
@@ -207,7 +208,7 @@ func (p *Pipeline) takeFromHolder(ctx context.Context, c *assignCall, dev token.
 		return dev, token.Device{}, fmt.Errorf("unassign %s from %s: %w", dev.Serial, holder, err)
 	}
 	c.a.Changed = true
-	c.log.Info("token unassigned for reassignment", slog.String("from", holder))
+	c.log.InfoContext(ctx, "token unassigned for reassignment", slog.String("from", holder))
 	before = dev
 	dev.AssignedToID, dev.AssignedToName, dev.Status = "", "", token.StatusAvailable
 	return dev, before, nil
@@ -242,7 +243,7 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 	if serial == "" {
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
-	log := p.log.With(slog.String("serial", serial), slog.String("caller", caller))
+	ctx, log := logctx.WithSerial(ctx, serial), p.log.With(slog.String(logctx.Caller, caller))
 	defer p.locks.lock(serial)()
 	audit := AuditRecord{Caller: caller, Action: "unassign", Serial: serial}
 	fail := func(err error) (*Assignment, error) {
@@ -267,12 +268,12 @@ func (p *Pipeline) unassignToken(ctx context.Context, serial, caller string) (*A
 			p.recordRow(ctx, log, row, Outcome{Status: StatusAvailable, DeviceID: dev.ID})
 		}
 	} else if token.KindOf(err) != token.KindNotFound {
-		log.Warn("ledger row not updated", slog.String("error", reasonOf(err)))
+		log.WarnContext(ctx, "ledger row not updated", slog.String(logctx.Error, reasonOf(err)))
 	}
 	if err := p.audit(ctx, log, audit, nil, a.Changed); err != nil {
 		return nil, err
 	}
-	log.Info("token unassigned", slog.String("from", a.PreviousUserPrincipalName), slog.Bool("changed", a.Changed))
+	log.InfoContext(ctx, "token unassigned", slog.String("from", a.PreviousUserPrincipalName), slog.Bool("changed", a.Changed))
 	return a, nil
 }
 
@@ -294,10 +295,10 @@ func (p *Pipeline) restore(ctx context.Context, log *slog.Logger, before token.D
 		_, err = p.assignActivate(ctx, before, holder, back)
 	}
 	if err != nil {
-		log.Error("token left unassigned: giving it back to its previous holder failed", slog.String("error", reasonOf(err)))
+		log.ErrorContext(ctx, "token left unassigned: giving it back to its previous holder failed", slog.String(logctx.Error, reasonOf(err)))
 		return
 	}
-	log.Warn("reassignment failed; token given back to its previous holder", slog.String("to", holder.UserPrincipalName))
+	log.WarnContext(ctx, "reassignment failed; token given back to its previous holder", slog.String("to", holder.UserPrincipalName))
 }
 
 // outcomeNow reads the token's state from Entra for the ledger after a failed API change.
@@ -404,7 +405,7 @@ func (p *Pipeline) recordRow(ctx context.Context, log *slog.Logger, row TokenRec
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := p.settle(ctx, row.ImportID, row.Line, o); err != nil {
-		log.Warn("ledger row not updated", slog.String("importId", row.ImportID), slog.String("error", reasonOf(err)))
+		log.WarnContext(ctx, "ledger row not updated", slog.String(logctx.ImportID, row.ImportID), slog.String(logctx.Error, reasonOf(err)))
 	}
 }
 
@@ -435,7 +436,7 @@ func (p *Pipeline) audit(ctx context.Context, log *slog.Logger, a AuditRecord, f
 		}
 	}
 	if err != nil {
-		log.Error("audit record not written", slog.String("action", a.Action), slog.String("outcome", a.Outcome), slog.String("error", reasonOf(err)))
+		log.ErrorContext(ctx, "audit record not written", slog.String("action", a.Action), slog.String(logctx.Outcome, a.Outcome), slog.String(logctx.Error, reasonOf(err)))
 		if failure == nil {
 			return &token.Error{Kind: token.KindTransient, Op: a.Action + " " + a.Serial, Message: "the change was made but its audit record could not be written; retry the request", Err: err}
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/oathpipe/oathpipe/shared/envelope"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -132,7 +133,7 @@ func (p *Pipeline) pgpKeys(ctx context.Context) (envelope.Keys, error) {
 		for _, a := range armored {
 			keys, err := envelope.ParsePGPKeys([][]byte{a}, nil)
 			if err != nil {
-				p.log.Warn("a PGP key version in the vault cannot be read; skipped", slog.String("error", err.Error()))
+				p.log.WarnContext(ctx, "a PGP key version in the vault cannot be read; skipped", slog.String(logctx.Error, err.Error()))
 				continue
 			}
 			k.PGP = k.PGP.Append(keys)
@@ -218,8 +219,8 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 			// Gone, or replaced by a new upload (If-Match): as ImportFromInbox answers it. (An
 			// archive's files are imports of their own names: a repeat of a finished archive
 			// whose blob is gone lands here.)
-			p.log.Info("the blob is no longer in the inbox as delivered; nothing to import",
-				slog.String("file", f.Name), slog.String("importId", ImportID(f.Name, f.ETag)))
+			p.log.InfoContext(ctx, "the blob is no longer in the inbox as delivered; nothing to import",
+				slog.String(logctx.File, f.Name), slog.String(logctx.ImportID, ImportID(f.Name, f.ETag)))
 			return &ImportResult{ImportID: ImportID(f.Name, f.ETag), FileName: f.Name, Gone: true}, nil
 		}
 		return nil, err
@@ -247,7 +248,7 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 		return p.importFile(ctx, f, part)
 	}
 	id := ImportID(f.Name, f.ETag)
-	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
+	ctx, log := logctx.WithImport(ctx, id), p.log.With(slog.String(logctx.File, f.Name))
 	all := &ImportResult{ImportID: id, FileName: f.Name, Format: "zip", Disposition: DispositionDeleted, Repeat: true}
 	for i := range parts {
 		res, err := p.importFile(ctx, InboxFile{Name: parts[i].name, ETag: f.ETag, Metadata: f.Metadata,
@@ -276,7 +277,7 @@ func (p *Pipeline) importDelivered(ctx context.Context, f InboxFile, part int) (
 	} else if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
 		return nil, fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
 	}
-	log.Info("archive imported", slog.Int("files", len(parts)), slog.Int("rows", all.Rows), slog.Int("valid", all.Valid),
+	log.InfoContext(ctx, "archive imported", slog.Int("files", len(parts)), slog.Int("rows", all.Rows), slog.Int("valid", all.Valid),
 		slog.String("disposition", all.Disposition))
 	return all, nil
 }
@@ -288,7 +289,7 @@ func (p *Pipeline) reject(ctx context.Context, log *slog.Logger, f InboxFile, ta
 		return fmt.Errorf("import %s: %w", f.Name, err)
 	}
 	if !keep {
-		log.Warn("rejected plain file left in seed-inbox: no PGP key in the vault to store it encrypted (run oathpipe pgp-keygen)")
+		log.WarnContext(ctx, "rejected plain file left in seed-inbox: no PGP key in the vault to store it encrypted (run oathpipe pgp-keygen)")
 		return nil
 	}
 	err = p.d.Blobs.Reject(ctx, f.Name, f.ETag, content, name)
@@ -304,7 +305,7 @@ func (p *Pipeline) reject(ctx context.Context, log *slog.Logger, f InboxFile, ta
 			return fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
 		}
 	}
-	log.Warn("file moved to seed-rejected: some rows failed", slog.String("target", name), slog.Bool("asDelivered", f.delivered))
+	log.WarnContext(ctx, "file moved to seed-rejected: some rows failed", slog.String("target", name), slog.Bool("asDelivered", f.delivered))
 	return nil
 }
 

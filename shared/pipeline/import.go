@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -62,7 +63,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		deadline = p.now().Add(p.d.ImportBudget)
 	}
 	id := ImportID(f.Name, f.ETag)
-	log := p.log.With(slog.String("importId", id), slog.String("file", f.Name))
+	ctx, log := logctx.WithImport(ctx, id), p.log.With(slog.String(logctx.File, f.Name))
 
 	imp, created, err := p.d.Ledger.BeginImport(ctx, ImportRecord{
 		ImportID: id, FileName: f.Name, ETag: f.ETag, Stage: StageStarted, Created: p.now(), Updated: p.now(),
@@ -71,7 +72,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		return nil, fmt.Errorf("import %s: begin: %w", f.Name, err)
 	}
 	if !created {
-		log.Info("repeated delivery of an import", slog.String("stage", imp.Stage))
+		log.InfoContext(ctx, "repeated delivery of an import", slog.String("stage", imp.Stage))
 	}
 
 	fresh := false // this invocation wrote every row: none has settled yet
@@ -119,7 +120,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		Invalid: imp.Invalid, Queued: queued, Failed: failed, Disposition: disposition,
 		Repeat: !created, Problems: imp.Problems,
 	}
-	log.Info("import done", slog.Int("rows", res.Rows), slog.Int("valid", res.Valid),
+	log.InfoContext(ctx, "import done", slog.Int("rows", res.Rows), slog.Int("valid", res.Valid),
 		slog.Int("invalid", res.Invalid), slog.Int("queued", res.Queued), slog.Int("vaultRefused", failed),
 		slog.String("disposition", disposition), slog.Bool("repeat", res.Repeat))
 	return res, nil
@@ -131,7 +132,7 @@ func (p *Pipeline) allQueued(ctx context.Context, log *slog.Logger, id string, f
 	if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
 		return fmt.Errorf("import %s: record stage: %w", f.Name, err)
 	}
-	log.Info("every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", failed))
+	log.InfoContext(ctx, "every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", failed))
 	// Tokens may all have settled while later seeds were still being queued, before the
 	// import knew its disposition: make sure the report on disk is the final one.
 	if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
@@ -201,7 +202,7 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 		return imp, err
 	}
 	if w.omitted > 0 {
-		log.Warn("more file-level problems than an import keeps", slog.Int("kept", len(w.fileProblems)), slog.Int("omitted", w.omitted))
+		log.WarnContext(ctx, "more file-level problems than an import keeps", slog.Int("kept", len(w.fileProblems)), slog.Int("omitted", w.omitted))
 	}
 	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
 	imp.Problems, imp.Pending = w.fileProblems, sum.Valid
@@ -210,7 +211,7 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 		return imp, fmt.Errorf("import %s: record the file's facts: %w", f.Name, err)
 	}
 	imp.Stage = StageVaulted
-	log.Info("file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
+	log.InfoContext(ctx, "file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
 		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)),
 		slog.Int("ledgerRows", w.written))
 	if err := p.writeReport(ctx, imp.ImportID, imp.Disposition); err != nil {
@@ -315,7 +316,7 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 	var out stored
 	out.checkpoint = imp.Checkpoint
 	if !fresh {
-		log.Info("resuming the import", slog.Int("checkpoint", imp.Checkpoint))
+		log.InfoContext(ctx, "resuming the import", slog.Int("checkpoint", imp.Checkpoint))
 	}
 	chunk := make([]seedfile.Record, 0, ChunkRows)
 	run := func() error {
@@ -352,7 +353,7 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 	if err != nil {
 		return out, err
 	}
-	log.Debug("seeds stored and messages queued", slog.Int("queued", out.queued), slog.Int("refused", out.refused),
+	log.DebugContext(ctx, "seeds stored and messages queued", slog.Int("queued", out.queued), slog.Int("refused", out.refused),
 		slog.Bool("more", out.more), slog.Int("checkpoint", out.checkpoint))
 	return out, nil
 }
@@ -445,7 +446,7 @@ func (p *Pipeline) handOn(ctx context.Context, log *slog.Logger, imp ImportRecor
 	if err := p.d.Imports.EnqueueContinuation(ctx, c); err != nil {
 		return nil, fmt.Errorf("import %s: queue its continuation: %w", f.Name, err)
 	}
-	log.Info("time budget used: import handed on to its next part", slog.Int("checkpoint", checkpoint),
+	log.InfoContext(ctx, "time budget used: import handed on to its next part", slog.Int("checkpoint", checkpoint),
 		slog.Int("queued", queued), slog.Int("part", c.Part))
 	return &ImportResult{
 		ImportID: imp.ImportID, FileName: f.Name, Format: imp.Format, Rows: imp.Rows, Valid: imp.Valid,
@@ -462,15 +463,15 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 	if r.Name == "" {
 		return nil, token.Errorf(token.KindInvalid, "import: the blob name is empty")
 	}
-	log := p.log.With(slog.String("file", r.Name))
+	log := p.log.With(slog.String(logctx.File, r.Name))
 	if r.ImportID != "" {
-		log = log.With(slog.String("importId", r.ImportID))
+		ctx = logctx.WithImport(ctx, r.ImportID)
 	}
 	f, err := p.d.Inbox.ReadInbox(ctx, r.Name)
 	switch {
 	case token.KindOf(err) == token.KindNotFound:
 		// An earlier delivery finished the import and removed the file, or someone deleted it.
-		log.Info("the blob is no longer in the inbox; nothing to import", slog.Bool("continuation", r.Continuation))
+		log.InfoContext(ctx, "the blob is no longer in the inbox; nothing to import", slog.Bool("continuation", r.Continuation))
 		return &ImportResult{ImportID: r.ImportID, FileName: r.Name, Gone: true}, nil
 	case err != nil:
 		return nil, fmt.Errorf("import %s: read from the inbox: %w", r.Name, err)
@@ -481,12 +482,12 @@ func (p *Pipeline) importFromInbox(ctx context.Context, r ImportRequest) (*Impor
 	if r.Continuation && f.ETag != r.ETag {
 		// The file this import was reading was replaced: its remaining rows cannot be read any
 		// more. The new upload is a new import with its own BlobCreated event.
-		log.Warn("the file was replaced before its import finished; the new upload is imported on its own event",
+		log.WarnContext(ctx, "the file was replaced before its import finished; the new upload is imported on its own event",
 			slog.String("etag", r.ETag), slog.String("newEtag", f.ETag))
 		return &ImportResult{ImportID: r.ImportID, FileName: r.Name, Replaced: true}, nil
 	}
 	if !r.Continuation && r.ETag != "" && f.ETag != r.ETag {
-		log.Info("the blob changed since its event; importing what it holds now",
+		log.InfoContext(ctx, "the blob changed since its event; importing what it holds now",
 			slog.String("eventEtag", r.ETag), slog.String("etag", f.ETag))
 	}
 	return p.importDelivered(ctx, f, r.Part)
@@ -537,7 +538,7 @@ func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID
 	if err := context.Cause(ctx); err != nil {
 		return v.queued, nil, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
 	}
-	log.Debug("seeds stored and messages queued", slog.Int("queued", v.queued), slog.Int("refused", len(v.refused)),
+	log.DebugContext(ctx, "seeds stored and messages queued", slog.Int("queued", v.queued), slog.Int("refused", len(v.refused)),
 		slog.Bool("more", more), slog.Int("checkpoint", checkpoint))
 	return v.queued, v.refused, more, checkpoint, nil
 }
@@ -638,9 +639,9 @@ func (v *vaultRun) store(j vaultJob) bool {
 // refuse fails the row of a record whose seed the vault refused.
 func (v *vaultRun) refuse(j vaultJob, err error) bool {
 	r := j.r
-	v.p.log.Warn("seed refused by the vault", slog.String("importId", v.importID),
-		slog.String("serial", r.Token.Serial), slog.Int("line", r.Line), slog.String("kind", string(token.KindOf(err))),
-		slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", reasonOf(err)))
+	v.p.log.WarnContext(v.ctx, "seed refused by the vault", slog.String(logctx.ImportID, v.importID),
+		slog.String(logctx.Serial, r.Token.Serial), slog.Int(logctx.Line, r.Line), slog.String(logctx.Kind, string(token.KindOf(err))),
+		slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, reasonOf(err)))
 	o := Outcome{Status: StatusFailed, Cause: CauseVaultRefused, Reason: vaultRefusedReason + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
 	if err := v.p.settle(v.ctx, v.importID, r.Line, o); err != nil {
 		v.fail(err)
@@ -743,9 +744,9 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 		} else if now.Add(wait).Sub(since) > p.d.OutageWindow {
 			return time.Time{}, err
 		}
-		log.Warn("vault unavailable; backing off inside the invocation", slog.String("serial", r.Token.Serial),
-			slog.Int("line", r.Line), slog.Duration("wait", wait), slog.String("kind", string(token.KindOf(err))),
-			slog.String("reason", reasonOf(err)))
+		log.WarnContext(ctx, "vault unavailable; backing off inside the invocation", slog.String(logctx.Serial, r.Token.Serial),
+			slog.Int(logctx.Line, r.Line), slog.Duration("wait", wait), slog.String(logctx.Kind, string(token.KindOf(err))),
+			slog.String(logctx.Reason, reasonOf(err)))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 )
 
 // Notifier sends a short summary for people to an incoming webhook (package notify). The text
@@ -28,7 +29,7 @@ func (p *Pipeline) notify(ctx context.Context, text string) {
 	go func() {
 		defer cancel()
 		if err := p.d.Notifier.Notify(ctx, text); err != nil {
-			p.log.Warn("notification not sent", slog.String("error", err.Error()))
+			p.log.WarnContext(ctx, "notification not sent", slog.String(logctx.Error, err.Error()))
 		}
 	}()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/oathpipe/oathpipe/shared/config"
 	"github.com/oathpipe/oathpipe/shared/envelope"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 )
 
@@ -103,6 +104,8 @@ func New(d Deps) *Pipeline {
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// The import id and serial travel in the context (logctx); its handler logs them.
+	p.log = slog.New(logctx.NewHandler(p.log.Handler()))
 	if p.now == nil {
 		p.now = time.Now
 	}

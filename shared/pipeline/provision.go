@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -17,13 +18,13 @@ import (
 // device assigned elsewhere → assign → activate → read back → record. Every step is idempotent,
 // so a repeated or retried message picks up where the last attempt stopped.
 func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCount int) (*TokenOutcome, error) {
-	log := p.log.With(slog.String("importId", m.ImportID), slog.String("serial", m.SerialNumber),
-		slog.Int("line", m.Line), slog.Int("dequeueCount", dequeueCount))
+	ctx = logctx.WithSerial(logctx.WithImport(ctx, m.ImportID), m.SerialNumber)
+	log := p.log.With(slog.Int(logctx.Line, m.Line), slog.Int(logctx.DequeueCount, dequeueCount))
 	out := &TokenOutcome{ImportID: m.ImportID, Line: m.Line, SerialNumber: m.SerialNumber, UserPrincipalName: m.UserPrincipalName}
 	if m.ImportID == "" || m.SerialNumber == "" || m.Line < 1 {
 		// Nothing to record against: a message no import wrote. Retrying cannot help.
 		out.Status, out.Reason = StatusFailed, "malformed provisioning message (importId, serialNumber and line are required)"
-		log.Error("malformed provisioning message dropped")
+		log.ErrorContext(ctx, "malformed provisioning message dropped")
 		return out, nil
 	}
 
@@ -31,17 +32,17 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 	switch {
 	case token.KindOf(err) == token.KindNotFound:
 		out.Status, out.Reason = StatusFailed, "no ledger row for this message: not written by an import"
-		log.Error("provisioning message without a ledger row dropped")
+		log.ErrorContext(ctx, "provisioning message without a ledger row dropped")
 		return out, nil
 	case err != nil:
 		return nil, fmt.Errorf("provision %s: read ledger row: %w", m.SerialNumber, err)
 	case row.Serial != m.SerialNumber:
 		out.Status, out.Reason = StatusFailed, fmt.Sprintf("message names serial %q, the ledger row of line %d holds %q", m.SerialNumber, m.Line, row.Serial)
-		log.Error("provisioning message does not match its ledger row")
+		log.ErrorContext(ctx, "provisioning message does not match its ledger row")
 		return out, nil
 	case Settled(row.Status):
 		out.Status, out.Reason, out.Repeat = row.Status, row.Reason, true
-		log.Info("token already settled; repeated message ignored", slog.String("status", row.Status))
+		log.InfoContext(ctx, "token already settled; repeated message ignored", slog.String(logctx.Status, row.Status))
 		// The attempt that settled it may have stopped before writing the final report.
 		if err := p.ensureFinalReport(ctx, m.ImportID); err != nil {
 			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
@@ -61,25 +62,25 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		// Throttled past the total wait: recorded failed with that reason.
 		o = Outcome{Status: StatusFailed, UserPrincipalName: m.UserPrincipalName, DeviceID: o.DeviceID,
 			Reason: fmt.Sprintf("still throttled after %s of retries (OATHPIPE_THROTTLE_MAX_WAIT): %s", p.d.ThrottleMaxWait, reasonOf(err))}
-		log.Warn("provisioning failed", slog.String("kind", string(token.KindThrottled)), slog.String("reason", o.Reason))
+		log.WarnContext(ctx, "provisioning failed", slog.String(logctx.Kind, string(token.KindThrottled)), slog.String(logctx.Reason, o.Reason))
 		err = nil
 	}
 	if err != nil {
 		if token.IsTransient(err) {
-			log.Warn("provisioning failed; will be retried", slog.String("kind", string(token.KindOf(err))),
-				slog.String("requestId", token.RequestIDOf(err)), slog.String("error", reasonOf(err)))
+			log.WarnContext(ctx, "provisioning failed; will be retried", slog.String(logctx.Kind, string(token.KindOf(err))),
+				slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Error, reasonOf(err)))
 			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
 		}
 		o = Outcome{Status: StatusFailed, Reason: reasonOf(err), UserPrincipalName: m.UserPrincipalName, DeviceID: o.DeviceID}
-		log.Warn("provisioning failed", slog.String("kind", string(token.KindOf(err))),
-			slog.String("requestId", token.RequestIDOf(err)), slog.String("reason", o.Reason))
+		log.WarnContext(ctx, "provisioning failed", slog.String(logctx.Kind, string(token.KindOf(err))),
+			slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, o.Reason))
 	}
 	o.Warnings = retiredWarning(m)
 	if err := p.settle(ctx, m.ImportID, m.Line, o); err != nil {
 		return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
 	}
 	out.Status, out.Reason = o.Status, o.Reason
-	log.Info("token provisioned", slog.String("status", o.Status))
+	log.InfoContext(ctx, "token provisioned", slog.String(logctx.Status, o.Status))
 	return out, nil
 }
 
@@ -108,8 +109,8 @@ func (p *Pipeline) requeueThrottled(ctx context.Context, log *slog.Logger, m Pro
 		return false, fmt.Errorf("re-queue throttled token: %w", err)
 	}
 	out.Requeued, out.RetryAfter = true, delay
-	log.Info("throttled; token re-queued", slog.Duration("delay", delay), slog.Int("throttles", next.Throttles),
-		slog.Time("throttledSince", since), slog.String("requestId", token.RequestIDOf(cause)))
+	log.InfoContext(ctx, "throttled; token re-queued", slog.Duration("delay", delay), slog.Int("throttles", next.Throttles),
+		slog.Time("throttledSince", since), slog.String(logctx.RequestID, token.RequestIDOf(cause)))
 	return true, nil
 }
 
@@ -213,8 +214,8 @@ func (p *Pipeline) ensureDeviceFor(ctx context.Context, tok token.Token, seed to
 		if err == nil || token.IsTransient(err) || token.KindOf(err) == token.KindConflict {
 			return dev, created, err
 		}
-		p.log.Info("create with assignTo refused; creating the token unassigned", slog.String("serial", tok.Serial),
-			slog.String("kind", string(token.KindOf(err))), slog.String("requestId", token.RequestIDOf(err)))
+		p.log.InfoContext(ctx, "create with assignTo refused; creating the token unassigned", slog.String(logctx.Serial, tok.Serial),
+			slog.String(logctx.Kind, string(token.KindOf(err))), slog.String(logctx.RequestID, token.RequestIDOf(err)))
 	}
 	return p.d.Directory.EnsureDevice(ctx, tok, seed)
 }
@@ -276,14 +277,15 @@ func (p *Pipeline) ensureFinalReport(ctx context.Context, importID string) error
 
 // recordPoisoned is RecordPoisoned.
 func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reason string) error {
-	log := p.log.With(slog.String("importId", m.ImportID), slog.String("serial", m.SerialNumber), slog.Int("line", m.Line))
+	ctx = logctx.WithSerial(logctx.WithImport(ctx, m.ImportID), m.SerialNumber)
+	log := p.log.With(slog.Int(logctx.Line, m.Line))
 	if m.ImportID == "" || m.Line < 1 {
-		log.Error("malformed poison message dropped")
+		log.ErrorContext(ctx, "malformed poison message dropped")
 		return nil
 	}
 	row, err := p.d.Ledger.GetToken(ctx, m.ImportID, m.Line)
 	if token.KindOf(err) == token.KindNotFound {
-		log.Error("poison message without a ledger row dropped")
+		log.ErrorContext(ctx, "poison message without a ledger row dropped")
 		return nil
 	}
 	if err != nil {
@@ -296,7 +298,7 @@ func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reaso
 		reason = "provisioning kept failing with transient errors"
 	}
 	reason = "gave up after repeated attempts: " + reason
-	log.Error("token provisioning abandoned", slog.String("reason", reason))
+	log.ErrorContext(ctx, "token provisioning abandoned", slog.String(logctx.Reason, reason))
 	return p.settle(ctx, m.ImportID, m.Line, Outcome{Status: StatusFailed, Reason: reason, UserPrincipalName: m.UserPrincipalName, DeviceID: row.DeviceID,
 		Warnings: retiredWarning(m)})
 }

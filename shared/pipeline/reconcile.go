@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -202,7 +203,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if o.TakeBackDisabled {
 		rep.TakeBack = "disabled"
 	}
-	log := l.logger(slog.String("caller", ReconcileCaller))
+	log := l.logger(slog.String(logctx.Caller, ReconcileCaller))
 
 	devs, err := l.inventory(ctx)
 	if err != nil {
@@ -232,7 +233,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	if err := l.writeReconcileReport(ctx, rep); err != nil {
 		return nil, err
 	}
-	log.Info("reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
+	log.InfoContext(ctx, "reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
 	return rep, nil
 }
 
@@ -541,7 +542,7 @@ func cmpOr(a, b string) string {
 // the reconciliation as the caller. It answers the finding's action.
 func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Device, u token.User) string {
 	p := l.p
-	log = log.With(slog.String("serial", d.Serial))
+	ctx = logctx.WithSerial(ctx, d.Serial)
 	defer p.locks.lock(d.Serial)()
 	audit := AuditRecord{Caller: ReconcileCaller, Action: "take-back", Serial: d.Serial, FromUser: u.UserPrincipalName}
 	if err := p.unassign(ctx, d); err != nil {
@@ -554,7 +555,7 @@ func (l *Lifecycle) takeBack(ctx context.Context, log *slog.Logger, d token.Devi
 	if err := p.audit(ctx, log, audit, nil, true); err != nil {
 		return "taken-back (audit record not written: " + reasonOf(err) + ")"
 	}
-	log.Info("token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
+	log.InfoContext(ctx, "token taken back from a disabled account", slog.String("from", u.UserPrincipalName))
 	return "taken-back"
 }
 

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -149,7 +150,7 @@ func (p *Pipeline) writeReport(ctx context.Context, importID, disposition string
 	if err != nil {
 		return fmt.Errorf("write report of %s: %w", imp.FileName, err)
 	}
-	p.log.Info("report written", "importId", importID, "file", imp.FileName, "settled", st.Settled,
+	p.log.InfoContext(ctx, "report written", logctx.ImportID, importID, logctx.File, imp.FileName, "settled", st.Settled,
 		"failures", b.failures, "tokensOmitted", st.TokensOmitted)
 	if st.Settled && b.failures > 0 {
 		p.notifyImport(ctx, st)
@@ -169,7 +170,7 @@ func (p *Pipeline) notifyImport(ctx context.Context, st *ImportStatus) {
 	sum := sha256.Sum256([]byte(fmt.Sprint(st.Counts)))
 	first, err := p.d.Ledger.ClaimNotification(ctx, st.ImportID, hex.EncodeToString(sum[:8]))
 	if err != nil {
-		p.log.WarnContext(ctx, "notification not sent: the claim was not recorded", slog.String("importId", st.ImportID), slog.String("error", err.Error()))
+		p.log.WarnContext(ctx, "notification not sent: the claim was not recorded", slog.String(logctx.ImportID, st.ImportID), slog.String(logctx.Error, err.Error()))
 		return
 	}
 	if first {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -33,7 +34,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
 	}
 	p := l.p
-	log := l.logger(slog.String("serial", serial), slog.String("caller", caller))
+	ctx, log := logctx.WithSerial(ctx, serial), l.logger(slog.String(logctx.Caller, caller))
 	defer p.locks.lock(serial)()
 	audit := AuditRecord{Caller: caller, Action: "retire", Serial: serial}
 	fail := func(err error) (*Retirement, error) {
@@ -66,7 +67,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 			return fail(fmt.Errorf("retire %s: delete it from Entra ID: %w", serial, err))
 		}
 		r.DeviceDeleted = true
-		log.Info("token deleted from Entra", slog.String("deviceId", dev.ID))
+		log.InfoContext(ctx, "token deleted from Entra", slog.String(logctx.DeviceID, dev.ID))
 	case token.KindOf(err) == token.KindNotFound:
 		if !hasRow {
 			return fail(fmt.Errorf("retire %s: %w", serial, err))
@@ -80,7 +81,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 		switch err := l.vs.Retire(ctx, r.Manufacturer, serial); {
 		case err == nil:
 			r.SeedDeleted = true
-			log.Info("seed soft-deleted")
+			log.InfoContext(ctx, "seed soft-deleted")
 		case token.KindOf(err) == token.KindNotFound:
 		default:
 			return fail(fmt.Errorf("retire %s: soft-delete its seed: %w", serial, err))
@@ -97,7 +98,7 @@ func (l *Lifecycle) RetireToken(ctx context.Context, serial, caller string) (*Re
 	if err := p.audit(ctx, log, audit, nil, r.Changed); err != nil {
 		return nil, err
 	}
-	log.Info("token retired", slog.Bool("changed", r.Changed), slog.String("from", r.PreviousUserPrincipalName))
+	log.InfoContext(ctx, "token retired", slog.Bool("changed", r.Changed), slog.String("from", r.PreviousUserPrincipalName))
 	return r, nil
 }
 

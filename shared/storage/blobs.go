@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
 	"github.com/oathpipe/oathpipe/shared/config"
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
@@ -393,7 +394,7 @@ func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader
 		if perr == nil && props.Metadata != nil {
 			for k, v := range props.Metadata {
 				if strings.EqualFold(k, "sourceetag") && v != nil && *v == etag {
-					b.log.InfoContext(ctx, "seed file already moved to the rejected container", "file", name, "target", target)
+					b.log.InfoContext(ctx, "seed file already moved to the rejected container", logctx.File, name, "target", target)
 					return nil
 				}
 			}
@@ -425,7 +426,7 @@ func (b *Blobs) Reject(ctx context.Context, name, etag string, content io.Reader
 	if err := b.DeleteInbox(ctx, name, etag); err != nil {
 		return err
 	}
-	b.log.InfoContext(ctx, "seed file moved to the rejected container", "file", name, "target", target, "bytes", size)
+	b.log.InfoContext(ctx, "seed file moved to the rejected container", logctx.File, name, "target", target, "bytes", size)
 	return nil
 }
 
@@ -441,12 +442,12 @@ func (b *Blobs) DeleteInbox(ctx context.Context, name, etag string) error {
 	_, err := b.client.DeleteBlob(ctx, config.InboxContainer, name, opts)
 	switch {
 	case err == nil:
-		b.log.InfoContext(ctx, "seed file deleted from the inbox", "file", name)
+		b.log.InfoContext(ctx, "seed file deleted from the inbox", logctx.File, name)
 		return nil
 	case bloberror.HasCode(err, bloberror.BlobNotFound):
 		return nil
 	case bloberror.HasCode(err, bloberror.ConditionNotMet):
-		b.log.InfoContext(ctx, "inbox blob was replaced by a new upload; left for its own import", "file", name, "etag", etag)
+		b.log.InfoContext(ctx, "inbox blob was replaced by a new upload; left for its own import", logctx.File, name, "etag", etag)
 		return nil
 	}
 	return classify("storage: delete "+config.InboxContainer+"/"+name, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -69,7 +70,7 @@ func (v *Vault) PGPKeys(ctx context.Context, name string) ([][]byte, error) {
 	// Key Vault lists versions in no documented order.
 	slices.SortFunc(vers, func(a, b ver) int { return cmp.Or(b.created.Compare(a.created), strings.Compare(b.id, a.id)) })
 	if len(vers) > maxPGPKeyVersions {
-		v.log.Warn("only the newest PGP key versions are tried", "secret", name, "versions", len(vers), "tried", maxPGPKeyVersions)
+		v.log.WarnContext(ctx, "only the newest PGP key versions are tried", logctx.Secret, name, "versions", len(vers), "tried", maxPGPKeyVersions)
 		vers = vers[:maxPGPKeyVersions]
 	}
 	keys := make([][]byte, 0, len(vers))
@@ -101,7 +102,7 @@ func (v *Vault) PutPGPKey(ctx context.Context, name, armored, fingerprint string
 	if err != nil {
 		return classify("store the PGP key in secret "+name, err)
 	}
-	v.log.Info("PGP key stored as a new secret version", "secret", name, "fingerprint", fingerprint)
+	v.log.InfoContext(ctx, "PGP key stored as a new secret version", logctx.Secret, name, logctx.Fingerprint, fingerprint)
 	return nil
 }
 
@@ -140,7 +141,7 @@ func (v *Vault) PutZipPasswords(ctx context.Context, name string, passwords []st
 	}, nil); err != nil {
 		return classify("store the zip passwords in secret "+name, err)
 	}
-	v.log.Info("zip passwords stored as a new secret version", "secret", name, "count", len(passwords))
+	v.log.InfoContext(ctx, "zip passwords stored as a new secret version", logctx.Secret, name, "count", len(passwords))
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
+	"github.com/oathpipe/oathpipe/shared/logctx"
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
@@ -185,8 +186,8 @@ func (v *Vault) Put(ctx context.Context, t token.Token, seed token.Seed, opts Pu
 		return "", &token.Error{Kind: token.KindInvalid, Op: op, Message: err.Error()}
 	}
 	name := SecretName(t.Manufacturer, t.Serial)
-	log := v.log.With("serial", t.Serial, "manufacturer", t.Manufacturer, "secret", name,
-		"import_id", opts.ImportID, "fingerprint", seed.Fingerprint())
+	log := v.log.With(logctx.Serial, t.Serial, logctx.Manufacturer, t.Manufacturer, logctx.Secret, name,
+		logctx.ImportID, opts.ImportID, logctx.Fingerprint, seed.Fingerprint())
 
 	stored, reqID, err := v.read(ctx, name)
 	switch {
@@ -216,7 +217,7 @@ func (v *Vault) recoverAndCompare(ctx context.Context, log *slog.Logger, op stri
 			return "", classify(op+": recover the soft-deleted secret", err)
 		}
 	}
-	log.Info("recovered soft-deleted seed secret")
+	log.InfoContext(ctx, "recovered soft-deleted seed secret")
 	deadline := time.Now().Add(v.recoveryWait)
 	delay := 250 * time.Millisecond
 	for {
@@ -272,7 +273,7 @@ func (v *Vault) compare(ctx context.Context, log *slog.Logger, op string, t toke
 		// A retired token's serial imported again is a new token: its seed (even the same one,
 		// a token found again) becomes a new version without the mark; the retired one stays
 		// in the history.
-		log.Info("serial was retired before; its new seed is stored as a new token")
+		log.InfoContext(ctx, "serial was retired before; its new seed is stored as a new token")
 		opts.retiredAt = tagValue(stored.tags, TagRetired)
 		opts.noteRetired(opts.retiredAt)
 		return v.write(ctx, log, op, t, seed, opts, Reissued)
@@ -281,9 +282,9 @@ func (v *Vault) compare(ctx context.Context, log *slog.Logger, op string, t toke
 		sameSeed(stored.seed, seed) {
 		opts.noteRetired(tagValue(stored.tags, TagRetiredBefore))
 		if same == Recovered {
-			log.Info("seed already stored (recovered)")
+			log.InfoContext(ctx, "seed already stored (recovered)")
 		} else {
-			log.Debug("seed already stored")
+			log.DebugContext(ctx, "seed already stored")
 		}
 		return same, nil
 	}
@@ -296,7 +297,7 @@ func (v *Vault) compare(ctx context.Context, log *slog.Logger, op string, t toke
 	} else {
 		msg = fmt.Sprintf("the Key Vault secret for serial %s holds something that is not an oathpipe seed", t.Serial)
 	}
-	log.Warn("seed conflict", "stored_fingerprint", stored.seed.Fingerprint())
+	log.WarnContext(ctx, "seed conflict", logctx.StoredFingerprint, stored.seed.Fingerprint())
 	return "", &token.Error{Kind: token.KindConflict, Op: op, Message: msg, RequestID: reqID}
 }
 
@@ -320,7 +321,7 @@ func (v *Vault) write(ctx context.Context, log *slog.Logger, op string, t token.
 	if resp.ID != nil {
 		version = resp.ID.Version()
 	}
-	log.Info("seed stored", "outcome", string(o), "version", version)
+	log.InfoContext(ctx, "seed stored", logctx.Outcome, string(o), logctx.Version, version)
 	return o, nil
 }
 
@@ -487,7 +488,7 @@ func (v *Vault) Delete(ctx context.Context, manufacturer, serial string) error {
 	if _, err := v.client.DeleteSecret(ctx, name, nil); err != nil {
 		return classify(op, err)
 	}
-	v.log.Info("seed secret soft-deleted", "serial", serial, "manufacturer", manufacturer, "secret", name)
+	v.log.InfoContext(ctx, "seed secret soft-deleted", logctx.Serial, serial, logctx.Manufacturer, manufacturer, logctx.Secret, name)
 	return nil
 }
 
@@ -519,28 +520,34 @@ func (v *Vault) Entries(ctx context.Context) iter.Seq2[Entry, error] {
 				if p.Tags[TagApp] == nil || *p.Tags[TagApp] != tagAppValue {
 					continue
 				}
-				e := Entry{
-					Serial: tag(p.Tags, TagSerial), Manufacturer: tag(p.Tags, TagManufacturer),
-					Model: tag(p.Tags, TagModel), ImportID: tag(p.Tags, TagImportID), Fingerprint: tag(p.Tags, TagFingerprint),
-				}
-				if p.ID != nil {
-					e.Name = p.ID.Name()
-				}
-				if a := p.Attributes; a != nil {
-					e.Enabled = a.Enabled != nil && *a.Enabled
-					if a.Created != nil {
-						e.Created = *a.Created
-					}
-					if a.Updated != nil {
-						e.Updated = *a.Updated
-					}
-				}
+				e := entryOf(p)
 				if !yield(e, nil) {
 					return
 				}
 			}
 		}
 	}
+}
+
+// entryOf reads a listed secret's name, tags and attributes.
+func entryOf(p *azsecrets.SecretProperties) Entry {
+	e := Entry{
+		Serial: tag(p.Tags, TagSerial), Manufacturer: tag(p.Tags, TagManufacturer),
+		Model: tag(p.Tags, TagModel), ImportID: tag(p.Tags, TagImportID), Fingerprint: tag(p.Tags, TagFingerprint),
+	}
+	if p.ID != nil {
+		e.Name = p.ID.Name()
+	}
+	if a := p.Attributes; a != nil {
+		e.Enabled = a.Enabled != nil && *a.Enabled
+		if a.Created != nil {
+			e.Created = *a.Created
+		}
+		if a.Updated != nil {
+			e.Updated = *a.Updated
+		}
+	}
+	return e
 }
 
 // List returns every seed secret's metadata (see Entries).
