@@ -145,7 +145,7 @@ func (f *fakePipeline) ImportStatus(_ context.Context, name string) (*pipeline.I
 		return nil, f.err
 	}
 	return &pipeline.ImportStatus{ImportID: "imp-0123456789abcdef01234567", FileName: name, Stage: pipeline.StageDone,
-		Format: "entra-csv", Rows: 1, Valid: 1, Settled: true, Counts: map[string]int{pipeline.StatusActivated: 1},
+		Format: "entra-csv", Rows: 1, Valid: 1, Settled: true, Counts: map[pipeline.RowStatus]int{pipeline.StatusActivated: 1},
 		Disposition: "deleted", Tokens: []pipeline.TokenLine{{Line: 2, SerialNumber: "1000001", Status: pipeline.StatusActivated}}}, nil
 }
 

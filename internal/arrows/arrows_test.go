@@ -51,7 +51,7 @@ var (
 	// the test kits, the local Functions host and its stack. A trailing /... takes the subtree.
 	testInfra = []string{
 		"internal/graphstandin/...", "internal/kvstandin/...", "internal/testkit/...",
-		"internal/devstack/...", "internal/runner/...", "internal/azurite/...",
+		"internal/devstack/...", "internal/runner/...", "internal/azurite/...", "internal/ledgertest/...",
 		"shared/pipeline/pipelinetest/...", "shared/storage/e2e/...",
 	}
 )

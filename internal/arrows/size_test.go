@@ -34,9 +34,6 @@ var knownLarge = []string{
 	"rejected.go: runRejected",
 	"shared/config/config.go: Load",
 	"validate.go: runValidate",
-	// shared/ledger
-	"shared/ledger/ledger.go: (*Ledger).PutTokens",
-	"shared/ledger/ledger.go: (*Ledger).AddTokens",
 }
 
 // funcSize is one function's size.

@@ -47,7 +47,7 @@ func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignmen
 	if err := p.audit(ctx, log, c.audit, nil, c.a.Changed); err != nil {
 		return nil, err
 	}
-	log.InfoContext(ctx, "token assignment", slog.String("to", c.a.UserPrincipalName), slog.Bool("changed", c.a.Changed), slog.String(logctx.Status, c.a.Status))
+	log.InfoContext(ctx, "token assignment", slog.String("to", c.a.UserPrincipalName), slog.Bool("changed", c.a.Changed), slog.String(logctx.Status, string(c.a.Status)))
 	return c.a, nil
 }
 
@@ -361,7 +361,7 @@ func (p *Pipeline) tokenState(ctx context.Context, serial string) (*Assignment, 
 	if err != nil {
 		return nil, fmt.Errorf("find token %s: %w", serial, err)
 	}
-	a := &Assignment{SerialNumber: serial, Status: string(dev.Status), Manufacturer: dev.Manufacturer, Model: dev.Model}
+	a := &Assignment{SerialNumber: serial, Status: RowStatus(dev.Status), Manufacturer: dev.Manufacturer, Model: dev.Model}
 	if dev.AssignedToID != "" {
 		a.UserPrincipalName = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
 	}

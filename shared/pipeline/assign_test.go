@@ -197,7 +197,10 @@ func TestReassignUnassignAndState(t *testing.T) {
 	if _, _, err := l.BeginImport(ctx, pipeline.ImportRecord{ImportID: "imp-pending", FileName: "p.csv", Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.PutTokens(ctx, pipeline.ImportRecord{ImportID: "imp-pending"}, []pipeline.TokenRecord{{Line: 2, Serial: "PENDING-1", Manufacturer: "Token2", Model: "C202", Status: pipeline.StatusVaulted}}); err != nil {
+	if err := l.AddTokens(ctx, pipeline.ImportRecord{ImportID: "imp-pending"}, []pipeline.TokenRecord{{Line: 2, Serial: "PENDING-1", Manufacturer: "Token2", Model: "C202", Status: pipeline.StatusVaulted}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SealImport(ctx, pipeline.ImportRecord{ImportID: "imp-pending", Rows: 1, Valid: 1, Pending: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := p.TokenState(ctx, "PENDING-1"); err != nil || st.Status != pipeline.StatusVaulted || st.SeedInVault == nil || *st.SeedInVault {

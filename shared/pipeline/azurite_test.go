@@ -252,7 +252,7 @@ func TestEndToEndOnAzurite(t *testing.T) {
 	if err != nil || string(pipelinetest.DecryptRejected(t, kept)) != string(files["e2e/mixed #1.csv"]) {
 		t.Errorf("the mixed file was not kept whole in seed-rejected: %v", err)
 	}
-	for name, wantCounts := range map[string]map[string]int{
+	for name, wantCounts := range map[string]map[pipeline.RowStatus]int{
 		"e2e/clean batch ü.csv": {pipeline.StatusActivated: 2, pipeline.StatusAvailable: 1},
 		"e2e/mixed #1.csv":      {pipeline.StatusActivated: 2, pipeline.StatusAvailable: 1, pipeline.StatusFailed: 2, pipeline.StatusRejected: 3},
 	} {
@@ -307,7 +307,7 @@ func TestCrashesOnAzurite(t *testing.T) {
 		after bool
 	}{
 		{"ledger.AddTokens", true}, {"ledger.SealImport", true}, {"queue.Enqueue", true}, {"blobs.PutReport", true}, {"blobs.Reject", true},
-		{"blobs.DeleteInbox", true}, {"ledger.SetImportStage." + pipeline.StageDone, false},
+		{"blobs.DeleteInbox", true}, {"ledger.SetImportStage." + string(pipeline.StageDone), false},
 		{"directory.Assign", true}, {"directory.Activate", true}, {"ledger.SetTokenOutcome", true},
 	} {
 		t.Run(c.op, func(t *testing.T) {

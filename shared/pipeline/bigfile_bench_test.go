@@ -23,9 +23,9 @@ import (
 	"github.com/oathpipe/oathpipe/internal/kvstandin"
 	"github.com/oathpipe/oathpipe/shared/azauth"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
+	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/seedfile"
 	"github.com/oathpipe/oathpipe/shared/storage"
-	"github.com/oathpipe/oathpipe/shared/token"
 	"github.com/oathpipe/oathpipe/shared/vault"
 )
 
@@ -43,8 +43,9 @@ func (q *countQueue) Enqueue(_ context.Context, msgs []pipeline.ProvisionMessage
 // 62 MB) through ImportFromInbox: the blob on Azurite, the seeds in the Key Vault stand-in run
 // out of process (internal/kvstandin/cmd/kvstandin, latency and rate limit off) so its million
 // secrets do not count in this process's memory, in parts of 5-minute budgets handed on through
-// continuations. The ledger is the compact in-memory benchLedger (one byte of status a row:
-// Azurite's table slows down superlinearly with the entities of one partition); with
+// continuations. The ledger is the in-memory fake in its compact form,
+// pipelinetest.NewStatusOnlyLedger (one byte of status a row: Azurite's table slows down
+// superlinearly with the entities of one partition); with
 // OATHPIPE_BENCH_LEDGER=azurite it is the real ledger on Azurite (small row counts only).
 //
 // It reports the wall time, the parts, and two memory figures of this process during the
@@ -67,7 +68,7 @@ func BenchmarkImportBigFile(b *testing.B) {
 	for i := range b.N {
 		q := &countQueue{}
 		cq := &contQueue{}
-		var l pipeline.Ledger = newBenchLedger()
+		var l pipeline.Ledger = pipelinetest.NewStatusOnlyLedger()
 		if os.Getenv("OATHPIPE_BENCH_LEDGER") == "azurite" {
 			l = a.Ledger
 		}
@@ -256,147 +257,6 @@ func sampleHeap() func() heapPeaks {
 		defer mu.Unlock()
 		return peak
 	}
-}
-
-// benchLedger is a compact in-memory pipeline.Ledger for the big-file benchmark: the import
-// records in full, the rows as one status byte per line (about 1 MB for a million rows), so
-// the figure is the pipeline's. It implements what an import uses.
-type benchLedger struct {
-	pipeline.Ledger // not used by an import: nil, panics if called
-	mu              sync.Mutex
-	imports         map[string]*pipeline.ImportRecord
-	rows            map[string][]byte // status code by line
-}
-
-var benchStatuses = []string{"", pipeline.StatusRejected, pipeline.StatusVaulted, pipeline.StatusFailed,
-	pipeline.StatusAvailable, pipeline.StatusAssigned, pipeline.StatusActivated}
-
-func benchStatus(s string) byte {
-	for i, x := range benchStatuses {
-		if x == s {
-			return byte(i)
-		}
-	}
-	return 0
-}
-
-func newBenchLedger() *benchLedger {
-	return &benchLedger{imports: map[string]*pipeline.ImportRecord{}, rows: map[string][]byte{}}
-}
-
-func (l *benchLedger) BeginImport(_ context.Context, rec pipeline.ImportRecord) (pipeline.ImportRecord, bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if cur, ok := l.imports[rec.ImportID]; ok {
-		return *cur, false, nil
-	}
-	rec.Stage = pipeline.StageStarted
-	l.imports[rec.ImportID] = &rec
-	return rec, true, nil
-}
-
-func (l *benchLedger) AddTokens(_ context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.rows[imp.ImportID]
-	for _, r := range rows {
-		for len(st) <= r.Line {
-			st = append(st, 0)
-		}
-		if st[r.Line] == 0 {
-			st[r.Line] = benchStatus(r.Status)
-		}
-	}
-	l.rows[imp.ImportID] = st
-	return nil
-}
-
-func (l *benchLedger) SealImport(_ context.Context, imp pipeline.ImportRecord) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cur := l.imports[imp.ImportID]
-	cur.Format, cur.Rows, cur.Valid, cur.Invalid, cur.Problems = imp.Format, imp.Rows, imp.Valid, imp.Invalid, imp.Problems
-	if imp.Disposition != "" {
-		cur.Disposition = imp.Disposition
-	}
-	if cur.Stage == pipeline.StageStarted {
-		cur.Pending, cur.Stage = imp.Pending, pipeline.StageVaulted
-	}
-	return nil
-}
-
-func (l *benchLedger) EachToken(_ context.Context, id string, from, to int, fn func(pipeline.TokenRecord) error) error {
-	l.mu.Lock()
-	st := l.rows[id]
-	l.mu.Unlock()
-	if to <= 0 || to >= len(st) {
-		to = len(st) - 1
-	}
-	for line := max(from, 0); line <= to; line++ {
-		if st[line] == 0 {
-			continue
-		}
-		if err := fn(pipeline.TokenRecord{ImportID: id, Line: line, Status: benchStatuses[st[line]]}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (l *benchLedger) SetImportStage(_ context.Context, id, stage, disposition string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cur := l.imports[id]
-	order := []string{pipeline.StageStarted, pipeline.StageVaulted, pipeline.StageEnqueued, pipeline.StageDone}
-	if indexOf(order, stage) > indexOf(order, cur.Stage) {
-		cur.Stage = stage
-	}
-	if disposition != "" {
-		cur.Disposition = disposition
-	}
-	return nil
-}
-
-func indexOf(xs []string, x string) int {
-	for i, s := range xs {
-		if s == x {
-			return i
-		}
-	}
-	return -1
-}
-
-func (l *benchLedger) SetImportCheckpoint(_ context.Context, id string, line, refused int) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cur := l.imports[id]
-	if line > cur.Checkpoint {
-		cur.Checkpoint, cur.Refused = line, cur.Refused+refused
-	}
-	return nil
-}
-
-func (l *benchLedger) GetImport(_ context.Context, id string) (pipeline.ImportRecord, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if cur, ok := l.imports[id]; ok {
-		return *cur, nil
-	}
-	return pipeline.ImportRecord{}, token.Errorf(token.KindNotFound, "import %s", id)
-}
-
-func (l *benchLedger) SetTokenOutcome(_ context.Context, id string, line int, o pipeline.Outcome) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.rows[id]
-	was := pipeline.Settled(benchStatuses[st[line]])
-	st[line] = benchStatus(o.Status)
-	if !was && pipeline.Settled(o.Status) {
-		cur := l.imports[id]
-		cur.Pending--
-		return cur.Pending == 0, nil
-	}
-	return false, nil
 }
 
 // readerOnlyHeap streams the blob through seedfile.Read alone (records dropped) and answers the

@@ -52,9 +52,6 @@ func (l crashLedger) BeginImport(ctx context.Context, rec pipeline.ImportRecord)
 	err = l.c.step("ledger.BeginImport", func() (e error) { out, created, e = l.Ledger.BeginImport(ctx, rec); return })
 	return
 }
-func (l crashLedger) PutTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
-	return l.c.step("ledger.PutTokens", func() error { return l.Ledger.PutTokens(ctx, imp, rows) })
-}
 func (l crashLedger) AddTokens(ctx context.Context, imp pipeline.ImportRecord, rows []pipeline.TokenRecord) error {
 	return l.c.step("ledger.AddTokens", func() error { return l.Ledger.AddTokens(ctx, imp, rows) })
 }
@@ -64,8 +61,8 @@ func (l crashLedger) SealImport(ctx context.Context, imp pipeline.ImportRecord) 
 func (l crashLedger) EachToken(ctx context.Context, id string, from, to int, fn func(pipeline.TokenRecord) error) error {
 	return l.c.step("ledger.EachToken", func() error { return l.Ledger.EachToken(ctx, id, from, to, fn) })
 }
-func (l crashLedger) SetImportStage(ctx context.Context, id, stage, disp string) error {
-	return l.c.step("ledger.SetImportStage."+stage, func() error { return l.Ledger.SetImportStage(ctx, id, stage, disp) })
+func (l crashLedger) SetImportStage(ctx context.Context, id string, stage pipeline.Stage, disp string) error {
+	return l.c.step("ledger.SetImportStage."+string(stage), func() error { return l.Ledger.SetImportStage(ctx, id, stage, disp) })
 }
 func (l crashLedger) SetImportCheckpoint(ctx context.Context, id string, line, refused int) error {
 	return l.c.step("ledger.SetImportCheckpoint", func() error { return l.Ledger.SetImportCheckpoint(ctx, id, line, refused) })
@@ -151,7 +148,7 @@ func TestCrashBetweenSteps(t *testing.T) {
 		// The import records its rows with AddTokens and SealImport (it once did with PutTokens),
 		// and reads rows back with EachToken (for the report).
 		"ledger.BeginImport", "vault.PutSeed", "ledger.AddTokens", "ledger.SealImport", "ledger.EachToken", "blobs.PutReport", "queue.Enqueue",
-		"ledger.SetImportCheckpoint", "ledger.SetImportStage." + pipeline.StageEnqueued, "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + pipeline.StageDone,
+		"ledger.SetImportCheckpoint", "ledger.SetImportStage." + string(pipeline.StageEnqueued), "blobs.Reject", "blobs.DeleteInbox", "ledger.SetImportStage." + string(pipeline.StageDone),
 		"ledger.GetToken", "vault.GetSeed", "directory.EnsureDevice", "directory.ResolveUser",
 		"directory.ListUserMethods", "directory.Assign", "directory.Activate", "ledger.SetTokenOutcome",
 	}

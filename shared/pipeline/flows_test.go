@@ -102,7 +102,7 @@ func TestImportAndProvisionMixedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStatus := map[int]string{2: pipeline.StatusActivated, 3: pipeline.StatusActivated, 4: pipeline.StatusAvailable, 5: pipeline.StatusFailed, 6: pipeline.StatusFailed, 7: pipeline.StatusRejected, 8: pipeline.StatusRejected, 9: pipeline.StatusRejected}
+	wantStatus := map[int]pipeline.RowStatus{2: pipeline.StatusActivated, 3: pipeline.StatusActivated, 4: pipeline.StatusAvailable, 5: pipeline.StatusFailed, 6: pipeline.StatusFailed, 7: pipeline.StatusRejected, 8: pipeline.StatusRejected, 9: pipeline.StatusRejected}
 	for _, tl := range st.Tokens {
 		if tl.Status != wantStatus[tl.Line] {
 			t.Errorf("line %d (%s): status %s reason %q, want %s", tl.Line, tl.SerialNumber, tl.Status, tl.Reason, wantStatus[tl.Line])
@@ -200,7 +200,7 @@ func TestImportAllValidDeletesSource(t *testing.T) {
 				}
 			}
 			st, err := p.ImportStatus(ctx, "clean.csv")
-			if err != nil || !st.Settled || st.Counts[wantAssigned] != 2 || st.Counts[pipeline.StatusAvailable] != 1 {
+			if err != nil || !st.Settled || st.Counts[pipeline.RowStatus(wantAssigned)] != 2 || st.Counts[pipeline.StatusAvailable] != 1 {
 				t.Fatalf("status %+v %v", st, err)
 			}
 		})

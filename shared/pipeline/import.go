@@ -72,11 +72,11 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		return nil, fmt.Errorf("import %s: begin: %w", f.Name, err)
 	}
 	if !created {
-		log.InfoContext(ctx, "repeated delivery of an import", slog.String("stage", imp.Stage))
+		log.InfoContext(ctx, "repeated delivery of an import", slog.String("stage", string(imp.Stage)))
 	}
 
 	fresh := false // this invocation wrote every row: none has settled yet
-	if stageBefore(imp.Stage, StageVaulted) {
+	if imp.Stage.Before(StageVaulted) {
 		if imp, err = p.recordFile(ctx, log, imp, f); err != nil {
 			return nil, err
 		}
@@ -84,7 +84,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 	}
 	disposition := dispositionOf(imp)
 	failed, queued := imp.Refused, 0
-	if stageBefore(imp.Stage, StageEnqueued) {
+	if imp.Stage.Before(StageEnqueued) {
 		if !fresh && part <= 1 {
 			// A redelivery: the first report may not have been written before the crash. (A
 			// continuation's first part wrote it.)
@@ -109,7 +109,7 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		}
 		imp.Stage = StageEnqueued
 	}
-	if stageBefore(imp.Stage, StageDone) {
+	if imp.Stage.Before(StageDone) {
 		if err := p.leaveInbox(ctx, log, id, f, disposition); err != nil {
 			return nil, err
 		}
@@ -956,21 +956,6 @@ func clipHint(s string) string {
 		return string(r[:40]) + "…"
 	}
 	return s
-}
-
-// stageBefore reports whether stage a comes before stage b.
-func stageBefore(a, b string) bool { return stageRank(a) < stageRank(b) }
-
-func stageRank(s string) int {
-	switch s {
-	case StageVaulted:
-		return 1
-	case StageEnqueued:
-		return 2
-	case StageDone:
-		return 3
-	}
-	return 0
 }
 
 // reasonOf is the plain reason recorded for a permanent failure.

@@ -32,10 +32,6 @@ type SeedShelf interface {
 	Retire(ctx context.Context, manufacturer, serial string) error
 }
 
-// StatusRetired is a ledger row whose token was retired: its device is deleted from Entra and
-// its seed soft-deleted in the vault. It is final.
-const StatusRetired = "retired"
-
 // LifecycleDeps is what a Lifecycle works with beyond its Pipeline. Both are required.
 type LifecycleDeps struct {
 	Inventory Inventory
@@ -83,7 +79,7 @@ type InventoryToken struct {
 type TokenImport struct {
 	ImportID string    `json:"importId"`
 	Line     int       `json:"line"`
-	Status   string    `json:"status"` // the ledger's status
+	Status   RowStatus `json:"status"`
 	Updated  time.Time `json:"updated"`
 }
 

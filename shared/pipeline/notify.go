@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,11 +78,6 @@ func (p *Pipeline) reconcileSummary(rep *ReconcileReport) string {
 	return s + fmt.Sprintf(" Report: %s and %s (GET /api/reconcile/latest)", p.reportLink(rep.ReportName, ".json"), p.reportLink(rep.ReportName, ".failures.csv"))
 }
 
-func sortedKeys(m map[string]int) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
+func sortedKeys[K ~string](m map[K]int) []K {
+	return slices.Sorted(maps.Keys(m))
 }

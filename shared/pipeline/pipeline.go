@@ -254,13 +254,13 @@ type ImportResult struct {
 
 // TokenOutcome is what one Provision call left a token at.
 type TokenOutcome struct {
-	ImportID          string `json:"importId"`
-	Line              int    `json:"line"`
-	SerialNumber      string `json:"serialNumber"`
-	UserPrincipalName string `json:"userPrincipalName"`
-	Status            string `json:"status"` // a ledger status: available, assigned, activated, failed
-	Reason            string `json:"reason,omitempty"`
-	Repeat            bool   `json:"repeat"` // the token had already settled; nothing was done
+	ImportID          string    `json:"importId"`
+	Line              int       `json:"line"`
+	SerialNumber      string    `json:"serialNumber"`
+	UserPrincipalName string    `json:"userPrincipalName"`
+	Status            RowStatus `json:"status"` // available, assigned, activated, failed
+	Reason            string    `json:"reason,omitempty"`
+	Repeat            bool      `json:"repeat"` // the token had already settled; nothing was done
 	// Requeued says the token was throttled and put back on the queue to be tried again after
 	// RetryAfter (Status is empty: nothing is settled). The delivery succeeded.
 	Requeued   bool          `json:"requeued,omitempty"`
@@ -278,15 +278,15 @@ type AssignRequest struct {
 
 // Assignment is a token's assignment, the JSON answer of the HTTP API.
 type Assignment struct {
-	SerialNumber              string `json:"serialNumber"`
-	UserPrincipalName         string `json:"userPrincipalName"`
-	Status                    string `json:"status"`
-	PreviousUserPrincipalName string `json:"previousUserPrincipalName"`
-	Changed                   bool   `json:"changed"`
-	ActivatedWith             string `json:"activatedWith"` // "seed", "verificationCode" or ""
-	Manufacturer              string `json:"manufacturer,omitempty"`
-	Model                     string `json:"model,omitempty"`
-	SeedInVault               *bool  `json:"seedInVault,omitempty"` // GET only
+	SerialNumber              string    `json:"serialNumber"`
+	UserPrincipalName         string    `json:"userPrincipalName"`
+	Status                    RowStatus `json:"status"` // for a token the ledger does not hold, Entra's token.Status
+	PreviousUserPrincipalName string    `json:"previousUserPrincipalName"`
+	Changed                   bool      `json:"changed"`
+	ActivatedWith             string    `json:"activatedWith"` // "seed", "verificationCode" or ""
+	Manufacturer              string    `json:"manufacturer,omitempty"`
+	Model                     string    `json:"model,omitempty"`
+	SeedInVault               *bool     `json:"seedInVault,omitempty"` // GET only
 }
 
 // ImportStatus is an import's summary and per-token outcomes: the body of
@@ -294,14 +294,14 @@ type Assignment struct {
 type ImportStatus struct {
 	ImportID    string             `json:"importId"`
 	FileName    string             `json:"fileName"`
-	Stage       string             `json:"stage"`
+	Stage       Stage              `json:"stage"`
 	Format      string             `json:"format"`
 	Rows        int                `json:"rows"`
 	Valid       int                `json:"valid"`
 	Invalid     int                `json:"invalid"`
 	Pending     int                `json:"pending"`
 	Settled     bool               `json:"settled"` // every token has a final outcome
-	Counts      map[string]int     `json:"counts"`  // tokens per status
+	Counts      map[RowStatus]int  `json:"counts"`  // tokens per status
 	Disposition string             `json:"disposition,omitempty"`
 	Problems    []seedfile.Problem `json:"problems,omitempty"` // file-level problems (at most MaxReportProblems)
 	Tokens      []TokenLine        `json:"tokens"`             // in line order, at most MaxReportTokens
@@ -320,7 +320,7 @@ type TokenLine struct {
 	Manufacturer      string             `json:"manufacturer,omitempty"`
 	Model             string             `json:"model,omitempty"`
 	UserPrincipalName string             `json:"userPrincipalName,omitempty"`
-	Status            string             `json:"status"`
+	Status            RowStatus          `json:"status"`
 	Reason            string             `json:"reason,omitempty"`
 	Problems          []seedfile.Problem `json:"problems,omitempty"`
 	Warnings          []seedfile.Problem `json:"warnings,omitempty"` // a valid row's warnings: model from a hint or the fallback, a key near its expiry

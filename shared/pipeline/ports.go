@@ -56,42 +56,12 @@ type Directory interface {
 	ListUserMethods(ctx context.Context, userID string) ([]token.Method, error)
 }
 
-// Token statuses in the ledger. A row moves forward only: rejected and failed rows stay as
-// they are until the HTTP API changes the token; vaulted rows become available, assigned,
-// activated or failed when their provisioning message is handled.
-const (
-	StatusRejected  = "rejected"  // the row failed validation; nothing of it is stored
-	StatusVaulted   = "vaulted"   // accepted: its seed goes to the vault, then its message to the queue
-	StatusQueued    = "queued"    // shown for vaulted rows once the import's messages are sent
-	StatusAvailable = "available" // no UPN: the device is in the Entra inventory, unassigned
-	StatusAssigned  = "assigned"  // assigned, not activated (OATHPIPE_ACTIVATION=none)
-	StatusActivated = "activated" // assigned and activated
-	StatusFailed    = "failed"    // a permanent failure; Reason says why
-)
-
-// Settled reports whether a ledger token status is final for its import (no message pending).
-func Settled(status string) bool {
-	switch status {
-	case StatusRejected, StatusAvailable, StatusAssigned, StatusActivated, StatusFailed, StatusRetired:
-		return true
-	}
-	return false
-}
-
-// Import stages, in order. The stage tells a repeated delivery what is already done.
-const (
-	StageStarted  = "started"  // BeginImport ran; nothing else is known to be done
-	StageVaulted  = "vaulted"  // every row is written to the ledger and Pending counted; seeds are being stored
-	StageEnqueued = "enqueued" // every valid seed is confirmed in the vault and its message sent
-	StageDone     = "done"     // the source blob has left the inbox
-)
-
 // ImportRecord is one import (one upload of one file) in the ledger.
 type ImportRecord struct {
 	ImportID string // derived from the blob name and ETag: see ImportID
 	FileName string // the blob name in seed-inbox
 	ETag     string
-	Stage    string // StageStarted ... StageDone
+	Stage    Stage
 	Format   string
 	Rows     int
 	Valid    int
@@ -119,7 +89,7 @@ type TokenRecord struct {
 	Manufacturer      string
 	Model             string
 	UserPrincipalName string
-	Status            string // StatusRejected ... StatusFailed
+	Status            RowStatus
 	Reason            string // plain reason for failed/rejected; never a seed
 	Problems          []seedfile.Problem
 	SeedFingerprint   string // token.Fingerprint of the seed: tells seeds apart, recovers nothing
@@ -141,7 +111,7 @@ const CauseVaultRefused FailureCause = "vault-refused"
 
 // Outcome is what SetTokenOutcome records on a token row.
 type Outcome struct {
-	Status            string
+	Status            RowStatus
 	Reason            string
 	UserPrincipalName string // the user the token is now assigned to ("" when unassigned)
 	DeviceID          string
@@ -182,31 +152,33 @@ type AuditRecord struct {
 }
 
 // Ledger records what happened to each import and token (Azure Table storage: package ledger).
-// Every method is safe to call concurrently from many workers and instances.
+// Every method is safe to call concurrently from many workers and instances. The contract
+// suite in internal/ledgertest holds every implementation to what is written here.
 type Ledger interface {
-	// BeginImport stores rec (Stage StageStarted) if no import with rec.ImportID exists and
-	// returns it with created=true; otherwise it returns the stored record, unchanged.
+	// BeginImport stores rec (Stage StageStarted, Created stamped when zero, no counts: Pending,
+	// Checkpoint and Refused start at zero) if no import with rec.ImportID exists and returns it
+	// with created=true; otherwise it returns the stored record, unchanged. An empty import id is
+	// KindInvalid. A new import becomes its file name's latest (ImportByName) unless one created
+	// later already is.
 	BeginImport(ctx context.Context, rec ImportRecord) (stored ImportRecord, created bool, err error)
-	// PutTokens writes the rows of imp's file and records imp's file facts (Format, Rows, Valid,
-	// Invalid, Problems) and Pending, and moves the import to StageVaulted. Rows already stored are
-	// left as they are, and Pending is set only when the import was still at StageStarted, so a
-	// repeated import never moves a token back or counts it twice.
-	PutTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
 	// AddTokens writes a chunk of rows of imp's file (rows already stored are left as they are)
-	// and points the serial index at its non-rejected rows, like PutTokens, without touching
-	// the import's summary. A big file is recorded in chunks; SealImport ends it.
+	// and points the serial index at its non-rejected rows (TokenBySerial), unless a newer
+	// import holds the serial, without touching the import's summary. A big file is recorded in
+	// chunks; SealImport ends it, so a repeated import never moves a token back or counts it
+	// twice. Rows of an import BeginImport did not store are KindNotFound; a row with a
+	// negative line or no status is KindInvalid.
 	AddTokens(ctx context.Context, imp ImportRecord, rows []TokenRecord) error
 	// SealImport records imp's file facts (Format, Rows, Valid, Invalid, Problems, Disposition)
-	// and — only while the import is still at StageStarted — sets Pending to imp.Pending and moves
-	// it to StageVaulted, after every row was written with AddTokens.
+	// and — only while the import is still at StageStarted — sets Pending to imp.Pending (zero
+	// when negative) and moves it to StageVaulted, after every row was written with AddTokens.
 	SealImport(ctx context.Context, imp ImportRecord) error
 	// EachToken calls fn with the import's rows whose line is in [from, to] (to <= 0: to the
 	// end), in line order, a page at a time: memory stays flat in the import's size. An error
 	// from fn stops the listing and is returned.
 	EachToken(ctx context.Context, importID string, from, to int, fn func(TokenRecord) error) error
 	// SetImportStage moves the import to stage (never back) and records disposition when not
-	// empty. It must not touch Pending.
-	SetImportStage(ctx context.Context, importID, stage, disposition string) error
+	// empty. It must not touch Pending. A stage that is not Known is KindInvalid.
+	SetImportStage(ctx context.Context, importID string, stage Stage, disposition string) error
 	// SetImportCheckpoint moves the import's Checkpoint forward to line (never back) and, in the
 	// same update, adds refused to its Refused count; when line is not past the checkpoint,
 	// nothing changes (so a repeated chunk is never counted twice).
@@ -222,10 +194,13 @@ type Ledger interface {
 	// TokenBySerial returns the row of the latest import that holds serial on a non-rejected
 	// line (KindNotFound when none). Serials may contain quotes, slashes and any unicode.
 	TokenBySerial(ctx context.Context, serial string) (TokenRecord, error)
-	// SetTokenOutcome records o on the row. When the row was not settled before and o.Status is
-	// settled (see Settled), it decrements the import's Pending with a conditional update
-	// (retrying on conflict, so concurrent workers never lose a count) and returns
-	// lastSettled=true exactly when this call brought Pending to zero.
+	// SetTokenOutcome records o on the row (o.Warnings join its Problems, each once by code;
+	// an empty o.Status is KindInvalid). Once the import is past StageStarted, a row that
+	// settles (RowStatus.Settled) decrements the import's Pending and one that stops being
+	// settled increments it, with a conditional update (retrying on conflict, so concurrent
+	// workers never lose a count); Pending never goes below zero. lastSettled is true exactly
+	// when this call settled a row and left Pending at zero. The same outcome again changes
+	// nothing and returns false.
 	SetTokenOutcome(ctx context.Context, importID string, line int, o Outcome) (lastSettled bool, err error)
 	// Audit appends one audit record.
 	Audit(ctx context.Context, a AuditRecord) error

@@ -40,9 +40,9 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		out.Status, out.Reason = StatusFailed, fmt.Sprintf("message names serial %q, the ledger row of line %d holds %q", m.SerialNumber, m.Line, row.Serial)
 		log.ErrorContext(ctx, "provisioning message does not match its ledger row")
 		return out, nil
-	case Settled(row.Status):
+	case row.Status.Settled():
 		out.Status, out.Reason, out.Repeat = row.Status, row.Reason, true
-		log.InfoContext(ctx, "token already settled; repeated message ignored", slog.String(logctx.Status, row.Status))
+		log.InfoContext(ctx, "token already settled; repeated message ignored", slog.String(logctx.Status, string(row.Status)))
 		// The attempt that settled it may have stopped before writing the final report.
 		if err := p.ensureFinalReport(ctx, m.ImportID); err != nil {
 			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
@@ -80,7 +80,7 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
 	}
 	out.Status, out.Reason = o.Status, o.Reason
-	log.InfoContext(ctx, "token provisioned", slog.String(logctx.Status, o.Status))
+	log.InfoContext(ctx, "token provisioned", slog.String(logctx.Status, string(o.Status)))
 	return out, nil
 }
 
@@ -269,7 +269,7 @@ func (p *Pipeline) ensureFinalReport(ctx context.Context, importID string) error
 	if err != nil {
 		return fmt.Errorf("read import: %w", err)
 	}
-	if imp.Pending > 0 || stageBefore(imp.Stage, StageVaulted) {
+	if imp.Pending > 0 || imp.Stage.Before(StageVaulted) {
 		return nil
 	}
 	return p.writeReport(ctx, importID, "")
@@ -291,7 +291,7 @@ func (p *Pipeline) recordPoisoned(ctx context.Context, m ProvisionMessage, reaso
 	if err != nil {
 		return fmt.Errorf("record poisoned %s: %w", m.SerialNumber, err)
 	}
-	if Settled(row.Status) {
+	if row.Status.Settled() {
 		return p.ensureFinalReport(ctx, m.ImportID) // an earlier delivery settled it after all
 	}
 	if reason = strings.TrimSpace(reason); reason == "" {
@@ -321,7 +321,7 @@ func (a activation) wanted() bool { return a.auto || a.code != "" }
 // assignResult is what assignActivate did.
 type assignResult struct {
 	methodID      string
-	status        string // ledger status: assigned or activated
+	status        RowStatus // assigned or activated
 	reason        string
 	changed       bool
 	activatedWith string // "seed", "verificationCode" or ""

@@ -110,16 +110,16 @@ type ReconcileOptions struct {
 
 // Finding is one disagreement between Entra, Key Vault and the ledger. It never holds a seed.
 type Finding struct {
-	Kind              string `json:"kind"`
-	SerialNumber      string `json:"serialNumber"`
-	Manufacturer      string `json:"manufacturer,omitempty"`
-	Status            string `json:"status,omitempty"` // Entra's status; "" when Entra has no device
-	UserPrincipalName string `json:"userPrincipalName,omitempty"`
-	UserID            string `json:"userId,omitempty"`
-	LedgerStatus      string `json:"ledgerStatus,omitempty"`
-	ImportID          string `json:"importId,omitempty"`
-	Detail            string `json:"detail"`
-	Action            string `json:"action,omitempty"` // "taken-back", or "take-back-failed: ..." with TakeBackDisabled
+	Kind              string    `json:"kind"`
+	SerialNumber      string    `json:"serialNumber"`
+	Manufacturer      string    `json:"manufacturer,omitempty"`
+	Status            string    `json:"status,omitempty"` // Entra's status; "" when Entra has no device
+	UserPrincipalName string    `json:"userPrincipalName,omitempty"`
+	UserID            string    `json:"userId,omitempty"`
+	LedgerStatus      RowStatus `json:"ledgerStatus,omitempty"`
+	ImportID          string    `json:"importId,omitempty"`
+	Detail            string    `json:"detail"`
+	Action            string    `json:"action,omitempty"` // "taken-back", or "take-back-failed: ..." with TakeBackDisabled
 }
 
 // ReconcileReport is seed-reports/reconcile/{date}.json.
@@ -376,7 +376,7 @@ func (l *Lifecycle) seedsWithoutDevice(ctx context.Context, entries []SeedEntry,
 			f.LedgerStatus, f.ImportID = row.Status, row.ImportID
 			if row.Status == StatusAvailable || row.Status == StatusAssigned || row.Status == StatusActivated {
 				found.add(Finding{Kind: FindingLedgerDisagrees, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, LedgerStatus: row.Status, ImportID: row.ImportID,
-					Detail: "the ledger says the token is " + row.Status + "; Entra ID has no such device"})
+					Detail: "the ledger says the token is " + string(row.Status) + "; Entra ID has no such device"})
 			}
 		case token.KindOf(err) != token.KindNotFound:
 			return fmt.Errorf("read the ledger row of %s: %w", e.Serial, err)
@@ -504,7 +504,7 @@ func untracked(base Finding, d token.Device, o ReconcileOptions, now time.Time, 
 // disagreement says how the ledger row contradicts Entra's device ("" when it does not). Rows
 // still in flight and failed rows are not compared: they make no claim about Entra.
 func disagreement(row TokenRecord, d token.Device, u token.User) string {
-	entra := map[token.Status]string{token.StatusAvailable: StatusAvailable, token.StatusAssigned: StatusAssigned,
+	entra := map[token.Status]RowStatus{token.StatusAvailable: StatusAvailable, token.StatusAssigned: StatusAssigned,
 		token.StatusFailedActivation: StatusAssigned, token.StatusActivated: StatusActivated}[d.Status]
 	switch row.Status {
 	case StatusRetired:
@@ -514,7 +514,7 @@ func disagreement(row TokenRecord, d token.Device, u token.User) string {
 		return ""
 	}
 	if row.Status != entra {
-		return "the ledger says " + row.Status + "; Entra ID says " + string(d.Status)
+		return "the ledger says " + string(row.Status) + "; Entra ID says " + string(d.Status)
 	}
 	if d.AssignedToID == "" {
 		return ""
@@ -567,7 +567,7 @@ func findingsCSV(fs []Finding) []byte {
 	_ = w.Write([]string{"kind", "serialNumber", "manufacturer", "status", "userPrincipalName", "ledgerStatus", "importId", "detail", "action"})
 	for _, f := range fs {
 		_ = w.Write([]string{f.Kind, neutralise(f.SerialNumber), neutralise(f.Manufacturer), f.Status, neutralise(f.UserPrincipalName),
-			f.LedgerStatus, f.ImportID, neutralise(f.Detail), neutralise(f.Action)})
+			string(f.LedgerStatus), f.ImportID, neutralise(f.Detail), neutralise(f.Action)})
 	}
 	w.Flush()
 	return b.Bytes()

@@ -57,7 +57,7 @@ func newStatus(imp ImportRecord) *statusBuilder {
 	st := &ImportStatus{
 		ImportID: imp.ImportID, FileName: imp.FileName, Stage: imp.Stage, Format: imp.Format,
 		Rows: imp.Rows, Valid: imp.Valid, Invalid: imp.Invalid, Pending: imp.Pending,
-		Counts: map[string]int{}, Disposition: imp.Disposition, Problems: imp.Problems,
+		Counts: map[RowStatus]int{}, Disposition: imp.Disposition, Problems: imp.Problems,
 		Tokens: []TokenLine{}, Updated: imp.Updated,
 	}
 	if len(st.Problems) > MaxReportProblems {
@@ -71,10 +71,10 @@ func newStatus(imp ImportRecord) *statusBuilder {
 func (b *statusBuilder) add(r TokenRecord) {
 	st := b.st
 	s := r.Status
-	if s == StatusVaulted && !stageBefore(st.Stage, StageEnqueued) {
+	if s == StatusVaulted && !st.Stage.Before(StageEnqueued) {
 		s = StatusQueued
 	}
-	if !Settled(r.Status) {
+	if !r.Status.Settled() {
 		b.pending++
 	}
 	switch r.Status {
@@ -107,7 +107,7 @@ func (b *statusBuilder) done() *ImportStatus {
 	// The rows are the truth; Pending on the import is the counter that decides who writes the
 	// final report.
 	st.Pending = b.pending
-	st.Settled = b.pending == 0 && !stageBefore(st.Stage, StageVaulted)
+	st.Settled = b.pending == 0 && !st.Stage.Before(StageVaulted)
 	if st.TokensOmitted > 0 || st.ProblemsOmitted > 0 {
 		st.FullList = fmt.Sprintf("this report lists the first %d tokens and %d file-level problems; "+
 			"seed-reports/%s.failures.csv lists every rejected or failed row, and the ledger (table oathpipeledger, "+
@@ -180,13 +180,13 @@ func (p *Pipeline) notifyImport(ctx context.Context, st *ImportStatus) {
 
 // streamFailures streams the failures CSV of imp from the ledger through a pipe; stop ends
 // the producer (when the reader stopped early) and returns its error.
-func (p *Pipeline) streamFailures(ctx context.Context, imp ImportRecord, stage string) (io.Reader, func() error) {
+func (p *Pipeline) streamFailures(ctx context.Context, imp ImportRecord, stage Stage) (io.Reader, func() error) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
 		fw := newFailuresWriter(pw)
 		for _, pb := range imp.Problems {
-			fw.write("0", "", "", StatusRejected, pb.Field, pb.Code, pb.Message)
+			fw.write("0", "", "", string(StatusRejected), pb.Field, pb.Code, pb.Message)
 		}
 		err := p.d.Ledger.EachToken(ctx, imp.ImportID, 0, 0, func(r TokenRecord) error {
 			fw.row(r)
@@ -234,13 +234,13 @@ func (fw *failuresWriter) row(r TokenRecord) {
 	switch r.Status {
 	case StatusRejected:
 		for _, pr := range r.Problems {
-			fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, r.Status, pr.Field, pr.Code, pr.Message)
+			fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, string(r.Status), pr.Field, pr.Code, pr.Message)
 		}
 		if len(r.Problems) == 0 {
-			fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, r.Status, "", "", r.Reason)
+			fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, string(r.Status), "", "", r.Reason)
 		}
 	case StatusFailed:
-		fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, r.Status, "", "", r.Reason)
+		fw.write(strconv.Itoa(r.Line), r.Serial, r.UserPrincipalName, string(r.Status), "", "", r.Reason)
 	}
 }
 
@@ -256,7 +256,7 @@ func failuresCSV(st *ImportStatus) []byte {
 	var buf strings.Builder
 	fw := newFailuresWriter(&buf)
 	for _, pr := range st.Problems {
-		fw.write("0", "", "", StatusRejected, pr.Field, pr.Code, pr.Message)
+		fw.write("0", "", "", string(StatusRejected), pr.Field, pr.Code, pr.Message)
 	}
 	for _, t := range st.Tokens {
 		fw.row(TokenRecord{Line: t.Line, Serial: t.SerialNumber, UserPrincipalName: t.UserPrincipalName, Status: t.Status, Reason: t.Reason, Problems: t.Problems})

@@ -48,10 +48,10 @@ func TestFailuresCSV(t *testing.T) {
 	}
 	want := [][]string{
 		{"line", "serial number", "upn", "status", "field", "code", "reason"},
-		{"0", "", "", StatusRejected, "file", "file.no-rows", "no rows"},
-		{"3", "", "", StatusRejected, "secret key", "secret.missing", "empty"},
-		{"3", "", "", StatusRejected, "upn", "upn.malformed", "'=cmd|' /C calc'!A0"},
-		{"4", "'-5", "g@x", StatusFailed, "", "", "guest, \"quoted\", and\nmultiline"},
+		{"0", "", "", string(StatusRejected), "file", "file.no-rows", "no rows"},
+		{"3", "", "", string(StatusRejected), "secret key", "secret.missing", "empty"},
+		{"3", "", "", string(StatusRejected), "upn", "upn.malformed", "'=cmd|' /C calc'!A0"},
+		{"4", "'-5", "g@x", string(StatusFailed), "", "", "guest, \"quoted\", and\nmultiline"},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("got %d rows: %q", len(rows), rows)

@@ -13,14 +13,14 @@ import (
 
 // Retirement is the answer of DELETE /api/tokens/{serial}.
 type Retirement struct {
-	SerialNumber              string `json:"serialNumber"`
-	Manufacturer              string `json:"manufacturer,omitempty"`
-	Model                     string `json:"model,omitempty"`
-	Status                    string `json:"status"` // always "retired"
-	PreviousUserPrincipalName string `json:"previousUserPrincipalName"`
-	DeviceDeleted             bool   `json:"deviceDeleted"` // this request deleted the device from Entra
-	SeedDeleted               bool   `json:"seedDeleted"`   // this request soft-deleted the seed
-	Changed                   bool   `json:"changed"`       // false: it was retired already
+	SerialNumber              string    `json:"serialNumber"`
+	Manufacturer              string    `json:"manufacturer,omitempty"`
+	Model                     string    `json:"model,omitempty"`
+	Status                    RowStatus `json:"status"` // always StatusRetired
+	PreviousUserPrincipalName string    `json:"previousUserPrincipalName"`
+	DeviceDeleted             bool      `json:"deviceDeleted"` // this request deleted the device from Entra
+	SeedDeleted               bool      `json:"seedDeleted"`   // this request soft-deleted the seed
+	Changed                   bool      `json:"changed"`       // false: it was retired already
 }
 
 // RetireToken retires a lost, broken or worn-out token: it takes the token from its holder,
