@@ -97,14 +97,12 @@ var kindCodes = map[token.Kind]problemCode{
 	token.KindInternal:          codeInternal,
 }
 
-// problemFor turns a pipeline error into the caller's problem. Internal failures get a generic
-// detail (the log has the rest); every other kind carries the error's own message, which the
-// pipeline keeps free of seeds.
+// problemFor turns a pipeline error into the caller's problem by its kind (token.KindOf, which
+// also counts an unclassified call cut short by its context as transient). Internal failures
+// get a generic detail (the log has the rest); every other kind carries the error's own
+// message, which the pipeline keeps free of seeds.
 func problemFor(err error) *Problem {
 	kind := token.KindOf(err)
-	if errors.Is(err, context.DeadlineExceeded) && kind == token.KindInternal {
-		kind = token.KindTransient
-	}
 	c, ok := kindCodes[kind]
 	if !ok {
 		c = codeInternal

@@ -7,7 +7,6 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -21,31 +20,12 @@ const (
 	maxNesting = 4
 )
 
-// knownLarge are the functions over the limits today, as "file: function" (a method as
-// (*Recv).Name or Recv.Name). Each line goes when its function is split; the test fails on a
-// function over the limits not listed here and on a line here whose function is within them
-// (or gone), so the list cannot go stale. When it is empty, delete it and the loop that reads it.
-var knownLarge = []string{
-	// shared/ledger
-	// shared/pipeline
-	"shared/pipeline/assign.go: (*Pipeline).assignToken",
-	"shared/pipeline/import.go: (*Pipeline).importFile",
-	"shared/pipeline/import.go: (*Pipeline).recordFile",
-	"shared/pipeline/import.go: (*Pipeline).storeAndQueue",
-	"shared/pipeline/import.go: (*Pipeline).vaultAndQueue",
-	"shared/pipeline/reconcile.go: (*Lifecycle).Reconcile",
-}
-
 // funcSize is one function's size.
 type funcSize struct {
 	pos     token.Position
 	name    string
 	lines   int
 	nesting int
-}
-
-func (f funcSize) key() string {
-	return fmt.Sprintf("%s: %s", filepath.ToSlash(f.pos.Filename), f.name)
 }
 
 func (f funcSize) String() string {
@@ -170,21 +150,11 @@ func sizes(t *testing.T, root string) []funcSize {
 }
 
 // TestFunctionSizes: no production function is longer than maxLines or nested deeper than
-// maxNesting, but the ones listed in knownLarge.
+// maxNesting.
 func TestFunctionSizes(t *testing.T) {
-	large := map[string]bool{}
 	for _, f := range sizes(t, moduleRoot(t)) {
-		if f.lines <= maxLines && f.nesting <= maxNesting {
-			continue
-		}
-		large[f.key()] = true
-		if !slices.Contains(knownLarge, f.key()) {
+		if f.lines > maxLines || f.nesting > maxNesting {
 			t.Errorf("%s", f)
-		}
-	}
-	for _, k := range knownLarge {
-		if !large[k] {
-			t.Errorf("within the limits now (or gone), so delete its line from knownLarge: %q", k)
 		}
 	}
 }

@@ -74,6 +74,7 @@ type rowEntity struct {
 	DeviceID          string
 	UserID            string
 	Updated           string
+	Cause             string // pipeline.FailureCause of a failed row ("" otherwise)
 }
 
 func (e *rowEntity) record() pipeline.TokenRecord {
@@ -81,7 +82,7 @@ func (e *rowEntity) record() pipeline.TokenRecord {
 		ImportID: e.ImportID, Line: e.Line, Serial: e.Serial, Manufacturer: e.Manufacturer, Model: e.Model,
 		UserPrincipalName: e.UserPrincipalName, Status: e.Status, Reason: e.Reason,
 		Problems: decodeProblems(e.Problems), SeedFingerprint: e.SeedFingerprint,
-		DeviceID: e.DeviceID, UserID: e.UserID, Updated: parseTime(e.Updated),
+		DeviceID: e.DeviceID, UserID: e.UserID, Updated: parseTime(e.Updated), Cause: pipeline.FailureCause(e.Cause),
 	}
 }
 
@@ -91,7 +92,7 @@ func newRowEntity(pk string, r pipeline.TokenRecord) rowEntity {
 		ImportID: r.ImportID, Line: r.Line, Serial: r.Serial, Manufacturer: r.Manufacturer, Model: r.Model,
 		UserPrincipalName: r.UserPrincipalName, Status: r.Status, Reason: clip(r.Reason),
 		Problems: encodeProblems(r.Problems), SeedFingerprint: r.SeedFingerprint,
-		DeviceID: r.DeviceID, UserID: r.UserID, Updated: formatTime(r.Updated),
+		DeviceID: r.DeviceID, UserID: r.UserID, Updated: formatTime(r.Updated), Cause: string(r.Cause),
 	}
 }
 

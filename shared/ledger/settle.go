@@ -12,7 +12,7 @@ import (
 	"github.com/oathpipe/oathpipe/shared/token"
 )
 
-// SetTokenOutcome records o on the row (line) of an import: o.Status, o.Reason,
+// SetTokenOutcome records o on the row (line) of an import: o.Status, o.Reason, o.Cause,
 // o.UserPrincipalName and o.UserID replace the row's (an unassigned token has neither user);
 // o.DeviceID is kept when empty (the device outlives assignments); o.Warnings join the row's
 // problems, each once by code.
@@ -91,6 +91,7 @@ func (l *Ledger) recordOutcome(ctx context.Context, op, importID string, line in
 func withOutcome(row rowEntity, o pipeline.Outcome) rowEntity {
 	next := row
 	next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, clip(o.Reason), o.UserPrincipalName, o.UserID
+	next.Cause = string(o.Cause)
 	if len(o.Warnings) > 0 {
 		next.Problems = encodeProblems(o.WithWarnings(decodeProblems(row.Problems)))
 	}

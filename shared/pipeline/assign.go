@@ -17,7 +17,8 @@ import (
 
 // serialLocks serialises the HTTP API's changes to one serial inside this instance, so two
 // concurrent PUTs for the same token run one after the other: the second sees the first's result.
-// Across instances Entra itself refuses the loser's assignment, which is answered as a conflict.
+// Across instances Entra itself refuses the loser's assignment (or the winner takes the token on
+// before the loser activates it), which is answered as a conflict naming the holder (lostRace).
 type serialLocks [64]sync.Mutex
 
 func (l *serialLocks) lock(serial string) func() {
@@ -31,134 +32,209 @@ func (l *serialLocks) lock(serial string) func() {
 // assignToken is AssignToken: find the device → resolve the user → unassign from another user
 // first (the reassignment) → the shared assign + activate core → ledger row → audit record.
 func (p *Pipeline) assignToken(ctx context.Context, r AssignRequest) (*Assignment, error) {
+	r, err := cleanAssignRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, log := logctx.WithSerial(ctx, r.Serial), p.log.With(slog.String(logctx.Caller, r.Caller))
+	defer p.locks.lock(r.Serial)()
+
+	c := &assignCall{log: log, a: &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName},
+		audit: AuditRecord{Caller: r.Caller, Action: "assign", Serial: r.Serial, ToUser: r.UserPrincipalName}}
+	if err := p.assignSteps(ctx, c, r); err != nil {
+		return nil, p.assignFailed(ctx, c, err)
+	}
+	if err := p.audit(ctx, log, c.audit, nil, c.a.Changed); err != nil {
+		return nil, err
+	}
+	log.InfoContext(ctx, "token assignment", slog.String("to", c.a.UserPrincipalName), slog.Bool("changed", c.a.Changed), slog.String(logctx.Status, string(c.a.Status)))
+	return c.a, nil
+}
+
+// assignCall is one AssignToken request in progress: its answer and its audit record, filled
+// in step by step.
+type assignCall struct {
+	log   *slog.Logger
+	a     *Assignment
+	audit AuditRecord
+	found bool // once the device is found, a failure reports who holds it now
+}
+
+// cleanAssignRequest trims r and refuses a request that cannot be carried out as sent.
+func cleanAssignRequest(r AssignRequest) (AssignRequest, error) {
 	r.Serial = strings.TrimSpace(r.Serial)
 	r.UserPrincipalName = strings.TrimSpace(r.UserPrincipalName)
 	r.VerificationCode = strings.TrimSpace(r.VerificationCode)
 	switch {
 	case r.Serial == "":
-		return nil, token.Errorf(token.KindInvalid, "the serial number is empty")
+		return r, token.Errorf(token.KindInvalid, "the serial number is empty")
 	case r.UserPrincipalName == "":
-		return nil, token.Errorf(token.KindInvalid, "userPrincipalName is required")
+		return r, token.Errorf(token.KindInvalid, "userPrincipalName is required")
 	case r.VerificationCode != "" && !isCode(r.VerificationCode):
-		return nil, token.Errorf(token.KindInvalid, "verificationCode must be the 6 digits shown on the token")
+		return r, token.Errorf(token.KindInvalid, "verificationCode must be the 6 digits shown on the token")
 	case r.VerificationCode != "" && !r.Activate:
-		return nil, token.Errorf(token.KindInvalid, "verificationCode is only used to activate; drop it or set activate")
+		return r, token.Errorf(token.KindInvalid, "verificationCode is only used to activate; drop it or set activate")
 	}
-	ctx, log := logctx.WithSerial(ctx, r.Serial), p.log.With(slog.String(logctx.Caller, r.Caller))
-	defer p.locks.lock(r.Serial)()
+	return r, nil
+}
 
-	a := &Assignment{SerialNumber: r.Serial, UserPrincipalName: r.UserPrincipalName}
-	audit := AuditRecord{Caller: r.Caller, Action: "assign", Serial: r.Serial, ToUser: r.UserPrincipalName}
-	found := false // once the device is found, a failure reports who holds it now
-	fail := func(err error) (*Assignment, error) {
-		if found {
-			err = p.withState(ctx, r.Serial, err)
-			var se *StateError
-			if errors.As(err, &se) {
-				audit.HeldBy, audit.TokenStatus = se.HeldBy, se.TokenStatus
-			}
+// assignFailed answers a failed assignment: with the token's state read back from Entra once
+// the device was found, and audited.
+func (p *Pipeline) assignFailed(ctx context.Context, c *assignCall, err error) error {
+	if c.found {
+		err = p.withState(ctx, c.audit.Serial, err)
+		var se *StateError
+		if errors.As(err, &se) {
+			c.audit.HeldBy, c.audit.TokenStatus = se.HeldBy, se.TokenStatus
 		}
-		p.audit(ctx, log, audit, err)
-		return nil, err
 	}
+	p.audit(ctx, c.log, c.audit, err)
+	return err
+}
 
+// assignSteps does the work of AssignToken, recording what it did in c.
+func (p *Pipeline) assignSteps(ctx context.Context, c *assignCall, r AssignRequest) error {
 	dev, err := p.d.Directory.FindDevice(ctx, r.Serial)
 	if err != nil {
-		return fail(fmt.Errorf("find token %s: %w", r.Serial, err))
+		return fmt.Errorf("find token %s: %w", r.Serial, err)
 	}
-	found = true
+	c.found = true
 	// Report the serial as the tenant spells it (Entra may match gp7001 to GP7001).
-	r.Serial, a.SerialNumber, audit.Serial = dev.Serial, dev.Serial, dev.Serial
-	a.Manufacturer, a.Model = dev.Manufacturer, dev.Model
+	r.Serial, c.a.SerialNumber, c.audit.Serial = dev.Serial, dev.Serial, dev.Serial
+	c.a.Manufacturer, c.a.Model = dev.Manufacturer, dev.Model
 	holder := "" // the holder at the time, for the audit record of a refused request too
 	if dev.AssignedToID != "" {
 		holder = p.upnOf(ctx, dev.AssignedToID, dev.AssignedToName)
-		audit.FromUser = holder
+		c.audit.FromUser = holder
 	}
-	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
+	user, err := p.resolveAssignee(ctx, r)
 	if err != nil {
-		if token.KindOf(err) == token.KindNotFound {
-			// Said for the caller of the API, not for a file's uploader.
-			err = &token.Error{Kind: token.KindNotFound, Op: "assign " + r.Serial, RequestID: token.RequestIDOf(err), Err: err,
-				Message: fmt.Sprintf("there is no user %s in Entra ID; check userPrincipalName in the request", r.UserPrincipalName)}
-		}
-		return fail(fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err))
+		return err
 	}
-	a.UserPrincipalName = user.UserPrincipalName
+	c.a.UserPrincipalName = user.UserPrincipalName
 	// An object-id request is audited with the UPN it resolved to (and the id).
-	audit.ToUser, audit.ToUserID = cmp.Or(user.UserPrincipalName, r.UserPrincipalName), user.ID
+	c.audit.ToUser, c.audit.ToUserID = cmp.Or(user.UserPrincipalName, r.UserPrincipalName), user.ID
 
 	row, rowErr := p.d.Ledger.TokenBySerial(ctx, r.Serial)
 	if rowErr != nil && token.KindOf(rowErr) != token.KindNotFound {
-		return fail(fmt.Errorf("ledger row of %s: %w", r.Serial, rowErr))
+		return fmt.Errorf("ledger row of %s: %w", r.Serial, rowErr)
 	}
 	hasRow := rowErr == nil
-
-	how := activation{code: r.VerificationCode, lastKnown: lastActivation(row, hasRow)}
-	if r.Activate && how.code == "" {
-		manufacturer := dev.Manufacturer
-		if hasRow && row.Manufacturer != "" {
-			manufacturer = row.Manufacturer
-		}
-		seed, err := p.d.Vault.GetSeed(ctx, manufacturer, r.Serial)
-		if err != nil {
-			return fail(fmt.Errorf("seed of %s (needed to activate; or send the code shown on the token): %w", r.Serial, err))
-		}
-		how.auto, how.seed = true, seed
+	how, err := p.activationFor(ctx, r, dev, row, hasRow)
+	if err != nil {
+		return err
 	}
-
-	var before token.Device // the holder to give the token back to if the new assignment fails
-	if dev.AssignedToID != "" && dev.AssignedToID != user.ID {
-		// Check the new holder can take the token before taking it from the old one: Entra
-		// allows five OATH methods per user, authenticator apps included.
-		if n, err := p.d.Directory.CountOathMethods(ctx, user.ID); err != nil {
-			return fail(fmt.Errorf("count the OATH methods of %s: %w", user.UserPrincipalName, err))
-		} else if n >= maxOathMethods {
-			return fail(&token.Error{Kind: token.KindTooManyMethods, Op: "assign " + r.Serial,
-				Message: fmt.Sprintf("%s already holds %d OATH methods (hardware tokens and authenticator apps together; Entra allows %d), so the token was left with its current holder; remove one of the user's methods first", user.UserPrincipalName, n, maxOathMethods)})
-		}
-		before = dev
-		prev := holder
-		a.PreviousUserPrincipalName = prev
-		if err := p.unassign(ctx, dev); err != nil {
-			return fail(fmt.Errorf("unassign %s from %s: %w", r.Serial, prev, err))
-		}
-		a.Changed = true
-		log.InfoContext(ctx, "token unassigned for reassignment", slog.String("from", prev))
-		dev.AssignedToID, dev.AssignedToName, dev.Status = "", "", token.StatusAvailable
-	} else if dev.AssignedToID == user.ID {
-		audit.FromUser = user.UserPrincipalName
-		a.PreviousUserPrincipalName = user.UserPrincipalName
+	dev, before, err := p.takeFromHolder(ctx, c, dev, user, holder)
+	if err != nil {
+		return err
 	}
 
 	res, err := p.assignActivate(ctx, dev, user, how)
 	if err != nil {
-		if token.KindOf(err) == token.KindAssignedElsewhere {
-			// Another instance assigned it between our read and our write: report who holds it.
-			if cur, ferr := p.d.Directory.FindDevice(ctx, r.Serial); ferr == nil && cur.AssignedToID != "" {
-				err = &token.Error{Kind: token.KindConflict, Op: "assign " + r.Serial,
-					Message: fmt.Sprintf("the token was assigned to %s by a concurrent request", p.upnOf(ctx, cur.AssignedToID, cur.AssignedToName)), Err: err}
-			}
-		}
+		err = p.lostRace(ctx, r.Serial, res.methodID != "", err)
 		if before.AssignedToID != "" && res.methodID == "" {
 			// The new user could not take it (e.g. 5 methods already): give it back.
-			p.restore(ctx, log, before, how)
+			p.restore(ctx, c.log, before, how)
 		}
 		if hasRow {
-			p.recordRow(ctx, log, row, p.outcomeNow(ctx, r.Serial, reasonOf(err)))
+			p.recordRow(ctx, c.log, row, p.outcomeNow(ctx, r.Serial, reasonOf(err)))
 		}
-		return fail(err)
+		return err
 	}
-	a.Changed = a.Changed || res.changed
-	a.Status, a.ActivatedWith = res.status, res.activatedWith
+	c.a.Changed = c.a.Changed || res.changed
+	c.a.Status, c.a.ActivatedWith = res.status, res.activatedWith
 	if hasRow {
-		p.recordRow(ctx, log, row, Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID})
+		p.recordRow(ctx, c.log, row, Outcome{Status: res.status, Reason: res.reason, UserPrincipalName: user.UserPrincipalName, DeviceID: dev.ID, UserID: user.ID})
 	}
-	if err := p.audit(ctx, log, audit, nil, a.Changed); err != nil {
-		return nil, err
+	return nil
+}
+
+// resolveAssignee resolves the user a request names; a user Entra does not know is worded for
+// the API's caller, not for a file's uploader.
+func (p *Pipeline) resolveAssignee(ctx context.Context, r AssignRequest) (token.User, error) {
+	user, err := p.d.Directory.ResolveUser(ctx, r.UserPrincipalName)
+	if err != nil {
+		if token.KindOf(err) == token.KindNotFound {
+			err = &token.Error{Kind: token.KindNotFound, Op: "assign " + r.Serial, RequestID: token.RequestIDOf(err), Err: err,
+				Message: fmt.Sprintf("there is no user %s in Entra ID; check userPrincipalName in the request", r.UserPrincipalName)}
+		}
+		return token.User{}, fmt.Errorf("resolve %s: %w", r.UserPrincipalName, err)
 	}
-	log.InfoContext(ctx, "token assignment", slog.String("to", a.UserPrincipalName), slog.Bool("changed", a.Changed), slog.String(logctx.Status, string(a.Status)))
-	return a, nil
+	return user, nil
+}
+
+// activationFor says how the request activates the token: with the caller's code, else (when
+// it asks to activate) with the seed from the vault, found under the manufacturer the ledger
+// row names (the import's spelling) or else Entra's.
+func (p *Pipeline) activationFor(ctx context.Context, r AssignRequest, dev token.Device, row TokenRecord, hasRow bool) (activation, error) {
+	how := activation{code: r.VerificationCode, lastKnown: lastActivation(row, hasRow)}
+	if !r.Activate || how.code != "" {
+		return how, nil
+	}
+	manufacturer := dev.Manufacturer
+	if hasRow && row.Manufacturer != "" {
+		manufacturer = row.Manufacturer
+	}
+	seed, err := p.d.Vault.GetSeed(ctx, manufacturer, r.Serial)
+	if err != nil {
+		return how, fmt.Errorf("seed of %s (needed to activate; or send the code shown on the token): %w", r.Serial, err)
+	}
+	how.auto, how.seed = true, seed
+	return how, nil
+}
+
+// takeFromHolder is the first half of a reassignment: when another user holds dev, it checks
+// that user can take one more OATH method and unassigns dev from its holder. It returns the
+// device as it is now, to assign to user, and as it was before (to give back if the new
+// assignment fails; a zero Device when nobody else held it).
+func (p *Pipeline) takeFromHolder(ctx context.Context, c *assignCall, dev token.Device, user token.User, holder string) (now, before token.Device, err error) {
+	if dev.AssignedToID == "" || dev.AssignedToID == user.ID {
+		if dev.AssignedToID == user.ID {
+			c.audit.FromUser = user.UserPrincipalName
+			c.a.PreviousUserPrincipalName = user.UserPrincipalName
+		}
+		return dev, token.Device{}, nil
+	}
+	// Check the new holder can take the token before taking it from the old one: Entra
+	// allows five OATH methods per user, authenticator apps included.
+	if n, err := p.d.Directory.CountOathMethods(ctx, user.ID); err != nil {
+		return dev, token.Device{}, fmt.Errorf("count the OATH methods of %s: %w", user.UserPrincipalName, err)
+	} else if n >= maxOathMethods {
+		return dev, token.Device{}, &token.Error{Kind: token.KindTooManyMethods, Op: "assign " + dev.Serial,
+			Message: fmt.Sprintf("%s already holds %d OATH methods (hardware tokens and authenticator apps together; Entra allows %d), so the token was left with its current holder; remove one of the user's methods first", user.UserPrincipalName, n, maxOathMethods)}
+	}
+	c.a.PreviousUserPrincipalName = holder
+	if err := p.unassign(ctx, dev); err != nil {
+		return dev, token.Device{}, fmt.Errorf("unassign %s from %s: %w", dev.Serial, holder, err)
+	}
+	c.a.Changed = true
+	c.log.InfoContext(ctx, "token unassigned for reassignment", slog.String("from", holder))
+	before = dev
+	dev.AssignedToID, dev.AssignedToName, dev.Status = "", "", token.StatusAvailable
+	return dev, before, nil
+}
+
+// lostRace rewords the failure of a request that a concurrent one beat to the token (on
+// another instance: Entra is the only lock between instances), so its caller hears who holds
+// the token now: Entra refused the assignment as assigned elsewhere, or the method this request
+// had assigned (assigned) was not found when it came to activate it (the other request took the
+// token on to its user). When nobody holds the token now, err is the answer.
+func (p *Pipeline) lostRace(ctx context.Context, serial string, assigned bool, err error) error {
+	if k := token.KindOf(err); k != token.KindAssignedElsewhere && (k != token.KindNotFound || !assigned) {
+		return err
+	}
+	cur, ferr := p.d.Directory.FindDevice(ctx, serial)
+	if ferr != nil || cur.AssignedToID == "" {
+		return err
+	}
+	return p.concurrentHolder(ctx, cur, err)
+}
+
+// concurrentHolder is the conflict answered to the request that lost a race for the token to
+// a concurrent request: it names who holds the token now (cur).
+func (p *Pipeline) concurrentHolder(ctx context.Context, cur token.Device, err error) error {
+	return &token.Error{Kind: token.KindConflict, Op: "assign " + cur.Serial,
+		Message: fmt.Sprintf("the token was assigned to %s by a concurrent request", p.upnOf(ctx, cur.AssignedToID, cur.AssignedToName)), Err: err}
 }
 
 // unassignToken is UnassignToken.
@@ -351,7 +427,7 @@ func (p *Pipeline) audit(ctx context.Context, log *slog.Logger, a AuditRecord, f
 	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if err = p.d.Ledger.Audit(ctx, a); err == nil || !retryable(err) {
+		if err = p.d.Ledger.Audit(ctx, a); err == nil || !token.IsTransient(err) {
 			break
 		}
 		select {

@@ -104,35 +104,14 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		if r.more {
 			return p.handOn(ctx, log, imp, f, part, queued, r.checkpoint, !created)
 		}
-		if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
-			return nil, fmt.Errorf("import %s: record stage: %w", f.Name, err)
+		if err := p.allQueued(ctx, log, id, f, disposition, queued, failed); err != nil {
+			return nil, err
 		}
 		imp.Stage = StageEnqueued
-		log.InfoContext(ctx, "every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", failed))
-		// Tokens may all have settled while later seeds were still being queued, before the
-		// import knew its disposition: make sure the report on disk is the final one.
-		if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
-			if err := p.writeReport(ctx, id, disposition); err != nil {
-				return nil, err
-			}
-		}
 	}
-
 	if imp.Stage.Before(StageDone) {
-		// Every valid seed is confirmed in the vault (StageEnqueued): the source may leave the inbox.
-		if f.outer != "" {
-			// A file inside an archive: the archive leaves the inbox once, after all its files.
-		} else if disposition == DispositionRejected {
-			if err := p.reject(ctx, log, f, RejectedName(id, f.Name)); err != nil {
-				return nil, err
-			}
-		} else {
-			if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
-				return nil, fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
-			}
-		}
-		if err := p.d.Ledger.SetImportStage(ctx, id, StageDone, disposition); err != nil {
-			return nil, fmt.Errorf("import %s: record stage: %w", f.Name, err)
+		if err := p.leaveInbox(ctx, log, id, f, disposition); err != nil {
+			return nil, err
 		}
 	}
 
@@ -145,6 +124,42 @@ func (p *Pipeline) importFile(ctx context.Context, f InboxFile, part int) (*Impo
 		slog.Int("invalid", res.Invalid), slog.Int("queued", res.Queued), slog.Int("vaultRefused", failed),
 		slog.String("disposition", disposition), slog.Bool("repeat", res.Repeat))
 	return res, nil
+}
+
+// allQueued moves the import to StageEnqueued (every valid seed is in the vault and its message
+// queued) and, when every token has settled already, writes the final report.
+func (p *Pipeline) allQueued(ctx context.Context, log *slog.Logger, id string, f InboxFile, disposition string, queued, failed int) error {
+	if err := p.d.Ledger.SetImportStage(ctx, id, StageEnqueued, disposition); err != nil {
+		return fmt.Errorf("import %s: record stage: %w", f.Name, err)
+	}
+	log.InfoContext(ctx, "every valid seed is in the vault and its message queued", slog.Int("queued", queued), slog.Int("vaultRefused", failed))
+	// Tokens may all have settled while later seeds were still being queued, before the
+	// import knew its disposition: make sure the report on disk is the final one.
+	if cur, err := p.d.Ledger.GetImport(ctx, id); err == nil && cur.Pending == 0 {
+		return p.writeReport(ctx, id, disposition)
+	}
+	return nil
+}
+
+// leaveInbox is the done stage: every valid seed is confirmed in the vault (StageEnqueued), so
+// the source leaves the inbox, deleted or (disposition rejected) moved to seed-rejected.
+func (p *Pipeline) leaveInbox(ctx context.Context, log *slog.Logger, id string, f InboxFile, disposition string) error {
+	switch {
+	case f.outer != "":
+		// A file inside an archive: the archive leaves the inbox once, after all its files.
+	case disposition == DispositionRejected:
+		if err := p.reject(ctx, log, f, RejectedName(id, f.Name)); err != nil {
+			return err
+		}
+	default:
+		if err := p.d.Blobs.DeleteInbox(ctx, f.Name, f.ETag); err != nil {
+			return fmt.Errorf("import %s: delete from inbox: %w", f.Name, err)
+		}
+	}
+	if err := p.d.Ledger.SetImportStage(ctx, id, StageDone, disposition); err != nil {
+		return fmt.Errorf("import %s: record stage: %w", f.Name, err)
+	}
+	return nil
 }
 
 // lazyBody opens its stream on the first Read.
@@ -176,79 +191,21 @@ func (l *lazyBody) Close() error {
 // the file's facts and Pending and writes the first report. Seeds are read and dropped: they go
 // to the vault in the next stage, which reads the file again.
 func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile) (ImportRecord, error) {
-	rows := make([]TokenRecord, 0, ChunkRows+1)
-	var fileProblems []seedfile.Problem
-	omitted, written := 0, 0
-	flush := func() error {
-		if len(rows) == 0 {
-			return nil
-		}
-		if err := p.d.Ledger.AddTokens(ctx, imp, rows); err != nil {
-			return fmt.Errorf("import %s: write %d ledger rows (lines %d-%d): %w", f.Name, len(rows), rows[0].Line, rows[len(rows)-1].Line, err)
-		}
-		written += len(rows)
-		p.chunkHook(len(rows))
-		clear(rows)
-		rows = rows[:0]
-		return nil
-	}
-	// A row's problems arrive together, before the next row (seedfile.Read reports in file
-	// order): a chunk is cut only where a new line begins.
-	next := func() error {
-		if len(rows) >= ChunkRows {
-			return flush()
-		}
-		return nil
-	}
+	w := &rowWriter{p: p, imp: imp, name: f.Name, rows: make([]TokenRecord, 0, ChunkRows+1)}
 	sum, err := p.readSeeds(ctx, f,
-		func(r seedfile.Record) error {
-			clear(r.Seed.Secret) // not needed in this stage
-			if err := next(); err != nil {
-				return err
-			}
-			rows = append(rows, TokenRecord{
-				ImportID: imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
-				Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
-				Problems:        r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
-				SeedFingerprint: r.Seed.Fingerprint(), Updated: p.now(),
-			})
-			return nil
-		},
-		func(pr seedfile.Problem) error {
-			if pr.Line <= 0 {
-				if len(fileProblems) < maxFileProblems {
-					fileProblems = append(fileProblems, pr)
-				} else {
-					omitted++
-				}
-				return nil
-			}
-			if n := len(rows); n > 0 && rows[n-1].Line == pr.Line && rows[n-1].Status == StatusRejected {
-				last := &rows[n-1]
-				last.Problems = append(last.Problems, pr)
-				last.Reason += "; " + pr.Field + ": " + pr.Message
-				// The reader names the row by its serial and UPN cells when it knows them.
-				last.Serial, last.UserPrincipalName = cmp.Or(last.Serial, pr.Serial), cmp.Or(last.UserPrincipalName, pr.UserPrincipalName)
-				return nil
-			}
-			if err := next(); err != nil {
-				return err
-			}
-			rows = append(rows, TokenRecord{ImportID: imp.ImportID, Line: pr.Line, Serial: pr.Serial, UserPrincipalName: pr.UserPrincipalName,
-				Status: StatusRejected, Problems: []seedfile.Problem{pr}, Reason: pr.Field + ": " + pr.Message, Updated: p.now()})
-			return nil
-		})
+		func(r seedfile.Record) error { return w.record(ctx, r) },
+		func(pr seedfile.Problem) error { return w.problem(ctx, pr) })
 	if err == nil {
-		err = flush()
+		err = w.flush(ctx)
 	}
 	if err != nil {
 		return imp, err
 	}
-	if omitted > 0 {
-		log.WarnContext(ctx, "more file-level problems than an import keeps", slog.Int("kept", len(fileProblems)), slog.Int("omitted", omitted))
+	if w.omitted > 0 {
+		log.WarnContext(ctx, "more file-level problems than an import keeps", slog.Int("kept", len(w.fileProblems)), slog.Int("omitted", w.omitted))
 	}
 	imp.Format, imp.Rows, imp.Valid, imp.Invalid = string(sum.Format), sum.Rows, sum.Valid, sum.Invalid
-	imp.Problems, imp.Pending = fileProblems, sum.Valid
+	imp.Problems, imp.Pending = w.fileProblems, sum.Valid
 	imp.Disposition = dispositionOf(imp)
 	if err := p.d.Ledger.SealImport(ctx, imp); err != nil {
 		return imp, fmt.Errorf("import %s: record the file's facts: %w", f.Name, err)
@@ -256,11 +213,89 @@ func (p *Pipeline) recordFile(ctx context.Context, log *slog.Logger, imp ImportR
 	imp.Stage = StageVaulted
 	log.InfoContext(ctx, "file read and recorded", slog.String("format", imp.Format), slog.Int("rows", imp.Rows),
 		slog.Int("valid", imp.Valid), slog.Int("invalid", imp.Invalid), slog.Int("fileProblems", len(imp.Problems)),
-		slog.Int("ledgerRows", written))
+		slog.Int("ledgerRows", w.written))
 	if err := p.writeReport(ctx, imp.ImportID, imp.Disposition); err != nil {
 		return imp, err
 	}
 	return imp, nil
+}
+
+// rowWriter writes the rows of an import's file to the ledger a chunk at a time, as the reader
+// reports them, and keeps the file-level problems.
+type rowWriter struct {
+	p            *Pipeline
+	imp          ImportRecord
+	name         string
+	rows         []TokenRecord
+	fileProblems []seedfile.Problem
+	omitted      int // file-level problems past maxFileProblems
+	written      int
+}
+
+// flush writes the rows held.
+func (w *rowWriter) flush(ctx context.Context) error {
+	if len(w.rows) == 0 {
+		return nil
+	}
+	rows := w.rows
+	if err := w.p.d.Ledger.AddTokens(ctx, w.imp, rows); err != nil {
+		return fmt.Errorf("import %s: write %d ledger rows (lines %d-%d): %w", w.name, len(rows), rows[0].Line, rows[len(rows)-1].Line, err)
+	}
+	w.written += len(rows)
+	w.p.chunkHook(len(rows))
+	clear(rows)
+	w.rows = rows[:0]
+	return nil
+}
+
+// next makes room for a new line's row. A row's problems arrive together, before the next row
+// (seedfile.Read reports in file order): a chunk is cut only where a new line begins.
+func (w *rowWriter) next(ctx context.Context) error {
+	if len(w.rows) >= ChunkRows {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+// record adds a valid row ("vaulted": its seed goes to the vault in the next stage).
+func (w *rowWriter) record(ctx context.Context, r seedfile.Record) error {
+	clear(r.Seed.Secret) // not needed in this stage
+	if err := w.next(ctx); err != nil {
+		return err
+	}
+	w.rows = append(w.rows, TokenRecord{
+		ImportID: w.imp.ImportID, Line: r.Line, Serial: r.Token.Serial, Manufacturer: r.Token.Manufacturer,
+		Model: r.Token.Model, UserPrincipalName: r.UserPrincipalName, Status: StatusVaulted,
+		Problems:        r.Warnings, // a valid row's problems are its warnings (a hinted model, an expiry)
+		SeedFingerprint: r.Seed.Fingerprint(), Updated: w.p.now(),
+	})
+	return nil
+}
+
+// problem adds a problem: a file-level one to the file's, else to its line's rejected row.
+func (w *rowWriter) problem(ctx context.Context, pr seedfile.Problem) error {
+	if pr.Line <= 0 {
+		if len(w.fileProblems) < maxFileProblems {
+			w.fileProblems = append(w.fileProblems, pr)
+		} else {
+			w.omitted++
+		}
+		return nil
+	}
+	if n := len(w.rows); n > 0 && w.rows[n-1].Line == pr.Line && w.rows[n-1].Status == StatusRejected {
+		last := &w.rows[n-1]
+		last.Problems = append(last.Problems, pr)
+		last.Reason += "; " + pr.Field + ": " + pr.Message
+		// The reader names the row by its serial and UPN cells when it knows them.
+		last.Serial, last.UserPrincipalName = cmp.Or(last.Serial, pr.Serial), cmp.Or(last.UserPrincipalName, pr.UserPrincipalName)
+		return nil
+	}
+	if err := w.next(ctx); err != nil {
+		return err
+	}
+	w.rows = append(w.rows, TokenRecord{ImportID: w.imp.ImportID, Line: pr.Line, Serial: pr.Serial, UserPrincipalName: pr.UserPrincipalName,
+		Status: StatusRejected, Problems: []seedfile.Problem{pr}, Reason: pr.Field + ": " + pr.Message, Updated: w.p.now()})
+	return nil
 }
 
 // stored is what storeAndQueue did in this invocation.
@@ -278,14 +313,12 @@ type stored struct {
 // a chunk's rows are read back from the ledger, one range query a chunk, and only the rows still
 // waiting for their seed and message are done: nothing is queued twice.
 func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp ImportRecord, f InboxFile, deadline time.Time, fresh bool) (stored, error) {
-	id := imp.ImportID
 	var out stored
 	out.checkpoint = imp.Checkpoint
 	if !fresh {
 		log.InfoContext(ctx, "resuming the import", slog.Int("checkpoint", imp.Checkpoint))
 	}
 	chunk := make([]seedfile.Record, 0, ChunkRows)
-	errHandOn := errors.New("hand on")
 	run := func() error {
 		defer func() {
 			for i := range chunk {
@@ -297,59 +330,7 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 		if len(chunk) == 0 {
 			return nil
 		}
-		p.chunkHook(len(chunk))
-		todo := chunk
-		var priorRefused []int // lines refused by the vault in an earlier attempt, past the checkpoint
-		if !fresh {
-			status := make(map[int]TokenRecord, len(chunk))
-			err := p.d.Ledger.EachToken(ctx, id, chunk[0].Line, chunk[len(chunk)-1].Line, func(r TokenRecord) error {
-				status[r.Line] = r
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("import %s: read back lines %d-%d: %w", f.Name, chunk[0].Line, chunk[len(chunk)-1].Line, err)
-			}
-			todo = make([]seedfile.Record, 0, len(chunk))
-			for _, r := range chunk {
-				switch row, ok := status[r.Line]; {
-				case !ok || row.Status == StatusVaulted:
-					// Not settled: store (a no-op for a seed already there) and queue.
-					todo = append(todo, r)
-				case row.Status == StatusFailed && strings.HasPrefix(row.Reason, vaultFailurePrefix):
-					priorRefused = append(priorRefused, r.Line)
-				}
-			}
-		}
-		q, refusedLines, more, cp, err := p.vaultAndQueue(ctx, log, id, f.Name, todo, deadline)
-		out.queued += q
-		if err == nil && !more {
-			cp = chunk[len(chunk)-1].Line // the whole chunk is done, settled rows included
-		}
-		if cp > out.checkpoint {
-			n := 0
-			for _, l := range append(refusedLines, priorRefused...) {
-				if l > out.checkpoint && l <= cp {
-					n++
-				}
-			}
-			// Best effort on failure too: a retry then queues fewer messages again.
-			if cerr := p.d.Ledger.SetImportCheckpoint(ctx, id, cp, n); cerr != nil {
-				if err == nil {
-					err = fmt.Errorf("import %s: record checkpoint: %w", f.Name, cerr)
-				}
-			} else {
-				out.checkpoint = cp
-				out.refused += n
-			}
-		}
-		if err != nil {
-			return err
-		}
-		if more {
-			out.more = true
-			return errHandOn
-		}
-		return nil
+		return p.storeChunk(ctx, log, imp.ImportID, f, chunk, deadline, fresh, &out)
 	}
 	_, err := p.readSeeds(ctx, f,
 		func(r seedfile.Record) error {
@@ -375,6 +356,85 @@ func (p *Pipeline) storeAndQueue(ctx context.Context, log *slog.Logger, imp Impo
 	log.DebugContext(ctx, "seeds stored and messages queued", slog.Int("queued", out.queued), slog.Int("refused", out.refused),
 		slog.Bool("more", out.more), slog.Int("checkpoint", out.checkpoint))
 	return out, nil
+}
+
+// errHandOn stops the read of a file whose import hands itself on to its next part.
+var errHandOn = errors.New("hand on")
+
+// storeChunk stores and queues one chunk (past fresh, only its rows still waiting) and moves
+// the checkpoint past what it did. It returns errHandOn when the time budget ended first.
+func (p *Pipeline) storeChunk(ctx context.Context, log *slog.Logger, id string, f InboxFile, chunk []seedfile.Record, deadline time.Time, fresh bool, out *stored) error {
+	p.chunkHook(len(chunk))
+	todo := chunk
+	var priorRefused []int // lines refused by the vault in an earlier attempt, past the checkpoint
+	if !fresh {
+		var err error
+		if todo, priorRefused, err = p.chunkTodo(ctx, id, f.Name, chunk); err != nil {
+			return err
+		}
+	}
+	q, refusedLines, more, cp, err := p.vaultAndQueue(ctx, log, id, f.Name, todo, deadline)
+	out.queued += q
+	if err == nil && !more {
+		cp = chunk[len(chunk)-1].Line // the whole chunk is done, settled rows included
+	}
+	// Best effort on failure too: a retry then queues fewer messages again.
+	if cerr := p.advanceCheckpoint(ctx, id, f.Name, cp, append(refusedLines, priorRefused...), out); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if more {
+		out.more = true
+		return errHandOn
+	}
+	return nil
+}
+
+// chunkTodo reads a chunk's rows back from the ledger: it returns the records not settled yet
+// (to store, a no-op for a seed already there, and queue) and the lines the vault refused in an
+// earlier attempt.
+func (p *Pipeline) chunkTodo(ctx context.Context, id, name string, chunk []seedfile.Record) (todo []seedfile.Record, refused []int, err error) {
+	first, last := chunk[0].Line, chunk[len(chunk)-1].Line
+	status := make(map[int]TokenRecord, len(chunk))
+	err = p.d.Ledger.EachToken(ctx, id, first, last, func(r TokenRecord) error {
+		status[r.Line] = r
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("import %s: read back lines %d-%d: %w", name, first, last, err)
+	}
+	todo = make([]seedfile.Record, 0, len(chunk))
+	for _, r := range chunk {
+		switch row, ok := status[r.Line]; {
+		case !ok || row.Status == StatusVaulted:
+			todo = append(todo, r)
+		case row.Status == StatusFailed && row.Cause == CauseVaultRefused:
+			refused = append(refused, r.Line)
+		}
+	}
+	return todo, refused, nil
+}
+
+// advanceCheckpoint moves the import's checkpoint to cp when that is forward, counting the
+// refused lines between the old checkpoint and cp.
+func (p *Pipeline) advanceCheckpoint(ctx context.Context, id, name string, cp int, refused []int, out *stored) error {
+	if cp <= out.checkpoint {
+		return nil
+	}
+	n := 0
+	for _, l := range refused {
+		if l > out.checkpoint && l <= cp {
+			n++
+		}
+	}
+	if err := p.d.Ledger.SetImportCheckpoint(ctx, id, cp, n); err != nil {
+		return fmt.Errorf("import %s: record checkpoint: %w", name, err)
+	}
+	out.checkpoint = cp
+	out.refused += n
+	return nil
 }
 
 // handOn ends an invocation whose time budget ran out: the checkpoint is recorded, and a
@@ -443,9 +503,9 @@ func dispositionOf(imp ImportRecord) string {
 	return DispositionDeleted
 }
 
-// vaultFailurePrefix starts the reason of a valid row the vault refused, so a repeated delivery
-// can tell those rows from tokens that failed later, in provisioning.
-const vaultFailurePrefix = "not stored in the vault: "
+// vaultRefusedReason starts the reason of a valid row the vault refused, for people; code tells
+// those rows from tokens that failed later by their cause, CauseVaultRefused.
+const vaultRefusedReason = "not stored in the vault: "
 
 // vaultAndQueue stores the records' seeds with VaultConcurrency writers and queues each token's
 // message as soon as its seed is confirmed, in small batches, while later seeds are still being
@@ -459,155 +519,202 @@ const vaultFailurePrefix = "not stored in the vault: "
 func (p *Pipeline) vaultAndQueue(ctx context.Context, log *slog.Logger, importID, name string, records []seedfile.Record, deadline time.Time) (queued int, refused []int, more bool, checkpoint int, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	type job struct {
-		i int
-		r seedfile.Record
-	}
-	type ready struct {
-		i int
-		m ProvisionMessage
-	}
-	work := make(chan job)
-	out := make(chan ready, 256)
-	var (
-		mu       sync.Mutex
-		writers  sync.WaitGroup
-		senders  sync.WaitGroup
-		nQueued  int
-		nRefused []int
-		stalled  bool
-		done     = make([]bool, len(records))
-		low      int // records[:low] are all done
-	)
-	fail := func(err error) { cancel(err) }
-	finished := func(is ...int) {
-		mu.Lock()
-		for _, i := range is {
-			done[i] = true
-		}
-		for low < len(done) && done[low] {
-			low++
-		}
-		mu.Unlock()
-	}
-	pastDeadline := func() bool { return !deadline.IsZero() && !p.now().Before(deadline) }
-
+	v := &vaultRun{p: p, ctx: ctx, fail: cancel, log: log, importID: importID, name: name, records: records, deadline: deadline,
+		work: make(chan vaultJob), out: make(chan vaultReady, 256), done: make([]bool, len(records))}
+	var writers, senders sync.WaitGroup
 	for range p.d.VaultConcurrency {
-		writers.Add(1)
-		go func() {
-			defer writers.Done()
-			for j := range work {
-				r := j.r
-				retired, err := p.putSeed(ctx, log, importID, r, deadline)
-				switch {
-				case err == nil:
-					select {
-					case out <- ready{j.i, ProvisionMessage{
-						ImportID: importID, FileName: name, Line: r.Line, SerialNumber: r.Token.Serial,
-						Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName, RetiredBefore: retired,
-					}}:
-					case <-ctx.Done():
-						return
-					}
-				case errors.Is(err, errStalled):
-					mu.Lock()
-					stalled = true
-					mu.Unlock()
-				case retryable(err):
-					fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
-					return
-				default:
-					p.log.WarnContext(ctx, "seed refused by the vault", slog.String(logctx.ImportID, importID),
-						slog.String(logctx.Serial, r.Token.Serial), slog.Int(logctx.Line, r.Line), slog.String(logctx.Kind, string(token.KindOf(err))),
-						slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, reasonOf(err)))
-					o := Outcome{Status: StatusFailed, Reason: vaultFailurePrefix + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
-					if err := p.settle(ctx, importID, r.Line, o); err != nil {
-						fail(err)
-						return
-					}
-					mu.Lock()
-					nRefused = append(nRefused, r.Line)
-					mu.Unlock()
-					finished(j.i)
-				}
-			}
-		}()
+		writers.Go(v.writer)
 	}
-
 	// Two senders batch confirmed tokens: a batch goes out as soon as no more are waiting.
-	const maxBatch = 64
 	for range 2 {
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			for m := range out {
-				batch := []ready{m}
-			fill:
-				for len(batch) < maxBatch {
-					select {
-					case m, ok := <-out:
-						if !ok {
-							break fill
-						}
-						batch = append(batch, m)
-					default:
-						break fill
-					}
-				}
-				if ctx.Err() != nil {
-					continue // drain: a failure is already recorded
-				}
-				msgs := make([]ProvisionMessage, len(batch))
-				is := make([]int, len(batch))
-				for k, b := range batch {
-					msgs[k], is[k] = b.m, b.i
-				}
-				if err := p.d.Queue.Enqueue(ctx, msgs); err != nil {
-					fail(fmt.Errorf("queue %d provisioning messages: %w", len(batch), err))
-					continue
-				}
-				mu.Lock()
-				nQueued += len(batch)
-				mu.Unlock()
-				finished(is...)
-			}
-		}()
+		senders.Go(v.sender)
 	}
+	more = v.feed()
+	close(v.work)
+	writers.Wait()
+	close(v.out)
+	senders.Wait()
+	checkpoint, more = v.reached(more)
+	if err := context.Cause(ctx); err != nil {
+		return v.queued, nil, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
+	}
+	log.DebugContext(ctx, "seeds stored and messages queued", slog.Int("queued", v.queued), slog.Int("refused", len(v.refused)),
+		slog.Bool("more", more), slog.Int("checkpoint", checkpoint))
+	return v.queued, v.refused, more, checkpoint, nil
+}
 
-feed:
-	for i, r := range records {
-		mu.Lock()
-		stop := stalled
-		mu.Unlock()
-		if stop || pastDeadline() {
-			more = true
-			break feed
+// vaultRun is one vaultAndQueue call: the feed hands records to the writers, which store their
+// seeds and pass confirmed tokens to the senders, which queue them in batches. done marks the
+// records finished (queued or refused); records[:low] are all done.
+type vaultRun struct {
+	p        *Pipeline
+	ctx      context.Context // cancelled with the cause of the first failure
+	fail     context.CancelCauseFunc
+	log      *slog.Logger
+	importID string
+	name     string
+	records  []seedfile.Record
+	deadline time.Time
+	work     chan vaultJob
+	out      chan vaultReady
+
+	mu      sync.Mutex
+	queued  int
+	refused []int
+	stalled bool
+	done    []bool
+	low     int
+}
+
+// vaultJob is one record for a writer; i is its index in records.
+type vaultJob struct {
+	i int
+	r seedfile.Record
+}
+
+// vaultReady is a token whose seed is confirmed in the vault, with its message.
+type vaultReady struct {
+	i int
+	m ProvisionMessage
+}
+
+// maxQueueBatch is how many messages a sender queues at once.
+const maxQueueBatch = 64
+
+// feed hands the records to the writers in order until the vault stalls, the deadline passes
+// (more=true: the import hands on) or the run fails.
+func (v *vaultRun) feed() (more bool) {
+	for i, r := range v.records {
+		v.mu.Lock()
+		stop := v.stalled
+		v.mu.Unlock()
+		if stop || (!v.deadline.IsZero() && !v.p.now().Before(v.deadline)) {
+			return true
 		}
 		select {
-		case work <- job{i, r}:
-		case <-ctx.Done():
-			break feed
+		case v.work <- vaultJob{i, r}:
+		case <-v.ctx.Done():
+			return false
 		}
 	}
-	close(work)
-	writers.Wait()
-	close(out)
-	senders.Wait()
-	mu.Lock()
-	if low > 0 {
-		checkpoint = records[low-1].Line
+	return false
+}
+
+// writer stores the seeds of the jobs it takes until the work runs out or the run fails.
+func (v *vaultRun) writer() {
+	for j := range v.work {
+		if !v.store(j) {
+			return
+		}
 	}
-	more = more || stalled
-	if low == len(records) {
-		more = false // everything got done after all
+}
+
+// store stores one record's seed and passes its message on; a refused seed fails its row. It
+// returns false when the run has failed.
+func (v *vaultRun) store(j vaultJob) bool {
+	r := j.r
+	retired, err := v.p.putSeed(v.ctx, v.log, v.importID, r, v.deadline)
+	switch {
+	case err == nil:
+		m := ProvisionMessage{ImportID: v.importID, FileName: v.name, Line: r.Line, SerialNumber: r.Token.Serial,
+			Manufacturer: r.Token.Manufacturer, UserPrincipalName: r.UserPrincipalName, RetiredBefore: retired}
+		select {
+		case v.out <- vaultReady{j.i, m}:
+			return true
+		case <-v.ctx.Done():
+			return false
+		}
+	case errors.Is(err, errStalled):
+		v.mu.Lock()
+		v.stalled = true
+		v.mu.Unlock()
+		return true
+	case token.IsTransient(err):
+		v.fail(fmt.Errorf("store seed of %s (line %d): %w", r.Token.Serial, r.Line, err))
+		return false
 	}
-	mu.Unlock()
-	if err := context.Cause(ctx); err != nil {
-		return nQueued, nil, false, checkpoint, fmt.Errorf("import %s: %w", name, err)
+	return v.refuse(j, err)
+}
+
+// refuse fails the row of a record whose seed the vault refused.
+func (v *vaultRun) refuse(j vaultJob, err error) bool {
+	r := j.r
+	v.p.log.WarnContext(v.ctx, "seed refused by the vault", slog.String(logctx.ImportID, v.importID),
+		slog.String(logctx.Serial, r.Token.Serial), slog.Int(logctx.Line, r.Line), slog.String(logctx.Kind, string(token.KindOf(err))),
+		slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Reason, reasonOf(err)))
+	o := Outcome{Status: StatusFailed, Cause: CauseVaultRefused, Reason: vaultRefusedReason + reasonOf(err), UserPrincipalName: r.UserPrincipalName}
+	if err := v.p.settle(v.ctx, v.importID, r.Line, o); err != nil {
+		v.fail(err)
+		return false
 	}
-	log.DebugContext(ctx, "seeds stored and messages queued", slog.Int("queued", nQueued), slog.Int("refused", len(nRefused)),
-		slog.Bool("more", more), slog.Int("checkpoint", checkpoint))
-	return nQueued, nRefused, more, checkpoint, nil
+	v.mu.Lock()
+	v.refused = append(v.refused, r.Line)
+	v.mu.Unlock()
+	v.finished(j.i)
+	return true
+}
+
+// sender queues confirmed tokens in batches of what is waiting, until the writers are done.
+func (v *vaultRun) sender() {
+	for m := range v.out {
+		batch := v.batch(m)
+		if v.ctx.Err() != nil {
+			continue // drain: a failure is already recorded
+		}
+		msgs := make([]ProvisionMessage, len(batch))
+		is := make([]int, len(batch))
+		for k, b := range batch {
+			msgs[k], is[k] = b.m, b.i
+		}
+		if err := v.p.d.Queue.Enqueue(v.ctx, msgs); err != nil {
+			v.fail(fmt.Errorf("queue %d provisioning messages: %w", len(batch), err))
+			continue
+		}
+		v.mu.Lock()
+		v.queued += len(batch)
+		v.mu.Unlock()
+		v.finished(is...)
+	}
+}
+
+// batch is first and whatever else is waiting, up to maxQueueBatch.
+func (v *vaultRun) batch(first vaultReady) []vaultReady {
+	batch := []vaultReady{first}
+	for len(batch) < maxQueueBatch {
+		select {
+		case m, ok := <-v.out:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// finished marks records done and moves low past the done prefix.
+func (v *vaultRun) finished(is ...int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, i := range is {
+		v.done[i] = true
+	}
+	for v.low < len(v.done) && v.done[v.low] {
+		v.low++
+	}
+}
+
+// reached is the checkpoint the run reached (the last line of the done prefix) and whether
+// records are left for the next part.
+func (v *vaultRun) reached(more bool) (checkpoint int, left bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.low > 0 {
+		checkpoint = v.records[v.low-1].Line
+	}
+	return checkpoint, (more || v.stalled) && v.low < len(v.records)
 }
 
 // errStalled is a transient vault failure that lasted until the import's deadline: the record
@@ -623,7 +730,7 @@ func (p *Pipeline) putSeed(ctx context.Context, log *slog.Logger, importID strin
 	var since time.Time
 	for {
 		retired, err := p.d.Vault.PutSeed(ctx, r.Token, r.Seed, importID)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		if err == nil || !token.IsTransient(err) || ctx.Err() != nil {
 			return retired, err
 		}
 		now := p.now()
@@ -849,22 +956,6 @@ func clipHint(s string) string {
 		return string(r[:40]) + "…"
 	}
 	return s
-}
-
-// retryable reports whether a failure is worth another delivery: throttling, transient upstream
-// failures, unclassified (internal) failures, and cancelled or expired contexts.
-func retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	switch token.KindOf(err) {
-	case token.KindTransient, token.KindThrottled, token.KindInternal:
-		return true
-	}
-	return false
 }
 
 // reasonOf is the plain reason recorded for a permanent failure.

@@ -96,7 +96,18 @@ type TokenRecord struct {
 	DeviceID          string // Entra device id, once known
 	UserID            string // Entra user object id, once assigned
 	Updated           time.Time
+	// Cause says, on a failed row, which step failed it, for code to branch on (Reason is the
+	// sentence for people, and is never parsed).
+	Cause FailureCause
 }
+
+// A FailureCause names the step that failed a token row. The empty cause is any other step
+// (provisioning, a change through the HTTP API).
+type FailureCause string
+
+// CauseVaultRefused: the vault refused the row's seed (a different seed under the serial, ...),
+// so nothing of the token was queued. A repeated delivery counts these rows in Refused.
+const CauseVaultRefused FailureCause = "vault-refused"
 
 // Outcome is what SetTokenOutcome records on a token row.
 type Outcome struct {
@@ -108,6 +119,7 @@ type Outcome struct {
 	// Warnings are added to the row's Problems (kept for a row that passed validation as its
 	// warnings), each once by Code: what the report should say beside the outcome.
 	Warnings []seedfile.Problem
+	Cause    FailureCause // which step failed the token, with StatusFailed ("" otherwise)
 }
 
 // WithWarnings returns problems with o's Warnings added, each one whose Code problems does not

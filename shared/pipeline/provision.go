@@ -65,7 +65,7 @@ func (p *Pipeline) provision(ctx context.Context, m ProvisionMessage, dequeueCou
 		err = nil
 	}
 	if err != nil {
-		if retryable(err) {
+		if token.IsTransient(err) {
 			log.WarnContext(ctx, "provisioning failed; will be retried", slog.String(logctx.Kind, string(token.KindOf(err))),
 				slog.String(logctx.RequestID, token.RequestIDOf(err)), slog.String(logctx.Error, reasonOf(err)))
 			return nil, fmt.Errorf("provision %s: %w", m.SerialNumber, err)
@@ -154,7 +154,7 @@ func (p *Pipeline) provisionToken(ctx context.Context, m ProvisionMessage, row T
 	// assigned (two writes a token: create with assignTo, activate; docs/graph.md).
 	user, err := p.d.Directory.ResolveUser(ctx, m.UserPrincipalName)
 	if err != nil {
-		if retryable(err) {
+		if token.IsTransient(err) {
 			return Outcome{}, fmt.Errorf("resolve user: %w", err)
 		}
 		// The user cannot take it (guest, disabled, missing): the token still goes into the
@@ -210,7 +210,7 @@ func (p *Pipeline) ensureDeviceFor(ctx context.Context, tok token.Token, seed to
 		assigned := tok
 		assigned.AssignTo = user.ID
 		dev, created, err := p.d.Directory.EnsureDevice(ctx, assigned, seed)
-		if err == nil || retryable(err) || token.KindOf(err) == token.KindConflict {
+		if err == nil || token.IsTransient(err) || token.KindOf(err) == token.KindConflict {
 			return dev, created, err
 		}
 		p.log.InfoContext(ctx, "create with assignTo refused; creating the token unassigned", slog.String(logctx.Serial, tok.Serial),
@@ -224,7 +224,7 @@ func (p *Pipeline) ensureDeviceFor(ctx context.Context, tok token.Token, seed to
 // exists in Entra.
 func inInventory(dev token.Device, err error) error {
 	var te *token.Error
-	if !errors.As(err, &te) || te.Kind == token.KindTransient || te.Kind == token.KindThrottled || te.Kind == token.KindInternal {
+	if token.IsTransient(err) || !errors.As(err, &te) {
 		return err
 	}
 	cp := *te

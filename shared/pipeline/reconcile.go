@@ -205,113 +205,164 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	}
 	log := l.logger(slog.String(logctx.Caller, ReconcileCaller))
 
-	var devs []token.Device
-	link := ""
-	for {
-		page, next, err := l.inv.ListDevices(ctx, link, 999)
-		if err != nil {
-			return nil, fmt.Errorf("reconcile: %w", err)
-		}
-		devs = append(devs, page...)
-		if next == "" {
-			break
-		}
-		link = next
+	devs, err := l.inventory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	entries, err := seeds.SeedEntries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: list the vault's seeds: %w", err)
 	}
 	rep.Devices, rep.Seeds = len(devs), len(entries)
-	seedKey := func(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
 	inVault := map[string]bool{}
 	for _, e := range entries {
 		inVault[seedKey(e.Serial)] = true
 	}
-	inEntra := map[string]bool{}
+
+	found := &findings{}
+	users := &holders{resolve: p.d.Directory.ResolveUser}
+	if err := l.reconcileDevices(ctx, log, devs, o, now, inVault, users, found); err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	severalTokens(ctx, devs, users, found)
+	if err := l.seedsWithoutDevice(ctx, entries, devs, found); err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	rep.Findings = append(rep.Findings, found.list...)
+	rep.Untracked = o.sightings.list()
+	if err := l.writeReconcileReport(ctx, rep); err != nil {
+		return nil, err
+	}
+	log.InfoContext(ctx, "reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
+	return rep, nil
+}
+
+// seedKey is how a serial is matched between Entra and the vault.
+func seedKey(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+
+// inventory reads every hardware token in Entra, page by page.
+func (l *Lifecycle) inventory(ctx context.Context) ([]token.Device, error) {
+	var devs []token.Device
+	link := ""
+	for {
+		page, next, err := l.inv.ListDevices(ctx, link, 999)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, page...)
+		if next == "" {
+			return devs, nil
+		}
+		link = next
+	}
+}
+
+// findings collects a reconciliation's findings from its workers.
+type findings struct {
+	mu   sync.Mutex
+	list []Finding
+}
+
+func (f *findings) add(x Finding) {
+	f.mu.Lock()
+	f.list = append(f.list, x)
+	f.mu.Unlock()
+}
+
+// holders resolves each token holder once, however many workers ask for the same user at once.
+type holders struct {
+	resolve func(ctx context.Context, id string) (token.User, error)
+	mu      sync.Mutex
+	users   map[string]*holder
+	wait    sync.Map // id → chan struct{} closed once users[id] is set
+}
+
+func (hs *holders) get(ctx context.Context, id string) holder {
+	hs.mu.Lock()
+	if h, ok := hs.users[id]; ok {
+		hs.mu.Unlock()
+		return *h
+	}
+	done := make(chan struct{})
+	if w, loaded := hs.wait.LoadOrStore(id, done); loaded {
+		hs.mu.Unlock()
+		<-w.(chan struct{})
+		hs.mu.Lock()
+		h := hs.users[id]
+		hs.mu.Unlock()
+		return *h
+	}
+	hs.mu.Unlock()
+	u, err := hs.resolve(ctx, id)
+	hs.mu.Lock()
+	if hs.users == nil {
+		hs.users = map[string]*holder{}
+	}
+	hs.users[id] = &holder{u, err}
+	hs.mu.Unlock()
+	close(done)
+	return holder{u, err}
+}
+
+// reconcileDevices checks every device (reconcileDevice), o.Concurrency at once, and returns
+// the first failure.
+func (l *Lifecycle) reconcileDevices(ctx context.Context, log *slog.Logger, devs []token.Device, o ReconcileOptions, now time.Time,
+	inVault map[string]bool, users *holders, found *findings) error {
+	sem := make(chan struct{}, o.Concurrency)
+	var wg sync.WaitGroup
+	var firstErr error
+	var emu sync.Mutex
+	resolve := func(id string) holder { return users.get(ctx, id) }
 	for _, d := range devs {
-		inEntra[seedKey(d.Serial)] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := l.reconcileDevice(ctx, log, d, o, now, inVault[seedKey(d.Serial)], resolve, found.add); err != nil {
+				emu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				emu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
+	return firstErr
+}
 
-	var mu sync.Mutex
-	add := func(f Finding) {
-		mu.Lock()
-		rep.Findings = append(rep.Findings, f)
-		mu.Unlock()
-	}
-	users := map[string]*holder{}
-	var umu sync.Mutex
-	var uwait sync.Map
-	resolve := func(id string) holder {
-		umu.Lock()
-		if h, ok := users[id]; ok {
-			umu.Unlock()
-			return *h
-		}
-		done := make(chan struct{})
-		if w, loaded := uwait.LoadOrStore(id, done); loaded {
-			umu.Unlock()
-			<-w.(chan struct{})
-			umu.Lock()
-			h := users[id]
-			umu.Unlock()
-			return *h
-		}
-		umu.Unlock()
-		u, err := p.d.Directory.ResolveUser(ctx, id)
-		umu.Lock()
-		users[id] = &holder{u, err}
-		umu.Unlock()
-		close(done)
-		return holder{u, err}
-	}
-
+// severalTokens finds the users who hold more than one hardware token.
+func severalTokens(ctx context.Context, devs []token.Device, users *holders, found *findings) {
 	held := map[string][]token.Device{}
 	for _, d := range devs {
 		if d.AssignedToID != "" {
 			held[d.AssignedToID] = append(held[d.AssignedToID], d)
 		}
 	}
-	sem := make(chan struct{}, o.Concurrency)
-	var wg sync.WaitGroup
-	var firstErr error
-	var emu sync.Mutex
-	fail := func(err error) {
-		emu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		emu.Unlock()
-	}
-	for _, d := range devs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := l.reconcileDevice(ctx, log, d, o, now, inVault[seedKey(d.Serial)], resolve, add); err != nil {
-				fail(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, fmt.Errorf("reconcile: %w", firstErr)
-	}
 	for id, ds := range held {
 		if len(ds) < 2 {
 			continue
 		}
-		h := resolve(id)
+		h := users.get(ctx, id)
 		var serials []string
 		for _, d := range ds {
 			serials = append(serials, d.Serial)
 		}
 		sort.Strings(serials)
 		for _, d := range ds {
-			add(Finding{Kind: FindingSeveralTokens, SerialNumber: d.Serial, Manufacturer: d.Manufacturer, Status: string(d.Status),
+			found.add(Finding{Kind: FindingSeveralTokens, SerialNumber: d.Serial, Manufacturer: d.Manufacturer, Status: string(d.Status),
 				UserPrincipalName: h.u.UserPrincipalName, UserID: id,
 				Detail: fmt.Sprintf("the user holds %d hardware tokens (%s); RFC 4226 expects one per person", len(ds), strings.Join(serials, ", "))})
 		}
+	}
+}
+
+// seedsWithoutDevice finds the vault's seeds that Entra has no device for, and the ledger rows
+// that say such a token is in Entra.
+func (l *Lifecycle) seedsWithoutDevice(ctx context.Context, entries []SeedEntry, devs []token.Device, found *findings) error {
+	inEntra := map[string]bool{}
+	for _, d := range devs {
+		inEntra[seedKey(d.Serial)] = true
 	}
 	for _, e := range entries {
 		if inEntra[seedKey(e.Serial)] {
@@ -319,19 +370,26 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 		}
 		f := Finding{Kind: FindingSeedWithoutDevice, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, ImportID: e.ImportID,
 			Detail: "the vault holds a seed for this serial and Entra ID has no such device: retire it or provision it again"}
-		row, err := p.d.Ledger.TokenBySerial(ctx, e.Serial)
+		row, err := l.p.d.Ledger.TokenBySerial(ctx, e.Serial)
 		switch {
 		case err == nil:
 			f.LedgerStatus, f.ImportID = row.Status, row.ImportID
 			if row.Status == StatusAvailable || row.Status == StatusAssigned || row.Status == StatusActivated {
-				add(Finding{Kind: FindingLedgerDisagrees, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, LedgerStatus: row.Status, ImportID: row.ImportID,
+				found.add(Finding{Kind: FindingLedgerDisagrees, SerialNumber: e.Serial, Manufacturer: e.Manufacturer, LedgerStatus: row.Status, ImportID: row.ImportID,
 					Detail: "the ledger says the token is " + string(row.Status) + "; Entra ID has no such device"})
 			}
 		case token.KindOf(err) != token.KindNotFound:
-			return nil, fmt.Errorf("reconcile: read the ledger row of %s: %w", e.Serial, err)
+			return fmt.Errorf("read the ledger row of %s: %w", e.Serial, err)
 		}
-		add(f)
+		found.add(f)
 	}
+	return nil
+}
+
+// writeReconcileReport sorts and counts rep's findings and writes the report under its date
+// and as the latest, then notifies when anything was found.
+func (l *Lifecycle) writeReconcileReport(ctx context.Context, rep *ReconcileReport) error {
+	p := l.p
 	sort.SliceStable(rep.Findings, func(i, j int) bool {
 		a, b := rep.Findings[i], rep.Findings[j]
 		if a.Kind != b.Kind {
@@ -342,23 +400,21 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	for _, f := range rep.Findings {
 		rep.Counts[f.Kind]++
 	}
-	rep.Untracked = o.sightings.list()
 	rep.Finished = p.now().UTC()
 	rep.ReportName = "reconcile/" + rep.Date
 	js, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("reconcile: encode the report: %w", err)
+		return fmt.Errorf("reconcile: encode the report: %w", err)
 	}
 	for _, name := range []string{rep.ReportName, LatestReconcileReport} {
 		if err := p.d.Blobs.PutReport(ctx, name, append(js, '\n'), bytes.NewReader(findingsCSV(rep.Findings))); err != nil {
-			return nil, fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
+			return fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
 		}
 	}
 	if len(rep.Findings) > 0 {
 		p.notify(ctx, p.reconcileSummary(rep))
 	}
-	log.InfoContext(ctx, "reconciliation done", slog.Int("devices", rep.Devices), slog.Int("seeds", rep.Seeds), slog.Int("findings", len(rep.Findings)))
-	return rep, nil
+	return nil
 }
 
 // holder is a token holder as Entra answered (err: KindDisabled, KindNotFound, ...).

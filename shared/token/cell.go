@@ -136,7 +136,8 @@ func printable(s string) bool {
 // ValidUPN reports whether s is a well-formed user principal name as Entra ID allows them:
 // local@domain, the local part of A–Z a–z 0–9 and ' . - _ ! # ^ ~ (guest UPNs carry #EXT#),
 // at most 64 characters, not starting or ending with a dot nor holding two in a row; the domain
-// made of dot-separated labels of letters, digits and hyphens, with at least one dot. Source:
+// at most 48 characters, made of dot-separated labels of letters, digits and hyphens, with at
+// least one dot; at most 113 characters in all. Source:
 // Microsoft Entra "Password policies and account restrictions" (UserPrincipalName). This is the
 // one UPN rule: the seed file reader and the HTTP API both use it.
 func ValidUPN(s string) bool {
@@ -157,7 +158,7 @@ func ValidUPN(s string) bool {
 			return false
 		}
 	}
-	if len(domain) < 3 || strings.IndexByte(domain, '.') < 0 {
+	if len(domain) < 3 || len(domain) > 48 || strings.IndexByte(domain, '.') < 0 {
 		return false
 	}
 	label := 0

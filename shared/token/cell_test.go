@@ -73,6 +73,8 @@ func TestValidUPN(t *testing.T) {
 		"a@b":                            false, "@contoso.com": false, "a@@contoso.com": false, "a.@contoso.com": false,
 		".a@contoso.com": false, "a..b@contoso.com": false, "a@-x.com": false, "a@x-.com": false, "a@x..com": false,
 		"a b@contoso.com": false, "ada@contoso.example ": false, strings.Repeat("a", 65) + "@x.com": false,
+		strings.Repeat("a", 64) + "@" + strings.Repeat("d", 44) + ".com": true,  // 113 in all, 48 after the @
+		"a@" + strings.Repeat("d", 45) + ".com":                          false, // 49 characters after the @ (Entra allows 48)
 	} {
 		if got := ValidUPN(s); got != want {
 			t.Errorf("ValidUPN(%q) = %v, want %v", s, got, want)

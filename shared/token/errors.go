@@ -1,16 +1,18 @@
 package token
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // Kind classifies a failure so callers can decide what to do: retry, record, or tell the user.
 type Kind string
 
-// The kinds of failure. Transient and Throttled are worth retrying; every other kind is
-// permanent and is recorded once.
+// The kinds of failure. Transient, Throttled and Internal are worth another try (IsTransient);
+// every other kind is permanent and is recorded once.
 const (
 	KindInvalid           Kind = "invalid"            // bad input (UPN, serial, seed, code format)
 	KindNotFound          Kind = "not_found"          // user, device or seed does not exist
@@ -36,18 +38,32 @@ type Error struct {
 	Err        error         // the underlying error, if any
 }
 
+// Error reads "op: message (request-id id)". Without a Message it says what the underlying
+// error says, and without either it names the kind, so it never ends in a dangling colon.
 func (e *Error) Error() string {
-	s := e.Message
+	what := e.Message
+	if what == "" && e.Err != nil {
+		what = e.Err.Error()
+	}
+	if what == "" {
+		what = e.Kind.words()
+	}
+	s := what
 	if e.Op != "" {
-		s = e.Op + ": " + s
+		s = e.Op + ": " + what
 	}
 	if e.RequestID != "" {
 		s += " (request-id " + e.RequestID + ")"
 	}
-	if e.Err != nil && e.Message == "" {
-		s += e.Err.Error()
-	}
 	return s
+}
+
+// words is the kind as words for a sentence ("not found"), or "failed" when there is none.
+func (k Kind) words() string {
+	if k == "" {
+		return "failed"
+	}
+	return strings.ReplaceAll(string(k), "_", " ")
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -57,23 +73,44 @@ func Errorf(k Kind, format string, args ...any) *Error {
 	return &Error{Kind: k, Message: fmt.Sprintf(format, args...)}
 }
 
-// KindOf returns the kind of the first *Error in err's chain, KindInternal when there is none,
-// and "" for a nil error.
+// KindOf returns the kind of the first *Error in err's chain, and "" for a nil error. An error
+// nothing classified (no *Error, or one of KindInternal) is KindInternal, except when a
+// cancelled or expired context cut the call short: that says nothing about the request and is
+// KindTransient.
 func KindOf(err error) Kind {
 	if err == nil {
 		return ""
 	}
+	k := KindInternal
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Kind
+		k = e.Kind
 	}
-	return KindInternal
+	if k == KindInternal && cutShort(err) {
+		return KindTransient
+	}
+	return k
 }
 
-// IsTransient reports whether err is worth retrying (throttling, 5xx, timeouts).
+// cutShort reports whether a cancelled or expired context is in err's chain.
+func cutShort(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// IsTransient is the one rule for whether a failure is worth another try (a retried call, a
+// redelivered message, a request answered "retry"), rather than a permanent outcome to record:
+// throttling and transient upstream failures; a call cut short by a cancelled or expired
+// context, whatever its kind; and a failure nothing classified (KindInternal: a bug or an
+// answer no adapter knows), since nothing says it is permanent. Every other kind is permanent.
 func IsTransient(err error) bool {
-	k := KindOf(err)
-	return k == KindTransient || k == KindThrottled
+	if err == nil {
+		return false
+	}
+	switch KindOf(err) {
+	case KindTransient, KindThrottled, KindInternal:
+		return true
+	}
+	return cutShort(err)
 }
 
 // RetryAfterOf returns the RetryAfter of the first *Error in err's chain, or 0.

@@ -1,14 +1,9 @@
 package vault
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 
 	"github.com/oathpipe/oathpipe/shared/azerr"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -22,95 +17,45 @@ const (
 	codeSecretDisabled        = "SecretDisabled"
 )
 
-// kvError is what a Key Vault error answer says.
-type kvError struct {
-	status    int
-	code      string // error.code, e.g. SecretNotFound
-	inner     string // error.innererror.code, e.g. ObjectIsDeletedButRecoverable
-	message   string
-	requestID string
-	retry     time.Duration
-}
-
-// responseError extracts Key Vault's answer from err, if err is one.
-func responseError(err error) (kvError, bool) {
-	var re *azcore.ResponseError
-	if !errors.As(err, &re) {
-		return kvError{}, false
-	}
-	e := kvError{status: re.StatusCode, code: re.ErrorCode}
-	if resp := re.RawResponse; resp != nil {
-		e.requestID = resp.Header.Get("x-ms-request-id")
-		e.retry = azerr.RetryAfter(resp.Header)
-		if body, err := runtime.Payload(resp); err == nil {
-			var b struct {
-				Error struct {
-					Code       string `json:"code"`
-					Message    string `json:"message"`
-					InnerError struct {
-						Code string `json:"code"`
-					} `json:"innererror"`
-				} `json:"error"`
-			}
-			if json.Unmarshal(body, &b) == nil {
-				if b.Error.Code != "" {
-					e.code = b.Error.Code
-				}
-				e.inner = b.Error.InnerError.Code
-				e.message = b.Error.Message
-			}
-		}
-	}
-	return e, true
-}
-
-func (e kvError) is(code string) bool { return e.code == code || e.inner == code }
+// keyVault is Key Vault for azerr.Classify, which decides every Azure answer's kind; refine
+// adds what only Key Vault says.
+var keyVault = azerr.Service{Name: "Key Vault", Role: "Key Vault Secrets Officer", Refine: refine}
 
 // classify turns a failed Key Vault call into a *token.Error. op says what was being done
 // ("store the seed of Token2 serial 123"). Messages come from Key Vault's error answers, which
 // never hold a secret value.
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
+func classify(op string, err error) error { return azerr.Classify(op, keyVault, err) }
+
+// refine words Key Vault's answers with Key Vault's own message and reclassifies the answers
+// only Key Vault gives: a secret being deleted or recovered is transient (it settles in
+// seconds), and a disabled secret is a conflict (an operator disabled it), not a missing role.
+func refine(a azerr.Answer, e *token.Error) {
+	msg := a.Message
+	if msg == "" {
+		msg = fmt.Sprintf("Key Vault answered %d %s", a.Status, a.Code)
 	}
-	var te *token.Error
-	if errors.As(err, &te) {
-		return err
+	e.Message = msg
+	switch {
+	case a.Status == http.StatusTooManyRequests:
+		e.Message = "Key Vault is throttling requests: " + msg
+	case a.Status == http.StatusConflict && (a.Is(codeBeingDeleted) || a.Is(codeBeingRecovered)):
+		e.Kind, e.RetryAfter = token.KindTransient, 2*time.Second
+	case a.Status == http.StatusForbidden && a.Is(codeSecretDisabled):
+		e.Kind = token.KindConflict
+		e.Message = "the secret is disabled in Key Vault (an operator disabled it)"
+	case e.Kind == token.KindForbidden:
+		e.Message = "the app's identity may not use Key Vault secrets (needs the Key Vault Secrets Officer role on the vault): " + msg
 	}
-	out := &token.Error{Op: op, Err: err}
-	if e, ok := responseError(err); ok {
-		out.RequestID = e.requestID
-		msg := e.message
-		if msg == "" {
-			msg = fmt.Sprintf("Key Vault answered %d %s", e.status, e.code)
-		}
-		out.Message = msg
-		switch {
-		case e.status == http.StatusNotFound:
-			out.Kind = token.KindNotFound
-		case e.status == http.StatusTooManyRequests:
-			out.Kind, out.RetryAfter = token.KindThrottled, e.retry
-			out.Message = "Key Vault is throttling requests: " + msg
-		case e.status == http.StatusConflict && (e.is(codeBeingDeleted) || e.is(codeBeingRecovered)):
-			out.Kind, out.RetryAfter = token.KindTransient, 2*time.Second
-		case e.status == http.StatusConflict:
-			out.Kind = token.KindConflict
-		case e.status == http.StatusForbidden && e.is(codeSecretDisabled):
-			out.Kind = token.KindConflict
-			out.Message = "the secret is disabled in Key Vault (an operator disabled it)"
-		case e.status == http.StatusUnauthorized || e.status == http.StatusForbidden:
-			out.Kind = token.KindForbidden
-			out.Message = "the app's identity may not use Key Vault secrets (needs the Key Vault Secrets Officer role on the vault): " + msg
-		case e.status == http.StatusRequestTimeout || e.status >= 500:
-			out.Kind, out.RetryAfter = token.KindTransient, e.retry
-		case e.status == http.StatusBadRequest:
-			out.Kind = token.KindInvalid
-		default:
-			out.Kind = token.KindInternal
-		}
-		return out
-	}
-	return azerr.Classify(op, keyVault, err)
 }
 
-var keyVault = azerr.Service{Name: "Key Vault", Role: "Key Vault Secrets Officer"}
+// answerIs reports whether err is Key Vault's answer with status and (inner) code.
+func answerIs(err error, status int, code string) bool {
+	a, ok := azerr.AnswerOf(err)
+	return ok && a.Status == status && a.Is(code)
+}
+
+// answerStatus is the HTTP status of Key Vault's answer in err (0 when err carries none).
+func answerStatus(err error) int {
+	a, _ := azerr.AnswerOf(err)
+	return a.Status
+}

@@ -183,7 +183,7 @@ func (v *Vault) Put(ctx context.Context, t token.Token, seed token.Seed, opts Pu
 	}
 
 	o, err := v.write(ctx, log, op, t, seed, opts, Created)
-	if e, ok := responseError(err); ok && e.status == http.StatusConflict && e.is(codeDeletedButRecoverable) {
+	if answerIs(err, http.StatusConflict, codeDeletedButRecoverable) {
 		return v.recoverAndCompare(ctx, log, op, t, seed, opts, name)
 	}
 	return o, err
@@ -192,9 +192,8 @@ func (v *Vault) Put(ctx context.Context, t token.Token, seed token.Seed, opts Pu
 // recoverAndCompare recovers a soft-deleted secret and treats it as the stored seed.
 func (v *Vault) recoverAndCompare(ctx context.Context, log *slog.Logger, op string, t token.Token, seed token.Seed, opts PutOptions, name string) (Outcome, error) {
 	if _, err := v.client.RecoverDeletedSecret(ctx, name, nil); err != nil {
-		e, _ := responseError(err)
 		// Someone else recovered it (or is recovering it) first: carry on and read it.
-		if e.status != http.StatusNotFound && !(e.status == http.StatusConflict && e.is(codeBeingRecovered)) {
+		if answerStatus(err) != http.StatusNotFound && !answerIs(err, http.StatusConflict, codeBeingRecovered) {
 			return "", classify(op+": recover the soft-deleted secret", err)
 		}
 	}
@@ -295,7 +294,7 @@ func (v *Vault) write(ctx context.Context, log *slog.Logger, op string, t token.
 		Tags:             tags(t, seed, opts),
 	}, nil)
 	if err != nil {
-		return "", classify(op, err) // Put recovers ObjectIsDeletedButRecoverable: see responseError
+		return "", classify(op, err) // Put recovers ObjectIsDeletedButRecoverable
 
 	}
 	version := ""

@@ -347,6 +347,7 @@ func (l *MemLedger) SetTokenOutcome(_ context.Context, id string, line int, o pi
 	}
 	next := r
 	next.Status, next.Reason, next.UserPrincipalName, next.UserID = o.Status, o.Reason, o.UserPrincipalName, o.UserID
+	next.Cause = o.Cause
 	if o.DeviceID != "" {
 		next.DeviceID = o.DeviceID
 	}
