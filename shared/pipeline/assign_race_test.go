@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -30,7 +31,7 @@ func (d *raceDir) ActivateWithCode(ctx context.Context, userID, methodID, code s
 // The first request loses with a conflict naming the winner, not a not-found about a method.
 func TestReassignRaceAcrossInstances(t *testing.T) {
 	ctx := context.Background()
-	s, other, l, _ := provisioned(t, func(ss *pipelinetest.SeedSet) []pipelinetest.Row { return []pipelinetest.Row{ss.Row("RC-1", ada)} })
+	s, other, l, _ := provisioned(t, func(ss *testkit.SeedSet) []testkit.Row { return []testkit.Row{ss.Row("RC-1", ada)} })
 	var meanwhile error
 	late := s.Pipeline(l, &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs(), func(d *pipeline.Deps) {
 		d.Directory = &raceDir{Directory: d.Directory, meanwhile: func() {

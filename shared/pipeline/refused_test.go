@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/oathpipe/oathpipe/internal/testkit"
 	"github.com/oathpipe/oathpipe/shared/pipeline"
 	"github.com/oathpipe/oathpipe/shared/pipeline/pipelinetest"
 	"github.com/oathpipe/oathpipe/shared/token"
@@ -29,20 +30,20 @@ func TestVaultRefusalSurvivesARedelivery(t *testing.T) {
 
 func vaultRefusalSurvivesARedelivery(t *testing.T, l pipeline.Ledger) {
 	ctx := context.Background()
-	s := pipelinetest.NewStack(t, pipelinetest.Options{})
+	s := testkit.NewStack(t, testkit.Options{})
 	q, b := &pipelinetest.MemQueue{}, pipelinetest.NewMemBlobs()
 	p := s.Pipeline(l, q, b, nil)
-	ss := &pipelinetest.SeedSet{}
+	ss := &testkit.SeedSet{}
 	// Names and serials of their own: the Azurite ledger is shared by the package's tests.
 	tag := strings.ToUpper(strings.ReplaceAll(t.Name(), "/", "-"))
-	if _, err := p.Import(ctx, b.Upload(tag+"-first.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(tag+"-1", ada)}))); err != nil {
+	if _, err := p.Import(ctx, b.Upload(tag+"-first.csv", testkit.EntraCSV([]testkit.Row{ss.Row(tag+"-1", ada)}))); err != nil {
 		t.Fatal(err)
 	}
 	pipelinetest.Drain(t, ctx, p, q)
 
 	plan := &crashPlan{op: "ledger.SetImportCheckpoint"}
 	p = s.Pipeline(crashLedger{l, plan}, q, b, nil)
-	f := b.Upload(tag+"-second.csv", pipelinetest.EntraCSV([]pipelinetest.Row{ss.Row(tag+"-1", ada), ss.Row(tag+"-2", grace)}))
+	f := b.Upload(tag+"-second.csv", testkit.EntraCSV([]testkit.Row{ss.Row(tag+"-1", ada), ss.Row(tag+"-2", grace)}))
 	if _, err := p.Import(ctx, f); token.KindOf(err) != token.KindTransient || !plan.fired {
 		t.Fatalf("first delivery: %v (crash fired: %v)", err, plan.fired)
 	}
