@@ -20,7 +20,8 @@ import (
 // left in the time step, Activate waits for the next step.
 const MinCodeLife = 3 * time.Second
 
-// maxActivateTries bounds Activate's own retries (each with a fresh code) on throttling and 5xx.
+// maxActivateTries bounds Activate's own retries (each with a fresh code) on what token.IsTransient retries:
+// throttling, 5xx and unclassified failures.
 const maxActivateTries = 6
 
 // setMessage rewords the *token.Error in err.
