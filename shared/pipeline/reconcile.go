@@ -104,8 +104,6 @@ type ReconcileOptions struct {
 	// of when it was assigned, so its Untracked sighting carries the first time a
 	// reconciliation saw it in that status. nil: every sighting starts now.
 	Previous *ReconcileReport
-
-	sightings *sightings // set by Reconcile
 }
 
 // Finding is one disagreement between Entra, Key Vault and the ledger. It never holds a seed.
@@ -159,7 +157,7 @@ func newSightings(prev *ReconcileReport, now time.Time) *sightings {
 	s := &sightings{prev: map[string]Sighting{}, now: now.UTC()}
 	if prev != nil {
 		for _, u := range prev.Untracked {
-			s.prev[strings.ToUpper(u.SerialNumber)] = u
+			s.prev[seedKey(u.SerialNumber)] = u
 		}
 	}
 	return s
@@ -171,7 +169,7 @@ func (s *sightings) see(d token.Device) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := Sighting{SerialNumber: d.Serial, Status: string(d.Status), Since: s.now}
-	if p, ok := s.prev[strings.ToUpper(d.Serial)]; ok && p.Status == u.Status && p.Since.Before(u.Since) {
+	if p, ok := s.prev[seedKey(d.Serial)]; ok && p.Status == u.Status && p.Since.Before(u.Since) {
 		u.Since = p.Since
 	}
 	s.seen = append(s.seen, u)
@@ -198,7 +196,6 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 	}
 	p := l.p
 	now := p.now()
-	o.sightings = newSightings(o.Previous, now)
 	rep := &ReconcileReport{Date: now.UTC().Format("2006-01-02"), Started: now.UTC(), StuckDays: int(o.StuckAfter / (24 * time.Hour)), Counts: map[string]int{}, Findings: []Finding{}}
 	if o.TakeBackDisabled {
 		rep.TakeBack = "disabled"
@@ -219,7 +216,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 		inVault[seedKey(e.Serial)] = true
 	}
 
-	found := &findings{}
+	found := &findings{seen: newSightings(o.Previous, now)}
 	users := &holders{resolve: p.d.Directory.ResolveUser}
 	if err := l.reconcileDevices(ctx, log, devs, o, now, inVault, users, found); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
@@ -229,7 +226,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context, seeds SeedCatalog, o Reconcil
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	rep.Findings = append(rep.Findings, found.list...)
-	rep.Untracked = o.sightings.list()
+	rep.Untracked = found.seen.list()
 	if err := l.writeReconcileReport(ctx, rep); err != nil {
 		return nil, err
 	}
@@ -257,10 +254,12 @@ func (l *Lifecycle) inventory(ctx context.Context) ([]token.Device, error) {
 	}
 }
 
-// findings collects a reconciliation's findings from its workers.
+// findings collects a reconciliation's findings, and its sightings of untracked devices, from
+// its workers.
 type findings struct {
 	mu   sync.Mutex
 	list []Finding
+	seen *sightings
 }
 
 func (f *findings) add(x Finding) {
@@ -269,39 +268,39 @@ func (f *findings) add(x Finding) {
 	f.mu.Unlock()
 }
 
-// holders resolves each token holder once, however many workers ask for the same user at once.
+// holders resolves each token holder once, however many workers ask for the same user at once:
+// the first asker looks the user up, the others wait for its answer.
 type holders struct {
 	resolve func(ctx context.Context, id string) (token.User, error)
 	mu      sync.Mutex
-	users   map[string]*holder
-	wait    sync.Map // id → chan struct{} closed once users[id] is set
+	users   map[string]*pendingHolder
+}
+
+// pendingHolder is one user's lookup: h is set before done is closed.
+type pendingHolder struct {
+	done chan struct{}
+	h    holder
 }
 
 func (hs *holders) get(ctx context.Context, id string) holder {
 	hs.mu.Lock()
-	if h, ok := hs.users[id]; ok {
-		hs.mu.Unlock()
-		return *h
-	}
-	done := make(chan struct{})
-	if w, loaded := hs.wait.LoadOrStore(id, done); loaded {
-		hs.mu.Unlock()
-		<-w.(chan struct{})
-		hs.mu.Lock()
-		h := hs.users[id]
-		hs.mu.Unlock()
-		return *h
+	e, ok := hs.users[id]
+	if !ok {
+		if hs.users == nil {
+			hs.users = map[string]*pendingHolder{}
+		}
+		e = &pendingHolder{done: make(chan struct{})}
+		hs.users[id] = e
 	}
 	hs.mu.Unlock()
+	if ok {
+		<-e.done
+		return e.h
+	}
 	u, err := hs.resolve(ctx, id)
-	hs.mu.Lock()
-	if hs.users == nil {
-		hs.users = map[string]*holder{}
-	}
-	hs.users[id] = &holder{u, err}
-	hs.mu.Unlock()
-	close(done)
-	return holder{u, err}
+	e.h = holder{u, err}
+	close(e.done)
+	return e.h
 }
 
 // reconcileDevices checks every device (reconcileDevice), o.Concurrency at once, and returns
@@ -318,7 +317,7 @@ func (l *Lifecycle) reconcileDevices(ctx context.Context, log *slog.Logger, devs
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := l.reconcileDevice(ctx, log, d, o, now, inVault[seedKey(d.Serial)], resolve, found.add); err != nil {
+			if err := l.reconcileDevice(ctx, log, d, o, now, inVault[seedKey(d.Serial)], resolve, found); err != nil {
 				emu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -406,8 +405,9 @@ func (l *Lifecycle) writeReconcileReport(ctx context.Context, rep *ReconcileRepo
 	if err != nil {
 		return fmt.Errorf("reconcile: encode the report: %w", err)
 	}
+	js, fails := append(js, '\n'), findingsCSV(rep.Findings)
 	for _, name := range []string{rep.ReportName, LatestReconcileReport} {
-		if err := p.d.Blobs.PutReport(ctx, name, append(js, '\n'), bytes.NewReader(findingsCSV(rep.Findings))); err != nil {
+		if err := p.d.Blobs.PutReport(ctx, name, js, bytes.NewReader(fails)); err != nil {
 			return fmt.Errorf("reconcile: write seed-reports/%s.json: %w", name, err)
 		}
 	}
@@ -427,8 +427,9 @@ type holder struct {
 // it has been stuck, and its ledger row; with TakeBackDisabled it takes it from a disabled
 // account.
 func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d token.Device, o ReconcileOptions, now time.Time, seeded bool,
-	resolve func(string) holder, add func(Finding)) error {
+	resolve func(string) holder, found *findings) error {
 	p := l.p
+	add := found.add
 	base := Finding{SerialNumber: d.Serial, Manufacturer: d.Manufacturer, Status: string(d.Status), UserID: d.AssignedToID}
 	var h holder
 	if d.AssignedToID != "" {
@@ -458,7 +459,7 @@ func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d tok
 	}
 	row, err := p.d.Ledger.TokenBySerial(ctx, d.Serial)
 	if token.KindOf(err) == token.KindNotFound {
-		untracked(base, d, o, now, seeded, add)
+		untracked(base, d, o, now, seeded, found)
 		return nil
 	}
 	if err != nil {
@@ -482,22 +483,22 @@ func (l *Lifecycle) reconcileDevice(ctx context.Context, log *slog.Logger, d tok
 // untracked checks a device the ledger has no row for: with its seed in the vault the ledger
 // lost it (a disagreement); in assigned or failedActivation it is stuck once the first
 // reconciliation that saw it so is longer ago than StuckAfter (its Sighting in the report).
-func untracked(base Finding, d token.Device, o ReconcileOptions, now time.Time, seeded bool, add func(Finding)) {
+func untracked(base Finding, d token.Device, o ReconcileOptions, now time.Time, seeded bool, found *findings) {
 	if seeded {
 		f := base
 		f.Kind, f.Detail = FindingLedgerDisagrees, "the ledger has no row for this token; Entra ID has the device and the vault its seed"
-		add(f)
+		found.add(f)
 	}
 	if d.Status != token.StatusAssigned && d.Status != token.StatusFailedActivation {
 		return
 	}
-	since := o.sightings.see(d)
+	since := found.seen.see(d)
 	if now.Sub(since) > o.StuckAfter {
 		f := base
 		f.Kind = FindingStuck
 		f.Detail = fmt.Sprintf("%s since at least %s (more than %d days; no ledger row, so seen so by every reconciliation since): activate it or take it back",
 			d.Status, since.UTC().Format("2006-01-02"), int(o.StuckAfter/(24*time.Hour)))
-		add(f)
+		found.add(f)
 	}
 }
 
