@@ -97,33 +97,36 @@ func (l *Ledger) indexSerials(ctx context.Context, importID string, created time
 
 // ImportByName returns the latest import (by Created) of a file name (KindNotFound when none).
 func (l *Ledger) ImportByName(ctx context.Context, fileName string) (pipeline.ImportRecord, error) {
-	op := "ledger: find import of " + fileName
-	var idx indexEntity
-	if _, err := get(ctx, l.table, fileIndexPart, keyFor(fileName), &idx); err != nil {
-		if isNotFound(err) {
-			return pipeline.ImportRecord{}, notFound(op, "no import of this file", err)
-		}
-		return pipeline.ImportRecord{}, classify(op, err)
-	}
-	if idx.Name != fileName { // only possible for a hashed key: checked anyway
-		return pipeline.ImportRecord{}, notFound(op, "no import of this file", nil)
+	idx, err := l.lookup(ctx, fileIndexPart, fileName, "ledger: find import of "+fileName, "no import of this file")
+	if err != nil {
+		return pipeline.ImportRecord{}, err
 	}
 	return l.GetImport(ctx, idx.ImportID)
+}
+
+// lookup reads the index entry of name in the index partition part: KindNotFound (missing)
+// when there is none, or when the entry is another name's (only possible for a hashed key:
+// checked anyway).
+func (l *Ledger) lookup(ctx context.Context, part, name, op, missing string) (indexEntity, error) {
+	var idx indexEntity
+	if _, err := get(ctx, l.table, part, keyFor(name), &idx); err != nil {
+		if isNotFound(err) {
+			return indexEntity{}, notFound(op, missing, err)
+		}
+		return indexEntity{}, classify(op, err)
+	}
+	if idx.Name != name {
+		return indexEntity{}, notFound(op, missing, nil)
+	}
+	return idx, nil
 }
 
 // TokenBySerial returns the row of the latest import that holds serial on a non-rejected line
 // (KindNotFound when none).
 func (l *Ledger) TokenBySerial(ctx context.Context, serial string) (pipeline.TokenRecord, error) {
-	op := "ledger: find token " + serial
-	var idx indexEntity
-	if _, err := get(ctx, l.table, serialIndexPart, keyFor(serial), &idx); err != nil {
-		if isNotFound(err) {
-			return pipeline.TokenRecord{}, notFound(op, "the ledger has no token with this serial", err)
-		}
-		return pipeline.TokenRecord{}, classify(op, err)
-	}
-	if idx.Name != serial {
-		return pipeline.TokenRecord{}, notFound(op, "the ledger has no token with this serial", nil)
+	idx, err := l.lookup(ctx, serialIndexPart, serial, "ledger: find token "+serial, "the ledger has no token with this serial")
+	if err != nil {
+		return pipeline.TokenRecord{}, err
 	}
 	return l.GetToken(ctx, idx.ImportID, idx.Line)
 }
