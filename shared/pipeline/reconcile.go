@@ -66,17 +66,17 @@ func (r Reconciliation) Run(ctx context.Context) (*ReconcileReport, error) {
 	return r.Lifecycle.Reconcile(ctx, r.Seeds, o)
 }
 
-// ReportReader reads seed-reports/{name}.json as written before (KindNotFound when there is
-// none; package storage).
+// ReportReader reads a blob written before, such as a report in seed-reports (KindNotFound when
+// there is none; storage.Blobs.Read).
 type ReportReader interface {
-	ReadReport(ctx context.Context, name string) ([]byte, error)
+	Read(ctx context.Context, container, name string) ([]byte, error)
 }
 
 // PreviousReconcileReport reads the last reconciliation's report (nil when there is none yet,
 // or when it cannot be decoded: the sightings then start again, which errs towards reporting a
 // stuck device later, never sooner).
 func PreviousReconcileReport(ctx context.Context, r ReportReader) (*ReconcileReport, error) {
-	b, err := r.ReadReport(ctx, LatestReconcileReport)
+	b, err := r.Read(ctx, ReportsContainer, LatestReconcileReport+".json")
 	if token.KindOf(err) == token.KindNotFound {
 		return nil, nil
 	}

@@ -215,11 +215,6 @@ func (b *Blobs) ReportsURL() string {
 	return strings.TrimSuffix(b.client.URL(), "/") + "/" + pipeline.ReportsContainer
 }
 
-// ReadReport implements pipeline.ReportReader: seed-reports/{name}.json (KindNotFound when absent).
-func (b *Blobs) ReadReport(ctx context.Context, name string) ([]byte, error) {
-	return b.Read(ctx, pipeline.ReportsContainer, name+".json")
-}
-
 // Park keeps a queue message that could not be handled as token-parked/{name}, never over an
 // existing blob (If-None-Match: *): an earlier copy under the name is the same message, parked
 // by an earlier delivery, and is fine. metadata pairs are stored as blob metadata.
